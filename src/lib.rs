@@ -1,0 +1,8 @@
+//! # convnet
+//!
+//! Convolutional neural networks in Rust with a Keras-style API.
+#![warn(missing_docs)]
+
+pub mod error;
+
+pub use error::{Error, Result};
