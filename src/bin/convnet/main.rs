@@ -1,22 +1,48 @@
-//! The `convnet` command line: each subcommand lives in `convnet::cli::<name>`.
+//! The `convnet` command line: each subcommand lives in its own module.
+
+mod summary;
+mod train;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "convnet", version, about = "Convolutional neural networks in Rust")]
+#[command(
+    name = "convnet",
+    version,
+    about = "Convolutional neural networks in Rust"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
-enum Command {}
+enum Command {
+    /// Train a model on MNIST (default: the classic Keras LeNet recipe).
+    Train(train::TrainArgs),
+    /// Print a model's layers, output shapes and parameter counts.
+    Summary(summary::SummaryArgs),
+}
+
+/// Sets the size of the thread pool, if asked.
+fn set_threads(threads: Option<usize>) -> convnet::Result<()> {
+    match threads {
+        Some(0) => Err(convnet::Error::InvalidArgument(
+            "--threads must be at least 1".into(),
+        )),
+        Some(n) => convnet::set_num_threads(n),
+        None => Ok(()),
+    }
+}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result: convnet::Result<()> = match cli.command {};
+    let result = match cli.command {
+        Command::Train(args) => train::run(args),
+        Command::Summary(args) => summary::run(args),
+    };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

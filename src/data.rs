@@ -1,0 +1,112 @@
+//! What `fit`, `evaluate` and `predict` read samples from.
+//!
+//! Any `ndarray` array of `f32` whose first axis is the sample axis works.
+//! [`Rescaled`] wraps an array of bytes (pixels 0..=255) and converts each
+//! batch to `f32` on the fly, so a whole data set never needs to exist as
+//! `f32` in memory: MNIST takes 47 MB as bytes, 188 MB as floats.
+
+use ndarray::{ArrayBase, Axis, Data, Dimension, RemoveAxis};
+
+/// A collection of samples of one shape, gathered into batches by index.
+pub trait Samples: Sync {
+    /// Number of samples.
+    fn len(&self) -> usize;
+
+    /// Whether there are no samples.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The shape of one sample (without the sample axis).
+    fn sample_shape(&self) -> Vec<usize>;
+
+    /// Writes the samples at `indices`, one after another, into `out`
+    /// (`indices.len()` times the sample size).
+    fn gather(&self, indices: &[usize], out: &mut [f32]);
+}
+
+fn sample_len(shape: &[usize]) -> usize {
+    shape[1..].iter().product()
+}
+
+impl<S, D> Samples for ArrayBase<S, D>
+where
+    S: Data<Elem = f32> + Sync,
+    D: Dimension + RemoveAxis,
+{
+    fn len(&self) -> usize {
+        self.len_of(Axis(0))
+    }
+
+    fn sample_shape(&self) -> Vec<usize> {
+        self.shape()[1..].to_vec()
+    }
+
+    fn gather(&self, indices: &[usize], out: &mut [f32]) {
+        gather_with(self, indices, out, |v| v);
+    }
+}
+
+fn gather_with<T: Copy, S: Data<Elem = T>, D: Dimension + RemoveAxis>(
+    array: &ArrayBase<S, D>,
+    indices: &[usize],
+    out: &mut [f32],
+    convert: impl Fn(T) -> f32,
+) {
+    let len = sample_len(array.shape());
+    let contiguous = array.as_slice();
+    for (&i, out) in indices.iter().zip(out.chunks_exact_mut(len)) {
+        match contiguous {
+            Some(all) => {
+                let sample = &all[i * len..(i + 1) * len];
+                out.iter_mut()
+                    .zip(sample)
+                    .for_each(|(o, &v)| *o = convert(v));
+            }
+            None => {
+                let sample = array.index_axis(Axis(0), i);
+                out.iter_mut()
+                    .zip(sample.iter())
+                    .for_each(|(o, &v)| *o = convert(v));
+            }
+        }
+    }
+}
+
+/// Byte samples seen as `f32` times a scale, e.g. pixels `/ 255`.
+///
+/// ```
+/// use convnet::data::{Rescaled, Samples};
+/// use ndarray::Array4;
+/// let pixels = Array4::<u8>::from_elem((2, 28, 28, 1), 255);
+/// let x = Rescaled::new(&pixels, 1.0 / 255.0);
+/// let mut batch = vec![0.0; 784];
+/// x.gather(&[1], &mut batch);
+/// assert_eq!(batch[0], 1.0);
+/// ```
+pub struct Rescaled<'a, S: Data<Elem = u8>, D: Dimension> {
+    bytes: &'a ArrayBase<S, D>,
+    scale: f32,
+}
+
+impl<'a, S: Data<Elem = u8>, D: Dimension> Rescaled<'a, S, D> {
+    /// `bytes`, whose first axis is the sample axis, times `scale`.
+    pub fn new(bytes: &'a ArrayBase<S, D>, scale: f32) -> Self {
+        Rescaled { bytes, scale }
+    }
+}
+
+impl<S: Data<Elem = u8> + Sync, D: Dimension + RemoveAxis> Samples for Rescaled<'_, S, D> {
+    fn len(&self) -> usize {
+        self.bytes.len_of(Axis(0))
+    }
+
+    fn sample_shape(&self) -> Vec<usize> {
+        self.bytes.shape()[1..].to_vec()
+    }
+
+    fn gather(&self, indices: &[usize], out: &mut [f32]) {
+        let scale = self.scale;
+        gather_with(self.bytes, indices, out, |v| v as f32 * scale);
+    }
+}

@@ -1,0 +1,291 @@
+//! Sliding-window geometry, and im2col/col2im for NHWC images.
+//!
+//! im2col turns a convolution into one matrix product: each output pixel gets
+//! a row holding the `k_h x k_w x channels` input values under the window, in
+//! the same order as a Keras kernel `(k_h, k_w, in_channels, filters)` is laid
+//! out, so `rows · kernel` is the convolution, already in NHWC order.
+
+use crate::{Error, Result};
+
+/// How a window treats the border, with the names and meaning of Keras.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Padding {
+    /// No padding: windows only where they fit entirely inside the input.
+    #[default]
+    Valid,
+    /// Pad with zeros so that the output has `ceil(input / stride)` pixels per
+    /// axis; the extra pixel of an odd padding goes at the bottom/right, as in
+    /// TensorFlow.
+    Same,
+}
+
+impl std::str::FromStr for Padding {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "valid" => Ok(Padding::Valid),
+            "same" => Ok(Padding::Same),
+            _ => Err(Error::InvalidArgument(format!(
+                "unknown padding {s:?}: use \"valid\" or \"same\""
+            ))),
+        }
+    }
+}
+
+/// Where a `k_h x k_w` window with a given stride and padding lands on an
+/// `in_h x in_w x channels` image.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Window2d {
+    /// Input height.
+    pub in_h: usize,
+    /// Input width.
+    pub in_w: usize,
+    /// Channels (the last, fastest axis).
+    pub channels: usize,
+    /// Window height.
+    pub k_h: usize,
+    /// Window width.
+    pub k_w: usize,
+    /// Vertical stride.
+    pub stride_h: usize,
+    /// Horizontal stride.
+    pub stride_w: usize,
+    /// Zero rows added above the input.
+    pub pad_top: usize,
+    /// Zero columns added left of the input.
+    pub pad_left: usize,
+    /// Output height.
+    pub out_h: usize,
+    /// Output width.
+    pub out_w: usize,
+}
+
+fn output_len(input: usize, window: usize, stride: usize, padding: Padding) -> (usize, usize) {
+    match padding {
+        Padding::Valid => ((input - window) / stride + 1, 0),
+        Padding::Same => {
+            let out = input.div_ceil(stride);
+            let pad_total = ((out - 1) * stride + window).saturating_sub(input);
+            (out, pad_total / 2)
+        }
+    }
+}
+
+impl Window2d {
+    /// The geometry of a window sliding over an image of shape
+    /// `(in_h, in_w, channels)`; an error if the window does not fit.
+    pub fn new(
+        input: (usize, usize, usize),
+        window: (usize, usize),
+        strides: (usize, usize),
+        padding: Padding,
+    ) -> Result<Self> {
+        let (in_h, in_w, channels) = input;
+        let (k_h, k_w) = window;
+        if k_h == 0 || k_w == 0 || strides.0 == 0 || strides.1 == 0 {
+            return Err(Error::InvalidArgument(format!(
+                "window {k_h}x{k_w} with strides {strides:?}: sizes and strides must be at least 1"
+            )));
+        }
+        if padding == Padding::Valid && (k_h > in_h || k_w > in_w) {
+            return Err(Error::Shape(format!(
+                "a {k_h}x{k_w} window does not fit in a {in_h}x{in_w} input with padding \"valid\"; \
+                 use a smaller window or padding \"same\""
+            )));
+        }
+        if in_h == 0 || in_w == 0 || channels == 0 {
+            return Err(Error::Shape(format!(
+                "input of shape ({in_h}, {in_w}, {channels}) is empty"
+            )));
+        }
+        let (out_h, pad_top) = output_len(in_h, k_h, strides.0, padding);
+        let (out_w, pad_left) = output_len(in_w, k_w, strides.1, padding);
+        Ok(Window2d {
+            in_h,
+            in_w,
+            channels,
+            k_h,
+            k_w,
+            stride_h: strides.0,
+            stride_w: strides.1,
+            pad_top,
+            pad_left,
+            out_h,
+            out_w,
+        })
+    }
+
+    /// Values in one input image.
+    pub fn in_len(&self) -> usize {
+        self.in_h * self.in_w * self.channels
+    }
+
+    /// Output pixels per image (rows of the im2col matrix per image).
+    pub fn out_pixels(&self) -> usize {
+        self.out_h * self.out_w
+    }
+
+    /// Values under one window (columns of the im2col matrix).
+    pub fn patch_len(&self) -> usize {
+        self.k_h * self.k_w * self.channels
+    }
+
+    /// Top-left corner of the window of output pixel `(oy, ox)` in input
+    /// coordinates; negative where it starts in the padding.
+    fn origin(&self, oy: usize, ox: usize) -> (isize, isize) {
+        (
+            (oy * self.stride_h) as isize - self.pad_top as isize,
+            (ox * self.stride_w) as isize - self.pad_left as isize,
+        )
+    }
+
+    /// Input rows (or columns) `origin..origin+k` clipped to `0..len`.
+    fn clip(origin: isize, k: usize, len: usize) -> std::ops::Range<usize> {
+        let start = origin.max(0) as usize;
+        let end = (origin + k as isize).clamp(0, len as isize) as usize;
+        start..end.max(start)
+    }
+
+    /// Input rows covered by the window of output row `oy`.
+    pub fn rows_of(&self, oy: usize) -> std::ops::Range<usize> {
+        Self::clip(self.origin(oy, 0).0, self.k_h, self.in_h)
+    }
+
+    /// Input columns covered by the window of output column `ox`.
+    pub fn cols_of(&self, ox: usize) -> std::ops::Range<usize> {
+        Self::clip(self.origin(0, ox).1, self.k_w, self.in_w)
+    }
+}
+
+/// Visits, for every output pixel and window row, the matching run of
+/// `k_w * channels` values of the im2col row and, where it lies fully inside
+/// the image, the input offset it comes from.
+#[inline]
+fn for_each_window_row(w: &Window2d, mut visit: impl FnMut(usize, Option<usize>)) {
+    let c = w.channels;
+    let run = w.k_w * c;
+    for oy in 0..w.out_h {
+        for ox in 0..w.out_w {
+            let (y0, x0) = w.origin(oy, ox);
+            let row_start = (oy * w.out_w + ox) * w.patch_len();
+            let inside_x = x0 >= 0 && x0 as usize + w.k_w <= w.in_w;
+            for ky in 0..w.k_h {
+                let iy = y0 + ky as isize;
+                let dst = row_start + ky * run;
+                if inside_x && iy >= 0 && (iy as usize) < w.in_h {
+                    visit(dst, Some((iy as usize * w.in_w + x0 as usize) * c));
+                } else {
+                    visit(dst, None);
+                }
+            }
+        }
+    }
+}
+
+/// Offset in the image of window pixel `kx` of a window row starting at
+/// `(iy, x0)`, or `None` in the padding.
+#[inline]
+fn pixel_offset(w: &Window2d, iy: isize, x: isize) -> Option<usize> {
+    let inside = iy >= 0 && (iy as usize) < w.in_h && x >= 0 && (x as usize) < w.in_w;
+    inside.then(|| (iy as usize * w.in_w + x as usize) * w.channels)
+}
+
+/// Writes the im2col rows of a chunk of whole images.
+///
+/// `input` holds `n` images of [`Window2d::in_len`] values; `cols` receives
+/// `n * out_pixels` rows of `patch_len` values.
+pub fn im2col(w: &Window2d, input: &[f32], cols: &mut [f32]) {
+    let (c, run) = (w.channels, w.k_w * w.channels);
+    let per_image = w.out_pixels() * w.patch_len();
+    for (img, cols) in input
+        .chunks_exact(w.in_len())
+        .zip(cols.chunks_exact_mut(per_image))
+    {
+        let mut ragged = Vec::new();
+        for_each_window_row(w, |dst, src| match src {
+            Some(src) => cols[dst..dst + run].copy_from_slice(&img[src..src + run]),
+            None => ragged.push(dst),
+        });
+        // Window rows that cross the border, filled pixel by pixel.
+        for dst in ragged {
+            let (pixel, ky) = ((dst / w.patch_len()), (dst % w.patch_len()) / run);
+            let (y0, x0) = w.origin(pixel / w.out_w, pixel % w.out_w);
+            for kx in 0..w.k_w {
+                let out = &mut cols[dst + kx * c..dst + (kx + 1) * c];
+                match pixel_offset(w, y0 + ky as isize, x0 + kx as isize) {
+                    Some(src) => out.copy_from_slice(&img[src..src + c]),
+                    None => out.fill(0.0),
+                }
+            }
+        }
+    }
+}
+
+/// The adjoint of [`im2col`]: adds every im2col value back onto the input
+/// pixel it was read from. `grad_input` must be zeroed by the caller.
+pub fn col2im(w: &Window2d, cols: &[f32], grad_input: &mut [f32]) {
+    let (c, run) = (w.channels, w.k_w * w.channels);
+    let per_image = w.out_pixels() * w.patch_len();
+    for (img, cols) in grad_input
+        .chunks_exact_mut(w.in_len())
+        .zip(cols.chunks_exact(per_image))
+    {
+        let mut ragged = Vec::new();
+        for_each_window_row(w, |src, dst| match dst {
+            Some(dst) => add_assign(&mut img[dst..dst + run], &cols[src..src + run]),
+            None => ragged.push(src),
+        });
+        for src in ragged {
+            let (pixel, ky) = ((src / w.patch_len()), (src % w.patch_len()) / run);
+            let (y0, x0) = w.origin(pixel / w.out_w, pixel % w.out_w);
+            for kx in 0..w.k_w {
+                if let Some(dst) = pixel_offset(w, y0 + ky as isize, x0 + kx as isize) {
+                    add_assign(
+                        &mut img[dst..dst + c],
+                        &cols[src + kx * c..src + (kx + 1) * c],
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[inline]
+fn add_assign(dst: &mut [f32], src: &[f32]) {
+    dst.iter_mut().zip(src).for_each(|(d, s)| *d += s);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_padding_follows_tensorflow() {
+        // 5 wide, window 2, stride 2: 3 outputs, total padding 1, all of it after.
+        let w = Window2d::new((5, 5, 1), (2, 2), (2, 2), Padding::Same).unwrap();
+        assert_eq!((w.out_h, w.pad_top), (3, 0));
+        // 28 wide, window 5, stride 1: 28 outputs, padding 2 before and 2 after.
+        let w = Window2d::new((28, 28, 1), (5, 5), (1, 1), Padding::Same).unwrap();
+        assert_eq!((w.out_h, w.pad_top, w.pad_left), (28, 2, 2));
+        let w = Window2d::new((28, 28, 1), (5, 5), (1, 1), Padding::Valid).unwrap();
+        assert_eq!((w.out_h, w.out_w), (24, 24));
+    }
+
+    #[test]
+    fn a_window_larger_than_the_input_is_an_error_with_valid_padding() {
+        assert!(Window2d::new((3, 3, 1), (5, 5), (1, 1), Padding::Valid).is_err());
+        assert!(Window2d::new((3, 3, 1), (5, 5), (1, 1), Padding::Same).is_ok());
+    }
+
+    #[test]
+    fn im2col_of_a_small_image_by_hand() {
+        // 3x3 image 1..9, 2x2 window, same padding (pad after): 3x3 outputs.
+        let w = Window2d::new((3, 3, 1), (2, 2), (1, 1), Padding::Same).unwrap();
+        let img: Vec<f32> = (1..=9).map(|v| v as f32).collect();
+        let mut cols = vec![f32::NAN; 9 * 4];
+        im2col(&w, &img, &mut cols);
+        assert_eq!(&cols[0..4], &[1.0, 2.0, 4.0, 5.0]);
+        assert_eq!(&cols[8..12], &[3.0, 0.0, 6.0, 0.0]);
+        assert_eq!(&cols[32..36], &[9.0, 0.0, 0.0, 0.0]);
+    }
+}

@@ -1,0 +1,71 @@
+//! The affine map at the heart of Dense and Conv2D, `y = x · W + b` over a
+//! chunk of rows, and its gradients. `x` is `rows x inputs`, the kernel
+//! `inputs x units`, `y` and its gradient `dy` are `rows x units`.
+
+use super::gemm::{Mat, matmul};
+
+/// `y = x · kernel + bias`.
+pub fn forward(x: &[f32], kernel: &[f32], bias: Option<&[f32]>, y: &mut [f32], inputs: usize) {
+    let units = kernel.len() / inputs;
+    let rows = x.len() / inputs;
+    let beta = match bias {
+        Some(bias) => {
+            y.chunks_exact_mut(units)
+                .for_each(|row| row.copy_from_slice(bias));
+            1.0
+        }
+        None => 0.0,
+    };
+    matmul(
+        Mat::new(x, rows, inputs),
+        Mat::new(kernel, inputs, units),
+        y,
+        beta,
+    );
+}
+
+/// The parameter gradients of one chunk, written (not added):
+/// `d_kernel = xᵀ · dy` and `d_bias = Σ_rows dy`.
+pub fn param_grads(
+    x: &[f32],
+    dy: &[f32],
+    d_kernel: &mut [f32],
+    d_bias: Option<&mut [f32]>,
+    inputs: usize,
+) {
+    let units = d_kernel.len() / inputs;
+    let rows = x.len() / inputs;
+    matmul(
+        Mat::new(x, rows, inputs).t(),
+        Mat::new(dy, rows, units),
+        d_kernel,
+        0.0,
+    );
+    if let Some(d_bias) = d_bias {
+        d_bias.fill(0.0);
+        for row in dy.chunks_exact(units) {
+            d_bias.iter_mut().zip(row).for_each(|(b, g)| *b += g);
+        }
+    }
+}
+
+/// The input gradient of one chunk: `dx = dy · kernelᵀ`.
+pub fn input_grad(dy: &[f32], kernel: &[f32], dx: &mut [f32], inputs: usize) {
+    let units = kernel.len() / inputs;
+    let rows = dy.len() / units;
+    matmul(
+        Mat::new(dy, rows, units),
+        Mat::new(kernel, inputs, units).t(),
+        dx,
+        0.0,
+    );
+}
+
+/// Adds up per-chunk partial gradients, in chunk order (so that the sum, and
+/// the whole training run, do not depend on the number of threads).
+pub fn sum_partials(partials: &[f32], total: &mut [f32]) {
+    total.fill(0.0);
+    for part in partials.chunks_exact(total.len()) {
+        total.iter_mut().zip(part).for_each(|(t, p)| *t += p);
+    }
+}

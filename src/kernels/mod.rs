@@ -1,0 +1,16 @@
+//! The hot loops, and only those: matrix products, im2col/col2im, pooling and
+//! element-wise activation loops. Layers in [`crate::layers`] decide *what* to
+//! compute; these functions say *how*, on plain `f32` slices in NHWC order.
+//!
+//! Everything here is single-threaded: the layers split a batch into chunks of
+//! whole images and run these kernels on the chunks in parallel. The chunks
+//! have a fixed size that does not depend on the number of threads, so a
+//! training run gives the same numbers, bit for bit, on 1 or 16 threads.
+
+pub mod activation;
+pub mod gemm;
+pub mod im2col;
+pub mod linear;
+pub mod pool;
+
+pub use im2col::Window2d;

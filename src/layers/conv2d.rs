@@ -1,0 +1,257 @@
+//! `Conv2D`: a bank of learned 2-D filters slid over the image.
+//!
+//! Each of the `filters` kernels has shape `(k_h, k_w, in_channels)` and
+//! produces one output channel (feature map): at every output pixel, the sum
+//! of the input values under the window times the kernel weights, plus a
+//! bias. (Like every deep-learning library, this is a *correlation*: the
+//! kernel is not turned 180° as in [`crate::signal::convolve2d`]; since it
+//! is learned, the difference does not matter.)
+//!
+//! The work is one matrix product per chunk of images: im2col lays out each
+//! window as a row, and `rows (pixels x k_h·k_w·C) · kernel (k_h·k_w·C x
+//! filters)` is the output, already in NHWC order. The backward pass reuses
+//! the same rows: `d_kernel = rowsᵀ · dy`, and `d_rows = dy · kernelᵀ`,
+//! which col2im adds back onto the input pixels.
+
+use ndarray::{ArrayD, IxDyn};
+use rayon::prelude::*;
+
+use super::{
+    Layer, OutputActivation, Padding, Param, resize, resize_buffer, samples_per_chunk, values,
+    values_mut,
+};
+use crate::initializers::{Rng, glorot_uniform};
+use crate::kernels::{Window2d, im2col, linear};
+use crate::{Activation, Error, Result};
+
+/// 2-D convolution layer (Keras `Conv2D`) over NHWC images.
+///
+/// ```
+/// use convnet::layers::{Conv2D, Padding};
+/// use convnet::Activation;
+/// let conv = Conv2D::new(6, (5, 5))
+///     .activation(Activation::Relu)
+///     .padding(Padding::Valid)
+///     .input_shape(&[28, 28, 1]);
+/// ```
+#[derive(Clone, Debug)]
+pub struct Conv2D {
+    filters: usize,
+    kernel_size: (usize, usize),
+    strides: (usize, usize),
+    padding: Padding,
+    use_bias: bool,
+    output_activation: OutputActivation,
+    input_shape: Option<Vec<usize>>,
+    // Set by `build`.
+    window: Option<Window2d>,
+    kernel: Param,
+    bias: Param,
+    // Scratch reused from batch to batch.
+    rows: Vec<f32>,
+    d_rows: Vec<f32>,
+    partial_kernel: Vec<f32>,
+    partial_bias: Vec<f32>,
+}
+
+impl Conv2D {
+    /// `filters` kernels of `kernel_size` (height, width); stride 1, padding
+    /// `"valid"`, no activation, with a bias: the Keras defaults.
+    pub fn new(filters: usize, kernel_size: (usize, usize)) -> Self {
+        let empty = || Param::new("kernel", ArrayD::zeros(IxDyn(&[0])));
+        Conv2D {
+            filters,
+            kernel_size,
+            strides: (1, 1),
+            padding: Padding::Valid,
+            use_bias: true,
+            output_activation: OutputActivation::default(),
+            input_shape: None,
+            window: None,
+            kernel: empty(),
+            bias: Param {
+                name: "bias",
+                ..empty()
+            },
+            rows: Vec::new(),
+            d_rows: Vec::new(),
+            partial_kernel: Vec::new(),
+            partial_bias: Vec::new(),
+        }
+    }
+
+    /// Step of the window, (vertical, horizontal).
+    pub fn strides(mut self, strides: (usize, usize)) -> Self {
+        self.strides = strides;
+        self
+    }
+
+    /// `Padding::Valid` (default) or `Padding::Same`.
+    pub fn padding(mut self, padding: Padding) -> Self {
+        self.padding = padding;
+        self
+    }
+
+    /// The activation applied to the output.
+    pub fn activation(mut self, activation: Activation) -> Self {
+        self.output_activation = OutputActivation::new(activation);
+        self
+    }
+
+    /// Whether to add a bias per filter (default true).
+    pub fn use_bias(mut self, use_bias: bool) -> Self {
+        self.use_bias = use_bias;
+        self
+    }
+
+    /// The shape of one input image, (height, width, channels); needed on the
+    /// first layer of a model.
+    pub fn input_shape(mut self, shape: &[usize]) -> Self {
+        self.input_shape = Some(shape.to_vec());
+        self
+    }
+
+    fn window(&self) -> Window2d {
+        self.window.expect("Conv2D used before build")
+    }
+
+    /// Images per parallel chunk.
+    fn chunk(&self) -> usize {
+        samples_per_chunk(self.window().out_pixels())
+    }
+}
+
+impl Layer for Conv2D {
+    fn class_name(&self) -> &'static str {
+        "Conv2D"
+    }
+
+    fn declared_input_shape(&self) -> Option<&[usize]> {
+        self.input_shape.as_deref()
+    }
+
+    fn build(&mut self, input_shape: &[usize], rng: &mut Rng) -> Result<Vec<usize>> {
+        let &[h, w, c] = input_shape else {
+            return Err(Error::Shape(format!(
+                "Conv2D expects images of shape (height, width, channels), got {input_shape:?}; \
+                 add a channel axis, e.g. reshape to (N, 28, 28, 1)"
+            )));
+        };
+        if self.filters == 0 {
+            return Err(Error::InvalidArgument(
+                "Conv2D needs at least one filter".into(),
+            ));
+        }
+        let window = Window2d::new((h, w, c), self.kernel_size, self.strides, self.padding)?;
+        let (k_h, k_w) = self.kernel_size;
+        let kernel_shape = [k_h, k_w, c, self.filters];
+        let fan_in = k_h * k_w * c;
+        let fan_out = k_h * k_w * self.filters;
+        let kernel = glorot_uniform(rng, fan_in * self.filters, fan_in, fan_out);
+        self.kernel = Param::new(
+            "kernel",
+            ArrayD::from_shape_vec(IxDyn(&kernel_shape), kernel).unwrap(),
+        );
+        self.bias = Param::new("bias", ArrayD::zeros(IxDyn(&[self.filters])));
+        self.window = Some(window);
+        Ok(vec![window.out_h, window.out_w, self.filters])
+    }
+
+    fn forward(&mut self, input: &ArrayD<f32>, output: &mut ArrayD<f32>, _training: bool) {
+        let w = self.window();
+        let batch = input.shape()[0];
+        resize(output, &[batch, w.out_h, w.out_w, self.filters]);
+        resize_buffer(&mut self.rows, batch * w.out_pixels() * w.patch_len());
+
+        let chunk = self.chunk();
+        let kernel = values(&self.kernel.value);
+        let bias = self.use_bias.then(|| values(&self.bias.value));
+        let activation = self.output_activation;
+        let filters = self.filters;
+        values(input)
+            .par_chunks(chunk * w.in_len())
+            .zip(
+                self.rows
+                    .par_chunks_mut(chunk * w.out_pixels() * w.patch_len()),
+            )
+            .zip(values_mut(output).par_chunks_mut(chunk * w.out_pixels() * filters))
+            .for_each(|((x, rows), y)| {
+                im2col::im2col(&w, x, rows);
+                linear::forward(rows, kernel, bias, y, w.patch_len());
+                activation.forward(y, filters);
+            });
+    }
+
+    fn backward(
+        &mut self,
+        input: &ArrayD<f32>,
+        output: &ArrayD<f32>,
+        grad_output: &mut ArrayD<f32>,
+        grad_input: Option<&mut ArrayD<f32>>,
+    ) {
+        let w = self.window();
+        let chunks = input.shape()[0].div_ceil(self.chunk());
+        let rows_per_chunk = self.chunk() * w.out_pixels();
+        let (patch, filters) = (w.patch_len(), self.filters);
+        resize_buffer(&mut self.partial_kernel, chunks * patch * filters);
+        resize_buffer(&mut self.partial_bias, chunks * filters);
+
+        // Per chunk: back through the activation, then this chunk's share of
+        // the parameter gradients; the shares are added up below, in order.
+        let activation = self.output_activation;
+        let use_bias = self.use_bias;
+        values(output)
+            .par_chunks(rows_per_chunk * filters)
+            .zip(values_mut(grad_output).par_chunks_mut(rows_per_chunk * filters))
+            .zip(self.rows.par_chunks(rows_per_chunk * patch))
+            .zip(self.partial_kernel.par_chunks_mut(patch * filters))
+            .zip(self.partial_bias.par_chunks_mut(filters))
+            .for_each(|((((y, dy), rows), d_kernel), d_bias)| {
+                activation.backward(y, dy, filters);
+                linear::param_grads(rows, dy, d_kernel, use_bias.then_some(d_bias), patch);
+            });
+        linear::sum_partials(&self.partial_kernel, values_mut(&mut self.kernel.grad));
+        if use_bias {
+            linear::sum_partials(&self.partial_bias, values_mut(&mut self.bias.grad));
+        }
+
+        let Some(grad_input) = grad_input else { return };
+        resize(grad_input, input.shape());
+        resize_buffer(&mut self.d_rows, self.rows.len());
+        let kernel = values(&self.kernel.value);
+        let images_per_chunk = self.chunk();
+        values(grad_output)
+            .par_chunks(rows_per_chunk * filters)
+            .zip(self.d_rows.par_chunks_mut(rows_per_chunk * patch))
+            .zip(values_mut(grad_input).par_chunks_mut(images_per_chunk * w.in_len()))
+            .for_each(|((dy, d_rows), dx)| {
+                linear::input_grad(dy, kernel, d_rows, patch);
+                dx.fill(0.0);
+                im2col::col2im(&w, d_rows, dx);
+            });
+    }
+
+    fn params(&self) -> Vec<&Param> {
+        if self.use_bias {
+            vec![&self.kernel, &self.bias]
+        } else {
+            vec![&self.kernel]
+        }
+    }
+
+    fn params_mut(&mut self) -> Vec<&mut Param> {
+        if self.use_bias {
+            vec![&mut self.kernel, &mut self.bias]
+        } else {
+            vec![&mut self.kernel]
+        }
+    }
+
+    fn activation(&self) -> Activation {
+        self.output_activation.activation
+    }
+
+    fn fuse_activation_into_loss(&mut self) {
+        self.output_activation.fused_into_loss = true;
+    }
+}

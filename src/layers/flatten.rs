@@ -1,0 +1,60 @@
+//! `Flatten`: turns each sample's feature maps into one long vector, so that
+//! `Dense` layers can follow convolutions. NHWC order is kept, as in Keras.
+
+use ndarray::ArrayD;
+
+use super::{Layer, resize, values, values_mut};
+use crate::Result;
+use crate::initializers::Rng;
+
+/// Flattens every sample to one axis (Keras `Flatten`).
+#[derive(Clone, Debug, Default)]
+pub struct Flatten {
+    input_shape: Option<Vec<usize>>,
+}
+
+impl Flatten {
+    /// A flatten layer.
+    pub fn new() -> Self {
+        Flatten::default()
+    }
+
+    /// The shape of one input sample; needed on the first layer of a model.
+    pub fn input_shape(mut self, shape: &[usize]) -> Self {
+        self.input_shape = Some(shape.to_vec());
+        self
+    }
+}
+
+impl Layer for Flatten {
+    fn class_name(&self) -> &'static str {
+        "Flatten"
+    }
+
+    fn declared_input_shape(&self) -> Option<&[usize]> {
+        self.input_shape.as_deref()
+    }
+
+    fn build(&mut self, input_shape: &[usize], _rng: &mut Rng) -> Result<Vec<usize>> {
+        Ok(vec![input_shape.iter().product()])
+    }
+
+    fn forward(&mut self, input: &ArrayD<f32>, output: &mut ArrayD<f32>, _training: bool) {
+        let batch = input.shape()[0];
+        resize(output, &[batch, input.len() / batch.max(1)]);
+        values_mut(output).copy_from_slice(values(input));
+    }
+
+    fn backward(
+        &mut self,
+        input: &ArrayD<f32>,
+        _output: &ArrayD<f32>,
+        grad_output: &mut ArrayD<f32>,
+        grad_input: Option<&mut ArrayD<f32>>,
+    ) {
+        if let Some(grad_input) = grad_input {
+            resize(grad_input, input.shape());
+            values_mut(grad_input).copy_from_slice(values(grad_output));
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! `MaxPooling2D`: keeps the largest value of each window, per channel.
+//!
+//! Pooling halves (with the default 2x2 window) the height and width, making
+//! the next layers cheaper and the features a little shift-invariant. The
+//! forward pass remembers which input won each window, so the backward pass
+//! just sends each gradient back to its winner.
+
+use ndarray::ArrayD;
+use rayon::prelude::*;
+
+use super::{Layer, Padding, resize, resize_buffer, samples_per_chunk, values, values_mut};
+use crate::initializers::Rng;
+use crate::kernels::{Window2d, pool};
+use crate::{Error, Result};
+
+/// Max pooling over NHWC images (Keras `MaxPooling2D`).
+///
+/// ```
+/// use convnet::layers::MaxPooling2D;
+/// let pool = MaxPooling2D::new((2, 2)); // strides default to the pool size
+/// ```
+#[derive(Clone, Debug)]
+pub struct MaxPooling2D {
+    pool_size: (usize, usize),
+    strides: Option<(usize, usize)>,
+    padding: Padding,
+    input_shape: Option<Vec<usize>>,
+    window: Option<Window2d>,
+    argmax: Vec<u32>,
+}
+
+impl MaxPooling2D {
+    /// Windows of `pool_size` (height, width), moved by the same amount,
+    /// padding `"valid"`: the Keras defaults.
+    pub fn new(pool_size: (usize, usize)) -> Self {
+        MaxPooling2D {
+            pool_size,
+            strides: None,
+            padding: Padding::Valid,
+            input_shape: None,
+            window: None,
+            argmax: Vec::new(),
+        }
+    }
+
+    /// Step of the window (default: the pool size).
+    pub fn strides(mut self, strides: (usize, usize)) -> Self {
+        self.strides = Some(strides);
+        self
+    }
+
+    /// `Padding::Valid` (default) or `Padding::Same`.
+    pub fn padding(mut self, padding: Padding) -> Self {
+        self.padding = padding;
+        self
+    }
+
+    /// The shape of one input image; needed on the first layer of a model.
+    pub fn input_shape(mut self, shape: &[usize]) -> Self {
+        self.input_shape = Some(shape.to_vec());
+        self
+    }
+
+    fn window(&self) -> Window2d {
+        self.window.expect("MaxPooling2D used before build")
+    }
+
+    fn chunk(&self) -> usize {
+        samples_per_chunk(self.window().out_pixels())
+    }
+}
+
+impl Default for MaxPooling2D {
+    fn default() -> Self {
+        MaxPooling2D::new((2, 2))
+    }
+}
+
+impl Layer for MaxPooling2D {
+    fn class_name(&self) -> &'static str {
+        "MaxPooling2D"
+    }
+
+    fn declared_input_shape(&self) -> Option<&[usize]> {
+        self.input_shape.as_deref()
+    }
+
+    fn build(&mut self, input_shape: &[usize], _rng: &mut Rng) -> Result<Vec<usize>> {
+        let &[h, w, c] = input_shape else {
+            return Err(Error::Shape(format!(
+                "MaxPooling2D expects images of shape (height, width, channels), got {input_shape:?}"
+            )));
+        };
+        let strides = self.strides.unwrap_or(self.pool_size);
+        let window = Window2d::new((h, w, c), self.pool_size, strides, self.padding)?;
+        self.window = Some(window);
+        Ok(vec![window.out_h, window.out_w, c])
+    }
+
+    fn forward(&mut self, input: &ArrayD<f32>, output: &mut ArrayD<f32>, _training: bool) {
+        let w = self.window();
+        let batch = input.shape()[0];
+        resize(output, &[batch, w.out_h, w.out_w, w.channels]);
+        let out_len = w.out_pixels() * w.channels;
+        resize_buffer(&mut self.argmax, batch * out_len);
+        let chunk = self.chunk();
+        values(input)
+            .par_chunks(chunk * w.in_len())
+            .zip(values_mut(output).par_chunks_mut(chunk * out_len))
+            .zip(self.argmax.par_chunks_mut(chunk * out_len))
+            .for_each(|((x, y), argmax)| pool::max_pool_forward(&w, x, y, argmax));
+    }
+
+    fn backward(
+        &mut self,
+        input: &ArrayD<f32>,
+        _output: &ArrayD<f32>,
+        grad_output: &mut ArrayD<f32>,
+        grad_input: Option<&mut ArrayD<f32>>,
+    ) {
+        let Some(grad_input) = grad_input else { return };
+        let w = self.window();
+        resize(grad_input, input.shape());
+        let out_len = w.out_pixels() * w.channels;
+        let chunk = self.chunk();
+        values_mut(grad_input)
+            .par_chunks_mut(chunk * w.in_len())
+            .zip(values(grad_output).par_chunks(chunk * out_len))
+            .zip(self.argmax.par_chunks(chunk * out_len))
+            .for_each(|((dx, dy), argmax)| {
+                dx.fill(0.0);
+                pool::max_pool_backward(&w, dy, argmax, dx);
+            });
+    }
+}

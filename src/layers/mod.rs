@@ -1,0 +1,179 @@
+//! Layers, one file each, with the names, arguments and defaults of Keras.
+//!
+//! A layer knows four things: the shape it produces from a given input shape
+//! ([`Layer::build`], which also creates its weights), its forward pass, its
+//! backward pass, and its parameters. Every parameter is a [`Param`] holding
+//! its value *and* the gradient of the last backward pass, so everything an
+//! optimizer (or, one day, an all-reduce across processes) needs is in one
+//! place per layer.
+//!
+//! Tensors are `ndarray` arrays in NHWC order (batch, height, width,
+//! channels), `f32`, always in standard (C) layout. Forward and backward
+//! write into buffers owned by the model and reused from batch to batch, so
+//! a training step allocates nothing once the batch size is steady.
+
+mod activation;
+mod conv2d;
+mod dense;
+mod dropout;
+mod flatten;
+mod max_pooling2d;
+
+pub use crate::kernels::im2col::Padding;
+pub use activation::ActivationLayer;
+pub use conv2d::Conv2D;
+pub use dense::Dense;
+pub use dropout::Dropout;
+pub use flatten::Flatten;
+pub use max_pooling2d::MaxPooling2D;
+
+use ndarray::{ArrayD, IxDyn};
+
+use crate::initializers::Rng;
+use crate::{Activation, Result};
+
+/// A trainable array and the gradient of the loss with respect to it.
+#[derive(Clone, Debug)]
+pub struct Param {
+    /// `"kernel"` or `"bias"`, as in Keras.
+    pub name: &'static str,
+    /// The current value.
+    pub value: ArrayD<f32>,
+    /// The gradient from the last backward pass, same shape as `value`.
+    pub grad: ArrayD<f32>,
+}
+
+impl Param {
+    /// A parameter with the given value and a zero gradient.
+    pub fn new(name: &'static str, value: ArrayD<f32>) -> Self {
+        let grad = ArrayD::zeros(value.raw_dim());
+        Param { name, value, grad }
+    }
+
+    /// Number of scalars.
+    pub fn len(&self) -> usize {
+        self.value.len()
+    }
+
+    /// Whether the parameter holds no scalar at all.
+    pub fn is_empty(&self) -> bool {
+        self.value.is_empty()
+    }
+}
+
+/// One layer of a [`crate::Sequential`] model.
+///
+/// Shapes passed to [`Layer::build`] exclude the batch axis; arrays passed to
+/// `forward` and `backward` include it.
+pub trait Layer: Send + Sync {
+    /// The Keras class name, shown by `summary()`: `"Conv2D"`, `"Dense"`, ...
+    fn class_name(&self) -> &'static str;
+
+    /// The `input_shape` given to the layer, if any (only the first layer of
+    /// a model needs one).
+    fn declared_input_shape(&self) -> Option<&[usize]> {
+        None
+    }
+
+    /// Checks that the layer can take inputs of `input_shape`, creates its
+    /// weights, and returns the shape of its output.
+    fn build(&mut self, input_shape: &[usize], rng: &mut Rng) -> Result<Vec<usize>>;
+
+    /// Computes the output of a batch into `output` (resizing it if needed).
+    fn forward(&mut self, input: &ArrayD<f32>, output: &mut ArrayD<f32>, training: bool);
+
+    /// Given the gradient of the loss with respect to this layer's `output`
+    /// (which it may overwrite), stores the gradients of the parameters in
+    /// their [`Param::grad`] and, when asked for, writes the gradient with
+    /// respect to `input` into `grad_input`.
+    fn backward(
+        &mut self,
+        input: &ArrayD<f32>,
+        output: &ArrayD<f32>,
+        grad_output: &mut ArrayD<f32>,
+        grad_input: Option<&mut ArrayD<f32>>,
+    );
+
+    /// The trainable parameters, kernel first.
+    fn params(&self) -> Vec<&Param> {
+        Vec::new()
+    }
+
+    /// The trainable parameters, mutably, in the order of [`Layer::params`].
+    fn params_mut(&mut self) -> Vec<&mut Param> {
+        Vec::new()
+    }
+
+    /// The activation applied to the output.
+    fn activation(&self) -> Activation {
+        Activation::Linear
+    }
+
+    /// Called when the loss takes over this layer's output activation (a
+    /// softmax followed by cross-entropy): from then on `backward` receives
+    /// the gradient with respect to the activation's *input* and must not
+    /// apply the activation's derivative again.
+    fn fuse_activation_into_loss(&mut self) {}
+}
+
+/// An activation at a layer's output, which the loss may take over.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct OutputActivation {
+    pub activation: Activation,
+    pub fused_into_loss: bool,
+}
+
+impl OutputActivation {
+    pub fn new(activation: Activation) -> Self {
+        OutputActivation {
+            activation,
+            fused_into_loss: false,
+        }
+    }
+
+    pub fn forward(&self, y: &mut [f32], width: usize) {
+        self.activation.forward(y, width);
+    }
+
+    pub fn backward(&self, y: &[f32], grad: &mut [f32], width: usize) {
+        if !self.fused_into_loss {
+            self.activation.backward(y, grad, width);
+        }
+    }
+}
+
+/// Makes `array` have `shape`, reallocating only when the shape changes.
+pub(crate) fn resize(array: &mut ArrayD<f32>, shape: &[usize]) {
+    if array.shape() != shape {
+        *array = ArrayD::zeros(IxDyn(shape));
+    }
+}
+
+/// Makes `buffer` hold `len` values, reallocating only when it must grow.
+pub(crate) fn resize_buffer<T: Clone + Default>(buffer: &mut Vec<T>, len: usize) {
+    buffer.resize(len, T::default());
+}
+
+/// Rows of work per parallel chunk: enough for a matrix product to be
+/// efficient, small enough to stay in cache and to spread over the cores.
+const ROWS_PER_CHUNK: usize = 2048;
+
+/// Whole samples per parallel chunk for a layer doing `rows_per_sample` rows
+/// of work per sample. Independent of the thread count, for reproducibility.
+pub(crate) fn samples_per_chunk(rows_per_sample: usize) -> usize {
+    (ROWS_PER_CHUNK / rows_per_sample.max(1)).max(1)
+}
+
+/// The contiguous values of a standard-layout array.
+pub(crate) fn values(array: &ArrayD<f32>) -> &[f32] {
+    array
+        .as_slice()
+        .expect("convnet tensors are in standard layout")
+}
+
+/// The contiguous values of a standard-layout array, mutably.
+pub(crate) fn values_mut(array: &mut ArrayD<f32>) -> &mut [f32] {
+    array
+        .as_slice_mut()
+        .expect("convnet tensors are in standard layout")
+}

@@ -1,0 +1,164 @@
+//! Loss functions, by their Keras names, with their gradients.
+//!
+//! A loss is the mean over the batch of a per-sample loss. When the last
+//! layer is a softmax and the loss a cross-entropy, the two are fused: the
+//! gradient with respect to the softmax's *input* is simply `p - y`, which is
+//! both cheaper and numerically safer than going through `-y / p`.
+
+use crate::{Error, Result};
+
+/// Probabilities are clipped to `[EPSILON, 1 - EPSILON]` before `log`, as
+/// Keras does, so that a confident mistake costs a large but finite loss.
+pub const EPSILON: f32 = 1e-7;
+
+/// A loss function.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Loss {
+    /// `-Σ_i y_i log p_i`, with one-hot (or soft) targets `y`.
+    CategoricalCrossentropy,
+    /// Cross-entropy with targets given as class indices (one value per sample).
+    SparseCategoricalCrossentropy,
+    /// `mean_i (p_i - y_i)²` over the last axis.
+    MeanSquaredError,
+}
+
+/// Keras's lower-case alias for [`Loss::CategoricalCrossentropy`].
+pub const CATEGORICAL_CROSSENTROPY: Loss = Loss::CategoricalCrossentropy;
+
+impl Loss {
+    /// The Keras name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Loss::CategoricalCrossentropy => "categorical_crossentropy",
+            Loss::SparseCategoricalCrossentropy => "sparse_categorical_crossentropy",
+            Loss::MeanSquaredError => "mean_squared_error",
+        }
+    }
+
+    /// Whether this loss can take over a softmax output activation.
+    pub fn fuses_with_softmax(self) -> bool {
+        matches!(
+            self,
+            Loss::CategoricalCrossentropy | Loss::SparseCategoricalCrossentropy
+        )
+    }
+
+    /// Values of the target per sample, for predictions of `width` values.
+    pub fn target_width(self, width: usize) -> usize {
+        match self {
+            Loss::SparseCategoricalCrossentropy => 1,
+            _ => width,
+        }
+    }
+
+    /// Checks that targets of `target_width` values per sample fit
+    /// predictions of `width` values per sample.
+    pub fn check_targets(self, target_width: usize, width: usize) -> Result<()> {
+        let want = self.target_width(width);
+        if target_width == want {
+            return Ok(());
+        }
+        let hint = match self {
+            Loss::SparseCategoricalCrossentropy => "give one class index per sample",
+            _ if target_width == 1 => {
+                "give one-hot targets (see datasets::to_categorical) or use sparse_categorical_crossentropy"
+            }
+            _ => "make the targets match the model's output",
+        };
+        Err(Error::Shape(format!(
+            "{} needs {want} target value(s) per sample for an output of {width}, got {target_width}; {hint}",
+            self.name()
+        )))
+    }
+
+    /// The summed (not yet averaged) loss of the `pred` rows of `width`
+    /// values against `target`, and, if `grad` is given, the gradient of the
+    /// *mean* loss over `batch` samples with respect to `pred` (or, when
+    /// `fused_softmax`, with respect to the softmax's input).
+    pub fn compute(
+        self,
+        pred: &[f32],
+        target: &[f32],
+        width: usize,
+        fused_softmax: bool,
+        grad: Option<&mut [f32]>,
+    ) -> f64 {
+        let batch = pred.len() / width;
+        let scale = 1.0 / batch as f32;
+        let target_width = self.target_width(width);
+        let mut total = 0.0f64;
+        let mut grad_rows = grad.map(|g| g.chunks_exact_mut(width));
+        for (p, y) in pred
+            .chunks_exact(width)
+            .zip(target.chunks_exact(target_width))
+        {
+            let g = grad_rows.as_mut().and_then(|rows| rows.next());
+            total += match self {
+                Loss::CategoricalCrossentropy => {
+                    cross_entropy(p, |i| y[i], fused_softmax, scale, g)
+                }
+                Loss::SparseCategoricalCrossentropy => {
+                    let class = y[0] as usize;
+                    let one_hot = |i| if i == class { 1.0 } else { 0.0 };
+                    cross_entropy(p, one_hot, fused_softmax, scale, g)
+                }
+                Loss::MeanSquaredError => squared_error(p, y, scale, g),
+            };
+        }
+        total
+    }
+}
+
+impl std::str::FromStr for Loss {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "categorical_crossentropy" => Ok(Loss::CategoricalCrossentropy),
+            "sparse_categorical_crossentropy" => Ok(Loss::SparseCategoricalCrossentropy),
+            "mean_squared_error" | "mse" => Ok(Loss::MeanSquaredError),
+            _ => Err(Error::InvalidArgument(format!(
+                "unknown loss {s:?}: use categorical_crossentropy, \
+                 sparse_categorical_crossentropy or mean_squared_error"
+            ))),
+        }
+    }
+}
+
+fn cross_entropy(
+    p: &[f32],
+    y: impl Fn(usize) -> f32,
+    fused_softmax: bool,
+    scale: f32,
+    grad: Option<&mut [f32]>,
+) -> f64 {
+    let loss: f64 = (0..p.len())
+        .map(|i| -(y(i) as f64) * (p[i].clamp(EPSILON, 1.0 - EPSILON) as f64).ln())
+        .sum();
+    if let Some(g) = grad {
+        if fused_softmax {
+            // d/dz of -Σ y log softmax(z) = p Σy - y.
+            let y_sum: f32 = (0..p.len()).map(&y).sum();
+            for (i, g) in g.iter_mut().enumerate() {
+                *g = (p[i] * y_sum - y(i)) * scale;
+            }
+        } else {
+            for (i, g) in g.iter_mut().enumerate() {
+                let clipped = p[i].clamp(EPSILON, 1.0 - EPSILON);
+                let inside = p[i] == clipped;
+                *g = if inside { -y(i) / clipped * scale } else { 0.0 };
+            }
+        }
+    }
+    loss
+}
+
+fn squared_error(p: &[f32], y: &[f32], scale: f32, grad: Option<&mut [f32]>) -> f64 {
+    let width = p.len() as f32;
+    if let Some(g) = grad {
+        for ((g, p), y) in g.iter_mut().zip(p).zip(y) {
+            *g = 2.0 * (p - y) / width * scale;
+        }
+    }
+    let sum: f64 = p.iter().zip(y).map(|(p, y)| ((p - y) as f64).powi(2)).sum();
+    sum / width as f64
+}

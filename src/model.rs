@@ -1,0 +1,595 @@
+//! `Sequential`: a stack of layers, trained with Keras's
+//! `compile` / `fit` / `evaluate` / `predict` / `summary`.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use ndarray::{ArrayD, IxDyn};
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+
+use crate::callbacks::EpochProgress;
+use crate::data::Samples;
+use crate::initializers::Rng;
+use crate::layers::{Layer, Param, resize};
+use crate::losses::Loss;
+use crate::metrics::Metric;
+use crate::optimizers::Optimizer;
+use crate::{Error, Result};
+
+/// Batch size of `evaluate` and `predict` (results do not depend on it).
+pub const DEFAULT_EVAL_BATCH_SIZE: usize = 128;
+
+struct Entry {
+    name: String,
+    layer: Box<dyn Layer>,
+    output_shape: Vec<usize>,
+}
+
+struct Compiled {
+    loss: Loss,
+    optimizer: Box<dyn Optimizer>,
+    metrics: Vec<Metric>,
+    fused_softmax: bool,
+}
+
+/// A linear stack of layers (Keras `Sequential`).
+///
+/// ```
+/// use convnet::layers::{Conv2D, Dense, Flatten, MaxPooling2D};
+/// use convnet::{Activation::*, Loss, Metric, Sequential, optimizers::Adam};
+///
+/// let mut model = Sequential::with_seed(1);
+/// model.add(Conv2D::new(6, (5, 5)).activation(Relu).input_shape(&[28, 28, 1]));
+/// model.add(MaxPooling2D::new((2, 2)));
+/// model.add(Flatten::new());
+/// model.add(Dense::new(10).activation(Softmax));
+/// model.compile(Loss::CategoricalCrossentropy, Adam::default(), &[Metric::Accuracy]).unwrap();
+/// assert_eq!(model.count_params(), 156 + 864 * 10 + 10);
+/// ```
+pub struct Sequential {
+    name: String,
+    entries: Vec<Entry>,
+    input_shape: Vec<usize>,
+    built: bool,
+    compiled: Option<Compiled>,
+    seed: u64,
+    // activations[i] is the input of layer i; activations[len] the output.
+    activations: Vec<ArrayD<f32>>,
+    // gradients[i] is the gradient of the loss with respect to activations[i].
+    gradients: Vec<ArrayD<f32>>,
+    targets: Vec<f32>,
+}
+
+/// Options of [`Sequential::fit`], with Keras's defaults.
+///
+/// ```
+/// use convnet::Fit;
+/// let options = Fit { batch_size: 128, epochs: 2, ..Fit::default() };
+/// ```
+pub struct Fit<'a> {
+    /// Samples per gradient step (default 32).
+    pub batch_size: usize,
+    /// Passes over the training data (default 1).
+    pub epochs: usize,
+    /// 0 silent, 1 progress bar, 2 one line per epoch (default 1).
+    pub verbose: u8,
+    /// Data (x, y) evaluated after every epoch.
+    pub validation_data: Option<(&'a dyn Samples, &'a dyn Samples)>,
+    /// Whether to shuffle the training samples before each epoch (default true).
+    pub shuffle: bool,
+}
+
+impl Default for Fit<'_> {
+    fn default() -> Self {
+        Fit {
+            batch_size: 32,
+            epochs: 1,
+            verbose: 1,
+            validation_data: None,
+            shuffle: true,
+        }
+    }
+}
+
+/// What `fit` returns: per-epoch values of the loss and metrics (Keras's
+/// `history.history`), plus the training time of each epoch.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct History {
+    /// `"loss"`, `"accuracy"`, `"val_loss"`, `"val_accuracy"`: one value per epoch.
+    pub history: BTreeMap<String, Vec<f64>>,
+    /// Seconds spent training in each epoch (validation not included).
+    pub epoch_seconds: Vec<f64>,
+}
+
+/// What `evaluate` returns: the mean loss and each metric.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Scores {
+    /// Mean loss over all samples.
+    pub loss: f64,
+    /// Metric values by name, e.g. `"accuracy"`.
+    pub metrics: BTreeMap<String, f64>,
+}
+
+impl Scores {
+    /// The accuracy, if it was one of the compiled metrics.
+    pub fn accuracy(&self) -> Option<f64> {
+        self.metrics.get("accuracy").copied()
+    }
+}
+
+/// Running sums of the loss and metrics over the batches of an epoch.
+struct Tally {
+    samples: usize,
+    loss: f64,
+    correct: Vec<usize>,
+}
+
+impl Tally {
+    fn new(metrics: usize) -> Self {
+        Tally {
+            samples: 0,
+            loss: 0.0,
+            correct: vec![0; metrics],
+        }
+    }
+
+    fn logs(&self, metrics: &[Metric], prefix: &str) -> Vec<(String, f64)> {
+        let n = self.samples.max(1) as f64;
+        let mut logs = vec![(format!("{prefix}loss"), self.loss / n)];
+        for (metric, &correct) in metrics.iter().zip(&self.correct) {
+            logs.push((format!("{prefix}{}", metric.name()), correct as f64 / n));
+        }
+        logs
+    }
+}
+
+/// Keras's default layer name for a class: `Conv2D` → `conv2d`,
+/// `MaxPooling2D` → `max_pooling2d`.
+fn snake_case(class: &str) -> String {
+    let mut name = String::new();
+    let chars: Vec<char> = class.chars().collect();
+    for (i, &c) in chars.iter().enumerate() {
+        let after_lower = i > 0 && chars[i - 1].is_ascii_lowercase();
+        if c.is_ascii_uppercase() && after_lower {
+            name.push('_');
+        }
+        name.push(c.to_ascii_lowercase());
+    }
+    name
+}
+
+/// A seed from the clock, for models built without one.
+fn clock_seed() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+impl Default for Sequential {
+    fn default() -> Self {
+        Sequential::new()
+    }
+}
+
+impl Sequential {
+    /// An empty model whose weights and shuffling come from a seed taken
+    /// from the clock. Use [`Sequential::with_seed`] for reproducible runs.
+    pub fn new() -> Self {
+        Sequential::with_seed(clock_seed())
+    }
+
+    /// An empty model whose initial weights, and the order in which `fit`
+    /// visits samples, are determined by `seed`.
+    pub fn with_seed(seed: u64) -> Self {
+        Sequential {
+            name: "sequential".into(),
+            entries: Vec::new(),
+            input_shape: Vec::new(),
+            built: false,
+            compiled: None,
+            seed,
+            activations: Vec::new(),
+            gradients: Vec::new(),
+            targets: Vec::new(),
+        }
+    }
+
+    /// Appends a layer.
+    pub fn add(&mut self, layer: impl Layer + 'static) {
+        let base = snake_case(layer.class_name());
+        let same = self
+            .entries
+            .iter()
+            .filter(|e| e.name == base || e.name.starts_with(&format!("{base}_")))
+            .count();
+        let name = if same == 0 {
+            base
+        } else {
+            format!("{base}_{same}")
+        };
+        self.entries.push(Entry {
+            name,
+            layer: Box::new(layer),
+            output_shape: Vec::new(),
+        });
+        self.built = false;
+    }
+
+    /// The layers, in order.
+    pub fn layers(&self) -> impl Iterator<Item = &dyn Layer> {
+        self.entries.iter().map(|e| e.layer.as_ref())
+    }
+
+    /// The shape of one input sample.
+    pub fn input_shape(&self) -> &[usize] {
+        &self.input_shape
+    }
+
+    /// The shape of one output sample (after `build`).
+    pub fn output_shape(&self) -> &[usize] {
+        self.entries.last().map_or(&[], |e| &e.output_shape)
+    }
+
+    /// Creates every layer's weights, from the first layer's `input_shape`.
+    /// Called by `compile` and `summary`; calling it again re-initialises.
+    pub fn build(&mut self) -> Result<()> {
+        let first = self.entries.first().ok_or_else(|| {
+            Error::InvalidArgument("the model has no layers: add some with `add`".into())
+        })?;
+        let mut shape = first
+            .layer
+            .declared_input_shape()
+            .ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "the first layer ({}) needs an input_shape, e.g. .input_shape(&[28, 28, 1])",
+                    first.name
+                ))
+            })?
+            .to_vec();
+        self.input_shape = shape.clone();
+        let mut rng = Rng::seed_from_u64(self.seed);
+        for entry in &mut self.entries {
+            shape = entry.layer.build(&shape, &mut rng).map_err(|e| match e {
+                Error::Shape(msg) => Error::Shape(format!("layer {}: {msg}", entry.name)),
+                other => other,
+            })?;
+            entry.output_shape = shape.clone();
+        }
+        let slots = self.entries.len() + 1;
+        self.activations = vec![ArrayD::zeros(IxDyn(&[0])); slots];
+        self.gradients = vec![ArrayD::zeros(IxDyn(&[0])); slots];
+        self.built = true;
+        Ok(())
+    }
+
+    fn ensure_built(&mut self) -> Result<()> {
+        if self.built { Ok(()) } else { self.build() }
+    }
+
+    /// Chooses the loss, the optimizer and the metrics, and builds the model.
+    pub fn compile(
+        &mut self,
+        loss: Loss,
+        optimizer: impl Optimizer + 'static,
+        metrics: &[Metric],
+    ) -> Result<()> {
+        self.compile_boxed(loss, Box::new(optimizer), metrics)
+    }
+
+    /// [`Sequential::compile`] with an optimizer chosen at run time.
+    pub fn compile_boxed(
+        &mut self,
+        loss: Loss,
+        optimizer: Box<dyn Optimizer>,
+        metrics: &[Metric],
+    ) -> Result<()> {
+        self.ensure_built()?;
+        let last = self.entries.last_mut().expect("built models have layers");
+        let fused_softmax =
+            loss.fuses_with_softmax() && last.layer.activation() == crate::Activation::Softmax;
+        if fused_softmax {
+            last.layer.fuse_activation_into_loss();
+        }
+        self.compiled = Some(Compiled {
+            loss,
+            optimizer,
+            metrics: metrics.to_vec(),
+            fused_softmax,
+        });
+        Ok(())
+    }
+
+    /// Total number of trainable scalars.
+    pub fn count_params(&self) -> usize {
+        self.layers().flat_map(|l| l.params()).map(Param::len).sum()
+    }
+
+    /// All trainable parameters, layer by layer, kernel before bias.
+    pub fn params(&self) -> Vec<&Param> {
+        self.layers().flat_map(|l| l.params()).collect()
+    }
+
+    /// All trainable parameters, mutably, in the order of [`Sequential::params`].
+    pub fn params_mut(&mut self) -> Vec<&mut Param> {
+        self.entries
+            .iter_mut()
+            .flat_map(|e| e.layer.params_mut())
+            .collect()
+    }
+
+    /// Names of the layers (`conv2d`, `conv2d_1`, ...), in order.
+    pub fn layer_names(&self) -> Vec<&str> {
+        self.entries.iter().map(|e| e.name.as_str()).collect()
+    }
+
+    fn check_inputs(&self, x: &dyn Samples, what: &str) -> Result<()> {
+        if x.sample_shape() != self.input_shape {
+            return Err(Error::Shape(format!(
+                "{what}: samples have shape {:?} but the model expects {:?}; reshape the data, \
+                 e.g. to (N, 28, 28, 1) for grey 28x28 images",
+                x.sample_shape(),
+                self.input_shape
+            )));
+        }
+        if x.is_empty() {
+            return Err(Error::Shape(format!("{what}: there are no samples")));
+        }
+        Ok(())
+    }
+
+    fn check_pair(&self, x: &dyn Samples, y: &dyn Samples, what: &str) -> Result<()> {
+        self.check_inputs(x, what)?;
+        if x.len() != y.len() {
+            return Err(Error::Shape(format!(
+                "{what}: x has {} samples but y has {}; they must match one to one",
+                x.len(),
+                y.len()
+            )));
+        }
+        let compiled = self.compiled()?;
+        let width: usize = self.output_shape().iter().product();
+        let target_width: usize = y.sample_shape().iter().product();
+        compiled
+            .loss
+            .check_targets(target_width, width)
+            .map_err(|e| {
+                Error::Shape(format!(
+                    "{what}: {}",
+                    e.to_string().trim_start_matches("shape error: ")
+                ))
+            })
+    }
+
+    fn compiled(&self) -> Result<&Compiled> {
+        self.compiled.as_ref().ok_or_else(|| {
+            Error::InvalidArgument(
+                "the model is not compiled: call compile(loss, optimizer, metrics) first".into(),
+            )
+        })
+    }
+
+    /// Runs the layers on the batch in `activations[0]`.
+    fn forward(&mut self, training: bool) {
+        for (i, entry) in self.entries.iter_mut().enumerate() {
+            let (inputs, outputs) = self.activations.split_at_mut(i + 1);
+            entry.layer.forward(&inputs[i], &mut outputs[0], training);
+        }
+    }
+
+    /// Back-propagates the gradient in `gradients[len]` down to the first
+    /// layer's parameters.
+    fn backward(&mut self) {
+        for i in (0..self.entries.len()).rev() {
+            let (below, above) = self.gradients.split_at_mut(i + 1);
+            let grad_input = if i == 0 { None } else { Some(&mut below[i]) };
+            self.entries[i].layer.backward(
+                &self.activations[i],
+                &self.activations[i + 1],
+                &mut above[0],
+                grad_input,
+            );
+        }
+    }
+
+    /// Loads the samples at `indices` into the input slot.
+    fn load_batch(&mut self, x: &dyn Samples, indices: &[usize]) {
+        let mut shape = vec![indices.len()];
+        shape.extend_from_slice(&self.input_shape);
+        resize(&mut self.activations[0], &shape);
+        let input = self.activations[0].as_slice_mut().expect("standard layout");
+        x.gather(indices, input);
+    }
+
+    fn load_targets(&mut self, y: &dyn Samples, indices: &[usize]) {
+        let width: usize = y.sample_shape().iter().product();
+        self.targets.resize(indices.len() * width, 0.0);
+        y.gather(indices, &mut self.targets);
+    }
+
+    /// Loss (summed) and correct counts of the batch in the output slot.
+    fn score_batch(&mut self, tally: &mut Tally, with_grad: bool) -> Result<()> {
+        let compiled = self.compiled.as_ref().expect("checked by the caller");
+        let output = self.activations.last().expect("built");
+        let width: usize = self.output_shape().iter().product();
+        let pred = output.as_slice().expect("standard layout");
+        let grad = if with_grad {
+            let slot = self.gradients.last_mut().expect("built");
+            resize(slot, output.shape());
+            Some(slot.as_slice_mut().expect("standard layout"))
+        } else {
+            None
+        };
+        let loss = compiled
+            .loss
+            .compute(pred, &self.targets, width, compiled.fused_softmax, grad);
+        if !loss.is_finite() {
+            return Err(Error::NonFinite(format!(
+                "the loss became {loss} (not a finite number): the training diverged; \
+                 try a smaller learning rate (--lr) or check the inputs for NaN or huge values"
+            )));
+        }
+        tally.loss += loss;
+        tally.samples += pred.len() / width;
+        for (metric, correct) in compiled.metrics.iter().zip(&mut tally.correct) {
+            *correct += metric.count_correct(pred, &self.targets, width);
+        }
+        Ok(())
+    }
+
+    /// Trains the model on `(x, y)` for `options.epochs` epochs.
+    pub fn fit(&mut self, x: &dyn Samples, y: &dyn Samples, options: Fit) -> Result<History> {
+        self.check_pair(x, y, "fit")?;
+        if let Some((vx, vy)) = options.validation_data {
+            self.check_pair(vx, vy, "validation_data")?;
+        }
+        if options.batch_size == 0 {
+            return Err(Error::InvalidArgument(
+                "batch_size must be at least 1".into(),
+            ));
+        }
+        let metrics = self.compiled()?.metrics.clone();
+        let mut order: Vec<usize> = (0..x.len()).collect();
+        let mut shuffler = Rng::seed_from_u64(self.seed ^ 0x5eed_5eed_5eed_5eed);
+        let steps = x.len().div_ceil(options.batch_size);
+        let mut history = History::default();
+        for epoch in 1..=options.epochs {
+            if options.shuffle {
+                order.shuffle(&mut shuffler);
+            }
+            let progress = EpochProgress::start(options.verbose, epoch, options.epochs, steps);
+            let started = Instant::now();
+            let mut tally = Tally::new(metrics.len());
+            for (step, batch) in order.chunks(options.batch_size).enumerate() {
+                self.train_step(x, y, batch, &mut tally)?;
+                progress.update(step + 1, &tally.logs(&metrics, ""));
+            }
+            history.epoch_seconds.push(started.elapsed().as_secs_f64());
+            let mut logs = tally.logs(&metrics, "");
+            if let Some((vx, vy)) = options.validation_data {
+                logs.extend(
+                    self.tally(vx, vy, DEFAULT_EVAL_BATCH_SIZE)?
+                        .logs(&metrics, "val_"),
+                );
+            }
+            for (name, value) in &logs {
+                history
+                    .history
+                    .entry(name.clone())
+                    .or_default()
+                    .push(*value);
+            }
+            progress.finish(&logs);
+        }
+        Ok(history)
+    }
+
+    fn train_step(
+        &mut self,
+        x: &dyn Samples,
+        y: &dyn Samples,
+        batch: &[usize],
+        tally: &mut Tally,
+    ) -> Result<()> {
+        self.load_batch(x, batch);
+        self.load_targets(y, batch);
+        self.forward(true);
+        self.score_batch(tally, true)?;
+        self.backward();
+        let mut params: Vec<&mut Param> = self
+            .entries
+            .iter_mut()
+            .flat_map(|e| e.layer.params_mut())
+            .collect();
+        let compiled = self.compiled.as_mut().expect("checked by fit");
+        compiled.optimizer.step(&mut params);
+        Ok(())
+    }
+
+    fn tally(&mut self, x: &dyn Samples, y: &dyn Samples, batch_size: usize) -> Result<Tally> {
+        let mut tally = Tally::new(self.compiled()?.metrics.len());
+        let indices: Vec<usize> = (0..x.len()).collect();
+        for batch in indices.chunks(batch_size.max(1)) {
+            self.load_batch(x, batch);
+            self.load_targets(y, batch);
+            self.forward(false);
+            self.score_batch(&mut tally, false)?;
+        }
+        Ok(tally)
+    }
+
+    /// The mean loss and metrics of the model on `(x, y)`.
+    pub fn evaluate(&mut self, x: &dyn Samples, y: &dyn Samples) -> Result<Scores> {
+        self.check_pair(x, y, "evaluate")?;
+        let compiled = self.compiled()?;
+        let metrics = compiled.metrics.clone();
+        let tally = self.tally(x, y, DEFAULT_EVAL_BATCH_SIZE)?;
+        let n = tally.samples as f64;
+        Ok(Scores {
+            loss: tally.loss / n,
+            metrics: metrics
+                .iter()
+                .zip(&tally.correct)
+                .map(|(m, &c)| (m.name().to_string(), c as f64 / n))
+                .collect(),
+        })
+    }
+
+    /// The model's outputs (for a softmax model, class probabilities) for
+    /// every sample of `x`, shape `(N, ..output_shape)`.
+    pub fn predict(&mut self, x: &dyn Samples) -> Result<ArrayD<f32>> {
+        self.predict_with_batch_size(x, DEFAULT_EVAL_BATCH_SIZE)
+    }
+
+    /// [`Sequential::predict`], `batch_size` samples at a time.
+    pub fn predict_with_batch_size(
+        &mut self,
+        x: &dyn Samples,
+        batch_size: usize,
+    ) -> Result<ArrayD<f32>> {
+        self.ensure_built()?;
+        self.check_inputs(x, "predict")?;
+        let width: usize = self.output_shape().iter().product();
+        let mut shape = vec![x.len()];
+        shape.extend_from_slice(self.output_shape());
+        let mut out = Vec::with_capacity(x.len() * width);
+        let indices: Vec<usize> = (0..x.len()).collect();
+        for batch in indices.chunks(batch_size.max(1)) {
+            self.load_batch(x, batch);
+            self.forward(false);
+            let output = self.activations.last().expect("built");
+            out.extend_from_slice(output.as_slice().expect("standard layout"));
+        }
+        Ok(ArrayD::from_shape_vec(IxDyn(&shape), out).expect("sizes match"))
+    }
+
+    /// The Keras summary table: each layer with its output shape and number
+    /// of parameters, then the totals.
+    pub fn summary_string(&mut self) -> Result<String> {
+        self.ensure_built()?;
+        let rows = self.entries.iter().map(|e| {
+            let params = e.layer.params().iter().map(|p| p.len()).sum();
+            let layer = format!("{} ({})", e.name, e.layer.class_name());
+            (layer, e.output_shape.clone(), params)
+        });
+        Ok(crate::summary::render(&self.name, rows))
+    }
+
+    /// Prints [`Sequential::summary_string`].
+    pub fn summary(&mut self) -> Result<()> {
+        print!("{}", self.summary_string()?);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::snake_case;
+
+    #[test]
+    fn layer_names_follow_keras() {
+        assert_eq!(snake_case("Conv2D"), "conv2d");
+        assert_eq!(snake_case("MaxPooling2D"), "max_pooling2d");
+        assert_eq!(snake_case("Dense"), "dense");
+    }
+}

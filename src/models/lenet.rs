@@ -1,0 +1,29 @@
+//! LeNet-5 (LeCun et al., 1998) as the classic Keras lesson writes it: two
+//! convolution + max-pooling stages, then three fully connected layers.
+
+use crate::layers::{Conv2D, Dense, Flatten, MaxPooling2D};
+use crate::{Activation::*, Sequential};
+
+/// LeNet-5 for 28x28x1 images and 10 classes: 44,426 parameters.
+///
+/// ```
+/// let mut model = convnet::models::lenet(1);
+/// model.build().unwrap();
+/// assert_eq!(model.count_params(), 44_426);
+/// ```
+pub fn lenet(seed: u64) -> Sequential {
+    let mut model = Sequential::with_seed(seed);
+    model.add(
+        Conv2D::new(6, (5, 5))
+            .activation(Relu)
+            .input_shape(&[28, 28, 1]),
+    );
+    model.add(MaxPooling2D::new((2, 2)));
+    model.add(Conv2D::new(16, (5, 5)).activation(Relu));
+    model.add(MaxPooling2D::new((2, 2)));
+    model.add(Flatten::new());
+    model.add(Dense::new(120).activation(Relu));
+    model.add(Dense::new(84).activation(Relu));
+    model.add(Dense::new(10).activation(Softmax));
+    model
+}

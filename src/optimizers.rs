@@ -1,0 +1,259 @@
+//! Optimizers, with the update rules and defaults of Keras 3.
+//!
+//! An optimizer reads each parameter's gradient from [`Param::grad`] and
+//! updates [`Param::value`] in place. Its state (moments, velocities) is kept
+//! per parameter, in the order the model lists them.
+
+use crate::layers::Param;
+use crate::{Error, Result};
+
+/// Updates parameters from their gradients.
+pub trait Optimizer: Send {
+    /// The Keras name: `"adam"`, `"sgd"`, `"rmsprop"`.
+    fn name(&self) -> &'static str;
+    /// The learning rate.
+    fn learning_rate(&self) -> f32;
+    /// One update of every parameter, from the gradients they hold.
+    fn step(&mut self, params: &mut [&mut Param]);
+}
+
+/// One state vector per parameter, created (zeroed) on first use.
+fn slots<'a>(state: &'a mut Vec<Vec<f32>>, params: &[&mut Param]) -> &'a mut [Vec<f32>] {
+    if state.len() != params.len() {
+        *state = params.iter().map(|p| vec![0.0; p.len()]).collect();
+    }
+    state
+}
+
+fn values_and_grads<'a>(p: &'a mut Param) -> (&'a mut [f32], &'a [f32]) {
+    let grad = p.grad.as_slice().expect("standard layout");
+    let value = p.value.as_slice_mut().expect("standard layout");
+    (value, grad)
+}
+
+/// Stochastic gradient descent, optionally with (Nesterov) momentum.
+///
+/// Keras 3 rule: `v = momentum · v - lr · g`, then `w += v`, or with
+/// Nesterov `w += momentum · v - lr · g`.
+#[derive(Clone, Debug)]
+pub struct SGD {
+    learning_rate: f32,
+    momentum: f32,
+    nesterov: bool,
+    velocity: Vec<Vec<f32>>,
+}
+
+impl SGD {
+    /// Plain SGD with the given learning rate (Keras default 0.01).
+    pub fn new(learning_rate: f32) -> Self {
+        SGD {
+            learning_rate,
+            momentum: 0.0,
+            nesterov: false,
+            velocity: Vec::new(),
+        }
+    }
+
+    /// Momentum in `[0, 1)` (default 0).
+    pub fn momentum(mut self, momentum: f32) -> Self {
+        self.momentum = momentum;
+        self
+    }
+
+    /// Whether to use Nesterov momentum (default false).
+    pub fn nesterov(mut self, nesterov: bool) -> Self {
+        self.nesterov = nesterov;
+        self
+    }
+}
+
+impl Default for SGD {
+    fn default() -> Self {
+        SGD::new(0.01)
+    }
+}
+
+impl Optimizer for SGD {
+    fn name(&self) -> &'static str {
+        "sgd"
+    }
+
+    fn learning_rate(&self) -> f32 {
+        self.learning_rate
+    }
+
+    fn step(&mut self, params: &mut [&mut Param]) {
+        let (lr, momentum, nesterov) = (self.learning_rate, self.momentum, self.nesterov);
+        let velocity = slots(&mut self.velocity, params);
+        for (p, v) in params.iter_mut().zip(velocity) {
+            let (w, g) = values_and_grads(p);
+            if momentum == 0.0 {
+                w.iter_mut().zip(g).for_each(|(w, g)| *w -= lr * g);
+                continue;
+            }
+            for ((w, g), v) in w.iter_mut().zip(g).zip(v.iter_mut()) {
+                *v = momentum * *v - lr * g;
+                *w += if nesterov { momentum * *v - lr * g } else { *v };
+            }
+        }
+    }
+}
+
+/// Adam (Kingma & Ba), as in Keras 3: `m = β1 m + (1-β1) g`,
+/// `v = β2 v + (1-β2) g²`, `w -= lr · sqrt(1-β2^t)/(1-β1^t) · m / (sqrt(v) + ε)`.
+#[derive(Clone, Debug)]
+pub struct Adam {
+    learning_rate: f32,
+    beta_1: f32,
+    beta_2: f32,
+    epsilon: f32,
+    iterations: i32,
+    m: Vec<Vec<f32>>,
+    v: Vec<Vec<f32>>,
+}
+
+impl Adam {
+    /// Adam with the given learning rate and Keras's other defaults.
+    pub fn new(learning_rate: f32) -> Self {
+        Adam {
+            learning_rate,
+            beta_1: 0.9,
+            beta_2: 0.999,
+            epsilon: 1e-7,
+            iterations: 0,
+            m: Vec::new(),
+            v: Vec::new(),
+        }
+    }
+
+    /// Decay of the first moment (default 0.9).
+    pub fn beta_1(mut self, beta_1: f32) -> Self {
+        self.beta_1 = beta_1;
+        self
+    }
+
+    /// Decay of the second moment (default 0.999).
+    pub fn beta_2(mut self, beta_2: f32) -> Self {
+        self.beta_2 = beta_2;
+        self
+    }
+
+    /// Added to the denominator for stability (default 1e-7, as Keras).
+    pub fn epsilon(mut self, epsilon: f32) -> Self {
+        self.epsilon = epsilon;
+        self
+    }
+}
+
+impl Default for Adam {
+    /// Keras's `Adam()`: learning rate 0.001, β1 0.9, β2 0.999, ε 1e-7.
+    fn default() -> Self {
+        Adam::new(0.001)
+    }
+}
+
+impl Optimizer for Adam {
+    fn name(&self) -> &'static str {
+        "adam"
+    }
+
+    fn learning_rate(&self) -> f32 {
+        self.learning_rate
+    }
+
+    fn step(&mut self, params: &mut [&mut Param]) {
+        self.iterations += 1;
+        let t = self.iterations;
+        let (b1, b2, eps) = (self.beta_1, self.beta_2, self.epsilon);
+        let alpha = self.learning_rate * (1.0 - b2.powi(t)).sqrt() / (1.0 - b1.powi(t));
+        let m = slots(&mut self.m, params);
+        let v = slots(&mut self.v, params);
+        for ((p, m), v) in params.iter_mut().zip(m).zip(v) {
+            let (w, g) = values_and_grads(p);
+            for (((w, g), m), v) in w.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
+                *m += (g - *m) * (1.0 - b1);
+                *v += (g * g - *v) * (1.0 - b2);
+                *w -= alpha * *m / (v.sqrt() + eps);
+            }
+        }
+    }
+}
+
+/// RMSprop, as in Keras 3 (not centred, no momentum):
+/// `a = ρ a + (1-ρ) g²`, `w -= lr · g / (sqrt(a) + ε)`.
+#[derive(Clone, Debug)]
+pub struct RMSprop {
+    learning_rate: f32,
+    rho: f32,
+    epsilon: f32,
+    average: Vec<Vec<f32>>,
+}
+
+impl RMSprop {
+    /// RMSprop with the given learning rate, ρ 0.9 and ε 1e-7.
+    pub fn new(learning_rate: f32) -> Self {
+        RMSprop {
+            learning_rate,
+            rho: 0.9,
+            epsilon: 1e-7,
+            average: Vec::new(),
+        }
+    }
+
+    /// Decay of the running average of g² (default 0.9).
+    pub fn rho(mut self, rho: f32) -> Self {
+        self.rho = rho;
+        self
+    }
+}
+
+impl Default for RMSprop {
+    /// Keras's `RMSprop()`: learning rate 0.001.
+    fn default() -> Self {
+        RMSprop::new(0.001)
+    }
+}
+
+impl Optimizer for RMSprop {
+    fn name(&self) -> &'static str {
+        "rmsprop"
+    }
+
+    fn learning_rate(&self) -> f32 {
+        self.learning_rate
+    }
+
+    fn step(&mut self, params: &mut [&mut Param]) {
+        let (lr, rho, eps) = (self.learning_rate, self.rho, self.epsilon);
+        let average = slots(&mut self.average, params);
+        for (p, a) in params.iter_mut().zip(average) {
+            let (w, g) = values_and_grads(p);
+            for ((w, g), a) in w.iter_mut().zip(g).zip(a.iter_mut()) {
+                *a = rho * *a + (1.0 - rho) * g * g;
+                *w -= lr * g / (a.sqrt() + eps);
+            }
+        }
+    }
+}
+
+/// An optimizer by its Keras name (`adam`, `sgd`, `rmsprop`), with the
+/// given learning rate or its default.
+pub fn by_name(name: &str, learning_rate: Option<f32>) -> Result<Box<dyn Optimizer>> {
+    if let Some(lr) = learning_rate
+        && !(lr.is_finite() && lr > 0.0)
+    {
+        return Err(Error::InvalidArgument(format!(
+            "learning rate must be a positive number, got {lr}"
+        )));
+    }
+    Ok(match name.to_ascii_lowercase().as_str() {
+        "adam" => Box::new(learning_rate.map_or_else(Adam::default, Adam::new)),
+        "sgd" => Box::new(learning_rate.map_or_else(SGD::default, SGD::new)),
+        "rmsprop" => Box::new(learning_rate.map_or_else(RMSprop::default, RMSprop::new)),
+        _ => {
+            return Err(Error::InvalidArgument(format!(
+                "unknown optimizer {name:?}: use adam, sgd or rmsprop"
+            )));
+        }
+    })
+}
