@@ -339,6 +339,7 @@ impl Sequential {
     }
 
     fn check_pair(&self, x: &dyn Samples, y: &dyn Samples, what: &str) -> Result<()> {
+        let compiled = self.compiled()?;
         self.check_inputs(x, what)?;
         if x.len() != y.len() {
             return Err(Error::Shape(format!(
@@ -347,7 +348,6 @@ impl Sequential {
                 y.len()
             )));
         }
-        let compiled = self.compiled()?;
         let width: usize = self.output_shape().iter().product();
         let target_width: usize = y.sample_shape().iter().product();
         compiled

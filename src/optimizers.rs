@@ -25,7 +25,7 @@ fn slots<'a>(state: &'a mut Vec<Vec<f32>>, params: &[&mut Param]) -> &'a mut [Ve
     state
 }
 
-fn values_and_grads<'a>(p: &'a mut Param) -> (&'a mut [f32], &'a [f32]) {
+fn values_and_grads(p: &mut Param) -> (&mut [f32], &[f32]) {
     let grad = p.grad.as_slice().expect("standard layout");
     let value = p.value.as_slice_mut().expect("standard layout");
     (value, grad)

@@ -24,7 +24,7 @@ pub struct TrainArgs {
     #[arg(long, default_value = "adam")]
     optimizer: String,
     /// Learning rate (default: the optimizer's Keras default).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     lr: Option<f32>,
     /// Seed of the initial weights and of the shuffling.
     #[arg(long, default_value_t = 1)]
@@ -63,6 +63,9 @@ fn first(images: &Array3<u8>, limit: Option<usize>) -> ndarray::Array4<u8> {
 
 pub fn run(args: TrainArgs) -> Result<()> {
     super::set_threads(args.threads)?;
+    if let Some(path) = &args.metrics_out {
+        check_writable_folder(path)?;
+    }
     let dir = args
         .data_dir
         .as_deref()
@@ -134,6 +137,19 @@ pub fn run(args: TrainArgs) -> Result<()> {
         convnet::io::write_atomic(path, text.as_bytes())?;
     }
     Ok(())
+}
+
+/// Fails early, before a long training run, if `path` cannot be written.
+fn check_writable_folder(path: &std::path::Path) -> Result<()> {
+    let folder = path.parent().filter(|p| !p.as_os_str().is_empty());
+    match folder {
+        Some(folder) if !folder.is_dir() => Err(Error::InvalidArgument(format!(
+            "--metrics-out {}: the folder {} does not exist; create it first",
+            path.display(),
+            folder.display()
+        ))),
+        _ => Ok(()),
+    }
 }
 
 fn json_error(e: serde_json::Error) -> Error {

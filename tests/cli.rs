@@ -1,0 +1,274 @@
+//! The `convnet` command: training on a small subset, the summary, and
+//! every kind of bad input giving a clear error, a non-zero exit and no panic.
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn convnet(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_convnet"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env_remove("CONVNET_DATA")
+        .output()
+        .expect("the binary runs")
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Asserts a clean failure whose message contains every one of `needles`.
+fn assert_error(out: &Output, needles: &[&str]) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "expected a failure, got success; stderr: {stderr}"
+    );
+    assert!(
+        stderr.starts_with("error: ")
+            || stderr.contains("\nerror: ")
+            || stderr.starts_with("error:"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    for needle in needles {
+        assert!(stderr.contains(needle), "missing {needle:?} in: {stderr}");
+    }
+}
+
+const TINY: [&str; 8] = [
+    "--train-limit",
+    "600",
+    "--test-limit",
+    "200",
+    "--epochs",
+    "1",
+    "--batch-size",
+    "32",
+];
+
+fn train_json(dir: &Path, name: &str, extra: &[&str]) -> serde_json::Value {
+    let path = dir.join(name);
+    let mut args = vec![
+        "train",
+        "--verbose",
+        "2",
+        "--metrics-out",
+        path.to_str().unwrap(),
+    ];
+    args.extend_from_slice(&TINY);
+    args.extend_from_slice(extra);
+    let out = convnet(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+#[test]
+fn train_on_a_subset_writes_the_metrics_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = train_json(dir.path(), "m.json", &[]);
+    for key in [
+        "loss",
+        "accuracy",
+        "val_loss",
+        "val_accuracy",
+        "epoch_seconds",
+    ] {
+        assert_eq!(
+            json["history"][key].as_array().map(Vec::len),
+            Some(1),
+            "history.{key} in {json}"
+        );
+    }
+    let accuracy = json["test_accuracy"].as_f64().unwrap();
+    assert!(accuracy > 0.3 && accuracy <= 1.0, "{accuracy}");
+    assert!(json["test_loss"].as_f64().unwrap() > 0.0);
+    assert_eq!(json["history"]["val_accuracy"][0].as_f64(), Some(accuracy));
+}
+
+#[test]
+fn one_thread_and_two_threads_give_the_same_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut one = train_json(dir.path(), "1.json", &["--threads", "1", "--seed", "4"]);
+    let mut two = train_json(dir.path(), "2.json", &["--threads", "2", "--seed", "4"]);
+    for json in [&mut one, &mut two] {
+        json["history"]["epoch_seconds"] = serde_json::Value::Null;
+        json["threads"] = serde_json::Value::Null;
+    }
+    assert_eq!(one, two);
+}
+
+#[test]
+fn progress_is_printed_like_keras() {
+    let mut args = vec!["train"];
+    args.extend_from_slice(&TINY);
+    let out = convnet(&args);
+    assert!(out.status.success());
+    let text = stdout(&out);
+    assert!(text.contains("Epoch 1/1"), "{text}");
+    assert!(
+        text.contains("19/19 [==============================] - "),
+        "{text}"
+    );
+    assert!(
+        text.contains("ms/step - loss: ")
+            && text.contains(" - accuracy: ")
+            && text.contains(" - val_accuracy: "),
+        "{text}"
+    );
+    assert!(text.contains("Test accuracy: "), "{text}");
+}
+
+#[test]
+fn summary_shows_the_keras_table() {
+    let out = convnet(&["summary", "--model", "lenet"]);
+    assert!(out.status.success());
+    let text = stdout(&out);
+    assert!(text.contains("Total params: 44,426"), "{text}");
+    assert!(text.contains("conv2d_1 (Conv2D)"), "{text}");
+    let out = convnet(&["summary", "--model", "alexnet"]);
+    assert!(
+        stdout(&out).contains("Total params: 62,378,344"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[test]
+fn unknown_names_and_bad_numbers_are_refused() {
+    assert_error(
+        &convnet(&["summary", "--model", "vgg"]),
+        &["unknown model", "lenet"],
+    );
+    assert_error(
+        &convnet(&["train", "--optimizer", "adamw"]),
+        &["unknown optimizer", "adam, sgd or rmsprop"],
+    );
+    assert_error(&convnet(&["train", "--lr", "-1"]), &["learning rate"]);
+    assert_error(&convnet(&["train", "--threads", "0"]), &["--threads"]);
+    assert_error(
+        &convnet(&["train", "--batch-size", "0", "--train-limit", "10"]),
+        &["batch"],
+    );
+}
+
+#[test]
+fn a_model_that_cannot_take_mnist_is_refused() {
+    assert_error(
+        &convnet(&["train", "--model", "alexnet"]),
+        &["[227, 227, 3]", "[28, 28, 1]"],
+    );
+}
+
+#[test]
+fn metrics_are_not_written_into_a_missing_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("no/such/folder/m.json");
+    let mut args = vec!["train", "--metrics-out", path.to_str().unwrap()];
+    args.extend_from_slice(&TINY);
+    assert_error(&convnet(&args), &["no/such/folder"]);
+    assert!(!path.exists());
+}
+
+/// A copy of the MNIST files in a fresh folder, for corrupting.
+fn mnist_copy() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/mnist");
+    for entry in std::fs::read_dir(src).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), dir.path().join(entry.file_name())).unwrap();
+    }
+    dir
+}
+
+fn gunzip(path: &Path) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    flate2::read::GzDecoder::new(std::fs::File::open(path).unwrap())
+        .read_to_end(&mut bytes)
+        .unwrap();
+    bytes
+}
+
+fn gzip(path: &Path, bytes: &[u8]) {
+    let mut enc = flate2::write::GzEncoder::new(
+        std::fs::File::create(path).unwrap(),
+        flate2::Compression::fast(),
+    );
+    enc.write_all(bytes).unwrap();
+    enc.finish().unwrap();
+}
+
+fn train_from(dir: &Path, extra: &[&str]) -> Output {
+    let mut args = vec!["train", "--data-dir", dir.to_str().unwrap()];
+    args.extend_from_slice(&TINY);
+    args.extend_from_slice(extra);
+    convnet(&args)
+}
+
+#[test]
+fn a_missing_data_file_is_named() {
+    let dir = mnist_copy();
+    std::fs::remove_file(dir.path().join("t10k-labels-idx1-ubyte.gz")).unwrap();
+    assert_error(
+        &train_from(dir.path(), &[]),
+        &["t10k-labels-idx1-ubyte.gz", "not found", "--data-dir"],
+    );
+    let empty = tempfile::tempdir().unwrap();
+    assert_error(&train_from(empty.path(), &[]), &["not found"]);
+}
+
+#[test]
+fn a_truncated_data_file_is_reported() {
+    let dir = mnist_copy();
+    let path = dir.path().join("train-labels-idx1-ubyte.gz");
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+    assert_error(
+        &train_from(dir.path(), &[]),
+        &["train-labels-idx1-ubyte.gz", "corrupt"],
+    );
+}
+
+#[test]
+fn a_checksum_mismatch_is_reported() {
+    let dir = mnist_copy();
+    let path = dir.path().join("t10k-labels-idx1-ubyte.gz");
+    let mut bytes = gunzip(&path);
+    let last = bytes.len() - 1;
+    bytes[last] = (bytes[last] + 1) % 10;
+    gzip(&path, &bytes);
+    assert_error(
+        &train_from(dir.path(), &[]),
+        &["checksum mismatch", "t10k-labels"],
+    );
+    // The same file passes with --skip-checksum, since it is still valid IDX.
+    assert!(
+        train_from(dir.path(), &["--skip-checksum"])
+            .status
+            .success()
+    );
+}
+
+#[test]
+fn a_wrong_magic_number_or_size_is_reported() {
+    let dir = mnist_copy();
+    let path = dir.path().join("t10k-images-idx3-ubyte.gz");
+    let original = gunzip(&path);
+    let mut bytes = original.clone();
+    bytes[3] = 0x01;
+    gzip(&path, &bytes);
+    assert_error(
+        &train_from(dir.path(), &["--skip-checksum"]),
+        &["wrong magic number", "t10k-images"],
+    );
+    gzip(&path, &original[..original.len() - 100]);
+    assert_error(
+        &train_from(dir.path(), &["--skip-checksum"]),
+        &["truncated", "t10k-images"],
+    );
+}

@@ -1,0 +1,218 @@
+//! Every layer's backward pass against finite differences of its forward
+//! pass, for input and parameter gradients; every loss's gradient likewise.
+
+mod common;
+
+use common::{agrees, check_gradients, random, rng};
+use convnet::Activation::{self, *};
+use convnet::Loss;
+use convnet::layers::{
+    ActivationLayer, Conv2D, Dense, Dropout, Flatten, Layer, MaxPooling2D, Padding,
+};
+use ndarray::{ArrayD, IxDyn};
+
+const ACTIVATIONS: [Activation; 5] = [Linear, Relu, Sigmoid, Tanh, Softmax];
+
+#[test]
+fn conv2d_gradients_for_every_activation() {
+    for (seed, activation) in ACTIVATIONS.into_iter().enumerate() {
+        let mut layer = Conv2D::new(3, (3, 3)).activation(activation);
+        check_gradients(&mut layer, &[6, 5, 2], 2, seed as u64);
+    }
+}
+
+#[test]
+fn conv2d_gradients_with_strides_same_padding_and_no_bias() {
+    let cases = [
+        ((2, 2), Padding::Same, true, (3, 2)),
+        ((2, 1), Padding::Valid, false, (2, 3)),
+        ((1, 1), Padding::Same, true, (4, 4)),
+        ((3, 3), Padding::Same, true, (5, 5)),
+    ];
+    for (seed, (strides, padding, use_bias, kernel)) in cases.into_iter().enumerate() {
+        let mut layer = Conv2D::new(2, kernel)
+            .strides(strides)
+            .padding(padding)
+            .use_bias(use_bias)
+            .activation(Tanh);
+        check_gradients(&mut layer, &[7, 6, 3], 2, 10 + seed as u64);
+    }
+}
+
+#[test]
+fn conv2d_gradients_across_parallel_chunks() {
+    // A batch large enough to be split into several chunks, whose partial
+    // gradients must add up.
+    let mut layer = Conv2D::new(2, (2, 2)).activation(Linear);
+    check_gradients(&mut layer, &[30, 30, 1], 5, 20);
+}
+
+#[test]
+fn dense_gradients_for_every_activation() {
+    for (seed, activation) in ACTIVATIONS.into_iter().enumerate() {
+        let mut layer = Dense::new(4).activation(activation);
+        check_gradients(&mut layer, &[5], 3, 30 + seed as u64);
+    }
+    let mut layer = Dense::new(3).use_bias(false);
+    check_gradients(&mut layer, &[4], 70, 36);
+}
+
+#[test]
+fn max_pooling_gradients() {
+    let cases = [
+        ((2, 2), None, Padding::Valid),
+        ((3, 3), Some((2, 2)), Padding::Valid),
+        ((2, 2), None, Padding::Same),
+        ((3, 2), Some((1, 2)), Padding::Same),
+    ];
+    for (seed, (pool, strides, padding)) in cases.into_iter().enumerate() {
+        let mut layer = MaxPooling2D::new(pool).padding(padding);
+        if let Some(strides) = strides {
+            layer = layer.strides(strides);
+        }
+        check_gradients(&mut layer, &[5, 7, 2], 2, 40 + seed as u64);
+    }
+}
+
+#[test]
+fn flatten_and_activation_layer_gradients() {
+    check_gradients(&mut Flatten::new(), &[3, 2, 2], 2, 50);
+    for (seed, activation) in ACTIVATIONS.into_iter().enumerate() {
+        check_gradients(
+            &mut ActivationLayer::new(activation),
+            &[6],
+            3,
+            51 + seed as u64,
+        );
+    }
+}
+
+#[test]
+fn dropout_scales_kept_values_and_routes_gradients_through_them() {
+    let mut layer = Dropout::new(0.5);
+    let mut rng = rng(60);
+    layer.build(&[1000], &mut rng).unwrap();
+    let x = random(&[2, 1000], &mut rng).mapv(|v| v + 2.0); // never zero
+    let mut y = ArrayD::zeros(IxDyn(&[0]));
+    layer.forward(&x, &mut y, true);
+    let dropped = y.iter().filter(|&&v| v == 0.0).count();
+    assert!((800..1200).contains(&dropped), "dropped {dropped} of 2000");
+    for (&xi, &yi) in x.iter().zip(&y) {
+        assert!(yi == 0.0 || (yi - 2.0 * xi).abs() < 1e-5);
+    }
+    // The layer is linear given its mask: dx = dy · y / x.
+    let mut dy = random(&[2, 1000], &mut rng);
+    let mut dx = ArrayD::zeros(IxDyn(&[0]));
+    layer.backward(&x, &y, &mut dy.clone(), Some(&mut dx));
+    for i in 0..x.len() {
+        let (xi, yi) = (x.as_slice().unwrap()[i], y.as_slice().unwrap()[i]);
+        let want = dy.as_slice_mut().unwrap()[i] * yi / xi;
+        assert!((dx.as_slice().unwrap()[i] - want).abs() < 1e-5);
+    }
+    // At inference, dropout is the identity.
+    layer.forward(&x, &mut y, false);
+    assert_eq!(x, y);
+}
+
+/// Finite-difference check of a loss's gradient with respect to its input:
+/// the predictions, or the logits when fused with a softmax.
+fn check_loss(loss: Loss, fused: bool, targets: &[f32], seed: u64) {
+    let (batch, width) = (3, 4);
+    let logits = random(&[batch, width], &mut rng(seed))
+        .into_raw_vec_and_offset()
+        .0;
+    let prediction = |z: &[f32]| {
+        let mut p = z.to_vec();
+        if fused || loss != Loss::MeanSquaredError {
+            Softmax.forward(&mut p, width);
+        }
+        p
+    };
+    let mean_loss =
+        |z: &[f32]| loss.compute(&prediction(z), targets, width, fused, None) / batch as f64;
+    let mut grad = vec![0.0; batch * width];
+    loss.compute(&prediction(&logits), targets, width, fused, Some(&mut grad));
+    let h = 1e-3;
+    let centre = mean_loss(&logits);
+    for i in 0..logits.len() {
+        let (mut plus, mut minus) = (logits.clone(), logits.clone());
+        plus[i] += h as f32;
+        minus[i] -= h as f32;
+        let analytic = if fused {
+            grad[i] as f64
+        } else {
+            // Chain through the softmax by hand for the unfused case.
+            let p = prediction(&logits);
+            let row = i / width;
+            let g = &grad[row * width..(row + 1) * width];
+            let y = &p[row * width..(row + 1) * width];
+            let dot: f32 = g.iter().zip(y).map(|(g, y)| g * y).sum();
+            if loss == Loss::MeanSquaredError {
+                grad[i] as f64
+            } else {
+                (y[i % width] * (g[i % width] - dot)) as f64
+            }
+        };
+        let (plus, minus) = if loss == Loss::MeanSquaredError && !fused {
+            let direct = |z: &[f32]| loss.compute(z, targets, width, false, None) / batch as f64;
+            (direct(&plus), direct(&minus))
+        } else {
+            (mean_loss(&plus), mean_loss(&minus))
+        };
+        assert!(
+            agrees(analytic, plus, minus, centre, h, 1e-2)
+                || analytic.abs() < 1e-6 && ((plus - minus) / (2.0 * h)).abs() < 1e-3,
+            "{loss:?} fused={fused} element {i}: analytic {analytic}, numeric {}",
+            (plus - minus) / (2.0 * h)
+        );
+    }
+}
+
+#[test]
+fn loss_gradients() {
+    let one_hot = [0., 1., 0., 0., 1., 0., 0., 0., 0., 0., 0., 1.];
+    let classes = [1., 0., 3.];
+    check_loss(Loss::CategoricalCrossentropy, true, &one_hot, 70);
+    check_loss(Loss::CategoricalCrossentropy, false, &one_hot, 71);
+    check_loss(Loss::SparseCategoricalCrossentropy, true, &classes, 72);
+    check_loss(Loss::SparseCategoricalCrossentropy, false, &classes, 73);
+    let soft: Vec<f32> = random(&[3, 4], &mut rng(74))
+        .iter()
+        .map(|v| v.abs())
+        .collect();
+    check_loss(Loss::MeanSquaredError, false, &soft, 75);
+}
+
+#[test]
+fn cross_entropy_of_a_confident_mistake_is_large_but_finite() {
+    let p = [1.0, 0.0];
+    let y = [0.0, 1.0];
+    let loss = Loss::CategoricalCrossentropy.compute(&p, &y, 2, true, None);
+    assert!((loss - -(1e-7f32 as f64).ln()).abs() < 1e-3, "{loss}");
+}
+
+#[test]
+fn every_layer_reports_its_class_name() {
+    let names: Vec<&str> = [
+        Box::new(Conv2D::new(1, (1, 1))) as Box<dyn Layer>,
+        Box::new(MaxPooling2D::new((2, 2))),
+        Box::new(Flatten::new()),
+        Box::new(Dense::new(1)),
+        Box::new(ActivationLayer::new(Relu)),
+        Box::new(Dropout::new(0.1)),
+    ]
+    .iter()
+    .map(|l| l.class_name())
+    .collect();
+    assert_eq!(
+        names,
+        [
+            "Conv2D",
+            "MaxPooling2D",
+            "Flatten",
+            "Dense",
+            "Activation",
+            "Dropout"
+        ]
+    );
+}

@@ -1,0 +1,206 @@
+//! Conv2D and MaxPooling2D forward passes against plain direct loops, on
+//! random shapes, strides and paddings; and small cases computed by hand.
+
+mod common;
+
+use common::{forward, random, rng};
+use convnet::layers::{Conv2D, Layer, MaxPooling2D, Padding};
+use ndarray::{ArrayD, IxDyn};
+use rand::RngExt;
+
+/// TensorFlow's padding: output size and padding before.
+fn geometry(input: usize, k: usize, stride: usize, padding: Padding) -> (usize, isize) {
+    match padding {
+        Padding::Valid => ((input - k) / stride + 1, 0),
+        Padding::Same => {
+            let out = input.div_ceil(stride);
+            let total = ((out - 1) * stride + k).saturating_sub(input);
+            (out, (total / 2) as isize)
+        }
+    }
+}
+
+/// The textbook definition: out[n,y,x,f] = b[f] + Σ in[n, y·s+i-p, x·s+j-p, c] · k[i,j,c,f].
+fn direct_conv(
+    x: &ArrayD<f32>,
+    kernel: &ArrayD<f32>,
+    bias: &[f32],
+    strides: (usize, usize),
+    padding: Padding,
+) -> ArrayD<f32> {
+    let (n, h, w, c) = (x.shape()[0], x.shape()[1], x.shape()[2], x.shape()[3]);
+    let (kh, kw, f) = (kernel.shape()[0], kernel.shape()[1], kernel.shape()[3]);
+    let (oh, pt) = geometry(h, kh, strides.0, padding);
+    let (ow, pl) = geometry(w, kw, strides.1, padding);
+    let mut out = ArrayD::zeros(IxDyn(&[n, oh, ow, f]));
+    for b in 0..n {
+        for y in 0..oh {
+            for xo in 0..ow {
+                for fi in 0..f {
+                    let mut sum = bias[fi] as f64;
+                    for i in 0..kh {
+                        for j in 0..kw {
+                            let iy = (y * strides.0 + i) as isize - pt;
+                            let ix = (xo * strides.1 + j) as isize - pl;
+                            if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
+                                continue;
+                            }
+                            for ci in 0..c {
+                                sum += x[[b, iy as usize, ix as usize, ci]] as f64
+                                    * kernel[[i, j, ci, fi]] as f64;
+                            }
+                        }
+                    }
+                    out[[b, y, xo, fi]] = sum as f32;
+                }
+            }
+        }
+    }
+    out
+}
+
+fn direct_max_pool(
+    x: &ArrayD<f32>,
+    pool: (usize, usize),
+    strides: (usize, usize),
+    padding: Padding,
+) -> ArrayD<f32> {
+    let (n, h, w, c) = (x.shape()[0], x.shape()[1], x.shape()[2], x.shape()[3]);
+    let (oh, pt) = geometry(h, pool.0, strides.0, padding);
+    let (ow, pl) = geometry(w, pool.1, strides.1, padding);
+    let mut out = ArrayD::from_elem(IxDyn(&[n, oh, ow, c]), f32::NEG_INFINITY);
+    for b in 0..n {
+        for y in 0..oh {
+            for xo in 0..ow {
+                for i in 0..pool.0 {
+                    for j in 0..pool.1 {
+                        let iy = (y * strides.0 + i) as isize - pt;
+                        let ix = (xo * strides.1 + j) as isize - pl;
+                        if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
+                            continue;
+                        }
+                        for ci in 0..c {
+                            let v = x[[b, iy as usize, ix as usize, ci]];
+                            let o = &mut out[[b, y, xo, ci]];
+                            *o = o.max(v);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+fn assert_close(a: &ArrayD<f32>, b: &ArrayD<f32>, what: &str) {
+    assert_eq!(a.shape(), b.shape(), "{what}: shapes");
+    for (i, (x, y)) in a.iter().zip(b).enumerate() {
+        assert!(
+            (x - y).abs() <= 1e-4 * (1.0 + y.abs()),
+            "{what}: element {i}: {x} vs {y}"
+        );
+    }
+}
+
+#[test]
+fn conv2d_matches_a_direct_loop_on_random_cases() {
+    let mut r = rng(1);
+    for case in 0..40 {
+        let (kh, kw) = (r.random_range(1..6), r.random_range(1..6));
+        let padding = if r.random_bool(0.5) {
+            Padding::Same
+        } else {
+            Padding::Valid
+        };
+        let (h, w) = (kh + r.random_range(0..9), kw + r.random_range(0..9));
+        let (c, f) = (r.random_range(1..4), r.random_range(1..5));
+        let strides = (r.random_range(1..4), r.random_range(1..4));
+        let batch = r.random_range(1..4);
+        let mut layer = Conv2D::new(f, (kh, kw)).strides(strides).padding(padding);
+        layer.build(&[h, w, c], &mut rng(case)).unwrap();
+        let bias = random(&[f], &mut r);
+        layer.params_mut()[1].value.assign(&bias);
+        let x = random(&[batch, h, w, c], &mut r);
+        let kernel = layer.params()[0].value.clone();
+        let want = direct_conv(&x, &kernel, bias.as_slice().unwrap(), strides, padding);
+        let what = format!(
+            "case {case}: {h}x{w}x{c}, kernel {kh}x{kw}x{f}, strides {strides:?}, {padding:?}"
+        );
+        assert_close(&forward(&mut layer, &x), &want, &what);
+    }
+}
+
+#[test]
+fn max_pooling_matches_a_direct_loop_on_random_cases() {
+    let mut r = rng(2);
+    for case in 0..40 {
+        let pool = (r.random_range(1..4), r.random_range(1..4));
+        let strides = (r.random_range(1..4), r.random_range(1..4));
+        let padding = if r.random_bool(0.5) {
+            Padding::Same
+        } else {
+            Padding::Valid
+        };
+        let (h, w, c) = (
+            pool.0 + r.random_range(0..7),
+            pool.1 + r.random_range(0..7),
+            r.random_range(1..4),
+        );
+        let mut layer = MaxPooling2D::new(pool).strides(strides).padding(padding);
+        layer.build(&[h, w, c], &mut rng(0)).unwrap();
+        let x = random(&[2, h, w, c], &mut r);
+        let what =
+            format!("case {case}: {h}x{w}x{c}, pool {pool:?}, strides {strides:?}, {padding:?}");
+        assert_close(
+            &forward(&mut layer, &x),
+            &direct_max_pool(&x, pool, strides, padding),
+            &what,
+        );
+    }
+}
+
+#[test]
+fn conv2d_by_hand() {
+    // A 3x3 image 1..9 and the kernel [[1, 0], [0, -1]]: each output is
+    // top-left minus bottom-right of its window, i.e. always -4; bias 0.5.
+    let mut layer = Conv2D::new(1, (2, 2));
+    layer.build(&[3, 3, 1], &mut rng(0)).unwrap();
+    layer.params_mut()[0]
+        .value
+        .assign(&ArrayD::from_shape_vec(IxDyn(&[2, 2, 1, 1]), vec![1.0, 0.0, 0.0, -1.0]).unwrap());
+    layer.params_mut()[1].value.fill(0.5);
+    let x =
+        ArrayD::from_shape_vec(IxDyn(&[1, 3, 3, 1]), (1..=9).map(|v| v as f32).collect()).unwrap();
+    let y = forward(&mut layer, &x);
+    assert_eq!(y.shape(), &[1, 2, 2, 1]);
+    assert_eq!(y.as_slice().unwrap(), &[-3.5, -3.5, -3.5, -3.5]);
+
+    // Same padding, 3x3 box kernel: corners see 4 pixels, centre all 9.
+    let mut layer = Conv2D::new(1, (3, 3))
+        .padding(Padding::Same)
+        .use_bias(false);
+    layer.build(&[3, 3, 1], &mut rng(0)).unwrap();
+    layer.params_mut()[0].value.fill(1.0);
+    let y = forward(&mut layer, &x);
+    assert_eq!(
+        y.as_slice().unwrap(),
+        &[12., 21., 16., 27., 45., 33., 24., 39., 28.]
+    );
+}
+
+#[test]
+fn max_pooling_by_hand() {
+    let x = ArrayD::from_shape_vec(
+        IxDyn(&[1, 4, 4, 1]),
+        vec![
+            1., 5., 2., 0., 3., 4., 8., 1., 0., 0., 1., 2., 9., 0., 3., 7.,
+        ],
+    )
+    .unwrap();
+    let mut layer = MaxPooling2D::new((2, 2));
+    layer.build(&[4, 4, 1], &mut rng(0)).unwrap();
+    assert_eq!(
+        forward(&mut layer, &x).as_slice().unwrap(),
+        &[5., 8., 9., 7.]
+    );
+}
