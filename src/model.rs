@@ -563,6 +563,41 @@ impl Sequential {
         Ok(ArrayD::from_shape_vec(IxDyn(&shape), out).expect("sizes match"))
     }
 
+    /// Times one training step on the samples of `x` and `y` at `indices`,
+    /// layer by layer: `(layer name, forward seconds, backward seconds)`.
+    /// The parameters are not updated.
+    pub fn profile_step(
+        &mut self,
+        x: &dyn Samples,
+        y: &dyn Samples,
+        indices: &[usize],
+    ) -> Result<Vec<(String, f64, f64)>> {
+        self.check_pair(x, y, "profile_step")?;
+        self.load_batch(x, indices);
+        self.load_targets(y, indices);
+        let mut times = Vec::new();
+        for (i, entry) in self.entries.iter_mut().enumerate() {
+            let (inputs, outputs) = self.activations.split_at_mut(i + 1);
+            let started = Instant::now();
+            entry.layer.forward(&inputs[i], &mut outputs[0], true);
+            times.push((entry.name.clone(), started.elapsed().as_secs_f64(), 0.0));
+        }
+        self.score_batch(&mut Tally::new(0), true)?;
+        for i in (0..self.entries.len()).rev() {
+            let (below, above) = self.gradients.split_at_mut(i + 1);
+            let grad_input = if i == 0 { None } else { Some(&mut below[i]) };
+            let started = Instant::now();
+            self.entries[i].layer.backward(
+                &self.activations[i],
+                &self.activations[i + 1],
+                &mut above[0],
+                grad_input,
+            );
+            times[i].2 = started.elapsed().as_secs_f64();
+        }
+        Ok(times)
+    }
+
     /// The Keras summary table: each layer with its output shape and number
     /// of parameters, then the totals.
     pub fn summary_string(&mut self) -> Result<String> {

@@ -8,6 +8,7 @@
 //! training run gives the same numbers, bit for bit, on 1 or 16 threads.
 
 pub mod activation;
+pub mod direct_conv;
 pub mod gemm;
 pub mod im2col;
 pub mod linear;

@@ -21,7 +21,7 @@ use super::{
     values_mut,
 };
 use crate::initializers::{Rng, glorot_uniform};
-use crate::kernels::{Window2d, im2col, linear};
+use crate::kernels::{Window2d, direct_conv, im2col, linear};
 use crate::{Activation, Error, Result};
 
 /// 2-D convolution layer (Keras `Conv2D`) over NHWC images.
@@ -52,6 +52,10 @@ pub struct Conv2D {
     d_rows: Vec<f32>,
     partial_kernel: Vec<f32>,
     partial_bias: Vec<f32>,
+    // Scratch of the direct path (see `kernels::direct_conv`).
+    tiled_kernel: Vec<f32>,
+    spread_input: Vec<f32>,
+    direct_accumulators: Vec<f32>,
 }
 
 impl Conv2D {
@@ -77,6 +81,9 @@ impl Conv2D {
             d_rows: Vec::new(),
             partial_kernel: Vec::new(),
             partial_bias: Vec::new(),
+            tiled_kernel: Vec::new(),
+            spread_input: Vec::new(),
+            direct_accumulators: Vec::new(),
         }
     }
 
@@ -121,6 +128,119 @@ impl Conv2D {
     }
 }
 
+impl Conv2D {
+    /// im2col, then one matrix product per chunk of images.
+    fn forward_im2col(&mut self, input: &ArrayD<f32>, output: &mut ArrayD<f32>) {
+        let w = self.window();
+        resize_buffer(
+            &mut self.rows,
+            input.shape()[0] * w.out_pixels() * w.patch_len(),
+        );
+        let chunk = self.chunk();
+        let kernel = values(&self.kernel.value);
+        let bias = self.use_bias.then(|| values(&self.bias.value));
+        let (activation, filters) = (self.output_activation, self.filters);
+        values(input)
+            .par_chunks(chunk * w.in_len())
+            .zip(
+                self.rows
+                    .par_chunks_mut(chunk * w.out_pixels() * w.patch_len()),
+            )
+            .zip(values_mut(output).par_chunks_mut(chunk * w.out_pixels() * filters))
+            .for_each(|((x, rows), y)| {
+                im2col::im2col(&w, x, rows);
+                linear::forward(rows, kernel, bias, y, w.patch_len());
+                activation.forward(y, filters);
+            });
+    }
+
+    /// The direct path: no im2col rows at all. The spread input is kept
+    /// for the backward pass.
+    fn forward_direct(&mut self, input: &ArrayD<f32>, output: &mut ArrayD<f32>) {
+        let w = self.window();
+        let (chunk, filters) = (self.chunk(), self.filters);
+        let spread_len = direct_conv::spread_len(&w, filters);
+        let bias_row = direct_conv::tiled_len(&w, filters) / w.patch_len();
+        resize_buffer(
+            &mut self.tiled_kernel,
+            direct_conv::tiled_len(&w, filters) + bias_row,
+        );
+        resize_buffer(&mut self.spread_input, input.shape()[0] * spread_len);
+        // Without a bias, the (zero) bias parameter is tiled all the same.
+        let (kernel, bias) = (values(&self.kernel.value), values(&self.bias.value));
+        let bias = if self.use_bias {
+            bias.to_vec()
+        } else {
+            vec![0.0; filters]
+        };
+        direct_conv::tile_kernel(&w, filters, kernel, &bias, &mut self.tiled_kernel);
+        let tiled = &self.tiled_kernel;
+        let activation = self.output_activation;
+        values(input)
+            .par_chunks(chunk * w.in_len())
+            .zip(values_mut(output).par_chunks_mut(chunk * w.out_pixels() * filters))
+            .zip(self.spread_input.par_chunks_mut(chunk * spread_len))
+            .for_each(|((x, y), spread)| {
+                direct_conv::spread(&w, filters, x, spread);
+                direct_conv::forward(&w, filters, spread, tiled, y);
+                activation.forward(y, filters);
+            });
+    }
+
+    /// Per chunk: back through the activation, then this chunk's share of
+    /// the parameter gradients, from the im2col rows kept by `forward`.
+    fn param_grads_im2col(&mut self, output: &ArrayD<f32>, grad_output: &mut ArrayD<f32>) {
+        let w = self.window();
+        let rows_per_chunk = self.chunk() * w.out_pixels();
+        let (patch, filters, use_bias) = (w.patch_len(), self.filters, self.use_bias);
+        let activation = self.output_activation;
+        values(output)
+            .par_chunks(rows_per_chunk * filters)
+            .zip(values_mut(grad_output).par_chunks_mut(rows_per_chunk * filters))
+            .zip(self.rows.par_chunks(rows_per_chunk * patch))
+            .zip(self.partial_kernel.par_chunks_mut(patch * filters))
+            .zip(self.partial_bias.par_chunks_mut(filters))
+            .for_each(|((((y, dy), rows), d_kernel), d_bias)| {
+                activation.backward(y, dy, filters);
+                linear::param_grads(rows, dy, d_kernel, use_bias.then_some(d_bias), patch);
+            });
+    }
+
+    /// The same shares, computed by the direct path from the spread input.
+    fn param_grads_direct(
+        &mut self,
+        input: &ArrayD<f32>,
+        output: &ArrayD<f32>,
+        grad_output: &mut ArrayD<f32>,
+    ) {
+        let w = self.window();
+        let (chunk, filters) = (self.chunk(), self.filters);
+        let chunks = input.shape()[0].div_ceil(chunk);
+        let accumulators = direct_conv::tiled_len(&w, filters);
+        resize_buffer(&mut self.direct_accumulators, chunks * accumulators);
+        let activation = self.output_activation;
+        let use_bias = self.use_bias;
+        let out_len = chunk * w.out_pixels() * filters;
+        self.spread_input
+            .par_chunks(chunk * direct_conv::spread_len(&w, filters))
+            .zip(values(output).par_chunks(out_len))
+            .zip(values_mut(grad_output).par_chunks_mut(out_len))
+            .zip(self.partial_kernel.par_chunks_mut(w.patch_len() * filters))
+            .zip(self.partial_bias.par_chunks_mut(filters))
+            .zip(self.direct_accumulators.par_chunks_mut(accumulators))
+            .for_each(|(((((spread, y), dy), d_kernel), d_bias), acc)| {
+                activation.backward(y, dy, filters);
+                direct_conv::kernel_grad(&w, filters, spread, dy, d_kernel, acc);
+                if use_bias {
+                    d_bias.fill(0.0);
+                    for pixel in dy.chunks_exact(filters) {
+                        d_bias.iter_mut().zip(pixel).for_each(|(b, g)| *b += g);
+                    }
+                }
+            });
+    }
+}
+
 impl Layer for Conv2D {
     fn class_name(&self) -> &'static str {
         "Conv2D"
@@ -161,25 +281,11 @@ impl Layer for Conv2D {
         let w = self.window();
         let batch = input.shape()[0];
         resize(output, &[batch, w.out_h, w.out_w, self.filters]);
-        resize_buffer(&mut self.rows, batch * w.out_pixels() * w.patch_len());
-
-        let chunk = self.chunk();
-        let kernel = values(&self.kernel.value);
-        let bias = self.use_bias.then(|| values(&self.bias.value));
-        let activation = self.output_activation;
-        let filters = self.filters;
-        values(input)
-            .par_chunks(chunk * w.in_len())
-            .zip(
-                self.rows
-                    .par_chunks_mut(chunk * w.out_pixels() * w.patch_len()),
-            )
-            .zip(values_mut(output).par_chunks_mut(chunk * w.out_pixels() * filters))
-            .for_each(|((x, rows), y)| {
-                im2col::im2col(&w, x, rows);
-                linear::forward(rows, kernel, bias, y, w.patch_len());
-                activation.forward(y, filters);
-            });
+        if direct_conv::applies(&w) {
+            self.forward_direct(input, output);
+        } else {
+            self.forward_im2col(input, output);
+        }
     }
 
     fn backward(
@@ -196,28 +302,19 @@ impl Layer for Conv2D {
         resize_buffer(&mut self.partial_kernel, chunks * patch * filters);
         resize_buffer(&mut self.partial_bias, chunks * filters);
 
-        // Per chunk: back through the activation, then this chunk's share of
-        // the parameter gradients; the shares are added up below, in order.
-        let activation = self.output_activation;
-        let use_bias = self.use_bias;
-        values(output)
-            .par_chunks(rows_per_chunk * filters)
-            .zip(values_mut(grad_output).par_chunks_mut(rows_per_chunk * filters))
-            .zip(self.rows.par_chunks(rows_per_chunk * patch))
-            .zip(self.partial_kernel.par_chunks_mut(patch * filters))
-            .zip(self.partial_bias.par_chunks_mut(filters))
-            .for_each(|((((y, dy), rows), d_kernel), d_bias)| {
-                activation.backward(y, dy, filters);
-                linear::param_grads(rows, dy, d_kernel, use_bias.then_some(d_bias), patch);
-            });
+        if direct_conv::applies(&w) {
+            self.param_grads_direct(input, output, grad_output);
+        } else {
+            self.param_grads_im2col(output, grad_output);
+        }
         linear::sum_partials(&self.partial_kernel, values_mut(&mut self.kernel.grad));
-        if use_bias {
+        if self.use_bias {
             linear::sum_partials(&self.partial_bias, values_mut(&mut self.bias.grad));
         }
 
         let Some(grad_input) = grad_input else { return };
         resize(grad_input, input.shape());
-        resize_buffer(&mut self.d_rows, self.rows.len());
+        resize_buffer(&mut self.d_rows, input.shape()[0] * w.out_pixels() * patch);
         let kernel = values(&self.kernel.value);
         let images_per_chunk = self.chunk();
         values(grad_output)
@@ -229,6 +326,11 @@ impl Layer for Conv2D {
                 dx.fill(0.0);
                 im2col::col2im(&w, d_rows, dx);
             });
+    }
+
+    fn forward_flops(&self) -> usize {
+        let w = self.window();
+        2 * w.out_pixels() * w.patch_len() * self.filters
     }
 
     fn params(&self) -> Vec<&Param> {

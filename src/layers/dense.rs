@@ -159,6 +159,10 @@ impl Layer for Dense {
             .for_each(|(dy, dx)| linear::input_grad(dy, kernel, dx, inputs));
     }
 
+    fn forward_flops(&self) -> usize {
+        2 * self.inputs * self.units
+    }
+
     fn params(&self) -> Vec<&Param> {
         if self.use_bias {
             vec![&self.kernel, &self.bias]

@@ -2,13 +2,12 @@
 //!
 //! Pooling halves (with the default 2x2 window) the height and width, making
 //! the next layers cheaper and the features a little shift-invariant. The
-//! forward pass remembers which input won each window, so the backward pass
-//! just sends each gradient back to its winner.
+//! backward pass sends each gradient back to the input that won its window.
 
 use ndarray::ArrayD;
 use rayon::prelude::*;
 
-use super::{Layer, Padding, resize, resize_buffer, samples_per_chunk, values, values_mut};
+use super::{Layer, Padding, resize, samples_per_chunk, values, values_mut};
 use crate::initializers::Rng;
 use crate::kernels::{Window2d, pool};
 use crate::{Error, Result};
@@ -26,7 +25,6 @@ pub struct MaxPooling2D {
     padding: Padding,
     input_shape: Option<Vec<usize>>,
     window: Option<Window2d>,
-    argmax: Vec<u32>,
 }
 
 impl MaxPooling2D {
@@ -39,7 +37,6 @@ impl MaxPooling2D {
             padding: Padding::Valid,
             input_shape: None,
             window: None,
-            argmax: Vec::new(),
         }
     }
 
@@ -102,19 +99,17 @@ impl Layer for MaxPooling2D {
         let batch = input.shape()[0];
         resize(output, &[batch, w.out_h, w.out_w, w.channels]);
         let out_len = w.out_pixels() * w.channels;
-        resize_buffer(&mut self.argmax, batch * out_len);
         let chunk = self.chunk();
         values(input)
             .par_chunks(chunk * w.in_len())
             .zip(values_mut(output).par_chunks_mut(chunk * out_len))
-            .zip(self.argmax.par_chunks_mut(chunk * out_len))
-            .for_each(|((x, y), argmax)| pool::max_pool_forward(&w, x, y, argmax));
+            .for_each(|(x, y)| pool::max_pool_forward(&w, x, y));
     }
 
     fn backward(
         &mut self,
         input: &ArrayD<f32>,
-        _output: &ArrayD<f32>,
+        output: &ArrayD<f32>,
         grad_output: &mut ArrayD<f32>,
         grad_input: Option<&mut ArrayD<f32>>,
     ) {
@@ -125,11 +120,12 @@ impl Layer for MaxPooling2D {
         let chunk = self.chunk();
         values_mut(grad_input)
             .par_chunks_mut(chunk * w.in_len())
+            .zip(values(input).par_chunks(chunk * w.in_len()))
+            .zip(values(output).par_chunks(chunk * out_len))
             .zip(values(grad_output).par_chunks(chunk * out_len))
-            .zip(self.argmax.par_chunks(chunk * out_len))
-            .for_each(|((dx, dy), argmax)| {
+            .for_each(|(((dx, x), y), dy)| {
                 dx.fill(0.0);
-                pool::max_pool_backward(&w, dy, argmax, dx);
+                pool::max_pool_backward(&w, x, y, dy, dx);
             });
     }
 }

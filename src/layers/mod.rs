@@ -94,6 +94,13 @@ pub trait Layer: Send + Sync {
         grad_input: Option<&mut ArrayD<f32>>,
     );
 
+    /// Floating-point operations of the forward pass per sample (a
+    /// multiply-add counts 2), counting only the matrix products of Conv2D
+    /// and Dense; the backward pass costs about twice as much.
+    fn forward_flops(&self) -> usize {
+        0
+    }
+
     /// The trainable parameters, kernel first.
     fn params(&self) -> Vec<&Param> {
         Vec::new()

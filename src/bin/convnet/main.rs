@@ -1,5 +1,6 @@
 //! The `convnet` command line: each subcommand lives in its own module.
 
+mod bench;
 mod summary;
 mod train;
 
@@ -22,6 +23,8 @@ struct Cli {
 enum Command {
     /// Train a model on MNIST (default: the classic Keras LeNet recipe).
     Train(train::TrainArgs),
+    /// Measure training and inference speed of LeNet on MNIST.
+    Bench(bench::BenchArgs),
     /// Print a model's layers, output shapes and parameter counts.
     Summary(summary::SummaryArgs),
 }
@@ -42,6 +45,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Train(args) => train::run(args),
         Command::Summary(args) => summary::run(args),
+        Command::Bench(args) => bench::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,232 @@
+//! `convnet bench`: how fast LeNet trains and predicts on MNIST here.
+//!
+//! FLOPs are counted from the layer shapes (see `Layer::forward_flops`):
+//! the matrix products of Conv2D and Dense, a multiply-add as 2 operations,
+//! the backward pass as twice the forward one except for the first layer,
+//! which needs no input gradient. Pooling, activations and the optimizer are
+//! not counted. For LeNet that is about 1.5 MFLOP per training image.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use clap::Args;
+use convnet::data::{Rescaled, Samples};
+use convnet::datasets::{mnist, to_categorical};
+use convnet::optimizers::Adam;
+use convnet::{Error, Fit, Loss, Metric, Result, Sequential};
+use ndarray::{Array2, Array4, Axis, s};
+
+/// Arguments of `convnet bench`.
+#[derive(Args)]
+pub struct BenchArgs {
+    /// Threads for the main measurement (default: one per core).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Training images per measured epoch (default: all 60,000).
+    #[arg(long, default_value_t = 60_000)]
+    images: usize,
+    /// Batch size of training.
+    #[arg(long, default_value_t = 128)]
+    batch_size: usize,
+    /// Batch size of inference.
+    #[arg(long, default_value_t = 1000)]
+    inference_batch_size: usize,
+    /// Skip the single-thread run (the scaling figure).
+    #[arg(long)]
+    no_scaling: bool,
+    /// Folder with the MNIST files (default: $CONVNET_DATA, else data/mnist).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Also write the figures to this JSON file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+struct Mnist {
+    train_x: Array4<u8>,
+    train_y: Array2<f32>,
+    test_x: Array4<u8>,
+}
+
+/// Training cost per image: forward, plus backward at twice the forward
+/// cost for every layer but the first.
+fn train_flops(model: &Sequential) -> f64 {
+    let forward: Vec<usize> = model.layers().map(|l| l.forward_flops()).collect();
+    let first = forward.iter().position(|&f| f > 0).unwrap_or(0);
+    let total: usize = forward
+        .iter()
+        .enumerate()
+        .map(|(i, &f)| if i == first { 2 * f } else { 3 * f })
+        .sum();
+    total as f64
+}
+
+fn lenet() -> Result<Sequential> {
+    let mut model = convnet::models::lenet(1);
+    model.compile(
+        Loss::CategoricalCrossentropy,
+        Adam::default(),
+        &[Metric::Accuracy],
+    )?;
+    Ok(model)
+}
+
+/// Seconds for one epoch over the first `images` training images.
+fn epoch_seconds(data: &Mnist, images: usize, batch_size: usize) -> Result<f64> {
+    let mut model = lenet()?;
+    let x = data.train_x.slice(s![..images, .., .., ..]);
+    let x = Rescaled::new(&x, 1.0 / 255.0);
+    let y = data.train_y.slice(s![..images, ..]);
+    let options = Fit {
+        batch_size,
+        epochs: 1,
+        verbose: 0,
+        ..Fit::default()
+    };
+    Ok(model.fit(&x, &y, options)?.epoch_seconds[0])
+}
+
+/// Best of three: images per second predicting the whole test set.
+fn inference_rate(data: &Mnist, batch_size: usize) -> Result<f64> {
+    let mut model = lenet()?;
+    let x = Rescaled::new(&data.test_x, 1.0 / 255.0);
+    model.predict_with_batch_size(&x, batch_size)?; // warm-up
+    let mut best = f64::INFINITY;
+    for _ in 0..3 {
+        let started = Instant::now();
+        model.predict_with_batch_size(&x, batch_size)?;
+        best = best.min(started.elapsed().as_secs_f64());
+    }
+    Ok(x.len() as f64 / best)
+}
+
+/// Median forward and backward milliseconds of each layer on one batch.
+fn layer_profile(data: &Mnist, batch_size: usize) -> Result<Vec<(String, f64, f64)>> {
+    let mut model = lenet()?;
+    let x = Rescaled::new(&data.train_x, 1.0 / 255.0);
+    let batch: Vec<usize> = (0..batch_size).collect();
+    let runs: Vec<_> = (0..21)
+        .map(|_| model.profile_step(&x, &data.train_y, &batch))
+        .collect::<Result<_>>()?;
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2] * 1e3
+    };
+    Ok((0..runs[0].len())
+        .map(|i| {
+            let name = runs[0][i].0.clone();
+            (
+                name,
+                median(runs.iter().map(|r| r[i].1).collect()),
+                median(runs.iter().map(|r| r[i].2).collect()),
+            )
+        })
+        .collect())
+}
+
+/// The most memory this process has held (VmHWM), in MB.
+pub fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+fn in_pool<T: Send>(threads: usize, job: impl FnOnce() -> T + Send) -> Result<T> {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .map_err(|e| Error::InvalidArgument(format!("cannot start {threads} threads: {e}")))?;
+    Ok(pool.install(job))
+}
+
+pub fn run(args: BenchArgs) -> Result<()> {
+    let threads = match args.threads {
+        Some(0) => {
+            return Err(Error::InvalidArgument(
+                "--threads must be at least 1".into(),
+            ));
+        }
+        Some(n) => n,
+        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    };
+    let dir = args
+        .data_dir
+        .as_deref()
+        .map_or_else(mnist::default_dir, mnist::resolve);
+    let ((train_x, train_y), (test_x, _)) = mnist::load_data_from(&dir, true)?;
+    let images = args
+        .images
+        .clamp(args.batch_size.max(1), train_x.len_of(Axis(0)));
+    let data = Mnist {
+        train_x: train_x.insert_axis(Axis(3)),
+        train_y: to_categorical(&train_y, 10)?,
+        test_x: test_x.insert_axis(Axis(3)),
+    };
+    let flops = train_flops(&lenet()?);
+    println!(
+        "LeNet-5 on MNIST, batch {}, {threads} thread(s)",
+        args.batch_size
+    );
+    println!(
+        "training cost: {:.3} MFLOP per image (matrix products only, forward + backward)",
+        flops / 1e6
+    );
+
+    let profile = in_pool(threads, || layer_profile(&data, args.batch_size))??;
+    println!(
+        "\n{:<18} {:>12} {:>13}",
+        "layer", "forward ms", "backward ms"
+    );
+    for (name, fwd, bwd) in &profile {
+        println!("{name:<18} {fwd:>12.3} {bwd:>13.3}");
+    }
+
+    let seconds = in_pool(threads, || epoch_seconds(&data, images, args.batch_size))??;
+    let rate = images as f64 / seconds;
+    let epoch = 60_000.0 / rate;
+    let gflops = rate * flops / 1e9;
+    println!(
+        "\ntraining: {rate:.0} images/s, {epoch:.2} s per 60,000-image epoch, {gflops:.1} GFLOP/s"
+    );
+    let single = if args.no_scaling || threads == 1 {
+        None
+    } else {
+        let one = in_pool(1, || epoch_seconds(&data, images, args.batch_size))??;
+        println!(
+            "1 thread: {:.2} s per epoch; {threads} threads are {:.2}x faster",
+            60_000.0 / (images as f64 / one),
+            one / seconds
+        );
+        Some(60_000.0 / (images as f64 / one))
+    };
+    let inference = in_pool(threads, || inference_rate(&data, args.inference_batch_size))??;
+    println!(
+        "inference: {inference:.0} images/s (10,000 test images, batch {})",
+        args.inference_batch_size
+    );
+    let peak = peak_rss_mb();
+    if let Some(peak) = peak {
+        println!("peak resident memory of this process: {peak:.0} MB");
+    }
+    if let Some(path) = &args.json {
+        let json = serde_json::json!({
+            "framework": "convnet",
+            "version": env!("CARGO_PKG_VERSION"),
+            "threads": threads,
+            "batch_size": args.batch_size,
+            "train_images_per_sec": rate,
+            "epoch_seconds": epoch,
+            "epoch_seconds_1_thread": single,
+            "gflops": gflops,
+            "mflop_per_image": flops / 1e6,
+            "inference_images_per_sec": inference,
+            "inference_batch_size": args.inference_batch_size,
+            "peak_rss_mb": peak,
+            "layers": profile.iter().map(|(n, f, b)| serde_json::json!({"layer": n, "forward_ms": f, "backward_ms": b})).collect::<Vec<_>>(),
+        });
+        let text = serde_json::to_string_pretty(&json).expect("plain JSON") + "\n";
+        convnet::io::write_atomic(path, text.as_bytes())?;
+    }
+    Ok(())
+}
