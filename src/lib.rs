@@ -4,5 +4,6 @@
 #![warn(missing_docs)]
 
 pub mod error;
+pub mod signal;
 
 pub use error::{Error, Result};

@@ -5,7 +5,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "convnet", version, about = "Convolutional neural networks in Rust")]
+#[command(
+    name = "convnet",
+    version,
+    about = "Convolutional neural networks in Rust"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
