@@ -94,6 +94,10 @@ struct KernelRow<T> {
 
 /// Computes the convolution (`Flip::Rotate`) or correlation (`Flip::Keep`) of
 /// already ordered inputs.
+///
+/// Threads take blocks of output rows; each pads just the image rows its block
+/// reads into a buffer of its own, which stays in cache and avoids allocating
+/// a padded copy of the whole image.
 pub(super) fn run<T: Element>(
     image: ArrayView2<T>,
     kernel: ArrayView2<T>,
@@ -102,27 +106,51 @@ pub(super) fn run<T: Element>(
     flip: Flip,
 ) -> Array2<T> {
     let out_shape = output_shape(image.dim(), kernel.dim(), mode);
+    let block_rows = block_rows(out_shape.0, out_shape.1 * kernel.len(), kernel.nrows());
+    run_in_blocks(image, kernel, mode, boundary, flip, block_rows)
+}
+
+/// [`run`] with threads taking `block_rows` output rows at a time.
+fn run_in_blocks<T: Element>(
+    image: ArrayView2<T>,
+    kernel: ArrayView2<T>,
+    mode: Mode,
+    boundary: Boundary<T>,
+    flip: Flip,
+    block_rows: usize,
+) -> Array2<T> {
+    let out_shape = output_shape(image.dim(), kernel.dim(), mode);
     let rows = AxisGeometry::new(kernel.nrows(), out_shape.0, mode, flip);
     let cols = AxisGeometry::new(kernel.ncols(), out_shape.1, mode, flip);
-    let padded = pad(image, &rows, &cols, boundary);
+    let padder = RowPadder::new(image, &rows, &cols, boundary);
     let kernel_rows = kernel_rows(kernel, &rows, &cols);
 
     let row_len = out_shape.1;
     let mut out = vec![T::zero(); out_shape.0 * row_len];
-    let work_per_row = row_len * kernel.len();
-    let rows_per_task = (PARALLEL_WORK / work_per_row.max(1)).max(1);
-    let padded_width = cols.padded_len();
-    out.par_chunks_mut(row_len)
-        .with_min_len(rows_per_task)
+    out.par_chunks_mut(block_rows * row_len)
         .enumerate()
-        .for_each(|(m, out_row)| {
-            for kernel_row in &kernel_rows {
-                let start = (m + kernel_row.row_offset) * padded_width;
-                let source = &padded[start..start + padded_width];
-                accumulate_row(out_row, source, &kernel_row.taps);
+        .for_each_init(Vec::new, |padded, (block, out_block)| {
+            let first_row = block * block_rows;
+            let out_rows = out_block.len() / row_len;
+            padder.fill_rows(first_row..first_row + out_rows + kernel.nrows() - 1, padded);
+            for (m, out_row) in out_block.chunks_exact_mut(row_len).enumerate() {
+                for kernel_row in &kernel_rows {
+                    let source = padder.row(padded, m + kernel_row.row_offset);
+                    accumulate_row(out_row, source, &kernel_row.taps);
+                }
             }
         });
     Array2::from_shape_vec(out_shape, out).expect("output length matches its shape")
+}
+
+/// Output rows per parallel task: enough work to outweigh the scheduling, and
+/// several times the kernel height so re-padding the rows shared with the
+/// next block costs little, but small enough to share among threads.
+fn block_rows(out_rows: usize, work_per_row: usize, kernel_rows: usize) -> usize {
+    let for_work = PARALLEL_WORK.div_ceil(work_per_row.max(1));
+    let for_padding = 2 * kernel_rows;
+    let for_sharing = out_rows.div_ceil(4 * rayon::current_num_threads());
+    for_work.max(for_padding.min(for_sharing)).max(1)
 }
 
 fn kernel_rows<T: Element>(
@@ -144,37 +172,92 @@ fn kernel_rows<T: Element>(
         .collect()
 }
 
-/// The image extended on every side as far as the kernel reaches, row-major.
-fn pad<T: Element>(
-    image: ArrayView2<T>,
-    rows: &AxisGeometry,
-    cols: &AxisGeometry,
-    boundary: Boundary<T>,
-) -> Vec<T> {
-    let fill = match boundary {
-        Boundary::Fill(value) => value,
-        _ => T::zero(),
-    };
-    let column_sources: Vec<Option<usize>> = (0..cols.padded_len())
-        .map(|q| cols.source_index(q, image.ncols(), boundary))
-        .collect();
-    let width = cols.padded_len();
-    let mut padded = vec![fill; rows.padded_len() * width];
-    padded
-        .par_chunks_mut(width)
-        .with_min_len(64)
-        .enumerate()
-        .for_each(|(p, padded_row)| {
-            if let Some(r) = rows.source_index(p, image.nrows(), boundary) {
-                let image_row = image.row(r);
-                for (dst, source) in padded_row.iter_mut().zip(&column_sources) {
-                    if let Some(c) = source {
-                        *dst = image_row[*c];
-                    }
+/// Builds rows of the image extended on every side as far as the kernel
+/// reaches.
+struct RowPadder<'a, T> {
+    image: ArrayView2<'a, T>,
+    fill: T,
+    /// Image row shown by each padded row (`None`: fill).
+    row_sources: Vec<Option<usize>>,
+    /// Image column shown by each padded column (`None`: fill).
+    column_sources: Vec<Option<usize>>,
+    /// Padded column `q` shows image column `q - column_lead` when in range.
+    column_lead: isize,
+    /// The padded columns inside the image, copied as one slice.
+    interior: std::ops::Range<usize>,
+}
+
+impl<'a, T: Element> RowPadder<'a, T> {
+    fn new(
+        image: ArrayView2<'a, T>,
+        rows: &AxisGeometry,
+        cols: &AxisGeometry,
+        boundary: Boundary<T>,
+    ) -> Self {
+        let fill = match boundary {
+            Boundary::Fill(value) => value,
+            _ => T::zero(),
+        };
+        let sources = |axis: &AxisGeometry, len: usize| -> Vec<Option<usize>> {
+            (0..axis.padded_len())
+                .map(|p| axis.source_index(p, len, boundary))
+                .collect()
+        };
+        let column_sources = sources(cols, image.ncols());
+        let interior_start = cols.lead.clamp(0, cols.padded_len() as isize) as usize;
+        let interior_end =
+            (cols.lead + image.ncols() as isize).clamp(0, cols.padded_len() as isize) as usize;
+        RowPadder {
+            image,
+            fill,
+            row_sources: sources(rows, image.nrows()),
+            column_sources,
+            column_lead: cols.lead,
+            interior: interior_start..interior_end.max(interior_start),
+        }
+    }
+
+    fn width(&self) -> usize {
+        self.column_sources.len()
+    }
+
+    /// Writes padded rows `range` into `buffer`, row-major.
+    fn fill_rows(&self, range: std::ops::Range<usize>, buffer: &mut Vec<T>) {
+        let width = self.width();
+        buffer.clear();
+        buffer.resize(range.len() * width, self.fill);
+        for (padded_row, p) in buffer.chunks_exact_mut(width).zip(range) {
+            if let Some(r) = self.row_sources[p] {
+                self.fill_row(r, padded_row);
+            }
+        }
+    }
+
+    fn fill_row(&self, image_row: usize, padded_row: &mut [T]) {
+        let source = self.image.row(image_row);
+        if let Some(contiguous) = source.as_slice() {
+            let interior = self.interior.clone();
+            let image_start = (interior.start as isize - self.column_lead) as usize;
+            padded_row[interior.clone()]
+                .copy_from_slice(&contiguous[image_start..image_start + interior.len()]);
+            for q in (0..interior.start).chain(interior.end..padded_row.len()) {
+                if let Some(c) = self.column_sources[q] {
+                    padded_row[q] = contiguous[c];
                 }
             }
-        });
-    padded
+        } else {
+            for (dst, c) in padded_row.iter_mut().zip(&self.column_sources) {
+                if let Some(c) = c {
+                    *dst = source[*c];
+                }
+            }
+        }
+    }
+
+    /// Row `i` of the rows last written by [`RowPadder::fill_rows`].
+    fn row<'b>(&self, buffer: &'b [T], i: usize) -> &'b [T] {
+        &buffer[i * self.width()..(i + 1) * self.width()]
+    }
 }
 
 /// `out[n] += sum over taps of weight * source[n + offset]`, taps in order.
@@ -225,10 +308,30 @@ mod tests {
     use super::*;
 
     #[test]
+    fn splitting_the_output_into_blocks_does_not_change_the_result() {
+        let image =
+            Array2::from_shape_fn((23, 37), |(r, c)| ((r * 37 + c) * 7919 % 23) as i64 - 11);
+        let kernel = Array2::from_shape_fn((5, 4), |(r, c)| (r * 4 + c) as i64 % 7 - 3);
+        for mode in [Mode::Full, Mode::Same, Mode::Valid] {
+            for boundary in [Boundary::Fill(2), Boundary::Wrap, Boundary::Symm] {
+                for flip in [Flip::Rotate, Flip::Keep] {
+                    let args = (image.view(), kernel.view(), mode, boundary, flip);
+                    let whole = run_in_blocks(args.0, args.1, args.2, args.3, args.4, 1_000);
+                    for block_rows in [1, 2, 3, 7] {
+                        let split =
+                            run_in_blocks(args.0, args.1, args.2, args.3, args.4, block_rows);
+                        assert_eq!(split, whole, "{mode:?} {boundary:?} {block_rows} rows");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
     fn symmetric_extension_repeats_the_edge_and_has_period_twice_the_length() {
         let symm = Boundary::<i32>::Symm;
         let got: Vec<_> = (-7..10).map(|i| extend(i, 3, symm).unwrap()).collect();
-        assert_eq!(got, [1, 2, 2, 1, 0, 0, 1, 2, 2, 1, 0, 0, 1, 2, 2, 1, 0]);
+        assert_eq!(got, [0, 0, 1, 2, 2, 1, 0, 0, 1, 2, 2, 1, 0, 0, 1, 2, 2]);
     }
 
     #[test]

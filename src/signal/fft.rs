@@ -68,10 +68,16 @@ pub fn fftconvolve<T: FftElement>(
     // The kernel is scaled to the image's energy so that neither drowns the
     // other's rounding errors in the shared transform.
     let scale = energy_ratio(image, kernel);
-    let packed = pack(image, kernel, scale, size);
-    let spectrum = forward_2d(packed, size, a.0.max(b.0), &plans);
-    let product = multiply_packed_spectra(&spectrum, (size.1, size.0), scale);
-    let rows = inverse_2d(product, size, start.0..start.0 + out_shape.0, &plans);
+    let mut rows = pack(image, kernel, scale, size);
+    transform_rows(&mut rows[..a.0.max(b.0) * size.1], &plans.rows_forward);
+    let mut columns = transpose_rows(&rows, size, 0..size.1);
+    transform_rows(&mut columns, &plans.cols_forward);
+    multiply_packed_spectra(&mut columns, (size.1, size.0), scale);
+    transform_rows(&mut columns, &plans.cols_inverse);
+    let keep = start.0..start.0 + out_shape.0;
+    transpose_rows_into(&columns, (size.1, size.0), keep, &mut rows);
+    let rows = &mut rows[..out_shape.0 * size.1];
+    transform_rows(rows, &plans.rows_inverse);
 
     let out = rows
         .chunks_exact(size.1)
@@ -122,41 +128,18 @@ fn pack<T: FftElement>(
     size: (usize, usize),
 ) -> Vec<Complex<T>> {
     let mut packed = vec![Complex::new(T::zero(), T::zero()); size.0 * size.1];
-    for ((r, c), &x) in image.indexed_iter() {
-        packed[r * size.1 + c].re = x;
+    let mut packed_rows = packed.chunks_exact_mut(size.1);
+    for (image_row, packed_row) in image.outer_iter().zip(&mut packed_rows) {
+        for (z, &x) in packed_row.iter_mut().zip(&image_row) {
+            z.re = x;
+        }
     }
-    for ((r, c), &h) in kernel.indexed_iter() {
-        packed[r * size.1 + c].im = h * scale;
+    for (kernel_row, packed_row) in kernel.outer_iter().zip(packed.chunks_exact_mut(size.1)) {
+        for (z, &h) in packed_row.iter_mut().zip(&kernel_row) {
+            z.im = h * scale;
+        }
     }
     packed
-}
-
-/// The 2-D FFT of `data` (`size`, row-major), returned transposed
-/// (`size.1 x size.0`). Rows from `nonzero_rows` on are all zero and skipped.
-fn forward_2d<T: FftElement>(
-    mut data: Vec<Complex<T>>,
-    size: (usize, usize),
-    nonzero_rows: usize,
-    plans: &Plans<T>,
-) -> Vec<Complex<T>> {
-    transform_rows(&mut data[..nonzero_rows * size.1], &plans.rows_forward);
-    let mut transposed = transpose(&data, size);
-    transform_rows(&mut transposed, &plans.cols_forward);
-    transposed
-}
-
-/// The inverse of [`forward_2d`] for a transposed spectrum, keeping only the
-/// output rows in `keep_rows` (row-major, `size.1` wide).
-fn inverse_2d<T: FftElement>(
-    mut transposed: Vec<Complex<T>>,
-    size: (usize, usize),
-    keep_rows: std::ops::Range<usize>,
-    plans: &Plans<T>,
-) -> Vec<Complex<T>> {
-    transform_rows(&mut transposed, &plans.cols_inverse);
-    let mut rows = transpose_rows(&transposed, (size.1, size.0), keep_rows);
-    transform_rows(&mut rows, &plans.rows_inverse);
-    rows
 }
 
 /// From the spectrum `Z = X + iH` of the packed inputs, the spectrum of their
@@ -164,28 +147,59 @@ fn inverse_2d<T: FftElement>(
 /// With `Z'(k) = conj(Z(-k))`: `X = (Z + Z') / 2`, `H = (Z - Z') / 2i`, so
 /// `X H = (Z^2 - Z'^2) / 4i`.
 fn multiply_packed_spectra<T: FftElement>(
-    spectrum: &[Complex<T>],
+    spectrum: &mut [Complex<T>],
     shape: (usize, usize),
     scale: T,
-) -> Vec<Complex<T>> {
+) {
     let (height, width) = shape;
     let four = T::from(4).expect("4 fits every float");
     let norm = T::one() / (four * scale * T::from(height * width).expect("size fits a float"));
-    let mut product = vec![Complex::new(T::zero(), T::zero()); spectrum.len()];
-    product
-        .par_chunks_mut(width)
-        .enumerate()
-        .for_each(|(r, row)| {
-            let mirror_row = (height - r) % height * width;
-            for (c, y) in row.iter_mut().enumerate() {
-                let z = spectrum[r * width + c];
-                let mirrored = spectrum[mirror_row + (width - c) % width].conj();
-                let d = z * z - mirrored * mirrored;
-                // Dividing by i maps a + bi to b - ai.
-                *y = Complex::new(d.im * norm, -d.re * norm);
+    // Frequency k pairs with -k: row r with row (height - r) % height. Rows 0
+    // and height/2 (for even heights) pair with themselves.
+    let (first, rest) = spectrum.split_at_mut(width);
+    multiply_row_pair(first, None, norm);
+    let top_rows = (height - 1) / 2;
+    let (top, bottom) = rest.split_at_mut(top_rows * width);
+    let (middle, bottom) = bottom.split_at_mut((height - 1 - 2 * top_rows) * width);
+    if !middle.is_empty() {
+        multiply_row_pair(middle, None, norm);
+    }
+    top.par_chunks_mut(width)
+        .zip(bottom.par_chunks_mut(width).rev())
+        .for_each(|(row, mirror)| multiply_row_pair(row, Some(mirror), norm));
+}
+
+/// [`multiply_packed_spectra`] for `row` and the row of its negated
+/// frequencies, `mirror`, or for a row that is its own mirror (`None`).
+fn multiply_row_pair<T: FftElement>(
+    row: &mut [Complex<T>],
+    mirror: Option<&mut [Complex<T>]>,
+    norm: T,
+) {
+    let width = row.len();
+    // X H = (Z^2 - conj(Z(-k))^2) / 4i, and dividing by i maps a + bi to b - ai.
+    let product = |z: Complex<T>, z_mirror: Complex<T>| {
+        let d = z * z - z_mirror.conj() * z_mirror.conj();
+        Complex::new(d.im * norm, -d.re * norm)
+    };
+    match mirror {
+        Some(mirror) => {
+            for (c, z) in row.iter_mut().enumerate() {
+                let m = (width - c) % width;
+                let z_mirror = mirror[m];
+                mirror[m] = product(z_mirror, *z);
+                *z = product(*z, z_mirror);
             }
-        });
-    product
+        }
+        None => {
+            for c in 0..=width / 2 {
+                let m = (width - c) % width;
+                let (z, z_mirror) = (row[c], row[m]);
+                row[c] = product(z, z_mirror);
+                row[m] = product(z_mirror, z);
+            }
+        }
+    }
 }
 
 fn transform_rows<T: FftElement>(data: &mut [Complex<T>], fft: &Arc<dyn Fft<T>>) {
@@ -197,21 +211,29 @@ fn transform_rows<T: FftElement>(data: &mut [Complex<T>], fft: &Arc<dyn Fft<T>>)
     );
 }
 
-fn transpose<T: Copy + Send + Sync>(data: &[T], shape: (usize, usize)) -> Vec<T> {
-    transpose_rows(data, shape, 0..shape.1)
-}
-
 /// Rows `keep` of the transpose of `data` (`shape`, row-major).
 fn transpose_rows<T: Copy + Send + Sync>(
     data: &[T],
     shape: (usize, usize),
     keep: std::ops::Range<usize>,
 ) -> Vec<T> {
+    let mut out = vec![data[0]; keep.len() * shape.0];
+    transpose_rows_into(data, shape, keep, &mut out);
+    out
+}
+
+/// [`transpose_rows`] into the start of `out`, which must be long enough.
+fn transpose_rows_into<T: Copy + Send + Sync>(
+    data: &[T],
+    shape: (usize, usize),
+    keep: std::ops::Range<usize>,
+    out: &mut [T],
+) {
     let (height, width) = shape;
     // Columns in tiles of TILE so each source cache line serves TILE outputs.
     const TILE: usize = 16;
-    let mut out = vec![data[0]; keep.len() * height];
-    out.par_chunks_mut(TILE * height)
+    out[..keep.len() * height]
+        .par_chunks_mut(TILE * height)
         .enumerate()
         .for_each(|(tile, chunk)| {
             let first = keep.start + tile * TILE;
@@ -221,7 +243,6 @@ fn transpose_rows<T: Copy + Send + Sync>(
                 }
             }
         });
-    out
 }
 
 #[cfg(test)]
@@ -232,14 +253,14 @@ mod tests {
     fn fast_lengths_have_only_small_prime_factors() {
         assert_eq!(next_fast_len(1), 1);
         assert_eq!(next_fast_len(11), 12);
-        assert_eq!(next_fast_len(526), 525);
-        assert_eq!(next_fast_len(527), 540);
+        assert_eq!(next_fast_len(525), 525);
+        assert_eq!(next_fast_len(526), 540);
     }
 
     #[test]
     fn partial_transpose_takes_the_requested_rows() {
         let data: Vec<u32> = (0..6).collect(); // [[0,1,2],[3,4,5]]
-        assert_eq!(transpose(&data, (2, 3)), [0, 3, 1, 4, 2, 5]);
+        assert_eq!(transpose_rows(&data, (2, 3), 0..3), [0, 3, 1, 4, 2, 5]);
         assert_eq!(transpose_rows(&data, (2, 3), 1..3), [1, 4, 2, 5]);
     }
 }

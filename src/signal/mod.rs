@@ -259,3 +259,41 @@ fn output_shape(image: (usize, usize), kernel: (usize, usize), mode: Mode) -> (u
         Mode::Valid => (image.0 - kernel.0 + 1, image.1 - kernel.1 + 1),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::{Array2, array};
+
+    #[test]
+    fn strided_and_transposed_views_give_the_same_result_as_owned_arrays() {
+        let base = Array2::from_shape_fn((7, 9), |(r, c)| (r * 9 + c) as i64 % 11 - 5);
+        let kernel = array![[1, -2, 3], [0, 4, -1]];
+        let strided = base.slice(ndarray::s![..;2, 1..]);
+        let transposed = base.t();
+        for view in [strided, transposed] {
+            for boundary in [Boundary::Fill(3), Boundary::Wrap, Boundary::Symm] {
+                let owned = view.to_owned();
+                let expected =
+                    convolve2d(owned.view(), kernel.view(), Mode::Same, boundary).unwrap();
+                let got = convolve2d(view, kernel.view(), Mode::Same, boundary).unwrap();
+                assert_eq!(got, expected);
+            }
+        }
+    }
+
+    #[test]
+    fn empty_inputs_and_incompatible_valid_shapes_are_errors() {
+        let empty = Array2::<f64>::zeros((0, 3));
+        let one = Array2::<f64>::ones((2, 2));
+        assert!(matches!(
+            convolve2d(empty.view(), one.view(), Mode::Full, Boundary::Fill(0.0)),
+            Err(Error::Shape(_))
+        ));
+        assert!(fftconvolve(one.view(), empty.view(), Mode::Same).is_err());
+        let wide = Array2::<f64>::ones((2, 5));
+        let tall = Array2::<f64>::ones((3, 3));
+        let err = correlate2d(wide.view(), tall.view(), Mode::Valid, Boundary::Symm).unwrap_err();
+        assert!(err.to_string().contains("'valid' mode"), "{err}");
+    }
+}

@@ -4,6 +4,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bench_convolve;
+
 #[derive(Parser)]
 #[command(
     name = "convnet",
@@ -16,11 +18,16 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
-enum Command {}
+enum Command {
+    /// Time convolve2d and fftconvolve on a 512x512 image (compare with scipy).
+    BenchConvolve(bench_convolve::BenchConvolveArgs),
+}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result: convnet::Result<()> = match cli.command {};
+    let result: convnet::Result<()> = match cli.command {
+        Command::BenchConvolve(args) => bench_convolve::run(args),
+    };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
