@@ -223,6 +223,12 @@ fn parse_kernel_row(number: usize, row: &str, example: &str) -> Result<Vec<f64>>
 /// rounded to whole levels as OpenCV's grayscale read does.
 fn read_grey(path: &Path) -> Result<Array2<f64>> {
     let decoded = image::open(path).map_err(|e| match e {
+        image::ImageError::IoError(source) if source.kind() == std::io::ErrorKind::NotFound => {
+            Error::InvalidArgument(format!(
+                "the image {} does not exist; check the path",
+                path.display()
+            ))
+        }
         image::ImageError::IoError(source) => Error::io(path, source),
         other => Error::Image(format!(
             "{}: cannot read this image ({other}); convnet convolve reads PNG and JPEG files",
@@ -337,7 +343,13 @@ fn write_png_atomically(path: &Path, picture: &GrayImage) -> Result<()> {
         .write(true)
         .create_new(true)
         .open(&temporary)
-        .map_err(|e| Error::io(&temporary, e))?;
+        .map_err(|e| {
+            Error::InvalidArgument(format!(
+                "cannot write {} ({e}); does the folder {} exist and can you write to it?",
+                path.display(),
+                folder.display()
+            ))
+        })?;
     let written = write_png(file, picture, &temporary)
         .and_then(|()| fs::rename(&temporary, path).map_err(|e| Error::io(path, e)));
     if written.is_err() {
