@@ -120,7 +120,11 @@ fn colour_jpeg_side_by_side_in_full_mode() {
 fn missing_file_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let output = convnet(dir.path(), &["no-such-photo.png", "-o", "out.png"]);
-    assert_fails_cleanly(dir.path(), &output, "the image no-such-photo.png does not exist");
+    assert_fails_cleanly(
+        dir.path(),
+        &output,
+        "the image no-such-photo.png does not exist",
+    );
 }
 
 #[test]
