@@ -41,6 +41,7 @@ pub mod metrics;
 pub mod model;
 pub mod models;
 pub mod optimizers;
+pub mod signal;
 pub mod summary;
 
 pub use activations::Activation;

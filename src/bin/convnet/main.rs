@@ -1,6 +1,8 @@
 //! The `convnet` command line: each subcommand lives in its own module.
 
 mod bench;
+mod bench_convolve;
+mod convolve;
 mod summary;
 mod train;
 
@@ -23,10 +25,14 @@ struct Cli {
 enum Command {
     /// Train a model on MNIST (default: the classic Keras LeNet recipe).
     Train(train::TrainArgs),
-    /// Measure training and inference speed of LeNet on MNIST.
-    Bench(bench::BenchArgs),
     /// Print a model's layers, output shapes and parameter counts.
     Summary(summary::SummaryArgs),
+    /// Convolve a photo with a kernel (edge detection by default) and write a PNG.
+    Convolve(convolve::ConvolveArgs),
+    /// Measure training and inference speed of LeNet on MNIST.
+    Bench(bench::BenchArgs),
+    /// Time convolve2d and fftconvolve on a 512x512 image (compare with scipy).
+    BenchConvolve(bench_convolve::BenchConvolveArgs),
 }
 
 /// Sets the size of the thread pool, if asked.
@@ -45,7 +51,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Train(args) => train::run(args),
         Command::Summary(args) => summary::run(args),
+        Command::Convolve(args) => convolve::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::BenchConvolve(args) => bench_convolve::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
