@@ -1,0 +1,108 @@
+"""Turn the JSON files run.sh leaves in compare/results/ into a Markdown table.
+
+Files read (any may be missing; its cells then read "n/a"):
+  convnet_train.json  from `convnet train --metrics-out`
+  convnet_bench.json  from `convnet bench --json`
+  pytorch.json, keras.json  from the peer scripts
+  <framework>.maxrss_kb  max RSS of the whole training process, from `/usr/bin/time -f %M`
+  <framework>.loadavg    1-minute load average just before that framework ran
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import tomllib
+
+NA = "n/a"
+
+
+def read_json(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return {}
+
+
+def read_number(path):
+    try:
+        with open(path) as f:
+            return float(f.read().split()[-1])  # last line: time(1) may print a notice before it
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def convnet_version(repo):
+    try:
+        with open(os.path.join(repo, "Cargo.toml"), "rb") as f:
+            return tomllib.load(f)["package"]["version"]
+    except (OSError, KeyError, tomllib.TOMLDecodeError):
+        return NA
+
+
+def row(framework, results, repo, threads):
+    if framework == "convnet":
+        data = read_json(os.path.join(results, "convnet_train.json"))
+        bench = read_json(os.path.join(results, "convnet_bench.json"))
+        data.setdefault("inference_images_per_sec", bench.get("inference_images_per_sec"))
+        data.setdefault("version", convnet_version(repo))
+    else:
+        data = read_json(os.path.join(results, f"{framework}.json"))
+    kb = read_number(os.path.join(results, f"{framework}.maxrss_kb"))
+
+    epochs = (data.get("history") or {}).get("epoch_seconds")
+    accuracy = data.get("test_accuracy")
+    images = data.get("inference_images_per_sec")
+    return [
+        framework,
+        str(data.get("version") or NA),
+        str(data.get("threads", threads)),
+        ", ".join(f"{s:.2f}" for s in epochs) if epochs else NA,
+        f"{100 * accuracy:.2f}%" if accuracy is not None else NA,
+        f"{images:,.0f}" if images is not None else NA,
+        f"{kb / 1024:.0f}" if kb is not None else NA,
+    ]
+
+
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or NA
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--results", default="compare/results")
+    p.add_argument("--repo", default=".")
+    p.add_argument("--threads", type=int, default=os.cpu_count())
+    p.add_argument("--frameworks", nargs="+", default=["convnet", "pytorch", "keras"])
+    args = p.parse_args()
+
+    header = ["framework", "version", "threads", "seconds per epoch", "test accuracy",
+              "inference images/s", "peak memory (MB)"]
+    rows = [row(f, args.results, args.repo, args.threads) for f in args.frameworks]
+    lines = [
+        f"LeNet on MNIST, batch 128, 2 epochs, Adam. {datetime.date.today()}, "
+        f"{cpu_model()}, {os.cpu_count()} CPUs visible, {args.threads} threads.",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join("---" for _ in header) + "|",
+    ] + ["| " + " | ".join(r) + " |" for r in rows]
+    loads = [(f, read_number(os.path.join(args.results, f"{f}.loadavg"))) for f in args.frameworks]
+    lines += ["", "1-minute load average before each run (should be near 0): "
+              + ", ".join(f"{f} {NA if x is None else x}" for f, x in loads) + "."]
+    table = "\n".join(lines) + "\n"
+    print(table, end="")
+    with open(os.path.join(args.results, "table.md"), "w") as f:
+        f.write(table)
+
+
+if __name__ == "__main__":
+    main()
