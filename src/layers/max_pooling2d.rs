@@ -2,12 +2,13 @@
 //!
 //! Pooling halves (with the default 2x2 window) the height and width, making
 //! the next layers cheaper and the features a little shift-invariant. The
-//! backward pass sends each gradient back to the input that won its window.
+//! forward pass remembers which input won each window, so the backward pass
+//! just sends each gradient back to its winner.
 
 use ndarray::ArrayD;
 use rayon::prelude::*;
 
-use super::{Layer, Padding, resize, samples_per_chunk, values, values_mut};
+use super::{Layer, Padding, resize, resize_buffer, samples_per_chunk, values, values_mut};
 use crate::initializers::Rng;
 use crate::kernels::{Window2d, pool};
 use crate::{Error, Result};
@@ -25,6 +26,7 @@ pub struct MaxPooling2D {
     padding: Padding,
     input_shape: Option<Vec<usize>>,
     window: Option<Window2d>,
+    winners: Vec<u8>,
 }
 
 impl MaxPooling2D {
@@ -37,6 +39,7 @@ impl MaxPooling2D {
             padding: Padding::Valid,
             input_shape: None,
             window: None,
+            winners: Vec::new(),
         }
     }
 
@@ -88,6 +91,13 @@ impl Layer for MaxPooling2D {
                 "MaxPooling2D expects images of shape (height, width, channels), got {input_shape:?}"
             )));
         };
+        if self.pool_size.0 * self.pool_size.1 > pool::MAX_WINDOW {
+            return Err(Error::InvalidArgument(format!(
+                "MaxPooling2D pool_size {:?} is too large: at most {} positions per window",
+                self.pool_size,
+                pool::MAX_WINDOW
+            )));
+        }
         let strides = self.strides.unwrap_or(self.pool_size);
         let window = Window2d::new((h, w, c), self.pool_size, strides, self.padding)?;
         self.window = Some(window);
@@ -99,17 +109,19 @@ impl Layer for MaxPooling2D {
         let batch = input.shape()[0];
         resize(output, &[batch, w.out_h, w.out_w, w.channels]);
         let out_len = w.out_pixels() * w.channels;
+        resize_buffer(&mut self.winners, batch * out_len);
         let chunk = self.chunk();
         values(input)
             .par_chunks(chunk * w.in_len())
             .zip(values_mut(output).par_chunks_mut(chunk * out_len))
-            .for_each(|(x, y)| pool::max_pool_forward(&w, x, y));
+            .zip(self.winners.par_chunks_mut(chunk * out_len))
+            .for_each(|((x, y), winners)| pool::max_pool_forward(&w, x, y, winners));
     }
 
     fn backward(
         &mut self,
         input: &ArrayD<f32>,
-        output: &ArrayD<f32>,
+        _output: &ArrayD<f32>,
         grad_output: &mut ArrayD<f32>,
         grad_input: Option<&mut ArrayD<f32>>,
     ) {
@@ -120,12 +132,11 @@ impl Layer for MaxPooling2D {
         let chunk = self.chunk();
         values_mut(grad_input)
             .par_chunks_mut(chunk * w.in_len())
-            .zip(values(input).par_chunks(chunk * w.in_len()))
-            .zip(values(output).par_chunks(chunk * out_len))
             .zip(values(grad_output).par_chunks(chunk * out_len))
-            .for_each(|(((dx, x), y), dy)| {
+            .zip(self.winners.par_chunks(chunk * out_len))
+            .for_each(|((dx, dy), winners)| {
                 dx.fill(0.0);
-                pool::max_pool_backward(&w, x, y, dy, dx);
+                pool::max_pool_backward(&w, winners, dy, dx);
             });
     }
 }
