@@ -72,10 +72,10 @@ pub fn load_data() -> Result<MnistData> {
 /// such as Fashion-MNIST).
 pub fn load_data_from(dir: &Path, verify: bool) -> Result<MnistData> {
     let read = |i: usize| read_idx(dir, FILES[i].0, verify.then_some(FILES[i].1));
-    let train_images = images(read(0)?, FILES[0].0)?;
-    let train_labels = labels(read(1)?, FILES[1].0)?;
-    let test_images = images(read(2)?, FILES[2].0)?;
-    let test_labels = labels(read(3)?, FILES[3].0)?;
+    let train_images = images(read(0)?)?;
+    let train_labels = labels(read(1)?)?;
+    let test_images = images(read(2)?)?;
+    let test_labels = labels(read(3)?)?;
     for (images, labels, what) in [
         (&train_images, &train_labels, "training"),
         (&test_images, &test_labels, "test"),
@@ -138,8 +138,9 @@ fn read_idx(dir: &Path, name: &str, sha256: Option<&str>) -> Result<(PathBuf, Ve
 }
 
 /// Parses an IDX header: magic `0x0000_08_<dims>` (unsigned bytes), then
-/// one big-endian `u32` per dimension; returns the dimensions and the data.
-fn parse_idx<'a>(path: &Path, bytes: &'a [u8], dims: usize) -> Result<(Vec<usize>, &'a [u8])> {
+/// one big-endian `u32` per dimension; returns the dimensions and the data,
+/// reusing the file's buffer (MNIST's training images are 47 MB).
+fn parse_idx(path: &Path, mut bytes: Vec<u8>, dims: usize) -> Result<(Vec<usize>, Vec<u8>)> {
     let header = 4 + 4 * dims;
     let corrupt =
         |what: String| Error::Data(format!("{}: {what}; the file is corrupt", path.display()));
@@ -159,31 +160,28 @@ fn parse_idx<'a>(path: &Path, bytes: &'a [u8], dims: usize) -> Result<(Vec<usize
     }
     let shape: Vec<usize> = (0..dims).map(|d| be(4 + 4 * d)).collect();
     let len: usize = shape.iter().product();
-    let data = &bytes[header..];
-    if data.len() != len {
+    let data_len = bytes.len() - header;
+    if data_len != len {
         return Err(corrupt(format!(
-            "header announces {len} values for shape {shape:?} but {} follow (truncated?)",
-            data.len()
+            "header announces {len} values for shape {shape:?} but {data_len} follow (truncated?)"
         )));
     }
-    Ok((shape, data))
+    bytes.drain(..header);
+    Ok((shape, bytes))
 }
 
-fn images((path, bytes): (PathBuf, Vec<u8>), _name: &str) -> Result<Array3<u8>> {
-    let (shape, data) = parse_idx(&path, &bytes, 3)?;
-    Ok(
-        Array3::from_shape_vec((shape[0], shape[1], shape[2]), data.to_vec())
-            .expect("sizes checked"),
-    )
+fn images((path, bytes): (PathBuf, Vec<u8>)) -> Result<Array3<u8>> {
+    let (shape, data) = parse_idx(&path, bytes, 3)?;
+    Ok(Array3::from_shape_vec((shape[0], shape[1], shape[2]), data).expect("sizes checked"))
 }
 
-fn labels((path, bytes): (PathBuf, Vec<u8>), _name: &str) -> Result<Array1<u8>> {
-    let (shape, data) = parse_idx(&path, &bytes, 1)?;
+fn labels((path, bytes): (PathBuf, Vec<u8>)) -> Result<Array1<u8>> {
+    let (shape, data) = parse_idx(&path, bytes, 1)?;
     if let Some(bad) = data.iter().find(|&&l| l > 9) {
         return Err(Error::Data(format!(
             "{}: label {bad} is not a digit 0..=9; the file is corrupt",
             path.display()
         )));
     }
-    Ok(Array1::from_shape_vec(shape[0], data.to_vec()).expect("sizes checked"))
+    Ok(Array1::from_shape_vec(shape[0], data).expect("sizes checked"))
 }
