@@ -96,6 +96,11 @@ fn block(data: &[f32], start: usize) -> &[f32; LANES] {
     data[start..start + LANES].try_into().expect("LANES values")
 }
 
+/// Where the last block of a row of `run` values starts.
+fn last_block(run: usize) -> usize {
+    (run - 1) / LANES * LANES
+}
+
 /// For one output row: the offsets, in the spread image and in the tiled
 /// kernel (or accumulators), of every tap whose input row lies inside the
 /// image.
@@ -130,9 +135,11 @@ pub fn forward(w: &Window2d, filters: usize, spread: &[f32], tiled: &[f32], y: &
     for (image, out) in images.zip(y.chunks_exact_mut(w.out_pixels() * filters)) {
         for (oy, out_row) in out.chunks_exact_mut(run).enumerate() {
             row_taps(w, filters, oy, &mut taps);
+            simd::check(&taps, last_block(run), image, tiled);
             for start in (0..run).step_by(LANES) {
                 let mut acc = *block(tiled, bias_row + start);
-                simd::multiply_add_taps(&mut acc, image, tiled, &taps, start);
+                // SAFETY: `check` passed for this row's last block.
+                unsafe { simd::multiply_add_taps(&mut acc, image, tiled, &taps, start) };
                 let width = LANES.min(run - start);
                 out_row[start..start + width].copy_from_slice(&acc[..width]);
             }
@@ -158,13 +165,15 @@ pub fn kernel_grad(
     for (image, dy) in images.zip(dy.chunks_exact(w.out_pixels() * filters)) {
         for (oy, dy_row) in dy.chunks_exact(run).enumerate() {
             row_taps(w, filters, oy, &mut taps);
+            simd::check(&taps, last_block(run), image, accumulators);
             for start in (0..run).step_by(LANES) {
                 // Past the end of the row the gradient block is zero, so the
                 // padding of the accumulators only ever receives zeros.
                 let mut g = [0.0f32; LANES];
                 let width = LANES.min(run - start);
                 g[..width].copy_from_slice(&dy_row[start..start + width]);
-                simd::accumulate_taps(accumulators, image, &g, &taps, start);
+                // SAFETY: `check` passed for this row's last block.
+                unsafe { simd::accumulate_taps(accumulators, image, &g, &taps, start) };
             }
         }
     }
@@ -186,27 +195,31 @@ pub fn kernel_grad(
 mod simd {
     use super::{LANES, block};
 
-    /// Panics unless every tap's block lies inside both slices: what makes
-    /// the unchecked loads of the AVX2 path safe.
-    fn check(taps: &[(usize, usize)], start: usize, first: &[f32], second: &[f32]) {
+    /// Panics unless every tap's blocks, up to the one at `last_start`, lie
+    /// inside both slices: what makes the unchecked loads of the AVX2 path
+    /// safe. Called once per output row, for all its blocks.
+    pub fn check(taps: &[(usize, usize)], last_start: usize, first: &[f32], second: &[f32]) {
+        let end = last_start + LANES;
         let ok = taps
             .iter()
-            .all(|&(a, b)| a + start + LANES <= first.len() && b + start + LANES <= second.len());
+            .all(|&(a, b)| a + end <= first.len() && b + end <= second.len());
         assert!(ok, "a tap reaches past its buffer");
     }
 
     /// `acc += Σ_taps input[tap] · weights[tap]`, element-wise over a block.
-    pub fn multiply_add_taps(
+    /// # Safety
+    /// The taps must have passed [`check`] for a `last_start` of at least
+    /// `start`, with `input` and `weights` as its slices.
+    pub unsafe fn multiply_add_taps(
         acc: &mut [f32; LANES],
         input: &[f32],
         weights: &[f32],
         taps: &[(usize, usize)],
         start: usize,
     ) {
-        check(taps, start, input, weights);
         #[cfg(target_arch = "x86_64")]
         if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-            // SAFETY: the CPU has the features; `check` bounds every load.
+            // SAFETY: the CPU has the features; the caller's `check` bounds every load.
             unsafe { x86::multiply_add_taps(acc, input, weights, taps, start) };
             return;
         }
@@ -219,17 +232,19 @@ mod simd {
     }
 
     /// `acc[tap] += input[tap] · g` for every tap, element-wise over a block.
-    pub fn accumulate_taps(
+    /// # Safety
+    /// The taps must have passed [`check`] for a `last_start` of at least
+    /// `start`, with `input` and `acc` as its slices.
+    pub unsafe fn accumulate_taps(
         acc: &mut [f32],
         input: &[f32],
         g: &[f32; LANES],
         taps: &[(usize, usize)],
         start: usize,
     ) {
-        check(taps, start, input, acc);
         #[cfg(target_arch = "x86_64")]
         if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-            // SAFETY: the CPU has the features; `check` bounds every access.
+            // SAFETY: the CPU has the features; the caller's `check` bounds every access.
             unsafe { x86::accumulate_taps(acc, input, g, taps, start) };
             return;
         }

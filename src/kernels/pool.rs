@@ -16,21 +16,31 @@ pub const MAX_WINDOW: usize = 256;
 pub fn max_pool_forward(w: &Window2d, input: &[f32], output: &mut [f32], winners: &mut [u8]) {
     let c = w.channels;
     let out_len = w.out_pixels() * c;
-    let images = input
-        .chunks_exact(w.in_len())
-        .zip(output.chunks_exact_mut(out_len).zip(winners.chunks_exact_mut(out_len)));
+    let images = input.chunks_exact(w.in_len()).zip(
+        output
+            .chunks_exact_mut(out_len)
+            .zip(winners.chunks_exact_mut(out_len)),
+    );
     for (img, (out, won)) in images {
         for oy in 0..w.out_h {
-            let (rows, y0) = (w.rows_of(oy), (oy * w.stride_h) as isize - w.pad_top as isize);
+            let (rows, y0) = (
+                w.rows_of(oy),
+                (oy * w.stride_h) as isize - w.pad_top as isize,
+            );
             for ox in 0..w.out_w {
-                let (cols, x0) = (w.cols_of(ox), (ox * w.stride_w) as isize - w.pad_left as isize);
+                let (cols, x0) = (
+                    w.cols_of(ox),
+                    (ox * w.stride_w) as isize - w.pad_left as isize,
+                );
                 let at = (oy * w.out_w + ox) * c;
                 let (best, won) = (&mut out[at..at + c], &mut won[at..at + c]);
                 best.fill(f32::NEG_INFINITY);
                 won.fill(0);
                 for iy in rows.clone() {
                     for ix in cols.clone() {
-                        let position = ((iy as isize - y0) as usize * w.k_w + (ix as isize - x0) as usize) as u8;
+                        let position = ((iy as isize - y0) as usize * w.k_w
+                            + (ix as isize - x0) as usize)
+                            as u8;
                         let pixel = &img[(iy * w.in_w + ix) * c..][..c];
                         // Branch-free: a select per channel, no jumps to mispredict.
                         for ((b, p), &v) in best.iter_mut().zip(won.iter_mut()).zip(pixel) {
@@ -47,12 +57,19 @@ pub fn max_pool_forward(w: &Window2d, input: &[f32], output: &mut [f32], winners
 
 /// Sends each output gradient to the input that won its window.
 /// `grad_input` must be zeroed by the caller.
-pub fn max_pool_backward(w: &Window2d, winners: &[u8], grad_output: &[f32], grad_input: &mut [f32]) {
+pub fn max_pool_backward(
+    w: &Window2d,
+    winners: &[u8],
+    grad_output: &[f32],
+    grad_input: &mut [f32],
+) {
     let c = w.channels;
     let out_len = w.out_pixels() * c;
-    let images = grad_input
-        .chunks_exact_mut(w.in_len())
-        .zip(grad_output.chunks_exact(out_len).zip(winners.chunks_exact(out_len)));
+    let images = grad_input.chunks_exact_mut(w.in_len()).zip(
+        grad_output
+            .chunks_exact(out_len)
+            .zip(winners.chunks_exact(out_len)),
+    );
     for (grad_in, (grad_out, won)) in images {
         for oy in 0..w.out_h {
             let y0 = (oy * w.stride_h) as isize - w.pad_top as isize;
