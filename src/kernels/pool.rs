@@ -1,10 +1,18 @@
 //! Max pooling over NHWC images.
 //!
 //! The forward pass also records, for every output value, which position
-//! of its window won (the first maximum, in row-major order), as one byte;
-//! the backward pass then sends each gradient straight to its winner.
-//! Padding (with `Padding::Same`) never wins: windows are clipped to the
-//! image, as in TensorFlow.
+//! `ky · k_w + kx` of its window won, as one byte; the backward pass then
+//! sends each gradient straight to its winner. Padding (with
+//! `Padding::Same`) never wins: windows are clipped to the image, as in
+//! TensorFlow.
+//!
+//! Without padding, a window's maximum is found in two passes that run over
+//! whole contiguous rows: first down each column of the window (over all
+//! columns of the image at once, which vectorises whatever the channel
+//! count), then across the window's columns. The winner is then the first
+//! maximum scanning columns left to right and each column top to bottom;
+//! with padding, the first in row-major order. Either way it is a maximum,
+//! which is all the gradient needs.
 
 use super::Window2d;
 
@@ -12,8 +20,104 @@ use super::Window2d;
 pub const MAX_WINDOW: usize = 256;
 
 /// Max of each window, per channel, for a chunk of whole images, and the
-/// window position (`ky · k_w + kx`) it came from.
-pub fn max_pool_forward(w: &Window2d, input: &[f32], output: &mut [f32], winners: &mut [u8]) {
+/// window position (`ky · k_w + kx`) it came from. `columns` is scratch.
+pub fn max_pool_forward(
+    w: &Window2d,
+    input: &[f32],
+    output: &mut [f32],
+    winners: &mut [u8],
+    columns: &mut Columns,
+) {
+    let inside = (w.out_h - 1) * w.stride_h + w.k_h <= w.in_h
+        && (w.out_w - 1) * w.stride_w + w.k_w <= w.in_w;
+    if w.pad_top == 0 && w.pad_left == 0 && inside {
+        max_pool_unpadded(w, input, output, winners, columns);
+    } else {
+        max_pool_clipped(w, input, output, winners);
+    }
+}
+
+/// The largest value down each column of a window row, and the window row
+/// it is in.
+#[derive(Default)]
+pub struct Columns {
+    max: Vec<f32>,
+    row: Vec<u8>,
+}
+
+/// Windows that never leave the image: column maxima first, then across.
+fn max_pool_unpadded(
+    w: &Window2d,
+    input: &[f32],
+    output: &mut [f32],
+    winners: &mut [u8],
+    columns: &mut Columns,
+) {
+    let c = w.channels;
+    let (row, out_len, out_row_len) = (w.in_w * c, w.out_pixels() * c, w.out_w * c);
+    columns.max.resize(row, 0.0);
+    columns.row.resize(row, 0);
+    let images = input.chunks_exact(w.in_len()).zip(
+        output
+            .chunks_exact_mut(out_len)
+            .zip(winners.chunks_exact_mut(out_len)),
+    );
+    for (img, (out, won)) in images {
+        for oy in 0..w.out_h {
+            let top = oy * w.stride_h;
+            // Down the columns, over the whole image row at once.
+            columns
+                .max
+                .copy_from_slice(&img[top * row..(top + 1) * row]);
+            columns.row.fill(0);
+            for ky in 1..w.k_h {
+                let below = &img[(top + ky) * row..(top + ky + 1) * row];
+                let lanes = columns
+                    .max
+                    .iter_mut()
+                    .zip(columns.row.iter_mut())
+                    .zip(below);
+                for ((max, at), &v) in lanes {
+                    let better = v > *max;
+                    *max = if better { v } else { *max };
+                    *at = if better { ky as u8 } else { *at };
+                }
+            }
+            // Across the window's columns (branch-free selects).
+            let out_row = &mut out[oy * out_row_len..(oy + 1) * out_row_len];
+            let won_row = &mut won[oy * out_row_len..(oy + 1) * out_row_len];
+            for ox in 0..w.out_w {
+                let left = ox * w.stride_w * c;
+                let (best, won) = (
+                    &mut out_row[ox * c..(ox + 1) * c],
+                    &mut won_row[ox * c..(ox + 1) * c],
+                );
+                best.copy_from_slice(&columns.max[left..left + c]);
+                for (p, &ky) in won.iter_mut().zip(&columns.row[left..left + c]) {
+                    *p = ky * w.k_w as u8;
+                }
+                for kx in 1..w.k_w {
+                    let at = left + kx * c;
+                    let lanes = best.iter_mut().zip(won.iter_mut());
+                    for ((b, p), (&v, &ky)) in
+                        lanes.zip(columns.max[at..at + c].iter().zip(&columns.row[at..at + c]))
+                    {
+                        let better = v > *b;
+                        *b = if better { v } else { *b };
+                        *p = if better {
+                            ky * w.k_w as u8 + kx as u8
+                        } else {
+                            *p
+                        };
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Windows clipped by the padding, position by position.
+fn max_pool_clipped(w: &Window2d, input: &[f32], output: &mut [f32], winners: &mut [u8]) {
     let c = w.channels;
     let out_len = w.out_pixels() * c;
     let images = input.chunks_exact(w.in_len()).zip(

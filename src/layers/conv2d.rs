@@ -21,7 +21,7 @@ use super::{
     values_mut,
 };
 use crate::initializers::{Rng, glorot_uniform};
-use crate::kernels::{Window2d, direct_conv, im2col, linear};
+use crate::kernels::{Window2d, direct_conv, im2col, linear, planar_conv};
 use crate::{Activation, Error, Result};
 
 /// 2-D convolution layer (Keras `Conv2D`) over NHWC images.
@@ -232,12 +232,74 @@ impl Conv2D {
                 activation.backward(y, dy, filters);
                 direct_conv::kernel_grad(&w, filters, spread, dy, d_kernel, acc);
                 if use_bias {
-                    d_bias.fill(0.0);
-                    for pixel in dy.chunks_exact(filters) {
-                        d_bias.iter_mut().zip(pixel).for_each(|(b, g)| *b += g);
-                    }
+                    sum_rows(dy, d_bias);
                 }
             });
+    }
+
+    /// The planar path (one input channel, AVX2): zero-padded copies of the
+    /// images are kept for the backward pass.
+    fn forward_planar(&mut self, input: &ArrayD<f32>, output: &mut ArrayD<f32>) {
+        let w = self.window();
+        let (chunk, filters) = (self.chunk(), self.filters);
+        let padded_len = planar_conv::padded_len(&w);
+        resize_buffer(&mut self.spread_input, input.shape()[0] * padded_len);
+        let kernel = values(&self.kernel.value);
+        let zeros = vec![0.0; filters];
+        let bias = if self.use_bias {
+            values(&self.bias.value)
+        } else {
+            &zeros[..]
+        };
+        let activation = self.output_activation;
+        values(input)
+            .par_chunks(chunk * w.in_len())
+            .zip(values_mut(output).par_chunks_mut(chunk * w.out_pixels() * filters))
+            .zip(self.spread_input.par_chunks_mut(chunk * padded_len))
+            .for_each(|((x, y), padded)| {
+                planar_conv::pad(&w, x, padded);
+                planar_conv::forward(&w, filters, padded, kernel, bias, y);
+                activation.forward(y, filters);
+            });
+    }
+
+    /// The parameter-gradient shares of the planar path.
+    fn param_grads_planar(
+        &mut self,
+        input: &ArrayD<f32>,
+        output: &ArrayD<f32>,
+        grad_output: &mut ArrayD<f32>,
+    ) {
+        let w = self.window();
+        let (chunk, filters) = (self.chunk(), self.filters);
+        let chunks = input.shape()[0].div_ceil(chunk);
+        let scratch = planar_conv::scratch_len(&w, filters);
+        resize_buffer(&mut self.direct_accumulators, chunks * scratch);
+        let activation = self.output_activation;
+        let use_bias = self.use_bias;
+        let out_len = chunk * w.out_pixels() * filters;
+        self.spread_input
+            .par_chunks(chunk * planar_conv::padded_len(&w))
+            .zip(values(output).par_chunks(out_len))
+            .zip(values_mut(grad_output).par_chunks_mut(out_len))
+            .zip(self.partial_kernel.par_chunks_mut(w.patch_len() * filters))
+            .zip(self.partial_bias.par_chunks_mut(filters))
+            .zip(self.direct_accumulators.par_chunks_mut(scratch))
+            .for_each(|(((((padded, y), dy), d_kernel), d_bias), scratch)| {
+                activation.backward(y, dy, filters);
+                planar_conv::kernel_grad(&w, filters, padded, dy, d_kernel, scratch);
+                if use_bias {
+                    sum_rows(dy, d_bias);
+                }
+            });
+    }
+}
+
+/// `sums = Σ_rows rows`, for rows as long as `sums`.
+fn sum_rows(rows: &[f32], sums: &mut [f32]) {
+    sums.fill(0.0);
+    for row in rows.chunks_exact(sums.len()) {
+        sums.iter_mut().zip(row).for_each(|(s, v)| *s += v);
     }
 }
 
@@ -281,7 +343,9 @@ impl Layer for Conv2D {
         let w = self.window();
         let batch = input.shape()[0];
         resize(output, &[batch, w.out_h, w.out_w, self.filters]);
-        if direct_conv::applies(&w) {
+        if planar_conv::applies(&w) {
+            self.forward_planar(input, output);
+        } else if direct_conv::applies(&w) {
             self.forward_direct(input, output);
         } else {
             self.forward_im2col(input, output);
@@ -302,7 +366,9 @@ impl Layer for Conv2D {
         resize_buffer(&mut self.partial_kernel, chunks * patch * filters);
         resize_buffer(&mut self.partial_bias, chunks * filters);
 
-        if direct_conv::applies(&w) {
+        if planar_conv::applies(&w) {
+            self.param_grads_planar(input, output, grad_output);
+        } else if direct_conv::applies(&w) {
             self.param_grads_direct(input, output, grad_output);
         } else {
             self.param_grads_im2col(output, grad_output);

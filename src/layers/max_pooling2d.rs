@@ -65,8 +65,9 @@ impl MaxPooling2D {
         self.window.expect("MaxPooling2D used before build")
     }
 
+    /// Images per parallel chunk: pooling's work grows with the input size.
     fn chunk(&self) -> usize {
-        samples_per_chunk(self.window().out_pixels())
+        samples_per_chunk(self.window().in_len() / 8)
     }
 }
 
@@ -115,7 +116,9 @@ impl Layer for MaxPooling2D {
             .par_chunks(chunk * w.in_len())
             .zip(values_mut(output).par_chunks_mut(chunk * out_len))
             .zip(self.winners.par_chunks_mut(chunk * out_len))
-            .for_each(|((x, y), winners)| pool::max_pool_forward(&w, x, y, winners));
+            .for_each_init(pool::Columns::default, |columns, ((x, y), winners)| {
+                pool::max_pool_forward(&w, x, y, winners, columns)
+            });
     }
 
     fn backward(

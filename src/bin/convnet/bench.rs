@@ -34,6 +34,9 @@ pub struct BenchArgs {
     /// Skip the single-thread run (the scaling figure).
     #[arg(long)]
     no_scaling: bool,
+    /// Print the time per layer only (quick; also handy under a profiler).
+    #[arg(long)]
+    layers_only: bool,
     /// Folder with the MNIST files (default: $CONVNET_DATA, else data/mnist).
     #[arg(long)]
     data_dir: Option<PathBuf>,
@@ -180,6 +183,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
     );
     for (name, fwd, bwd) in &profile {
         println!("{name:<18} {fwd:>12.3} {bwd:>13.3}");
+    }
+    if args.layers_only {
+        return Ok(());
     }
 
     let seconds = in_pool(threads, || epoch_seconds(&data, images, args.batch_size))??;
