@@ -129,29 +129,39 @@ impl Conv2D {
 }
 
 impl Conv2D {
-    /// im2col, then one matrix product per chunk of images.
-    fn forward_im2col(&mut self, input: &ArrayD<f32>, output: &mut ArrayD<f32>) {
+    /// im2col, then one matrix product per chunk of images. Training keeps
+    /// every chunk's rows for the backward pass; inference reuses one
+    /// cache-sized buffer per thread instead.
+    fn forward_im2col(&mut self, input: &ArrayD<f32>, output: &mut ArrayD<f32>, training: bool) {
         let w = self.window();
-        resize_buffer(
-            &mut self.rows,
-            input.shape()[0] * w.out_pixels() * w.patch_len(),
-        );
         let chunk = self.chunk();
+        let rows_len = chunk * w.out_pixels() * w.patch_len();
         let kernel = values(&self.kernel.value);
         let bias = self.use_bias.then(|| values(&self.bias.value));
         let (activation, filters) = (self.output_activation, self.filters);
-        values(input)
+        let compute = |x: &[f32], rows: &mut [f32], y: &mut [f32]| {
+            im2col::im2col(&w, x, rows);
+            linear::forward(rows, kernel, bias, y, w.patch_len());
+            activation.forward(y, filters);
+        };
+        let chunks = values(input)
             .par_chunks(chunk * w.in_len())
-            .zip(
-                self.rows
-                    .par_chunks_mut(chunk * w.out_pixels() * w.patch_len()),
-            )
-            .zip(values_mut(output).par_chunks_mut(chunk * w.out_pixels() * filters))
-            .for_each(|((x, rows), y)| {
-                im2col::im2col(&w, x, rows);
-                linear::forward(rows, kernel, bias, y, w.patch_len());
-                activation.forward(y, filters);
+            .zip(values_mut(output).par_chunks_mut(chunk * w.out_pixels() * filters));
+        if training {
+            resize_buffer(
+                &mut self.rows,
+                input.shape()[0] * w.out_pixels() * w.patch_len(),
+            );
+            chunks
+                .zip(self.rows.par_chunks_mut(rows_len))
+                .for_each(|((x, y), rows)| compute(x, rows, y));
+        } else {
+            chunks.for_each_init(Vec::new, |rows, (x, y)| {
+                let images = x.len() / w.in_len();
+                rows.resize(images * w.out_pixels() * w.patch_len(), 0.0);
+                compute(x, rows, y);
             });
+        }
     }
 
     /// The direct path: no im2col rows at all. The spread input is kept
@@ -339,7 +349,7 @@ impl Layer for Conv2D {
         Ok(vec![window.out_h, window.out_w, self.filters])
     }
 
-    fn forward(&mut self, input: &ArrayD<f32>, output: &mut ArrayD<f32>, _training: bool) {
+    fn forward(&mut self, input: &ArrayD<f32>, output: &mut ArrayD<f32>, training: bool) {
         let w = self.window();
         let batch = input.shape()[0];
         resize(output, &[batch, w.out_h, w.out_w, self.filters]);
@@ -348,7 +358,7 @@ impl Layer for Conv2D {
         } else if direct_conv::applies(&w) {
             self.forward_direct(input, output);
         } else {
-            self.forward_im2col(input, output);
+            self.forward_im2col(input, output, training);
         }
     }
 

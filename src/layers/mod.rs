@@ -85,7 +85,9 @@ pub trait Layer: Send + Sync {
     /// Given the gradient of the loss with respect to this layer's `output`
     /// (which it may overwrite), stores the gradients of the parameters in
     /// their [`Param::grad`] and, when asked for, writes the gradient with
-    /// respect to `input` into `grad_input`.
+    /// respect to `input` into `grad_input`. It must follow a `forward` of
+    /// the same `input` with `training = true`: layers keep what the
+    /// backward pass needs (im2col rows, pooling winners) only then.
     fn backward(
         &mut self,
         input: &ArrayD<f32>,

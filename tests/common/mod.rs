@@ -53,8 +53,16 @@ pub fn check_gradients(layer: &mut dyn Layer, sample_shape: &[usize], batch: usi
     let x = random(&x_shape, &mut rng);
     let r = random(&y_shape, &mut rng);
 
-    let y = forward(layer, &x);
+    // The pass that backward follows must be a training one (layers keep
+    // what backward needs only then); the probes below run as inference.
+    let mut y = ArrayD::zeros(IxDyn(&[0]));
+    layer.forward(&x, &mut y, true);
     assert_eq!(y.shape(), &y_shape[..], "output shape");
+    assert_eq!(
+        y,
+        forward(layer, &x),
+        "training and inference forward passes differ"
+    );
     let mut dy = r.clone();
     let mut dx = ArrayD::zeros(IxDyn(&[0]));
     layer.backward(&x, &y, &mut dy, Some(&mut dx));
