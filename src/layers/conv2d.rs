@@ -17,8 +17,8 @@ use ndarray::{ArrayD, IxDyn};
 use rayon::prelude::*;
 
 use super::{
-    Layer, OutputActivation, Padding, Param, resize, resize_buffer, samples_per_chunk, values,
-    values_mut,
+    Layer, OutputActivation, Padding, Param, kernel_and_bias, kernel_and_bias_mut, resize,
+    resize_buffer, samples_per_chunk, values, values_mut,
 };
 use crate::initializers::{Rng, glorot_uniform};
 use crate::kernels::{Window2d, direct_conv, im2col, linear, planar_conv};
@@ -217,30 +217,50 @@ impl Conv2D {
     }
 
     /// The same shares, computed by the direct path from the spread input.
-    fn param_grads_direct(
+    fn param_grads_direct(&mut self, output: &ArrayD<f32>, grad_output: &mut ArrayD<f32>) {
+        let (w, filters) = (self.window(), self.filters);
+        let kept = direct_conv::spread_len(&w, filters);
+        let scratch = direct_conv::tiled_len(&w, filters);
+        self.param_grads_from_kept_input(
+            output,
+            grad_output,
+            kept,
+            scratch,
+            |spread, dy, d_kernel, acc| {
+                direct_conv::kernel_grad(&w, filters, spread, dy, d_kernel, acc)
+            },
+        );
+    }
+
+    /// The shares of a path that kept a copy of its input (spread or
+    /// padded, `kept` values per image) in `spread_input`: per chunk, back
+    /// through the activation, then `kernel_grad(kept input, dy, d_kernel,
+    /// scratch)` with `scratch` values of scratch, and the bias gradient.
+    fn param_grads_from_kept_input(
         &mut self,
-        input: &ArrayD<f32>,
         output: &ArrayD<f32>,
         grad_output: &mut ArrayD<f32>,
+        kept: usize,
+        scratch: usize,
+        kernel_grad: impl Fn(&[f32], &[f32], &mut [f32], &mut [f32]) + Sync,
     ) {
         let w = self.window();
         let (chunk, filters) = (self.chunk(), self.filters);
-        let chunks = input.shape()[0].div_ceil(chunk);
-        let accumulators = direct_conv::tiled_len(&w, filters);
-        resize_buffer(&mut self.direct_accumulators, chunks * accumulators);
+        let chunks = grad_output.shape()[0].div_ceil(chunk);
+        resize_buffer(&mut self.direct_accumulators, chunks * scratch);
         let activation = self.output_activation;
         let use_bias = self.use_bias;
         let out_len = chunk * w.out_pixels() * filters;
         self.spread_input
-            .par_chunks(chunk * direct_conv::spread_len(&w, filters))
+            .par_chunks(chunk * kept)
             .zip(values(output).par_chunks(out_len))
             .zip(values_mut(grad_output).par_chunks_mut(out_len))
             .zip(self.partial_kernel.par_chunks_mut(w.patch_len() * filters))
             .zip(self.partial_bias.par_chunks_mut(filters))
-            .zip(self.direct_accumulators.par_chunks_mut(accumulators))
-            .for_each(|(((((spread, y), dy), d_kernel), d_bias), acc)| {
+            .zip(self.direct_accumulators.par_chunks_mut(scratch))
+            .for_each(|(((((input, y), dy), d_kernel), d_bias), scratch)| {
                 activation.backward(y, dy, filters);
-                direct_conv::kernel_grad(&w, filters, spread, dy, d_kernel, acc);
+                kernel_grad(input, dy, d_kernel, scratch);
                 if use_bias {
                     sum_rows(dy, d_bias);
                 }
@@ -274,34 +294,19 @@ impl Conv2D {
     }
 
     /// The parameter-gradient shares of the planar path.
-    fn param_grads_planar(
-        &mut self,
-        input: &ArrayD<f32>,
-        output: &ArrayD<f32>,
-        grad_output: &mut ArrayD<f32>,
-    ) {
-        let w = self.window();
-        let (chunk, filters) = (self.chunk(), self.filters);
-        let chunks = input.shape()[0].div_ceil(chunk);
+    fn param_grads_planar(&mut self, output: &ArrayD<f32>, grad_output: &mut ArrayD<f32>) {
+        let (w, filters) = (self.window(), self.filters);
+        let kept = planar_conv::padded_len(&w);
         let scratch = planar_conv::scratch_len(&w, filters);
-        resize_buffer(&mut self.direct_accumulators, chunks * scratch);
-        let activation = self.output_activation;
-        let use_bias = self.use_bias;
-        let out_len = chunk * w.out_pixels() * filters;
-        self.spread_input
-            .par_chunks(chunk * planar_conv::padded_len(&w))
-            .zip(values(output).par_chunks(out_len))
-            .zip(values_mut(grad_output).par_chunks_mut(out_len))
-            .zip(self.partial_kernel.par_chunks_mut(w.patch_len() * filters))
-            .zip(self.partial_bias.par_chunks_mut(filters))
-            .zip(self.direct_accumulators.par_chunks_mut(scratch))
-            .for_each(|(((((padded, y), dy), d_kernel), d_bias), scratch)| {
-                activation.backward(y, dy, filters);
-                planar_conv::kernel_grad(&w, filters, padded, dy, d_kernel, scratch);
-                if use_bias {
-                    sum_rows(dy, d_bias);
-                }
-            });
+        self.param_grads_from_kept_input(
+            output,
+            grad_output,
+            kept,
+            scratch,
+            |padded, dy, d_kernel, s| {
+                planar_conv::kernel_grad(&w, filters, padded, dy, d_kernel, s)
+            },
+        );
     }
 }
 
@@ -377,9 +382,9 @@ impl Layer for Conv2D {
         resize_buffer(&mut self.partial_bias, chunks * filters);
 
         if planar_conv::applies(&w) {
-            self.param_grads_planar(input, output, grad_output);
+            self.param_grads_planar(output, grad_output);
         } else if direct_conv::applies(&w) {
-            self.param_grads_direct(input, output, grad_output);
+            self.param_grads_direct(output, grad_output);
         } else {
             self.param_grads_im2col(output, grad_output);
         }
@@ -410,19 +415,11 @@ impl Layer for Conv2D {
     }
 
     fn params(&self) -> Vec<&Param> {
-        if self.use_bias {
-            vec![&self.kernel, &self.bias]
-        } else {
-            vec![&self.kernel]
-        }
+        kernel_and_bias(&self.kernel, &self.bias, self.use_bias)
     }
 
     fn params_mut(&mut self) -> Vec<&mut Param> {
-        if self.use_bias {
-            vec![&mut self.kernel, &mut self.bias]
-        } else {
-            vec![&mut self.kernel]
-        }
+        kernel_and_bias_mut(&mut self.kernel, &mut self.bias, self.use_bias)
     }
 
     fn activation(&self) -> Activation {

@@ -8,7 +8,8 @@ use ndarray::{ArrayD, IxDyn};
 use rayon::prelude::*;
 
 use super::{
-    Layer, OutputActivation, Param, resize, resize_buffer, samples_per_chunk, values, values_mut,
+    Layer, OutputActivation, Param, kernel_and_bias, kernel_and_bias_mut, resize, resize_buffer,
+    samples_per_chunk, values, values_mut,
 };
 use crate::initializers::{Rng, glorot_uniform};
 use crate::kernels::linear;
@@ -164,19 +165,11 @@ impl Layer for Dense {
     }
 
     fn params(&self) -> Vec<&Param> {
-        if self.use_bias {
-            vec![&self.kernel, &self.bias]
-        } else {
-            vec![&self.kernel]
-        }
+        kernel_and_bias(&self.kernel, &self.bias, self.use_bias)
     }
 
     fn params_mut(&mut self) -> Vec<&mut Param> {
-        if self.use_bias {
-            vec![&mut self.kernel, &mut self.bias]
-        } else {
-            vec![&mut self.kernel]
-        }
+        kernel_and_bias_mut(&mut self.kernel, &mut self.bias, self.use_bias)
     }
 
     fn activation(&self) -> Activation {

@@ -151,6 +151,32 @@ impl OutputActivation {
     }
 }
 
+/// The parameters of a layer with a kernel and an optional bias.
+pub(crate) fn kernel_and_bias<'a>(
+    kernel: &'a Param,
+    bias: &'a Param,
+    use_bias: bool,
+) -> Vec<&'a Param> {
+    if use_bias {
+        vec![kernel, bias]
+    } else {
+        vec![kernel]
+    }
+}
+
+/// [`kernel_and_bias`], mutably.
+pub(crate) fn kernel_and_bias_mut<'a>(
+    kernel: &'a mut Param,
+    bias: &'a mut Param,
+    use_bias: bool,
+) -> Vec<&'a mut Param> {
+    if use_bias {
+        vec![kernel, bias]
+    } else {
+        vec![kernel]
+    }
+}
+
 /// Makes `array` have `shape`, reallocating only when the shape changes.
 pub(crate) fn resize(array: &mut ArrayD<f32>, shape: &[usize]) {
     if array.shape() != shape {
