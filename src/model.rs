@@ -318,6 +318,33 @@ impl Sequential {
             .collect()
     }
 
+    /// Every parameter with its Keras name, `<layer>.<param>`
+    /// (`conv2d.kernel`, `dense_2.bias`), in the order of [`Sequential::params`].
+    pub fn named_params(&self) -> Vec<(String, &Param)> {
+        self.entries
+            .iter()
+            .flat_map(|e| {
+                e.layer
+                    .params()
+                    .into_iter()
+                    .map(|p| (format!("{}.{}", e.name, p.name), p))
+            })
+            .collect()
+    }
+
+    /// Saves the weights to a safetensors file (Keras `save_weights`).
+    pub fn save_weights(&mut self, path: impl AsRef<std::path::Path>) -> Result<()> {
+        self.ensure_built()?;
+        crate::io::save_weights(self, path.as_ref())
+    }
+
+    /// Loads weights saved by [`Sequential::save_weights`] from a model
+    /// with the same layers (Keras `load_weights`).
+    pub fn load_weights(&mut self, path: impl AsRef<std::path::Path>) -> Result<()> {
+        self.ensure_built()?;
+        crate::io::load_weights(self, path.as_ref())
+    }
+
     /// Names of the layers (`conv2d`, `conv2d_1`, ...), in order.
     pub fn layer_names(&self) -> Vec<&str> {
         self.entries.iter().map(|e| e.name.as_str()).collect()

@@ -272,3 +272,60 @@ fn a_wrong_magic_number_or_size_is_reported() {
         &["truncated", "t10k-images"],
     );
 }
+
+#[test]
+fn saved_weights_evaluate_to_the_same_accuracy() {
+    let dir = tempfile::tempdir().unwrap();
+    let weights = dir.path().join("lenet.safetensors");
+    let json = train_json(
+        dir.path(),
+        "m.json",
+        &["--save-weights", weights.to_str().unwrap()],
+    );
+    let out = convnet(&[
+        "evaluate",
+        "--weights",
+        weights.to_str().unwrap(),
+        "--test-limit",
+        "200",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let accuracy = json["test_accuracy"].as_f64().unwrap();
+    assert!(
+        stdout(&out).contains(&format!("Test accuracy: {accuracy:.4}")),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[test]
+fn corrupt_or_foreign_weight_files_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let weights = dir.path().join("w.safetensors");
+    train_json(
+        dir.path(),
+        "m.json",
+        &["--save-weights", weights.to_str().unwrap()],
+    );
+    let path = weights.to_str().unwrap();
+    assert_error(
+        &convnet(&["evaluate", "--weights", path, "--model", "alexnet"]),
+        &["conv2d.kernel", "[11, 11, 3, 96]"],
+    );
+    let bytes = std::fs::read(&weights).unwrap();
+    let truncated = dir.path().join("truncated.safetensors");
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+    assert_error(
+        &convnet(&["evaluate", "--weights", truncated.to_str().unwrap()]),
+        &["truncated.safetensors", "corrupt"],
+    );
+    let missing = dir.path().join("missing.safetensors");
+    assert_error(
+        &convnet(&["evaluate", "--weights", missing.to_str().unwrap()]),
+        &["missing.safetensors"],
+    );
+}

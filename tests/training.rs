@@ -312,3 +312,46 @@ fn summary_matches_keras() {
         assert!(table.contains(line), "missing {line:?} in\n{table}");
     }
 }
+
+#[test]
+fn weights_survive_a_save_and_load() {
+    let data = mnist_subset(300, 100);
+    let x = data.test_x.mapv(|v| v as f32 / 255.0);
+    let mut trained = compiled_lenet();
+    let train_x = Rescaled::new(&data.train_x, 1.0 / 255.0);
+    trained
+        .fit(
+            &train_x,
+            &data.train_y,
+            Fit {
+                epochs: 1,
+                verbose: 0,
+                ..Fit::default()
+            },
+        )
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("w.safetensors");
+    trained.save_weights(&path).unwrap();
+
+    let mut fresh = convnet::models::lenet(99);
+    fresh
+        .compile(
+            Loss::CategoricalCrossentropy,
+            Adam::default(),
+            &[Metric::Accuracy],
+        )
+        .unwrap();
+    assert_ne!(fresh.predict(&x).unwrap(), trained.predict(&x).unwrap());
+    fresh.load_weights(&path).unwrap();
+    assert_eq!(fresh.predict(&x).unwrap(), trained.predict(&x).unwrap());
+
+    // A model with other layers refuses the file and keeps its own weights.
+    let mut other = Sequential::with_seed(1);
+    other.add(Dense::new(10).input_shape(&[784]));
+    other.build().unwrap();
+    let before: Vec<_> = other.params().iter().map(|p| p.value.clone()).collect();
+    assert!(other.load_weights(&path).is_err());
+    let after: Vec<_> = other.params().iter().map(|p| p.value.clone()).collect();
+    assert_eq!(before, after);
+}

@@ -1,4 +1,9 @@
-//! Saving files without ever leaving a half-written one behind.
+//! Saving files without ever leaving a half-written one behind, and model
+//! weights.
+
+mod weights;
+
+pub use weights::{load_weights, save_weights};
 
 use std::io::Write;
 use std::path::Path;

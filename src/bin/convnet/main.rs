@@ -3,6 +3,7 @@
 mod bench;
 mod bench_convolve;
 mod convolve;
+mod evaluate;
 mod summary;
 mod train;
 
@@ -25,6 +26,8 @@ struct Cli {
 enum Command {
     /// Train a model on MNIST (default: the classic Keras LeNet recipe).
     Train(train::TrainArgs),
+    /// Test loss and accuracy on MNIST of weights saved by `train --save-weights`.
+    Evaluate(evaluate::EvaluateArgs),
     /// Print a model's layers, output shapes and parameter counts.
     Summary(summary::SummaryArgs),
     /// Convolve a photo with a kernel (edge detection by default) and write a PNG.
@@ -50,6 +53,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Train(args) => train::run(args),
+        Command::Evaluate(args) => evaluate::run(args),
         Command::Summary(args) => summary::run(args),
         Command::Convolve(args) => convolve::run(args),
         Command::Bench(args) => bench::run(args),

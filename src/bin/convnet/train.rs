@@ -50,10 +50,13 @@ pub struct TrainArgs {
     /// Write the history and the test scores to this JSON file.
     #[arg(long)]
     metrics_out: Option<PathBuf>,
+    /// Save the trained weights to this safetensors file.
+    #[arg(long)]
+    save_weights: Option<PathBuf>,
 }
 
 /// The first `limit` images as `(N, 28, 28, 1)`, kept as bytes.
-fn first(images: &Array3<u8>, limit: Option<usize>) -> ndarray::Array4<u8> {
+pub fn first(images: &Array3<u8>, limit: Option<usize>) -> ndarray::Array4<u8> {
     let n = limit.unwrap_or(usize::MAX).min(images.len_of(Axis(0)));
     images
         .slice(s![..n, .., ..])
@@ -63,7 +66,10 @@ fn first(images: &Array3<u8>, limit: Option<usize>) -> ndarray::Array4<u8> {
 
 pub fn run(args: TrainArgs) -> Result<()> {
     super::set_threads(args.threads)?;
-    if let Some(path) = &args.metrics_out {
+    for path in [&args.metrics_out, &args.save_weights]
+        .into_iter()
+        .flatten()
+    {
         check_writable_folder(path)?;
     }
     let dir = args
@@ -118,6 +124,9 @@ pub fn run(args: TrainArgs) -> Result<()> {
     println!("Test loss: {:.4}", score.loss);
     println!("Test accuracy: {:.4}", accuracy);
 
+    if let Some(path) = &args.save_weights {
+        model.save_weights(path)?;
+    }
     if let Some(path) = &args.metrics_out {
         let mut history_json = serde_json::to_value(&history.history).map_err(json_error)?;
         history_json["epoch_seconds"] = serde_json::json!(history.epoch_seconds);
@@ -144,7 +153,7 @@ fn check_writable_folder(path: &std::path::Path) -> Result<()> {
     let folder = path.parent().filter(|p| !p.as_os_str().is_empty());
     match folder {
         Some(folder) if !folder.is_dir() => Err(Error::InvalidArgument(format!(
-            "--metrics-out {}: the folder {} does not exist; create it first",
+            "{}: the folder {} does not exist; create it first",
             path.display(),
             folder.display()
         ))),
