@@ -72,6 +72,9 @@ fn max_pooling_gradients() {
         }
         check_gradients(&mut layer, &[5, 7, 2], 2, 40 + seed as u64);
     }
+    // Windows that tile the image exactly (as in LeNet) take a faster path.
+    check_gradients(&mut MaxPooling2D::new((2, 2)), &[6, 4, 3], 3, 45);
+    check_gradients(&mut MaxPooling2D::new((3, 2)), &[6, 4, 2], 2, 46);
 }
 
 #[test]

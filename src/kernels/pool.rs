@@ -159,8 +159,8 @@ fn max_pool_clipped(w: &Window2d, input: &[f32], output: &mut [f32], winners: &m
     }
 }
 
-/// Sends each output gradient to the input that won its window.
-/// `grad_input` must be zeroed by the caller.
+/// Writes the input gradient: each output gradient goes to the input that
+/// won its window, every other input gets zero.
 pub fn max_pool_backward(
     w: &Window2d,
     winners: &[u8],
@@ -169,22 +169,44 @@ pub fn max_pool_backward(
 ) {
     let c = w.channels;
     let out_len = w.out_pixels() * c;
+    // Window position -> (row, column) in the window, without a division per value.
+    let offsets: Vec<(usize, usize)> = (0..w.k_h * w.k_w).map(|p| (p / w.k_w, p % w.k_w)).collect();
+    let tiled = w.pad_top == 0
+        && w.pad_left == 0
+        && (w.k_h, w.k_w) == (w.stride_h, w.stride_w)
+        && (w.out_h * w.k_h, w.out_w * w.k_w) == (w.in_h, w.in_w);
     let images = grad_input.chunks_exact_mut(w.in_len()).zip(
         grad_output
             .chunks_exact(out_len)
             .zip(winners.chunks_exact(out_len)),
     );
     for (grad_in, (grad_out, won)) in images {
+        if !tiled {
+            grad_in.fill(0.0);
+        }
         for oy in 0..w.out_h {
-            let y0 = (oy * w.stride_h) as isize - w.pad_top as isize;
             for ox in 0..w.out_w {
-                let x0 = (ox * w.stride_w) as isize - w.pad_left as isize;
                 let at = (oy * w.out_w + ox) * c;
-                for ch in 0..c {
-                    let position = won[at + ch] as usize;
-                    let iy = (y0 + (position / w.k_w) as isize) as usize;
-                    let ix = (x0 + (position % w.k_w) as isize) as usize;
-                    grad_in[(iy * w.in_w + ix) * c + ch] += grad_out[at + ch];
+                let (g, won) = (&grad_out[at..at + c], &won[at..at + c]);
+                let (y0, x0) = (oy * w.stride_h, ox * w.stride_w);
+                if tiled {
+                    // Windows tile the image: every input is written once, no zeroing pass.
+                    for (p, &(ky, kx)) in offsets.iter().enumerate() {
+                        let i = ((y0 + ky) * w.in_w + x0 + kx) * c;
+                        for ((dx, &g), &won) in grad_in[i..i + c].iter_mut().zip(g).zip(won) {
+                            *dx = if won as usize == p { g } else { 0.0 };
+                        }
+                    }
+                } else {
+                    let (y0, x0) = (
+                        y0 as isize - w.pad_top as isize,
+                        x0 as isize - w.pad_left as isize,
+                    );
+                    for ch in 0..c {
+                        let (ky, kx) = offsets[won[ch] as usize];
+                        let (iy, ix) = ((y0 + ky as isize) as usize, (x0 + kx as isize) as usize);
+                        grad_in[(iy * w.in_w + ix) * c + ch] += g[ch];
+                    }
                 }
             }
         }

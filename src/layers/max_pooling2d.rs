@@ -137,9 +137,6 @@ impl Layer for MaxPooling2D {
             .par_chunks_mut(chunk * w.in_len())
             .zip(values(grad_output).par_chunks(chunk * out_len))
             .zip(self.winners.par_chunks(chunk * out_len))
-            .for_each(|((dx, dy), winners)| {
-                dx.fill(0.0);
-                pool::max_pool_backward(&w, winners, dy, dx);
-            });
+            .for_each(|((dx, dy), winners)| pool::max_pool_backward(&w, winners, dy, dx));
     }
 }
