@@ -9,10 +9,11 @@
 //! use convnet::datasets::{mnist, to_categorical};
 //! use convnet::layers::{Conv2D, Dense, Flatten, MaxPooling2D};
 //! use convnet::{Activation::*, Fit, Loss, Metric, Sequential, optimizers::Adam};
+//! use ndarray::Axis;
 //!
 //! let ((train_x, train_y), (test_x, test_y)) = mnist::load_data()?;
-//! let train_x = train_x.into_shape_with_order((60_000, 28, 28, 1)).unwrap().mapv(|v| v as f32 / 255.0);
-//! let test_x = test_x.into_shape_with_order((10_000, 28, 28, 1)).unwrap().mapv(|v| v as f32 / 255.0);
+//! let train_x = train_x.insert_axis(Axis(3)).mapv(|v| v as f32 / 255.0); // (N, 28, 28, 1)
+//! let test_x = test_x.insert_axis(Axis(3)).mapv(|v| v as f32 / 255.0);
 //! let (train_y, test_y) = (to_categorical(&train_y, 10)?, to_categorical(&test_y, 10)?);
 //!
 //! let mut model = Sequential::new();
