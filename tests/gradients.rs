@@ -40,6 +40,16 @@ fn conv2d_gradients_with_strides_same_padding_and_no_bias() {
 }
 
 #[test]
+fn conv2d_gradients_with_16_and_32_filters() {
+    // Multiples of 16 filters take the filter-vectorised path on AVX2 CPUs.
+    check_gradients(&mut Conv2D::new(16, (3, 3)), &[6, 7, 2], 2, 25);
+    let same = Conv2D::new(32, (2, 3))
+        .padding(Padding::Same)
+        .activation(Tanh);
+    check_gradients(&mut same.clone(), &[5, 6, 3], 2, 26);
+}
+
+#[test]
 fn conv2d_gradients_across_parallel_chunks() {
     // A batch large enough to be split into several chunks, whose partial
     // gradients must add up.

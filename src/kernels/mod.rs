@@ -9,6 +9,7 @@
 
 pub mod activation;
 pub mod direct_conv;
+pub mod filter_conv;
 pub mod gemm;
 pub mod im2col;
 pub mod linear;

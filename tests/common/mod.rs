@@ -58,11 +58,13 @@ pub fn check_gradients(layer: &mut dyn Layer, sample_shape: &[usize], batch: usi
     let mut y = ArrayD::zeros(IxDyn(&[0]));
     layer.forward(&x, &mut y, true);
     assert_eq!(y.shape(), &y_shape[..], "output shape");
-    assert_eq!(
-        y,
-        forward(layer, &x),
-        "training and inference forward passes differ"
-    );
+    // Inference may use another kernel (another summation order): agree closely.
+    for (a, b) in y.iter().zip(forward(layer, &x).iter()) {
+        assert!(
+            (a - b).abs() <= 1e-5 * (1.0 + a.abs()),
+            "training and inference outputs differ: {a} vs {b}"
+        );
+    }
     let mut dy = r.clone();
     let mut dx = ArrayD::zeros(IxDyn(&[0]));
     layer.backward(&x, &y, &mut dy, Some(&mut dx));
