@@ -218,7 +218,7 @@ mod simd {
         start: usize,
     ) {
         #[cfg(target_arch = "x86_64")]
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+        if super::super::has_avx2_fma() {
             // SAFETY: the CPU has the features; the caller's `check` bounds every load.
             unsafe { x86::multiply_add_taps(acc, input, weights, taps, start) };
             return;
@@ -243,7 +243,7 @@ mod simd {
         start: usize,
     ) {
         #[cfg(target_arch = "x86_64")]
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+        if super::super::has_avx2_fma() {
             // SAFETY: the CPU has the features; the caller's `check` bounds every access.
             unsafe { x86::accumulate_taps(acc, input, g, taps, start) };
             return;

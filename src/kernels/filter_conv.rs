@@ -7,7 +7,7 @@
 //! broadcasts its input value, and 8 fused multiply-adds update the 4 x 16
 //! sums held in registers. No im2col rows are written or read.
 
-use super::Window2d;
+use super::{Window2d, has_avx2_fma};
 
 const PIXELS: usize = 4;
 const VEC: usize = 8;
@@ -17,17 +17,6 @@ const GROUP: usize = 2 * VEC;
 /// Whether this path handles the geometry on this CPU.
 pub fn applies(w: &Window2d, filters: usize) -> bool {
     w.stride_h == 1 && w.stride_w == 1 && filters % GROUP == 0 && has_avx2_fma()
-}
-
-fn has_avx2_fma() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
 }
 
 /// Width of a zero-padded image row, in pixels.

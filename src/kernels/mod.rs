@@ -17,3 +17,16 @@ pub mod planar_conv;
 pub mod pool;
 
 pub use im2col::Window2d;
+
+/// Whether this CPU has AVX2 and FMA, which the hand-vectorised kernels
+/// need (checked at run time, cached by the standard library).
+pub fn has_avx2_fma() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}

@@ -14,7 +14,7 @@
 //! `acc[f] += x[iy, ox+kx ..] · dy[f][oy, ox ..]`, summed over the whole
 //! image in registers, with `dy` first laid out filter by filter.
 
-use super::Window2d;
+use super::{Window2d, has_avx2_fma};
 
 /// Filters per register group.
 pub const GROUP: usize = 8;
@@ -23,17 +23,6 @@ const VEC: usize = 8;
 /// Whether this path handles the geometry on this CPU.
 pub fn applies(w: &Window2d) -> bool {
     w.channels == 1 && w.stride_h == 1 && w.stride_w == 1 && has_avx2_fma()
-}
-
-fn has_avx2_fma() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
 }
 
 /// Output vectors per row.
