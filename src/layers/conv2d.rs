@@ -169,12 +169,8 @@ impl Conv2D {
         let w = self.window();
         let (chunk, filters) = (self.chunk(), self.filters);
         let kernel = values(&self.kernel.value);
-        let zeros = vec![0.0; filters];
-        let bias = if self.use_bias {
-            values(&self.bias.value)
-        } else {
-            &zeros[..]
-        };
+        // Without use_bias the bias parameter exists but stays zero.
+        let bias = values(&self.bias.value);
         let activation = self.output_activation;
         values(input)
             .par_chunks(chunk * w.in_len())
@@ -200,14 +196,9 @@ impl Conv2D {
             direct_conv::tiled_len(&w, filters) + bias_row,
         );
         resize_buffer(&mut self.spread_input, input.shape()[0] * spread_len);
-        // Without a bias, the (zero) bias parameter is tiled all the same.
+        // Without use_bias the bias parameter exists but stays zero.
         let (kernel, bias) = (values(&self.kernel.value), values(&self.bias.value));
-        let bias = if self.use_bias {
-            bias.to_vec()
-        } else {
-            vec![0.0; filters]
-        };
-        direct_conv::tile_kernel(&w, filters, kernel, &bias, &mut self.tiled_kernel);
+        direct_conv::tile_kernel(&w, filters, kernel, bias, &mut self.tiled_kernel);
         let tiled = &self.tiled_kernel;
         let activation = self.output_activation;
         values(input)
@@ -299,12 +290,8 @@ impl Conv2D {
         let padded_len = planar_conv::padded_len(&w);
         resize_buffer(&mut self.spread_input, input.shape()[0] * padded_len);
         let kernel = values(&self.kernel.value);
-        let zeros = vec![0.0; filters];
-        let bias = if self.use_bias {
-            values(&self.bias.value)
-        } else {
-            &zeros[..]
-        };
+        // Without use_bias the bias parameter exists but stays zero.
+        let bias = values(&self.bias.value);
         let activation = self.output_activation;
         values(input)
             .par_chunks(chunk * w.in_len())
