@@ -63,13 +63,15 @@ impl EpochProgress {
         }
     }
 
-    /// After batch `step` (from 1), with the running averages so far.
-    pub fn update(&self, step: usize, logs: &[(String, f64)]) {
+    /// After batch `step` (from 1); `logs` gives the running averages so
+    /// far, and is only called when a live bar shows them.
+    pub fn update(&self, step: usize, logs: impl FnOnce() -> Vec<(String, f64)>) {
         if let Some(bar) = &self.bar {
+            let logs = logs();
             let elapsed = self.started.elapsed();
             let eta = elapsed.as_secs_f64() / step as f64 * (self.steps - step) as f64;
             bar.set_position(step as u64);
-            bar.set_message(format!("ETA: {eta:.0}s{}", format_logs(logs)));
+            bar.set_message(format!("ETA: {eta:.0}s{}", format_logs(&logs)));
         }
     }
 

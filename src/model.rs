@@ -398,25 +398,38 @@ impl Sequential {
 
     /// Runs the layers on the batch in `activations[0]`.
     fn forward(&mut self, training: bool) {
-        for (i, entry) in self.entries.iter_mut().enumerate() {
-            let (inputs, outputs) = self.activations.split_at_mut(i + 1);
-            entry.layer.forward(&inputs[i], &mut outputs[0], training);
+        for i in 0..self.entries.len() {
+            self.forward_layer(i, training);
         }
+    }
+
+    /// Layer `i`: `activations[i]` → `activations[i + 1]`.
+    fn forward_layer(&mut self, i: usize, training: bool) {
+        let (inputs, outputs) = self.activations.split_at_mut(i + 1);
+        self.entries[i]
+            .layer
+            .forward(&inputs[i], &mut outputs[0], training);
     }
 
     /// Back-propagates the gradient in `gradients[len]` down to the first
     /// layer's parameters.
     fn backward(&mut self) {
         for i in (0..self.entries.len()).rev() {
-            let (below, above) = self.gradients.split_at_mut(i + 1);
-            let grad_input = if i == 0 { None } else { Some(&mut below[i]) };
-            self.entries[i].layer.backward(
-                &self.activations[i],
-                &self.activations[i + 1],
-                &mut above[0],
-                grad_input,
-            );
+            self.backward_layer(i);
         }
+    }
+
+    /// Layer `i`: `gradients[i + 1]` → its parameter gradients and, except
+    /// for the first layer, `gradients[i]`.
+    fn backward_layer(&mut self, i: usize) {
+        let (below, above) = self.gradients.split_at_mut(i + 1);
+        let grad_input = if i == 0 { None } else { Some(&mut below[i]) };
+        self.entries[i].layer.backward(
+            &self.activations[i],
+            &self.activations[i + 1],
+            &mut above[0],
+            grad_input,
+        );
     }
 
     /// Loads the samples at `indices` into the input slot.
@@ -489,7 +502,7 @@ impl Sequential {
             let mut tally = Tally::new(metrics.len());
             for (step, batch) in order.chunks(options.batch_size).enumerate() {
                 self.train_step(x, y, batch, &mut tally)?;
-                progress.update(step + 1, &tally.logs(&metrics, ""));
+                progress.update(step + 1, || tally.logs(&metrics, ""));
             }
             history.epoch_seconds.push(started.elapsed().as_secs_f64());
             let mut logs = tally.logs(&metrics, "");
@@ -603,23 +616,19 @@ impl Sequential {
         self.load_batch(x, indices);
         self.load_targets(y, indices);
         let mut times = Vec::new();
-        for (i, entry) in self.entries.iter_mut().enumerate() {
-            let (inputs, outputs) = self.activations.split_at_mut(i + 1);
+        for i in 0..self.entries.len() {
             let started = Instant::now();
-            entry.layer.forward(&inputs[i], &mut outputs[0], true);
-            times.push((entry.name.clone(), started.elapsed().as_secs_f64(), 0.0));
+            self.forward_layer(i, true);
+            times.push((
+                self.entries[i].name.clone(),
+                started.elapsed().as_secs_f64(),
+                0.0,
+            ));
         }
         self.score_batch(&mut Tally::new(0), true)?;
         for i in (0..self.entries.len()).rev() {
-            let (below, above) = self.gradients.split_at_mut(i + 1);
-            let grad_input = if i == 0 { None } else { Some(&mut below[i]) };
             let started = Instant::now();
-            self.entries[i].layer.backward(
-                &self.activations[i],
-                &self.activations[i + 1],
-                &mut above[0],
-                grad_input,
-            );
+            self.backward_layer(i);
             times[i].2 = started.elapsed().as_secs_f64();
         }
         Ok(times)

@@ -45,9 +45,14 @@ pub fn tiled_len(w: &Window2d, filters: usize) -> usize {
     w.patch_len() * padded_run(w, filters)
 }
 
+/// Values of the tiled kernel and bias built by [`tile_kernel`].
+pub fn tiled_kernel_len(w: &Window2d, filters: usize) -> usize {
+    tiled_len(w, filters) + padded_run(w, filters)
+}
+
 /// Repeats each tap's `filters` weights (and then the biases) `out_w`
 /// times, so that they line up with a whole output row (zeros in the
-/// padding). `tiled` holds [`tiled_len`] values plus one padded row.
+/// padding). `tiled` holds [`tiled_kernel_len`] values.
 pub fn tile_kernel(w: &Window2d, filters: usize, kernel: &[f32], bias: &[f32], tiled: &mut [f32]) {
     let padded = padded_run(w, filters);
     let (kernel_rows, bias_row) = tiled.split_at_mut(tiled.len() - padded);

@@ -58,6 +58,17 @@ pub struct Conv2D {
     direct_accumulators: Vec<f32>,
 }
 
+/// The kernels a Conv2D runs on (see `Conv2D::path`).
+#[derive(Clone, Copy)]
+enum Path {
+    /// One input channel on AVX2: `kernels::planar_conv`, keeps padded images.
+    Planar,
+    /// Few channels without AVX2: `kernels::direct_conv`, keeps spread images.
+    Direct,
+    /// Everything else: im2col + GEMM, keeps the im2col rows.
+    Im2col,
+}
+
 impl Conv2D {
     /// `filters` kernels of `kernel_size` (height, width); stride 1, padding
     /// `"valid"`, no activation, with a bias: the Keras defaults.
@@ -120,6 +131,19 @@ impl Conv2D {
 
     fn window(&self) -> Window2d {
         self.window.expect("Conv2D used before build")
+    }
+
+    /// How the training passes compute: forward and backward must agree,
+    /// since backward reads what forward kept.
+    fn path(&self) -> Path {
+        let w = self.window();
+        if planar_conv::applies(&w) {
+            Path::Planar
+        } else if direct_conv::applies(&w) {
+            Path::Direct
+        } else {
+            Path::Im2col
+        }
     }
 
     /// Images per parallel chunk.
@@ -190,10 +214,9 @@ impl Conv2D {
         let w = self.window();
         let (chunk, filters) = (self.chunk(), self.filters);
         let spread_len = direct_conv::spread_len(&w, filters);
-        let bias_row = direct_conv::tiled_len(&w, filters) / w.patch_len();
         resize_buffer(
             &mut self.tiled_kernel,
-            direct_conv::tiled_len(&w, filters) + bias_row,
+            direct_conv::tiled_kernel_len(&w, filters),
         );
         resize_buffer(&mut self.spread_input, input.shape()[0] * spread_len);
         // Without use_bias the bias parameter exists but stays zero.
@@ -369,16 +392,15 @@ impl Layer for Conv2D {
         let w = self.window();
         let batch = input.shape()[0];
         resize(output, &[batch, w.out_h, w.out_w, self.filters]);
-        if planar_conv::applies(&w) {
-            self.forward_planar(input, output);
-        } else if !training && filter_conv::applies(&w, self.filters) {
+        match self.path() {
+            Path::Planar => self.forward_planar(input, output),
             // Training keeps im2col rows for the backward pass anyway, so the
             // filter-vectorised kernel only pays off at inference.
-            self.forward_filters(input, output);
-        } else if direct_conv::applies(&w) {
-            self.forward_direct(input, output);
-        } else {
-            self.forward_im2col(input, output, training);
+            Path::Im2col if !training && filter_conv::applies(&w, self.filters) => {
+                self.forward_filters(input, output)
+            }
+            Path::Direct => self.forward_direct(input, output),
+            Path::Im2col => self.forward_im2col(input, output, training),
         }
     }
 
@@ -396,12 +418,10 @@ impl Layer for Conv2D {
         resize_buffer(&mut self.partial_kernel, chunks * patch * filters);
         resize_buffer(&mut self.partial_bias, chunks * filters);
 
-        if planar_conv::applies(&w) {
-            self.param_grads_planar(output, grad_output);
-        } else if direct_conv::applies(&w) {
-            self.param_grads_direct(output, grad_output);
-        } else {
-            self.param_grads_im2col(output, grad_output);
+        match self.path() {
+            Path::Planar => self.param_grads_planar(output, grad_output),
+            Path::Direct => self.param_grads_direct(output, grad_output),
+            Path::Im2col => self.param_grads_im2col(output, grad_output),
         }
         linear::sum_partials(&self.partial_kernel, values_mut(&mut self.kernel.grad));
         if self.use_bias {
