@@ -13,7 +13,6 @@ pub mod filter_conv;
 pub mod gemm;
 pub mod im2col;
 pub mod linear;
-pub mod planar_conv;
 pub mod pool;
 
 pub use im2col::Window2d;

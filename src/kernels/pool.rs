@@ -6,8 +6,10 @@
 //! `Padding::Same`) never wins: windows are clipped to the image, as in
 //! TensorFlow.
 //!
-//! Without padding, a window's maximum is found in two passes that run over
-//! whole contiguous rows: first down each column of the window (over all
+//! 2x2 windows moved by 2 (the usual pooling) have loops of their own: the
+//! first maximum in row-major order wins, and the backward pass is a zero
+//! fill and one store per gradient. Other windows without padding find
+//! their maximum in two passes that run over whole contiguous rows: first down each column of the window (over all
 //! columns of the image at once, which vectorises whatever the channel
 //! count), then across the window's columns. The winner is then the first
 //! maximum scanning columns left to right and each column top to bottom;
@@ -28,12 +30,152 @@ pub fn max_pool_forward(
     winners: &mut [u8],
     columns: &mut Columns,
 ) {
-    let inside = (w.out_h - 1) * w.stride_h + w.k_h <= w.in_h
-        && (w.out_w - 1) * w.stride_w + w.k_w <= w.in_w;
-    if w.pad_top == 0 && w.pad_left == 0 && inside {
+    if is_2x2(w) {
+        max_pool_2x2(w, input, output, winners);
+    } else if w.pad_top == 0 && w.pad_left == 0 && inside(w) {
         max_pool_unpadded(w, input, output, winners, columns);
     } else {
         max_pool_clipped(w, input, output, winners);
+    }
+}
+
+/// Whether every window lies inside the image (no padding reaches it).
+fn inside(w: &Window2d) -> bool {
+    w.pad_top == 0
+        && w.pad_left == 0
+        && (w.out_h - 1) * w.stride_h + w.k_h <= w.in_h
+        && (w.out_w - 1) * w.stride_w + w.k_w <= w.in_w
+}
+
+/// The common case, 2x2 windows moved by 2 that stay inside the image, has
+/// loops of its own: one pass, three comparisons per output, no scratch.
+fn is_2x2(w: &Window2d) -> bool {
+    (w.k_h, w.k_w, w.stride_h, w.stride_w) == (2, 2, 2, 2) && inside(w)
+}
+
+/// The 2x2 windows of output row `oy`: its top and bottom input rows, each
+/// cut to the `2 · out_w` pixels the windows cover.
+fn rows_2x2<'a>(w: &Window2d, image: &'a [f32], oy: usize) -> (&'a [f32], &'a [f32]) {
+    let (row, used) = (w.in_w * w.channels, 2 * w.out_w * w.channels);
+    let top = &image[2 * oy * row..][..used];
+    let bottom = &image[(2 * oy + 1) * row..][..used];
+    (top, bottom)
+}
+
+/// 2x2 windows, stride 2: the first maximum in row-major order wins
+/// (positions 0 1 / 2 3).
+fn max_pool_2x2(w: &Window2d, input: &[f32], output: &mut [f32], winners: &mut [u8]) {
+    let c = w.channels;
+    let (out_len, out_row) = (w.out_pixels() * c, w.out_w * c);
+    let images = input.chunks_exact(w.in_len()).zip(
+        output
+            .chunks_exact_mut(out_len)
+            .zip(winners.chunks_exact_mut(out_len)),
+    );
+    for (img, (out, won)) in images {
+        let out_rows = out
+            .chunks_exact_mut(out_row)
+            .zip(won.chunks_exact_mut(out_row));
+        for (oy, (out, won)) in out_rows.enumerate() {
+            let (top, bottom) = rows_2x2(w, img, oy);
+            let pixels = top
+                .chunks_exact(2 * c)
+                .zip(bottom.chunks_exact(2 * c))
+                .zip(out.chunks_exact_mut(c).zip(won.chunks_exact_mut(c)));
+            for ((top, bottom), (out, won)) in pixels {
+                with_channels!(c, pool_pixel_2x2(c, top, bottom, out, won));
+            }
+        }
+    }
+}
+
+/// Runs `$call`, in which `$c` is the channel count, with `$c` a constant
+/// for the common counts, so that the per-channel loops unroll and
+/// vectorise (the arms differ only in what the compiler knows).
+macro_rules! with_channels {
+    ($c:ident, $call:expr) => {
+        match $c {
+            1 => {
+                let $c = 1;
+                $call
+            }
+            6 => {
+                let $c = 6;
+                $call
+            }
+            8 => {
+                let $c = 8;
+                $call
+            }
+            16 => {
+                let $c = 16;
+                $call
+            }
+            32 => {
+                let $c = 32;
+                $call
+            }
+            _ => $call,
+        }
+    };
+}
+use with_channels;
+
+/// One 2x2 window per channel: `top` and `bottom` hold its two pixels of each row.
+#[inline(always)]
+fn pool_pixel_2x2(c: usize, top: &[f32], bottom: &[f32], out: &mut [f32], won: &mut [u8]) {
+    let (t0, t1) = (&top[..c], &top[c..2 * c]);
+    let (b0, b1) = (&bottom[..c], &bottom[c..2 * c]);
+    let (out, won) = (&mut out[..c], &mut won[..c]);
+    for ch in 0..c {
+        let (t, pt) = if t1[ch] > t0[ch] {
+            (t1[ch], 1)
+        } else {
+            (t0[ch], 0)
+        };
+        let (b, pb) = if b1[ch] > b0[ch] {
+            (b1[ch], 3)
+        } else {
+            (b0[ch], 2)
+        };
+        (out[ch], won[ch]) = if b > t { (b, pb) } else { (t, pt) };
+    }
+}
+
+/// The backward pass of [`max_pool_2x2`]: zeros, then each gradient
+/// stored at its winner (a scatter: one store per output, whatever the
+/// channel count, which a per-position select cannot vectorise when the
+/// channels do not fill a vector).
+fn max_pool_2x2_backward(
+    w: &Window2d,
+    winners: &[u8],
+    grad_output: &[f32],
+    grad_input: &mut [f32],
+) {
+    let c = w.channels;
+    let (out_len, out_row, row) = (w.out_pixels() * c, w.out_w * c, w.in_w * c);
+    // Window position (0 1 / 2 3) -> offset from the window's top-left value.
+    let offsets = [0, c, row, row + c];
+    let images = grad_input.chunks_exact_mut(w.in_len()).zip(
+        grad_output
+            .chunks_exact(out_len)
+            .zip(winners.chunks_exact(out_len)),
+    );
+    for (grad_in, (grad_out, won)) in images {
+        grad_in.fill(0.0);
+        let out_rows = grad_out
+            .chunks_exact(out_row)
+            .zip(won.chunks_exact(out_row));
+        for (oy, (g, won)) in out_rows.enumerate() {
+            let rows = &mut grad_in[2 * oy * row..(2 * oy + 2) * row];
+            let pixels = g.chunks_exact(c).zip(won.chunks_exact(c));
+            for (ox, (g, won)) in pixels.enumerate() {
+                let corner = 2 * ox * c;
+                for (ch, (&g, &p)) in g.iter().zip(won).enumerate() {
+                    rows[corner + ch + offsets[p as usize & 3]] = g;
+                }
+            }
+        }
     }
 }
 
@@ -167,6 +309,9 @@ pub fn max_pool_backward(
     grad_output: &[f32],
     grad_input: &mut [f32],
 ) {
+    if is_2x2(w) {
+        return max_pool_2x2_backward(w, winners, grad_output, grad_input);
+    }
     let c = w.channels;
     let out_len = w.out_pixels() * c;
     // Window position -> (row, column) in the window, without a division per value.

@@ -7,11 +7,17 @@
 //! kernel is not turned 180° as in [`crate::signal::convolve2d`]; since it
 //! is learned, the difference does not matter.)
 //!
-//! The work is one matrix product per chunk of images: im2col lays out each
-//! window as a row, and `rows (pixels x k_h·k_w·C) · kernel (k_h·k_w·C x
-//! filters)` is the output, already in NHWC order. The backward pass reuses
-//! the same rows: `d_kernel = rowsᵀ · dy`, and `d_rows = dy · kernelᵀ`,
-//! which col2im adds back onto the input pixels.
+//! In general the work is one matrix product per chunk of images: im2col
+//! lays out each window as a row, and `rows (pixels x k_h·k_w·C) · kernel
+//! (k_h·k_w·C x filters)` is the output, already in NHWC order. The
+//! backward pass reuses the same rows: `d_kernel = rowsᵀ · dy`, and `d_rows
+//! = dy · kernelᵀ`, which col2im adds back onto the input pixels.
+//!
+//! Stride-1 layers with at most 8 or a multiple of 16 filters (both of
+//! LeNet's) skip the rows on AVX2 CPUs: `kernels::filter_conv` computes the
+//! output and the kernel gradient straight from (zero-padded copies of) the
+//! images, with the filters as the SIMD axis. The input gradient is always
+//! `dy · kernelᵀ` and col2im, a chunk at a time.
 
 use ndarray::{ArrayD, IxDyn};
 use rayon::prelude::*;
@@ -21,7 +27,7 @@ use super::{
     resize_buffer, samples_per_chunk, values, values_mut,
 };
 use crate::initializers::{Rng, glorot_uniform};
-use crate::kernels::{Window2d, direct_conv, filter_conv, im2col, linear, planar_conv};
+use crate::kernels::{Window2d, direct_conv, filter_conv, im2col, linear};
 use crate::{Activation, Error, Result};
 
 /// 2-D convolution layer (Keras `Conv2D`) over NHWC images.
@@ -49,7 +55,6 @@ pub struct Conv2D {
     bias: Param,
     // Scratch reused from batch to batch.
     rows: Vec<f32>,
-    d_rows: Vec<f32>,
     partial_kernel: Vec<f32>,
     partial_bias: Vec<f32>,
     // Scratch of the direct path (see `kernels::direct_conv`).
@@ -61,8 +66,8 @@ pub struct Conv2D {
 /// The kernels a Conv2D runs on (see `Conv2D::path`).
 #[derive(Clone, Copy)]
 enum Path {
-    /// One input channel on AVX2: `kernels::planar_conv`, keeps padded images.
-    Planar,
+    /// A multiple of 16 filters on AVX2: `kernels::filter_conv`, keeps padded images.
+    Filters,
     /// Few channels without AVX2: `kernels::direct_conv`, keeps spread images.
     Direct,
     /// Everything else: im2col + GEMM, keeps the im2col rows.
@@ -89,7 +94,6 @@ impl Conv2D {
                 ..empty()
             },
             rows: Vec::new(),
-            d_rows: Vec::new(),
             partial_kernel: Vec::new(),
             partial_bias: Vec::new(),
             tiled_kernel: Vec::new(),
@@ -137,8 +141,8 @@ impl Conv2D {
     /// since backward reads what forward kept.
     fn path(&self) -> Path {
         let w = self.window();
-        if planar_conv::applies(&w) {
-            Path::Planar
+        if filter_conv::applies(&w, self.filters) {
+            Path::Filters
         } else if direct_conv::applies(&w) {
             Path::Direct
         } else {
@@ -189,23 +193,48 @@ impl Conv2D {
     }
 
     /// Filters as the SIMD axis (a multiple of 16 filters, AVX2): no im2col.
-    fn forward_filters(&mut self, input: &ArrayD<f32>, output: &mut ArrayD<f32>) {
+    /// Training keeps the padded images for the kernel gradient; inference
+    /// pads into one buffer per thread.
+    fn forward_filters(&mut self, input: &ArrayD<f32>, output: &mut ArrayD<f32>, training: bool) {
         let w = self.window();
         let (chunk, filters) = (self.chunk(), self.filters);
+        let padded_len = filter_conv::padded_len(&w);
         let kernel = values(&self.kernel.value);
         // Without use_bias the bias parameter exists but stays zero.
         let bias = values(&self.bias.value);
         let activation = self.output_activation;
-        values(input)
+        let compute = |x: &[f32], padded: &mut [f32], y: &mut [f32]| {
+            filter_conv::pad(&w, x, padded);
+            filter_conv::forward(&w, filters, padded, kernel, bias, y);
+            activation.forward(y, filters);
+        };
+        let chunks = values(input)
             .par_chunks(chunk * w.in_len())
-            .zip(values_mut(output).par_chunks_mut(chunk * w.out_pixels() * filters))
-            .for_each_init(
-                || vec![0.0; filter_conv::padded_len(&w)],
-                |scratch, (x, y)| {
-                    filter_conv::forward(&w, filters, x, kernel, bias, y, scratch);
-                    activation.forward(y, filters);
-                },
-            );
+            .zip(values_mut(output).par_chunks_mut(chunk * w.out_pixels() * filters));
+        if training {
+            resize_buffer(&mut self.spread_input, input.shape()[0] * padded_len);
+            chunks
+                .zip(self.spread_input.par_chunks_mut(chunk * padded_len))
+                .for_each(|((x, y), padded)| compute(x, padded, y));
+        } else {
+            chunks.for_each_init(Vec::new, |padded, (x, y)| {
+                padded.resize(x.len() / w.in_len() * padded_len, 0.0);
+                compute(x, padded, y);
+            });
+        }
+    }
+
+    /// The parameter-gradient shares of the filter-vectorised path.
+    fn param_grads_filters(&mut self, output: &ArrayD<f32>, grad_output: &mut ArrayD<f32>) {
+        let (w, filters) = (self.window(), self.filters);
+        let kept = filter_conv::padded_len(&w);
+        self.param_grads_from_kept_input(
+            output,
+            grad_output,
+            kept,
+            0,
+            |padded, dy, d_kernel, _| filter_conv::kernel_grad(&w, filters, padded, dy, d_kernel),
+        );
     }
 
     /// The direct path: no im2col rows at all. The spread input is kept
@@ -285,6 +314,8 @@ impl Conv2D {
         let w = self.window();
         let (chunk, filters) = (self.chunk(), self.filters);
         let chunks = grad_output.shape()[0].div_ceil(chunk);
+        // At least one value per chunk, so that every chunk gets a slice.
+        let scratch = scratch.max(1);
         resize_buffer(&mut self.direct_accumulators, chunks * scratch);
         let activation = self.output_activation;
         let use_bias = self.use_bias;
@@ -303,44 +334,6 @@ impl Conv2D {
                     sum_rows(dy, d_bias);
                 }
             });
-    }
-
-    /// The planar path (one input channel, AVX2): zero-padded copies of the
-    /// images are kept for the backward pass.
-    fn forward_planar(&mut self, input: &ArrayD<f32>, output: &mut ArrayD<f32>) {
-        let w = self.window();
-        let (chunk, filters) = (self.chunk(), self.filters);
-        let padded_len = planar_conv::padded_len(&w);
-        resize_buffer(&mut self.spread_input, input.shape()[0] * padded_len);
-        let kernel = values(&self.kernel.value);
-        // Without use_bias the bias parameter exists but stays zero.
-        let bias = values(&self.bias.value);
-        let activation = self.output_activation;
-        values(input)
-            .par_chunks(chunk * w.in_len())
-            .zip(values_mut(output).par_chunks_mut(chunk * w.out_pixels() * filters))
-            .zip(self.spread_input.par_chunks_mut(chunk * padded_len))
-            .for_each(|((x, y), padded)| {
-                planar_conv::pad(&w, x, padded);
-                planar_conv::forward(&w, filters, padded, kernel, bias, y);
-                activation.forward(y, filters);
-            });
-    }
-
-    /// The parameter-gradient shares of the planar path.
-    fn param_grads_planar(&mut self, output: &ArrayD<f32>, grad_output: &mut ArrayD<f32>) {
-        let (w, filters) = (self.window(), self.filters);
-        let kept = planar_conv::padded_len(&w);
-        let scratch = planar_conv::scratch_len(&w, filters);
-        self.param_grads_from_kept_input(
-            output,
-            grad_output,
-            kept,
-            scratch,
-            |padded, dy, d_kernel, s| {
-                planar_conv::kernel_grad(&w, filters, padded, dy, d_kernel, s)
-            },
-        );
     }
 }
 
@@ -393,12 +386,7 @@ impl Layer for Conv2D {
         let batch = input.shape()[0];
         resize(output, &[batch, w.out_h, w.out_w, self.filters]);
         match self.path() {
-            Path::Planar => self.forward_planar(input, output),
-            // Training keeps im2col rows for the backward pass anyway, so the
-            // filter-vectorised kernel only pays off at inference.
-            Path::Im2col if !training && filter_conv::applies(&w, self.filters) => {
-                self.forward_filters(input, output)
-            }
+            Path::Filters => self.forward_filters(input, output, training),
             Path::Direct => self.forward_direct(input, output),
             Path::Im2col => self.forward_im2col(input, output, training),
         }
@@ -419,7 +407,7 @@ impl Layer for Conv2D {
         resize_buffer(&mut self.partial_bias, chunks * filters);
 
         match self.path() {
-            Path::Planar => self.param_grads_planar(output, grad_output),
+            Path::Filters => self.param_grads_filters(output, grad_output),
             Path::Direct => self.param_grads_direct(output, grad_output),
             Path::Im2col => self.param_grads_im2col(output, grad_output),
         }
@@ -430,14 +418,14 @@ impl Layer for Conv2D {
 
         let Some(grad_input) = grad_input else { return };
         resize(grad_input, input.shape());
-        resize_buffer(&mut self.d_rows, input.shape()[0] * w.out_pixels() * patch);
         let kernel = values(&self.kernel.value);
         let images_per_chunk = self.chunk();
+        // d_rows = dy · kernelᵀ, one cache-sized buffer per thread.
         values(grad_output)
             .par_chunks(rows_per_chunk * filters)
-            .zip(self.d_rows.par_chunks_mut(rows_per_chunk * patch))
             .zip(values_mut(grad_input).par_chunks_mut(images_per_chunk * w.in_len()))
-            .for_each(|((dy, d_rows), dx)| {
+            .for_each_init(Vec::new, |d_rows, (dy, dx)| {
+                d_rows.resize(dy.len() / filters * patch, 0.0);
                 linear::input_grad(dy, kernel, d_rows, patch);
                 dx.fill(0.0);
                 im2col::col2im(&w, d_rows, dx);

@@ -37,6 +37,13 @@ pub struct BenchArgs {
     /// Print the time per layer only (quick; also handy under a profiler).
     #[arg(long)]
     layers_only: bool,
+    /// Steps timed per layer.
+    #[arg(long, default_value_t = 21, value_parser = clap::value_parser!(u32).range(1..))]
+    layer_runs: u32,
+    /// Report each layer's fastest step instead of the median (steadier
+    /// for A/B comparisons on a busy machine).
+    #[arg(long)]
+    fastest: bool,
     /// Folder with the MNIST files (default: $CONVNET_DATA, else data/mnist).
     #[arg(long)]
     data_dir: Option<PathBuf>,
@@ -103,17 +110,24 @@ fn inference_rate(data: &Mnist, batch_size: usize) -> Result<f64> {
     Ok(x.len() as f64 / best)
 }
 
-/// Median forward and backward milliseconds of each layer on one batch.
-fn layer_profile(data: &Mnist, batch_size: usize) -> Result<Vec<(String, f64, f64)>> {
+/// Median (or fastest) forward and backward milliseconds of each layer on
+/// one batch, over `runs` steps.
+fn layer_profile(
+    data: &Mnist,
+    batch_size: usize,
+    runs: u32,
+    fastest: bool,
+) -> Result<Vec<(String, f64, f64)>> {
     let mut model = lenet()?;
     let x = Rescaled::new(&data.train_x, 1.0 / 255.0);
     let batch: Vec<usize> = (0..batch_size).collect();
-    let runs: Vec<_> = (0..21)
+    let runs: Vec<_> = (0..runs)
         .map(|_| model.profile_step(&x, &data.train_y, &batch))
         .collect::<Result<_>>()?;
     let median = |mut v: Vec<f64>| {
         v.sort_by(f64::total_cmp);
-        v[v.len() / 2] * 1e3
+        let at = if fastest { 0 } else { v.len() / 2 };
+        v[at] * 1e3
     };
     Ok((0..runs[0].len())
         .map(|i| {
@@ -176,7 +190,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
         flops / 1e6
     );
 
-    let profile = in_pool(threads, || layer_profile(&data, args.batch_size))??;
+    let profile = in_pool(threads, || {
+        layer_profile(&data, args.batch_size, args.layer_runs, args.fastest)
+    })??;
     println!(
         "\n{:<18} {:>12} {:>13}",
         "layer", "forward ms", "backward ms"
