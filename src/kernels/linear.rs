@@ -42,11 +42,35 @@ pub fn param_grads(
         0.0,
     );
     if let Some(d_bias) = d_bias {
-        d_bias.fill(0.0);
-        for row in dy.chunks_exact(units) {
-            d_bias.iter_mut().zip(row).for_each(|(b, g)| *b += g);
-        }
+        column_sums(dy, d_bias);
     }
+}
+
+/// `sums = Σ_rows rows`, for rows as long as `sums`. Narrow rows (a conv
+/// layer's 6 channels) are added several at a time, a block of `lcm(width,
+/// 8)` values, so that the adds fill whole SIMD vectors.
+pub fn column_sums(rows: &[f32], sums: &mut [f32]) {
+    const MAX_BLOCK: usize = 256;
+    let width = sums.len();
+    let block = width / gcd(width, 8) * 8;
+    sums.fill(0.0);
+    let add = |sums: &mut [f32], row: &[f32]| sums.iter_mut().zip(row).for_each(|(s, v)| *s += v);
+    if block > MAX_BLOCK {
+        rows.chunks_exact(width).for_each(|row| add(sums, row));
+        return;
+    }
+    let mut acc = [0.0f32; MAX_BLOCK];
+    let acc = &mut acc[..block];
+    let mut blocks = rows.chunks_exact(block);
+    (&mut blocks).for_each(|b| add(acc, b));
+    let partials = acc.chunks_exact(width);
+    partials
+        .chain(blocks.remainder().chunks_exact(width))
+        .for_each(|row| add(sums, row));
+}
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 { a } else { gcd(b, a % b) }
 }
 
 /// The input gradient of one chunk: `dx = dy · kernelᵀ`.

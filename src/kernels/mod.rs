@@ -17,6 +17,33 @@ pub mod pool;
 
 pub use im2col::Window2d;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
+static AVX512_ALLOWED: AtomicBool = AtomicBool::new(true);
+
+/// Whether this CPU has AVX-512F and the kernels may use it (see
+/// [`allow_avx512`]); checked at run time.
+pub fn has_avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        AVX512_ALLOWED.load(Ordering::Relaxed)
+            && has_avx2_fma()
+            && is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Whether the kernels may use AVX-512 where the CPU has it (default:
+/// yes). Turning it off keeps them to AVX2, to test or time those kernels
+/// on an AVX-512 machine. Results stay correct either way, but may differ
+/// in the last bits, so switch before training, not during it.
+pub fn allow_avx512(allowed: bool) {
+    AVX512_ALLOWED.store(allowed, Ordering::Relaxed);
+}
+
 /// Whether this CPU has AVX2 and FMA, which the hand-vectorised kernels
 /// need (checked at run time, cached by the standard library).
 pub fn has_avx2_fma() -> bool {

@@ -63,6 +63,10 @@ pub struct Conv2D {
     direct_accumulators: Vec<f32>,
 }
 
+/// Rows of `d_rows` per matrix product of the input gradient: few enough
+/// to stay in a core's cache between the product and col2im.
+const D_ROWS_PER_PRODUCT: usize = 256;
+
 /// The kernels a Conv2D runs on (see `Conv2D::path`).
 #[derive(Clone, Copy)]
 enum Path {
@@ -331,17 +335,9 @@ impl Conv2D {
                 activation.backward(y, dy, filters);
                 kernel_grad(input, dy, d_kernel, scratch);
                 if use_bias {
-                    sum_rows(dy, d_bias);
+                    linear::column_sums(dy, d_bias);
                 }
             });
-    }
-}
-
-/// `sums = Σ_rows rows`, for rows as long as `sums`.
-fn sum_rows(rows: &[f32], sums: &mut [f32]) {
-    sums.fill(0.0);
-    for row in rows.chunks_exact(sums.len()) {
-        sums.iter_mut().zip(row).for_each(|(s, v)| *s += v);
     }
 }
 
@@ -420,15 +416,22 @@ impl Layer for Conv2D {
         resize(grad_input, input.shape());
         let kernel = values(&self.kernel.value);
         let images_per_chunk = self.chunk();
-        // d_rows = dy · kernelᵀ, one cache-sized buffer per thread.
+        // d_rows = dy · kernelᵀ, a few images at a time into a buffer per
+        // thread that stays in the core's cache until col2im reads it.
+        let images_per_product = (D_ROWS_PER_PRODUCT / w.out_pixels()).max(1);
         values(grad_output)
             .par_chunks(rows_per_chunk * filters)
             .zip(values_mut(grad_input).par_chunks_mut(images_per_chunk * w.in_len()))
             .for_each_init(Vec::new, |d_rows, (dy, dx)| {
-                d_rows.resize(dy.len() / filters * patch, 0.0);
-                linear::input_grad(dy, kernel, d_rows, patch);
                 dx.fill(0.0);
-                im2col::col2im(&w, d_rows, dx);
+                let products = dy
+                    .chunks(images_per_product * w.out_pixels() * filters)
+                    .zip(dx.chunks_mut(images_per_product * w.in_len()));
+                for (dy, dx) in products {
+                    d_rows.resize(dy.len() / filters * patch, 0.0);
+                    linear::input_grad(dy, kernel, d_rows, patch);
+                    im2col::col2im(&w, d_rows, dx);
+                }
             });
     }
 

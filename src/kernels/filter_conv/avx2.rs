@@ -1,0 +1,235 @@
+//! The AVX2 + FMA kernels of `filter_conv`: wide layers (groups of 16
+//! filters, two vectors) and narrow ones (up to 8 filters, one masked vector).
+
+use super::{GROUP, MAX_BLOCK, Shape, VEC, padded_len};
+use std::arch::x86_64::*;
+
+/// Output pixels per block of the wide forward pass (two vectors each).
+const WIDE_PIXELS: usize = 6;
+/// Taps per block of the wide kernel gradient (two vectors each).
+const WIDE_TAPS: usize = 6;
+/// Output pixels per block of the narrow forward pass.
+const NARROW_PIXELS: usize = 8;
+
+/// The mask of the first `filters` (at most 8) lanes.
+#[target_feature(enable = "avx2,fma")]
+fn lanes(filters: usize) -> __m256i {
+    let index = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    _mm256_cmpgt_epi32(_mm256_set1_epi32(filters as i32), index)
+}
+
+/// Output row `oy` of one padded image.
+///
+/// # Safety
+/// AVX2 and FMA present; `image` is one padded image, `kernel` and `bias`
+/// the layer's, `row` one whole output row.
+#[target_feature(enable = "avx2,fma")]
+pub unsafe fn forward_row(
+    s: &Shape,
+    image: &[f32],
+    kernel: &[f32],
+    bias: &[f32],
+    row: &mut [f32],
+    oy: usize,
+) {
+    let (c, filters, out_w) = (s.w.channels, s.filters, s.w.out_w);
+    unsafe {
+        let input = image.as_ptr().add(oy * s.row_len);
+        let (kernel, bias, out) = (kernel.as_ptr(), bias.as_ptr(), row.as_mut_ptr());
+        if s.narrow() {
+            for ox in (0..out_w).step_by(NARROW_PIXELS) {
+                let (x, y) = (input.add(ox * c), out.add(ox * filters));
+                match NARROW_PIXELS.min(out_w - ox) {
+                    // A grey image gets its own copy, whose input offsets are constants.
+                    NARROW_PIXELS if c == 1 => {
+                        narrow_sums::<NARROW_PIXELS, 1>(s, x, kernel, bias, y)
+                    }
+                    pixels => unrolled!(pixels, narrow_sums_any(s, x, kernel, bias, y)),
+                }
+            }
+            return;
+        }
+        for group in (0..filters).step_by(GROUP) {
+            for ox in (0..out_w).step_by(WIDE_PIXELS) {
+                let (x, y) = (input.add(ox * c), out.add(ox * filters + group));
+                let (k, b) = (kernel.add(group), bias.add(group));
+                unrolled!(WIDE_PIXELS.min(out_w - ox), wide_sums(s, x, k, b, y));
+            }
+        }
+    }
+}
+
+/// 16 filters of `P` output pixels: `x` points at the first pixel's
+/// window, `kernel`, `bias` and `out` at the group's first filter.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn wide_sums<const P: usize>(
+    s: &Shape,
+    x: *const f32,
+    kernel: *const f32,
+    bias: *const f32,
+    out: *mut f32,
+) {
+    let (c, filters) = (s.w.channels, s.filters);
+    unsafe {
+        let mut acc = [[_mm256_loadu_ps(bias), _mm256_loadu_ps(bias.add(VEC))]; P];
+        for ky in 0..s.w.k_h {
+            let (x, taps) = (x.add(ky * s.row_len), kernel.add(ky * s.row_taps * filters));
+            for t in 0..s.row_taps {
+                let w0 = _mm256_loadu_ps(taps.add(t * filters));
+                let w1 = _mm256_loadu_ps(taps.add(t * filters + VEC));
+                for (p, acc) in acc.iter_mut().enumerate() {
+                    let x = _mm256_broadcast_ss(&*x.add(p * c + t));
+                    acc[0] = _mm256_fmadd_ps(x, w0, acc[0]);
+                    acc[1] = _mm256_fmadd_ps(x, w1, acc[1]);
+                }
+            }
+        }
+        for (p, acc) in acc.iter().enumerate() {
+            _mm256_storeu_ps(out.add(p * filters), acc[0]);
+            _mm256_storeu_ps(out.add(p * filters + VEC), acc[1]);
+        }
+    }
+}
+
+#[target_feature(enable = "avx2,fma")]
+unsafe fn narrow_sums_any<const P: usize>(
+    s: &Shape,
+    x: *const f32,
+    kernel: *const f32,
+    bias: *const f32,
+    out: *mut f32,
+) {
+    unsafe { narrow_sums::<P, 0>(s, x, kernel, bias, out) }
+}
+
+/// All (up to 8) filters of `P` output pixels, as [`wide_sums`]; `C` is
+/// the channel count when known at compile time, else 0.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn narrow_sums<const P: usize, const C: usize>(
+    s: &Shape,
+    x: *const f32,
+    kernel: *const f32,
+    bias: *const f32,
+    out: *mut f32,
+) {
+    let c = if C == 0 { s.w.channels } else { C };
+    let filters = s.filters;
+    let mask = lanes(filters);
+    unsafe {
+        let mut acc = [_mm256_maskload_ps(bias, mask); P];
+        for ky in 0..s.w.k_h {
+            let (x, taps) = (x.add(ky * s.row_len), kernel.add(ky * s.row_taps * filters));
+            for t in 0..s.row_taps {
+                let w = _mm256_maskload_ps(taps.add(t * filters), mask);
+                for (p, acc) in acc.iter_mut().enumerate() {
+                    *acc = _mm256_fmadd_ps(_mm256_broadcast_ss(&*x.add(p * c + t)), w, *acc);
+                }
+            }
+        }
+        for (p, acc) in acc.iter().enumerate() {
+            _mm256_maskstore_ps(out.add(p * filters), mask, *acc);
+        }
+    }
+}
+
+/// The kernel gradient of a chunk, written.
+///
+/// # Safety
+/// AVX2 and FMA present; `padded` and `dy` hold the same images, and
+/// `d_kernel` has the kernel's length.
+#[target_feature(enable = "avx2,fma")]
+pub unsafe fn kernel_grad(s: &Shape, padded: &[f32], dy: &[f32], d_kernel: &mut [f32]) {
+    let block = if s.narrow() { MAX_BLOCK } else { WIDE_TAPS };
+    let d_kernel = d_kernel.as_mut_ptr();
+    for group in (0..s.filters).step_by(GROUP) {
+        for ky in 0..s.w.k_h {
+            for first in (0..s.row_taps).step_by(block) {
+                let taps = block.min(s.row_taps - first);
+                let at = (ky, first, group);
+                unsafe {
+                    if s.narrow() {
+                        unrolled!(taps, narrow_grad(s, padded, dy, d_kernel, at))
+                    } else {
+                        unrolled!(taps, wide_grad(s, padded, dy, d_kernel, at))
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Taps `first..first + T` of kernel row `ky`, filters `group..group +
+/// 16`: `at = (ky, first, group)`.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn wide_grad<const T: usize>(
+    s: &Shape,
+    padded: &[f32],
+    dy: &[f32],
+    d_kernel: *mut f32,
+    (ky, first, group): (usize, usize, usize),
+) {
+    let (w, filters) = (&s.w, s.filters);
+    let mut acc = [[_mm256_setzero_ps(); 2]; T];
+    let images = padded
+        .chunks_exact(padded_len(w))
+        .zip(dy.chunks_exact(w.out_pixels() * filters));
+    unsafe {
+        for (image, dy) in images {
+            for oy in 0..w.out_h {
+                let x_row = image.as_ptr().add((oy + ky) * s.row_len + first);
+                let dy_row = dy.as_ptr().add(oy * w.out_w * filters + group);
+                for ox in 0..w.out_w {
+                    let g = dy_row.add(ox * filters);
+                    let (g0, g1) = (_mm256_loadu_ps(g), _mm256_loadu_ps(g.add(VEC)));
+                    let x = x_row.add(ox * w.channels);
+                    for (t, acc) in acc.iter_mut().enumerate() {
+                        let x = _mm256_broadcast_ss(&*x.add(t));
+                        acc[0] = _mm256_fmadd_ps(x, g0, acc[0]);
+                        acc[1] = _mm256_fmadd_ps(x, g1, acc[1]);
+                    }
+                }
+            }
+        }
+        let out = d_kernel.add((ky * s.row_taps + first) * filters + group);
+        for (t, acc) in acc.iter().enumerate() {
+            _mm256_storeu_ps(out.add(t * filters), acc[0]);
+            _mm256_storeu_ps(out.add(t * filters + VEC), acc[1]);
+        }
+    }
+}
+
+/// As [`wide_grad`], for all (up to 8) filters in one masked vector.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn narrow_grad<const T: usize>(
+    s: &Shape,
+    padded: &[f32],
+    dy: &[f32],
+    d_kernel: *mut f32,
+    (ky, first, _): (usize, usize, usize),
+) {
+    let (w, filters) = (&s.w, s.filters);
+    let mask = lanes(filters);
+    let mut acc = [_mm256_setzero_ps(); T];
+    let images = padded
+        .chunks_exact(padded_len(w))
+        .zip(dy.chunks_exact(w.out_pixels() * filters));
+    unsafe {
+        for (image, dy) in images {
+            for oy in 0..w.out_h {
+                let x_row = image.as_ptr().add((oy + ky) * s.row_len + first);
+                let dy_row = dy.as_ptr().add(oy * w.out_w * filters);
+                for ox in 0..w.out_w {
+                    let g = _mm256_maskload_ps(dy_row.add(ox * filters), mask);
+                    let x = x_row.add(ox * w.channels);
+                    for (t, acc) in acc.iter_mut().enumerate() {
+                        *acc = _mm256_fmadd_ps(_mm256_broadcast_ss(&*x.add(t)), g, *acc);
+                    }
+                }
+            }
+        }
+        let out = d_kernel.add((ky * s.row_taps + first) * filters);
+        for (t, acc) in acc.iter().enumerate() {
+            _mm256_maskstore_ps(out.add(t * filters), mask, *acc);
+        }
+    }
+}

@@ -1,0 +1,187 @@
+//! Stride-1 convolutions with a multiple of 16 filters (LeNet's second
+//! layer: 16) or at most 8 (LeNet's first: 6), on CPUs with AVX2 and FMA
+//! (and AVX-512 where present): the forward pass and the kernel gradient,
+//! straight from zero-padded images, with no im2col rows.
+//!
+//! In NHWC the filters of one output pixel are contiguous, so they are the
+//! SIMD axis here. Forward, for each output pixel `p` of a block held in
+//! registers and each tap: `y[p, :] += x[p + tap] · W[tap, :]`, the input
+//! value broadcast, the tap's weights for all filters one vector (two AVX2
+//! vectors for 16 filters, one AVX-512 vector, or one masked AVX2 vector
+//! for up to 8: "narrow").
+//!
+//! The kernel gradient turns the loop around: for a block of taps held in
+//! registers, `dW[tap, :] += x[p + tap] · dy[p, :]` over every output pixel
+//! `p` of every image of the chunk.
+//!
+//! Either way the taps of one kernel row, `(kx, c)` for `kx < k_w`, `c <
+//! channels`, lie side by side in the padded image row: tap `t = kx ·
+//! channels + c` of output pixel `ox` is at `(ox · channels + t)` from the
+//! row's start. The kernels walk `t`, not `(kx, c)`.
+
+use super::{Window2d, has_avx2_fma, has_avx512};
+
+/// Runs `$f::<N>(args)` for `$n` in 1..=12, so that each count gets a
+/// fully unrolled loop with its sums in registers.
+#[cfg(target_arch = "x86_64")]
+macro_rules! unrolled {
+    ($n:expr, $f:ident($($arg:expr),*)) => {
+        match $n {
+            1 => $f::<1>($($arg),*),
+            2 => $f::<2>($($arg),*),
+            3 => $f::<3>($($arg),*),
+            4 => $f::<4>($($arg),*),
+            5 => $f::<5>($($arg),*),
+            6 => $f::<6>($($arg),*),
+            7 => $f::<7>($($arg),*),
+            8 => $f::<8>($($arg),*),
+            9 => $f::<9>($($arg),*),
+            10 => $f::<10>($($arg),*),
+            11 => $f::<11>($($arg),*),
+            _ => $f::<12>($($arg),*),
+        }
+    };
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+
+/// f32 lanes of an AVX2 vector: the most filters of a narrow layer.
+const VEC: usize = 8;
+/// Filters per wide group: two AVX2 vectors, or one AVX-512 vector.
+const GROUP: usize = 16;
+/// The most sums (pixels or taps) a register block holds.
+const MAX_BLOCK: usize = 12;
+
+/// Whether this path handles the geometry on this CPU.
+pub fn applies(w: &Window2d, filters: usize) -> bool {
+    let fits = filters.is_multiple_of(GROUP) || filters <= VEC;
+    w.stride_h == 1 && w.stride_w == 1 && fits && has_avx2_fma()
+}
+
+/// What every kernel needs to know about the layer.
+#[derive(Clone, Copy)]
+struct Shape {
+    w: Window2d,
+    filters: usize,
+    /// Values per padded image row.
+    row_len: usize,
+    /// Taps per kernel row, `k_w · channels`.
+    row_taps: usize,
+}
+
+impl Shape {
+    fn new(w: &Window2d, filters: usize) -> Self {
+        assert!(applies(w, filters), "filter_conv does not apply");
+        Shape {
+            w: *w,
+            filters,
+            row_len: padded_w(w) * w.channels,
+            row_taps: w.k_w * w.channels,
+        }
+    }
+
+    /// Whether all filters fit in one (masked) AVX2 vector.
+    fn narrow(&self) -> bool {
+        self.filters <= VEC
+    }
+
+    /// Whether to run the AVX-512 kernels (wide layers only: a narrow
+    /// layer's few filters would leave most of the lanes empty).
+    fn avx512(&self) -> bool {
+        !self.narrow() && has_avx512()
+    }
+}
+
+/// Width of a zero-padded image row, in pixels.
+fn padded_w(w: &Window2d) -> usize {
+    w.out_w + w.k_w - 1
+}
+
+/// Values of one zero-padded image (NHWC, padding on every side).
+pub fn padded_len(w: &Window2d) -> usize {
+    (w.out_h + w.k_h - 1) * padded_w(w) * w.channels
+}
+
+/// Copies a chunk of images into `padded` ([`padded_len`] values each),
+/// zeros around each.
+pub fn pad(w: &Window2d, x: &[f32], padded: &mut [f32]) {
+    let (c, pw) = (w.channels, padded_w(w));
+    let images = x
+        .chunks_exact(w.in_len())
+        .zip(padded.chunks_exact_mut(padded_len(w)));
+    for (image, padded) in images {
+        padded.fill(0.0);
+        for (iy, row) in image.chunks_exact(w.in_w * c).enumerate() {
+            let at = ((iy + w.pad_top) * pw + w.pad_left) * c;
+            padded[at..at + row.len()].copy_from_slice(row);
+        }
+    }
+}
+
+/// `y = x ⋆ kernel + bias` for a chunk of images, zero-padded by [`pad`].
+pub fn forward(
+    w: &Window2d,
+    filters: usize,
+    padded: &[f32],
+    kernel: &[f32],
+    bias: &[f32],
+    y: &mut [f32],
+) {
+    let s = Shape::new(w, filters);
+    let out_row = w.out_w * filters;
+    assert_eq!(kernel.len(), w.patch_len() * filters);
+    assert_eq!(bias.len(), filters);
+    assert_eq!(padded.len() % padded_len(w), 0);
+    assert_eq!(padded.len() / padded_len(w) * w.out_h * out_row, y.len());
+    let images = padded
+        .chunks_exact(padded_len(w))
+        .zip(y.chunks_exact_mut(w.out_h * out_row));
+    for (image, out) in images {
+        for (oy, row) in out.chunks_exact_mut(out_row).enumerate() {
+            // SAFETY: `applies` (asserted by `Shape::new`) checked the CPU
+            // features; the padded image holds every tap of every output
+            // pixel of row `oy`, the kernel and bias have the lengths
+            // asserted above, and `row` is one whole output row.
+            #[cfg(target_arch = "x86_64")]
+            unsafe {
+                if s.avx512() {
+                    avx512::forward_row(&s, image, kernel, bias, row, oy)
+                } else {
+                    avx2::forward_row(&s, image, kernel, bias, row, oy)
+                }
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            unreachable!(
+                "filter_conv::applies is false off x86-64 ({oy}, {})",
+                row.len()
+            );
+        }
+    }
+}
+
+/// The kernel gradient of a chunk, `d_kernel[ky, kx, c, f] = Σ x[p + (ky,
+/// kx), c] · dy[p, f]` over the output pixels `p` of its images (padded by
+/// [`pad`]), written (not added).
+pub fn kernel_grad(w: &Window2d, filters: usize, padded: &[f32], dy: &[f32], d_kernel: &mut [f32]) {
+    let s = Shape::new(w, filters);
+    assert_eq!(d_kernel.len(), w.patch_len() * filters);
+    assert_eq!(padded.len() % padded_len(w), 0);
+    assert_eq!(
+        padded.len() / padded_len(w) * w.out_pixels() * filters,
+        dy.len()
+    );
+    // SAFETY: as in `forward`; `padded` and `dy` hold the same images.
+    #[cfg(target_arch = "x86_64")]
+    unsafe {
+        if s.avx512() {
+            avx512::kernel_grad(&s, padded, dy, d_kernel)
+        } else {
+            avx2::kernel_grad(&s, padded, dy, d_kernel)
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!("filter_conv::applies is false off x86-64 ({})", s.filters);
+}
