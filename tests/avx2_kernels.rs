@@ -1,5 +1,6 @@
 //! The AVX2 kernels on a machine that would pick AVX-512 (as CI's does):
-//! with AVX-512 turned off, the wide convolution kernels still pass the
+//! with AVX-512 turned off, the filter-vectorised convolution kernels
+//! (wide, narrow, and narrow over grey images) still pass the
 //! finite-difference checks and agree with the AVX-512 ones. One test only,
 //! since the switch is process-wide.
 
@@ -30,6 +31,9 @@ fn avx2_kernels_agree_with_avx512_and_finite_differences() {
         (16, 6, Padding::Valid),
         (32, 3, Padding::Same),
         (16, 13, Padding::Valid),
+        (6, 1, Padding::Valid),
+        (5, 1, Padding::Same),
+        (3, 2, Padding::Valid),
     ]
     .into_iter()
     .enumerate()

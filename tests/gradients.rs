@@ -22,6 +22,25 @@ fn conv2d_gradients_for_every_activation() {
 }
 
 #[test]
+fn conv2d_gradients_over_grey_images() {
+    // One input channel and at most 8 filters: the pixel-pair kernels on
+    // AVX-512 CPUs. Odd and even output widths, with and without padding.
+    for (seed, (filters, shape, padding)) in [
+        (6, [9, 12, 1], Padding::Valid),
+        (3, [7, 9, 1], Padding::Valid),
+        (8, [6, 7, 1], Padding::Same),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut layer = Conv2D::new(filters, (3, 4))
+            .activation(Tanh)
+            .padding(padding);
+        check_gradients(&mut layer, &shape, 3, 60 + seed as u64);
+    }
+}
+
+#[test]
 fn conv2d_gradients_with_strides_same_padding_and_no_bias() {
     let cases = [
         ((2, 2), Padding::Same, true, (3, 2)),

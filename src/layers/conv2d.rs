@@ -203,13 +203,15 @@ impl Conv2D {
         let w = self.window();
         let (chunk, filters) = (self.chunk(), self.filters);
         let padded_len = filter_conv::padded_len(&w);
+        let scratch_len = filter_conv::scratch_len(&w, filters);
         let kernel = values(&self.kernel.value);
         // Without use_bias the bias parameter exists but stays zero.
         let bias = values(&self.bias.value);
         let activation = self.output_activation;
-        let compute = |x: &[f32], padded: &mut [f32], y: &mut [f32]| {
+        let compute = |x: &[f32], padded: &mut [f32], y: &mut [f32], scratch: &mut Vec<f32>| {
+            scratch.resize(scratch_len, 0.0);
             filter_conv::pad(&w, x, padded);
-            filter_conv::forward(&w, filters, padded, kernel, bias, y);
+            filter_conv::forward(&w, filters, padded, kernel, bias, y, scratch);
             activation.forward(y, filters);
         };
         let chunks = values(input)
@@ -219,12 +221,17 @@ impl Conv2D {
             resize_buffer(&mut self.spread_input, input.shape()[0] * padded_len);
             chunks
                 .zip(self.spread_input.par_chunks_mut(chunk * padded_len))
-                .for_each(|((x, y), padded)| compute(x, padded, y));
+                .for_each_init(Vec::new, |scratch, ((x, y), padded)| {
+                    compute(x, padded, y, scratch)
+                });
         } else {
-            chunks.for_each_init(Vec::new, |padded, (x, y)| {
-                padded.resize(x.len() / w.in_len() * padded_len, 0.0);
-                compute(x, padded, y);
-            });
+            chunks.for_each_init(
+                || (Vec::new(), Vec::new()),
+                |(padded, scratch), (x, y)| {
+                    padded.resize(x.len() / w.in_len() * padded_len, 0.0);
+                    compute(x, padded, y, scratch);
+                },
+            );
         }
     }
 
@@ -232,12 +239,15 @@ impl Conv2D {
     fn param_grads_filters(&mut self, output: &ArrayD<f32>, grad_output: &mut ArrayD<f32>) {
         let (w, filters) = (self.window(), self.filters);
         let kept = filter_conv::padded_len(&w);
+        let scratch = filter_conv::scratch_len(&w, filters);
         self.param_grads_from_kept_input(
             output,
             grad_output,
             kept,
-            0,
-            |padded, dy, d_kernel, _| filter_conv::kernel_grad(&w, filters, padded, dy, d_kernel),
+            scratch,
+            |padded, dy, d_kernel, s| {
+                filter_conv::kernel_grad(&w, filters, padded, dy, d_kernel, &mut s[..scratch])
+            },
         );
     }
 

@@ -22,6 +22,7 @@ pub unsafe fn forward_row(
     row: &mut [f32],
     oy: usize,
 ) {
+    assert!(!s.narrow(), "the wide kernels write 16 filters at a time");
     let (c, filters, out_w) = (s.w.channels, s.filters, s.w.out_w);
     unsafe {
         let input = image.as_ptr().add(oy * s.row_len);
@@ -73,6 +74,7 @@ unsafe fn sums<const P: usize>(
 /// has the kernel's length; the layer is wide.
 #[target_feature(enable = "avx512f")]
 pub unsafe fn kernel_grad(s: &Shape, padded: &[f32], dy: &[f32], d_kernel: &mut [f32]) {
+    assert!(!s.narrow(), "the wide kernels write 16 filters at a time");
     let d_kernel = d_kernel.as_mut_ptr();
     for group in (0..s.filters).step_by(GROUP) {
         for ky in 0..s.w.k_h {
@@ -117,6 +119,219 @@ unsafe fn grad<const T: usize>(
         let out = d_kernel.add((ky * s.row_taps + first) * filters + group);
         for (t, acc) in acc.iter().enumerate() {
             _mm512_storeu_ps(out.add(t * filters), *acc);
+        }
+    }
+}
+
+// Grey images (one input channel) with up to 8 filters use pixel pairs:
+// lane `2f` holds filter `f` of output pixel `ox`, lane `2f + 1` that of
+// `ox + 1`. The two input values a pair needs at a tap sit side by side in
+// the image row, so one 64-bit broadcast load puts them in every lane pair;
+// the weights are laid out to match (`W[tap, f]` twice). Nothing is copied.
+
+/// Output pixels per narrow block: 8 pairs.
+const PAIRS: usize = 8;
+/// f32 lanes per vector.
+const LANES: usize = 16;
+
+/// Scratch values the pair kernels need: interleaved weights (or kernel
+/// gradient sums) and bias.
+pub fn pair_scratch_len(s: &Shape) -> usize {
+    (s.w.patch_len() + 1) * LANES
+}
+
+/// `values[f]` at lanes `2f` and `2f + 1` for `f < values.len()`, zeros after.
+fn interleaved(values: &[f32], out: &mut [f32]) {
+    out.fill(0.0);
+    for (f, &v) in values.iter().enumerate() {
+        out[2 * f] = v;
+        out[2 * f + 1] = v;
+    }
+}
+
+/// The index that gathers a pair's lanes into NHWC order: the first
+/// pixel's filters, then the second's.
+#[target_feature(enable = "avx512f")]
+fn to_pixels(filters: usize) -> __m512i {
+    let mut index = [0i32; LANES];
+    for f in 0..filters {
+        index[f] = 2 * f as i32;
+        index[filters + f] = 2 * f as i32 + 1;
+    }
+    // SAFETY: `index` has LANES values.
+    unsafe { _mm512_loadu_si512(index.as_ptr().cast()) }
+}
+
+/// Both input values of a pair at `x`, in every lane pair.
+#[target_feature(enable = "avx512f")]
+unsafe fn pair_at(x: *const f32) -> __m512 {
+    // SAFETY: the caller vouches for two values at `x`.
+    unsafe { _mm512_castpd_ps(_mm512_set1_pd(x.cast::<f64>().read_unaligned())) }
+}
+
+/// The forward pass of a chunk of padded grey images.
+///
+/// # Safety
+/// AVX-512F present; the lengths as `filter_conv::forward` asserts, rows
+/// padded with a spare column; `scratch` has [`pair_scratch_len`] values.
+#[target_feature(enable = "avx512f")]
+pub unsafe fn pair_forward(
+    s: &Shape,
+    padded: &[f32],
+    kernel: &[f32],
+    bias: &[f32],
+    y: &mut [f32],
+    scratch: &mut [f32],
+) {
+    assert!(
+        s.narrow() && s.w.channels == 1,
+        "pairs need a narrow grey layer"
+    );
+    let (w, filters) = (&s.w, s.filters);
+    let (weights, bias2) = scratch.split_at_mut(w.patch_len() * LANES);
+    for (tap, out) in kernel
+        .chunks_exact(filters)
+        .zip(weights.chunks_exact_mut(LANES))
+    {
+        interleaved(tap, out);
+    }
+    interleaved(bias, bias2);
+    let index = to_pixels(filters);
+    let out_row = w.out_w * filters;
+    let images = padded
+        .chunks_exact(padded_len(w))
+        .zip(y.chunks_exact_mut(w.out_h * out_row));
+    for (image, out) in images {
+        for (oy, row) in out.chunks_exact_mut(out_row).enumerate() {
+            for ox in (0..w.out_w).step_by(2 * PAIRS) {
+                let pixels = (2 * PAIRS).min(w.out_w - ox);
+                // SAFETY: every tap of every pair lies in the padded image
+                // (a pair's second pixel reads at most the spare column);
+                // the stores are masked to the row's pixels.
+                unsafe {
+                    let x = image.as_ptr().add(oy * s.row_len + ox);
+                    let y = row.as_mut_ptr().add(ox * filters);
+                    let k = (weights.as_ptr(), bias2.as_ptr(), index);
+                    unrolled!(pixels.div_ceil(2), pair_sums(s, x, k, y, pixels))
+                }
+            }
+        }
+    }
+}
+
+/// `P` pairs of output pixels (`pixels` of them real): `x` points at the
+/// first pixel's window; `weights` and `bias` are interleaved.
+#[target_feature(enable = "avx512f")]
+unsafe fn pair_sums<const P: usize>(
+    s: &Shape,
+    x: *const f32,
+    (weights, bias, index): (*const f32, *const f32, __m512i),
+    out: *mut f32,
+    pixels: usize,
+) {
+    let filters = s.filters;
+    unsafe {
+        let mut acc = [_mm512_loadu_ps(bias); P];
+        for ky in 0..s.w.k_h {
+            let (x, taps) = (x.add(ky * s.row_len), weights.add(ky * s.row_taps * LANES));
+            for t in 0..s.row_taps {
+                let w = _mm512_loadu_ps(taps.add(t * LANES));
+                for (p, acc) in acc.iter_mut().enumerate() {
+                    *acc = _mm512_fmadd_ps(pair_at(x.add(2 * p + t)), w, *acc);
+                }
+            }
+        }
+        for (p, acc) in acc.iter().enumerate() {
+            let len = filters * (pixels - 2 * p).min(2);
+            let mask = ((1u32 << len) - 1) as __mmask16;
+            let pixels = _mm512_permutexvar_ps(index, *acc);
+            _mm512_mask_storeu_ps(out.add(2 * p * filters), mask, pixels);
+        }
+    }
+}
+
+/// The kernel gradient of a chunk of padded grey images, written.
+///
+/// # Safety
+/// AVX-512F present; the lengths as `filter_conv::kernel_grad` asserts,
+/// rows padded with a spare column; `scratch` has [`pair_scratch_len`] values.
+#[target_feature(enable = "avx512f")]
+pub unsafe fn pair_kernel_grad(
+    s: &Shape,
+    padded: &[f32],
+    dy: &[f32],
+    d_kernel: &mut [f32],
+    scratch: &mut [f32],
+) {
+    assert!(
+        s.narrow() && s.w.channels == 1,
+        "pairs need a narrow grey layer"
+    );
+    let (w, filters) = (&s.w, s.filters);
+    let sums = &mut scratch[..w.patch_len() * LANES];
+    for ky in 0..w.k_h {
+        for first in (0..s.row_taps).step_by(MAX_BLOCK) {
+            let taps = MAX_BLOCK.min(s.row_taps - first);
+            let sums = sums[(ky * s.row_taps + first) * LANES..].as_mut_ptr();
+            // SAFETY: the block's taps lie inside the padded images for
+            // every pair, and `sums` holds them.
+            unsafe { unrolled!(taps, pair_grad(s, padded, dy, sums, (ky, first))) }
+        }
+    }
+    // Each pair summed its two pixels in neighbouring lanes.
+    for (d, sum) in d_kernel
+        .chunks_exact_mut(filters)
+        .zip(sums.chunks_exact(LANES))
+    {
+        for (f, d) in d.iter_mut().enumerate() {
+            *d = sum[2 * f] + sum[2 * f + 1];
+        }
+    }
+}
+
+/// Taps `first..first + T` of kernel row `ky`, summed over the chunk into
+/// `sums` (interleaved, `LANES` values per tap), written.
+#[target_feature(enable = "avx512f")]
+unsafe fn pair_grad<const T: usize>(
+    s: &Shape,
+    padded: &[f32],
+    dy: &[f32],
+    sums: *mut f32,
+    (ky, first): (usize, usize),
+) {
+    let (w, filters) = (&s.w, s.filters);
+    // Gathers a pair's two NHWC pixels into interleaved lanes.
+    let mut index = [0i32; LANES];
+    for f in 0..filters {
+        index[2 * f] = f as i32;
+        index[2 * f + 1] = (filters + f) as i32;
+    }
+    let images = padded
+        .chunks_exact(padded_len(w))
+        .zip(dy.chunks_exact(w.out_pixels() * filters));
+    unsafe {
+        let index = _mm512_loadu_si512(index.as_ptr().cast());
+        let mut acc = [_mm512_setzero_ps(); T];
+        for (image, dy) in images {
+            for oy in 0..w.out_h {
+                let x_row = image.as_ptr().add((oy + ky) * s.row_len + first);
+                let dy_row = dy.as_ptr().add(oy * w.out_w * filters);
+                for ox in (0..w.out_w).step_by(2) {
+                    let len = filters * (w.out_w - ox).min(2);
+                    let g = _mm512_maskz_loadu_ps(
+                        ((1u32 << len) - 1) as __mmask16,
+                        dy_row.add(ox * filters),
+                    );
+                    let g = _mm512_permutexvar_ps(index, g);
+                    let x = x_row.add(ox);
+                    for (t, acc) in acc.iter_mut().enumerate() {
+                        *acc = _mm512_fmadd_ps(pair_at(x.add(t)), g, *acc);
+                    }
+                }
+            }
+        }
+        for (t, acc) in acc.iter().enumerate() {
+            _mm512_storeu_ps(sums.add(t * LANES), *acc);
         }
     }
 }

@@ -88,16 +88,31 @@ impl Shape {
         self.filters <= VEC
     }
 
-    /// Whether to run the AVX-512 kernels (wide layers only: a narrow
-    /// layer's few filters would leave most of the lanes empty).
-    fn avx512(&self) -> bool {
-        !self.narrow() && has_avx512()
+    /// Which kernels run the layer on this CPU.
+    fn kernels(&self) -> Kernels {
+        match (has_avx512(), self.narrow()) {
+            (true, false) => Kernels::Avx512,
+            (true, true) if self.w.channels == 1 => Kernels::Avx512Pairs,
+            _ => Kernels::Avx2,
+        }
     }
 }
 
-/// Width of a zero-padded image row, in pixels.
+/// The kernel families, one module each.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kernels {
+    /// `avx2`: any layer this module handles.
+    Avx2,
+    /// `avx512`, one vector per 16 filters: wide layers.
+    Avx512,
+    /// `avx512`, pixel pairs: narrow layers over grey images.
+    Avx512Pairs,
+}
+
+/// Width of a zero-padded image row, in pixels: with a spare column, so
+/// that a pixel pair's second pixel may read one past the last tap.
 fn padded_w(w: &Window2d) -> usize {
-    w.out_w + w.k_w - 1
+    w.out_w + w.k_w
 }
 
 /// Values of one zero-padded image (NHWC, padding on every side).
@@ -121,7 +136,19 @@ pub fn pad(w: &Window2d, x: &[f32], padded: &mut [f32]) {
     }
 }
 
-/// `y = x ⋆ kernel + bias` for a chunk of images, zero-padded by [`pad`].
+/// Values of the scratch that [`forward`] and [`kernel_grad`] need (zero
+/// for most layers).
+pub fn scratch_len(w: &Window2d, filters: usize) -> usize {
+    let s = Shape::new(w, filters);
+    #[cfg(target_arch = "x86_64")]
+    if s.kernels() == Kernels::Avx512Pairs {
+        return avx512::pair_scratch_len(&s);
+    }
+    0
+}
+
+/// `y = x ⋆ kernel + bias` for a chunk of images, zero-padded by [`pad`];
+/// `scratch` holds [`scratch_len`] values.
 pub fn forward(
     w: &Window2d,
     filters: usize,
@@ -129,6 +156,7 @@ pub fn forward(
     kernel: &[f32],
     bias: &[f32],
     y: &mut [f32],
+    scratch: &mut [f32],
 ) {
     let s = Shape::new(w, filters);
     let out_row = w.out_w * filters;
@@ -136,6 +164,12 @@ pub fn forward(
     assert_eq!(bias.len(), filters);
     assert_eq!(padded.len() % padded_len(w), 0);
     assert_eq!(padded.len() / padded_len(w) * w.out_h * out_row, y.len());
+    assert_eq!(scratch.len(), scratch_len(w, filters));
+    #[cfg(target_arch = "x86_64")]
+    if s.kernels() == Kernels::Avx512Pairs {
+        // SAFETY: the CPU features were checked, the lengths asserted.
+        return unsafe { avx512::pair_forward(&s, padded, kernel, bias, y, scratch) };
+    }
     let images = padded
         .chunks_exact(padded_len(w))
         .zip(y.chunks_exact_mut(w.out_h * out_row));
@@ -147,7 +181,7 @@ pub fn forward(
             // asserted above, and `row` is one whole output row.
             #[cfg(target_arch = "x86_64")]
             unsafe {
-                if s.avx512() {
+                if s.kernels() == Kernels::Avx512 {
                     avx512::forward_row(&s, image, kernel, bias, row, oy)
                 } else {
                     avx2::forward_row(&s, image, kernel, bias, row, oy)
@@ -164,8 +198,15 @@ pub fn forward(
 
 /// The kernel gradient of a chunk, `d_kernel[ky, kx, c, f] = Σ x[p + (ky,
 /// kx), c] · dy[p, f]` over the output pixels `p` of its images (padded by
-/// [`pad`]), written (not added).
-pub fn kernel_grad(w: &Window2d, filters: usize, padded: &[f32], dy: &[f32], d_kernel: &mut [f32]) {
+/// [`pad`]), written (not added); `scratch` holds [`scratch_len`] values.
+pub fn kernel_grad(
+    w: &Window2d,
+    filters: usize,
+    padded: &[f32],
+    dy: &[f32],
+    d_kernel: &mut [f32],
+    scratch: &mut [f32],
+) {
     let s = Shape::new(w, filters);
     assert_eq!(d_kernel.len(), w.patch_len() * filters);
     assert_eq!(padded.len() % padded_len(w), 0);
@@ -173,13 +214,14 @@ pub fn kernel_grad(w: &Window2d, filters: usize, padded: &[f32], dy: &[f32], d_k
         padded.len() / padded_len(w) * w.out_pixels() * filters,
         dy.len()
     );
+    assert_eq!(scratch.len(), scratch_len(w, filters));
     // SAFETY: as in `forward`; `padded` and `dy` hold the same images.
     #[cfg(target_arch = "x86_64")]
     unsafe {
-        if s.avx512() {
-            avx512::kernel_grad(&s, padded, dy, d_kernel)
-        } else {
-            avx2::kernel_grad(&s, padded, dy, d_kernel)
+        match s.kernels() {
+            Kernels::Avx512Pairs => avx512::pair_kernel_grad(&s, padded, dy, d_kernel, scratch),
+            Kernels::Avx512 => avx512::kernel_grad(&s, padded, dy, d_kernel),
+            Kernels::Avx2 => avx2::kernel_grad(&s, padded, dy, d_kernel),
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
