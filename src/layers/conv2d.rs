@@ -55,6 +55,8 @@ pub struct Conv2D {
     bias: Param,
     // Scratch reused from batch to batch.
     rows: Vec<f32>,
+    /// The kernel transposed, for the sparse input gradient.
+    kernel_t: Vec<f32>,
     partial_kernel: Vec<f32>,
     partial_bias: Vec<f32>,
     // Scratch of the direct path (see `kernels::direct_conv`).
@@ -98,6 +100,7 @@ impl Conv2D {
                 ..empty()
             },
             rows: Vec::new(),
+            kernel_t: Vec::new(),
             partial_kernel: Vec::new(),
             partial_bias: Vec::new(),
             tiled_kernel: Vec::new(),
@@ -429,6 +432,12 @@ impl Layer for Conv2D {
         // d_rows = dy · kernelᵀ, a few images at a time into a buffer per
         // thread that stays in the core's cache until col2im reads it.
         let images_per_product = (D_ROWS_PER_PRODUCT / w.out_pixels()).max(1);
+        let sparse = filter_conv::sparse_input_grad_applies(&w, filters);
+        if sparse {
+            resize_buffer(&mut self.kernel_t, filter_conv::transposed_len(&w, filters));
+            filter_conv::transpose_kernel(&w, filters, kernel, &mut self.kernel_t);
+        }
+        let kernel_t = &self.kernel_t;
         values(grad_output)
             .par_chunks(rows_per_chunk * filters)
             .zip(values_mut(grad_input).par_chunks_mut(images_per_chunk * w.in_len()))
@@ -439,7 +448,11 @@ impl Layer for Conv2D {
                     .zip(dx.chunks_mut(images_per_product * w.in_len()));
                 for (dy, dx) in products {
                     d_rows.resize(dy.len() / filters * patch, 0.0);
-                    linear::input_grad(dy, kernel, d_rows, patch);
+                    if sparse {
+                        filter_conv::input_grad_rows(&w, filters, dy, kernel_t, d_rows);
+                    } else {
+                        linear::input_grad(dy, kernel, d_rows, patch);
+                    }
                     im2col::col2im(&w, d_rows, dx);
                 }
             });

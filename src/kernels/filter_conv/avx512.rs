@@ -33,7 +33,11 @@ pub unsafe fn forward_row(
                     row.as_mut_ptr().add(ox * filters + group),
                 );
                 let (k, b) = (kernel.as_ptr().add(group), bias.as_ptr().add(group));
-                unrolled!(PIXELS.min(out_w - ox), sums(s, x, k, b, y));
+                match (PIXELS.min(out_w - ox), s.w.k_w) {
+                    (PIXELS, 5) => sums_kw::<PIXELS, 5>(s, x, k, b, y),
+                    (PIXELS, 3) => sums_kw::<PIXELS, 3>(s, x, k, b, y),
+                    (pixels, _) => unrolled!(pixels, sums(s, x, k, b, y)),
+                }
             }
         }
     }
@@ -58,6 +62,43 @@ unsafe fn sums<const P: usize>(
                 let w = _mm512_loadu_ps(taps.add(t * filters));
                 for (p, acc) in acc.iter_mut().enumerate() {
                     *acc = _mm512_fmadd_ps(_mm512_set1_ps(*x.add(p * c + t)), w, *acc);
+                }
+            }
+        }
+        for (p, acc) in acc.iter().enumerate() {
+            _mm512_storeu_ps(out.add(p * filters), *acc);
+        }
+    }
+}
+
+/// As [`sums`], for a kernel `KW` wide: for each kernel row and channel,
+/// the `P + KW - 1` input values under the block are broadcast once each
+/// and kept in registers for all `KW` taps (instead of one broadcast load
+/// per multiply-add).
+#[target_feature(enable = "avx512f")]
+unsafe fn sums_kw<const P: usize, const KW: usize>(
+    s: &Shape,
+    x: *const f32,
+    kernel: *const f32,
+    bias: *const f32,
+    out: *mut f32,
+) {
+    const { assert!(P + KW - 1 <= 16) };
+    let (channels, filters) = (s.w.channels, s.filters);
+    unsafe {
+        let mut acc = [_mm512_loadu_ps(bias); P];
+        for ky in 0..s.w.k_h {
+            let (x, taps) = (x.add(ky * s.row_len), kernel.add(ky * s.row_taps * filters));
+            for c in 0..channels {
+                let mut inputs = [_mm512_setzero_ps(); 16];
+                for (i, v) in inputs[..P + KW - 1].iter_mut().enumerate() {
+                    *v = _mm512_set1_ps(*x.add(i * channels + c));
+                }
+                for kx in 0..KW {
+                    let w = _mm512_loadu_ps(taps.add((kx * channels + c) * filters));
+                    for (p, acc) in acc.iter_mut().enumerate() {
+                        *acc = _mm512_fmadd_ps(inputs[p + kx], w, *acc);
+                    }
                 }
             }
         }
@@ -332,6 +373,69 @@ unsafe fn pair_grad<const T: usize>(
         }
         for (t, acc) in acc.iter().enumerate() {
             _mm512_storeu_ps(sums.add(t * LANES), *acc);
+        }
+    }
+}
+
+/// Vectors per im2col row that [`input_grad_rows`] keeps in registers.
+pub const MAX_ROW_VECTORS: usize = MAX_BLOCK;
+
+/// The input gradient's im2col rows of a chunk, `d_rows[p, k] = Σ_f dy[p,
+/// f] · kernel[k, f]`, skipping the zeros of `dy`: behind max pooling and
+/// relu most of them are (a 2x2 pool passes a gradient to one pixel in
+/// four), so summing only the non-zero filters of each pixel does a
+/// fraction of a dense product's work. `kernel_t` is the kernel transposed,
+/// each filter's row padded to whole vectors (`row_vectors · 16` values).
+///
+/// # Safety
+/// AVX-512F present; `dy` holds whole pixels of `filters` values (a
+/// multiple of 16), `kernel_t` `filters · row_vectors · 16` values,
+/// `d_rows` `patch` values per pixel, `patch <= row_vectors · 16`.
+#[target_feature(enable = "avx512f")]
+pub unsafe fn input_grad_rows(
+    filters: usize,
+    patch: usize,
+    dy: &[f32],
+    kernel_t: &[f32],
+    d_rows: &mut [f32],
+) {
+    let row_vectors = patch.div_ceil(LANES);
+    assert!(row_vectors <= MAX_ROW_VECTORS && filters.is_multiple_of(GROUP));
+    assert!(kernel_t.len() >= filters * row_vectors * LANES);
+    let pixels = dy.chunks_exact(filters).zip(d_rows.chunks_exact_mut(patch));
+    for (g, row) in pixels {
+        // SAFETY: as vouched by the caller, lengths asserted.
+        unsafe { unrolled!(row_vectors, sparse_row(filters, patch, g, kernel_t, row)) }
+    }
+}
+
+#[target_feature(enable = "avx512f")]
+unsafe fn sparse_row<const V: usize>(
+    filters: usize,
+    patch: usize,
+    g: &[f32],
+    kernel_t: &[f32],
+    row: &mut [f32],
+) {
+    unsafe {
+        let mut acc = [_mm512_setzero_ps(); V];
+        for group in (0..filters).step_by(GROUP) {
+            let values = _mm512_loadu_ps(g.as_ptr().add(group));
+            let mut nonzero = _mm512_cmpneq_ps_mask(values, _mm512_setzero_ps());
+            while nonzero != 0 {
+                let f = group + nonzero.trailing_zeros() as usize;
+                nonzero &= nonzero - 1;
+                let v = _mm512_set1_ps(*g.get_unchecked(f));
+                let w = kernel_t.as_ptr().add(f * V * LANES);
+                for (j, acc) in acc.iter_mut().enumerate() {
+                    *acc = _mm512_fmadd_ps(v, _mm512_loadu_ps(w.add(j * LANES)), *acc);
+                }
+            }
+        }
+        let out = row.as_mut_ptr();
+        for (j, acc) in acc.iter().enumerate() {
+            let len = (patch - j * LANES).min(LANES);
+            _mm512_mask_storeu_ps(out.add(j * LANES), ((1u32 << len) - 1) as __mmask16, *acc);
         }
     }
 }

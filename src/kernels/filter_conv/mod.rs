@@ -227,3 +227,60 @@ pub fn kernel_grad(
     #[cfg(not(target_arch = "x86_64"))]
     unreachable!("filter_conv::applies is false off x86-64 ({})", s.filters);
 }
+
+/// Whether [`input_grad_rows`] runs for this layer on this CPU (AVX-512,
+/// wide layers, im2col rows of at most 192 values); otherwise the rows are
+/// a matrix product.
+pub fn sparse_input_grad_applies(w: &Window2d, filters: usize) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        applies(w, filters)
+            && Shape::new(w, filters).kernels() == Kernels::Avx512
+            && w.patch_len() <= avx512::MAX_ROW_VECTORS * GROUP
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (w, filters);
+        false
+    }
+}
+
+/// Values of the transposed kernel [`input_grad_rows`] reads.
+pub fn transposed_len(w: &Window2d, filters: usize) -> usize {
+    filters * w.patch_len().div_ceil(GROUP) * GROUP
+}
+
+/// `kernel` (patch x filters) transposed, each filter's row padded with
+/// zeros to whole vectors, into `kernel_t` ([`transposed_len`] values).
+pub fn transpose_kernel(w: &Window2d, filters: usize, kernel: &[f32], kernel_t: &mut [f32]) {
+    let row = w.patch_len().div_ceil(GROUP) * GROUP;
+    kernel_t.fill(0.0);
+    for (k, taps) in kernel.chunks_exact(filters).enumerate() {
+        for (f, &v) in taps.iter().enumerate() {
+            kernel_t[f * row + k] = v;
+        }
+    }
+}
+
+/// The input gradient's im2col rows of a chunk, `d_rows = dy · kernelᵀ`,
+/// summing only the non-zero values of `dy` (see
+/// [`sparse_input_grad_applies`]); `kernel_t` from [`transpose_kernel`].
+pub fn input_grad_rows(
+    w: &Window2d,
+    filters: usize,
+    dy: &[f32],
+    kernel_t: &[f32],
+    d_rows: &mut [f32],
+) {
+    assert!(
+        sparse_input_grad_applies(w, filters),
+        "sparse input gradient does not apply"
+    );
+    assert_eq!(kernel_t.len(), transposed_len(w, filters));
+    assert_eq!(dy.len() / filters * w.patch_len(), d_rows.len());
+    // SAFETY: the CPU features were checked, the lengths asserted.
+    #[cfg(target_arch = "x86_64")]
+    unsafe {
+        avx512::input_grad_rows(filters, w.patch_len(), dy, kernel_t, d_rows)
+    }
+}
