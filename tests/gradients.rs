@@ -41,6 +41,23 @@ fn conv2d_gradients_over_grey_images() {
 }
 
 #[test]
+fn conv2d_gradients_with_rows_of_whole_register_blocks() {
+    // 3- and 5-wide kernels over rows of at least 16 (grey, 6 filters) or 8
+    // (16 filters) output pixels: the AVX-512 kernels that keep a kernel
+    // row's inputs in registers.
+    let cases = [
+        (6, (5, 5), [8, 20, 1]),
+        (6, (3, 3), [5, 19, 1]),
+        (16, (5, 5), [7, 12, 3]),
+        (16, (3, 3), [4, 10, 2]),
+    ];
+    for (seed, (filters, kernel, shape)) in cases.into_iter().enumerate() {
+        let mut layer = Conv2D::new(filters, kernel).activation(Tanh);
+        check_gradients(&mut layer, &shape, 2, 80 + seed as u64);
+    }
+}
+
+#[test]
 fn conv2d_gradients_with_strides_same_padding_and_no_bias() {
     let cases = [
         ((2, 2), Padding::Same, true, (3, 2)),

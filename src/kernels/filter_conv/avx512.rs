@@ -253,7 +253,11 @@ pub unsafe fn pair_forward(
                     let x = image.as_ptr().add(oy * s.row_len + ox);
                     let y = row.as_mut_ptr().add(ox * filters);
                     let k = (weights.as_ptr(), bias2.as_ptr(), index);
-                    unrolled!(pixels.div_ceil(2), pair_sums(s, x, k, y, pixels))
+                    match (pixels, w.k_w) {
+                        (16, 5) => pair_sums_kw::<PAIRS, 5>(s, x, k, y, pixels),
+                        (16, 3) => pair_sums_kw::<PAIRS, 3>(s, x, k, y, pixels),
+                        _ => unrolled!(pixels.div_ceil(2), pair_sums(s, x, k, y, pixels)),
+                    }
                 }
             }
         }
@@ -287,6 +291,46 @@ unsafe fn pair_sums<const P: usize>(
             let mask = ((1u32 << len) - 1) as __mmask16;
             let pixels = _mm512_permutexvar_ps(index, *acc);
             _mm512_mask_storeu_ps(out.add(2 * p * filters), mask, pixels);
+        }
+    }
+}
+
+/// As [`pair_sums`] for a kernel `KW` wide: the `2P + KW - 2` input pairs
+/// of each kernel row are loaded once each and kept in registers for all
+/// `KW` taps (pair `p` at tap `kx` reads pair `2p + kx`).
+#[target_feature(enable = "avx512f")]
+unsafe fn pair_sums_kw<const P: usize, const KW: usize>(
+    s: &Shape,
+    x: *const f32,
+    (weights, bias, index): (*const f32, *const f32, __m512i),
+    out: *mut f32,
+    pixels: usize,
+) {
+    const { assert!(2 * P + KW - 2 <= 24) };
+    let filters = s.filters;
+    unsafe {
+        let mut acc = [_mm512_loadu_ps(bias); P];
+        for ky in 0..s.w.k_h {
+            let (x, taps) = (x.add(ky * s.row_len), weights.add(ky * KW * LANES));
+            let mut inputs = [_mm512_setzero_ps(); 24];
+            for (i, v) in inputs[..2 * P + KW - 2].iter_mut().enumerate() {
+                *v = pair_at(x.add(i));
+            }
+            for kx in 0..KW {
+                let w = _mm512_loadu_ps(taps.add(kx * LANES));
+                for (p, acc) in acc.iter_mut().enumerate() {
+                    *acc = _mm512_fmadd_ps(inputs[2 * p + kx], w, *acc);
+                }
+            }
+        }
+        for (p, acc) in acc.iter().enumerate() {
+            let len = filters * (pixels - 2 * p).min(2);
+            let mask = ((1u32 << len) - 1) as __mmask16;
+            _mm512_mask_storeu_ps(
+                out.add(2 * p * filters),
+                mask,
+                _mm512_permutexvar_ps(index, *acc),
+            );
         }
     }
 }
