@@ -4,6 +4,7 @@
 mod common;
 
 use common::{forward, random, rng};
+use convnet::Activation;
 use convnet::layers::{Conv2D, Layer, MaxPooling2D, Padding};
 use ndarray::{ArrayD, IxDyn};
 use rand::RngExt;
@@ -122,17 +123,62 @@ fn conv2d_matches_a_direct_loop_on_random_cases() {
         let c = r.random_range(1..4);
         let strides = (r.random_range(1..4), r.random_range(1..4));
         let batch = r.random_range(1..4);
-        let mut layer = Conv2D::new(f, (kh, kw)).strides(strides).padding(padding);
+        // Every other case with relu (which the fast kernels fuse into their stores).
+        let relu = case % 2 == 0;
+        let activation = if relu {
+            Activation::Relu
+        } else {
+            Activation::Linear
+        };
+        let mut layer = Conv2D::new(f, (kh, kw))
+            .strides(strides)
+            .padding(padding)
+            .activation(activation);
         layer.build(&[h, w, c], &mut rng(case)).unwrap();
         let bias = random(&[f], &mut r);
         layer.params_mut()[1].value.assign(&bias);
         let x = random(&[batch, h, w, c], &mut r);
         let kernel = layer.params()[0].value.clone();
-        let want = direct_conv(&x, &kernel, bias.as_slice().unwrap(), strides, padding);
+        let mut want = direct_conv(&x, &kernel, bias.as_slice().unwrap(), strides, padding);
+        if relu {
+            want.mapv_inplace(|v| v.max(0.0));
+        }
         let what = format!(
             "case {case}: {h}x{w}x{c}, kernel {kh}x{kw}x{f}, strides {strides:?}, {padding:?}"
         );
         assert_close(&forward(&mut layer, &x), &want, &what);
+    }
+}
+
+#[test]
+fn conv2d_matches_a_direct_loop_on_lenet_shapes() {
+    // LeNet's two layers (whole register blocks of the fast kernels), with relu.
+    let mut r = rng(7);
+    for (case, (f, c, size)) in [(6, 1, 28), (16, 6, 12), (6, 1, 21), (16, 6, 13)]
+        .into_iter()
+        .enumerate()
+    {
+        let mut layer = Conv2D::new(f, (5, 5)).activation(Activation::Relu);
+        layer
+            .build(&[size, size, c], &mut rng(case as u64))
+            .unwrap();
+        let bias = random(&[f], &mut r);
+        layer.params_mut()[1].value.assign(&bias);
+        let x = random(&[3, size, size, c], &mut r);
+        let kernel = layer.params()[0].value.clone();
+        let mut want = direct_conv(
+            &x,
+            &kernel,
+            bias.as_slice().unwrap(),
+            (1, 1),
+            Padding::Valid,
+        );
+        want.mapv_inplace(|v| v.max(0.0));
+        assert_close(
+            &forward(&mut layer, &x),
+            &want,
+            &format!("{size}x{size}x{c}, {f} filters"),
+        );
     }
 }
 

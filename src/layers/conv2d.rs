@@ -211,11 +211,15 @@ impl Conv2D {
         // Without use_bias the bias parameter exists but stays zero.
         let bias = values(&self.bias.value);
         let activation = self.output_activation;
+        // The kernels apply relu as they store; other activations take a pass.
+        let relu = activation.activation == Activation::Relu;
         let compute = |x: &[f32], padded: &mut [f32], y: &mut [f32], scratch: &mut Vec<f32>| {
             scratch.resize(scratch_len, 0.0);
             filter_conv::pad(&w, x, padded);
-            filter_conv::forward(&w, filters, padded, kernel, bias, y, scratch);
-            activation.forward(y, filters);
+            filter_conv::forward(&w, filters, padded, kernel, bias, y, scratch, relu);
+            if !relu {
+                activation.forward(y, filters);
+            }
         };
         let chunks = values(input)
             .par_chunks(chunk * w.in_len())

@@ -11,6 +11,16 @@ const WIDE_TAPS: usize = 6;
 /// Output pixels per block of the narrow forward pass.
 const NARROW_PIXELS: usize = 8;
 
+/// `max(sums, 0)` if the layer fuses relu into its forward pass.
+#[target_feature(enable = "avx2,fma")]
+fn relu(s: &Shape, sums: __m256) -> __m256 {
+    if s.relu {
+        _mm256_max_ps(sums, _mm256_setzero_ps())
+    } else {
+        sums
+    }
+}
+
 /// The mask of the first `filters` (at most 8) lanes.
 #[target_feature(enable = "avx2,fma")]
 fn lanes(filters: usize) -> __m256i {
@@ -85,8 +95,8 @@ unsafe fn wide_sums<const P: usize>(
             }
         }
         for (p, acc) in acc.iter().enumerate() {
-            _mm256_storeu_ps(out.add(p * filters), acc[0]);
-            _mm256_storeu_ps(out.add(p * filters + VEC), acc[1]);
+            _mm256_storeu_ps(out.add(p * filters), relu(s, acc[0]));
+            _mm256_storeu_ps(out.add(p * filters + VEC), relu(s, acc[1]));
         }
     }
 }
@@ -127,7 +137,7 @@ unsafe fn narrow_sums<const P: usize, const C: usize>(
             }
         }
         for (p, acc) in acc.iter().enumerate() {
-            _mm256_maskstore_ps(out.add(p * filters), mask, *acc);
+            _mm256_maskstore_ps(out.add(p * filters), mask, relu(s, *acc));
         }
     }
 }

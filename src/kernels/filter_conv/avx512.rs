@@ -8,6 +8,16 @@ use std::arch::x86_64::*;
 /// Output pixels per block of the forward pass.
 const PIXELS: usize = 8;
 
+/// `max(sums, 0)` if the layer fuses relu into its forward pass.
+#[target_feature(enable = "avx512f")]
+fn relu(s: &Shape, sums: __m512) -> __m512 {
+    if s.relu {
+        _mm512_max_ps(sums, _mm512_setzero_ps())
+    } else {
+        sums
+    }
+}
+
 /// Output row `oy` of one padded image.
 ///
 /// # Safety
@@ -66,7 +76,7 @@ unsafe fn sums<const P: usize>(
             }
         }
         for (p, acc) in acc.iter().enumerate() {
-            _mm512_storeu_ps(out.add(p * filters), *acc);
+            _mm512_storeu_ps(out.add(p * filters), relu(s, *acc));
         }
     }
 }
@@ -103,7 +113,7 @@ unsafe fn sums_kw<const P: usize, const KW: usize>(
             }
         }
         for (p, acc) in acc.iter().enumerate() {
-            _mm512_storeu_ps(out.add(p * filters), *acc);
+            _mm512_storeu_ps(out.add(p * filters), relu(s, *acc));
         }
     }
 }
@@ -290,7 +300,7 @@ unsafe fn pair_sums<const P: usize>(
             let len = filters * (pixels - 2 * p).min(2);
             let mask = ((1u32 << len) - 1) as __mmask16;
             let pixels = _mm512_permutexvar_ps(index, *acc);
-            _mm512_mask_storeu_ps(out.add(2 * p * filters), mask, pixels);
+            _mm512_mask_storeu_ps(out.add(2 * p * filters), mask, relu(s, pixels));
         }
     }
 }
@@ -326,11 +336,8 @@ unsafe fn pair_sums_kw<const P: usize, const KW: usize>(
         for (p, acc) in acc.iter().enumerate() {
             let len = filters * (pixels - 2 * p).min(2);
             let mask = ((1u32 << len) - 1) as __mmask16;
-            _mm512_mask_storeu_ps(
-                out.add(2 * p * filters),
-                mask,
-                _mm512_permutexvar_ps(index, *acc),
-            );
+            let pixels = _mm512_permutexvar_ps(index, *acc);
+            _mm512_mask_storeu_ps(out.add(2 * p * filters), mask, relu(s, pixels));
         }
     }
 }

@@ -70,6 +70,8 @@ struct Shape {
     row_len: usize,
     /// Taps per kernel row, `k_w · channels`.
     row_taps: usize,
+    /// Whether the forward pass applies relu as it stores its sums.
+    relu: bool,
 }
 
 impl Shape {
@@ -80,6 +82,7 @@ impl Shape {
             filters,
             row_len: padded_w(w) * w.channels,
             row_taps: w.k_w * w.channels,
+            relu: false,
         }
     }
 
@@ -147,8 +150,10 @@ pub fn scratch_len(w: &Window2d, filters: usize) -> usize {
     0
 }
 
-/// `y = x ⋆ kernel + bias` for a chunk of images, zero-padded by [`pad`];
-/// `scratch` holds [`scratch_len`] values.
+/// `y = x ⋆ kernel + bias` for a chunk of images, zero-padded by [`pad`],
+/// then `max(y, 0)` if `relu` (in the same pass); `scratch` holds
+/// [`scratch_len`] values.
+#[allow(clippy::too_many_arguments)]
 pub fn forward(
     w: &Window2d,
     filters: usize,
@@ -157,8 +162,12 @@ pub fn forward(
     bias: &[f32],
     y: &mut [f32],
     scratch: &mut [f32],
+    relu: bool,
 ) {
-    let s = Shape::new(w, filters);
+    let s = Shape {
+        relu,
+        ..Shape::new(w, filters)
+    };
     let out_row = w.out_w * filters;
     assert_eq!(kernel.len(), w.patch_len() * filters);
     assert_eq!(bias.len(), filters);
