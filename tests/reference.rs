@@ -241,6 +241,29 @@ fn conv2d_by_hand() {
 }
 
 #[test]
+fn max_pooling_windows_of_nan_or_minus_infinity_stay_in_the_image() {
+    // Windows clipped by "same" padding whose values never beat -inf: the
+    // winner must still be a pixel of the image, and its gradient land there.
+    for fill in [f32::NAN, f32::NEG_INFINITY] {
+        let mut pool = MaxPooling2D::new((3, 3))
+            .strides((1, 1))
+            .padding(Padding::Same);
+        let out = pool.build(&[4, 4, 1], &mut rng(0)).unwrap();
+        let x = ArrayD::from_elem(IxDyn(&[1, 4, 4, 1]), fill);
+        let mut y = ArrayD::zeros(IxDyn(&[0]));
+        pool.forward(&x, &mut y, true);
+        let mut dy = ArrayD::from_elem(IxDyn(&[1, out[0], out[1], out[2]]), 1.0);
+        let mut dx = ArrayD::zeros(IxDyn(&[0]));
+        pool.backward(&x, &y, &mut dy, Some(&mut dx));
+        assert_eq!(
+            dx.sum(),
+            16.0,
+            "every window's gradient reaches the image ({fill})"
+        );
+    }
+}
+
+#[test]
 fn max_pooling_by_hand() {
     let x = ArrayD::from_shape_vec(
         IxDyn(&[1, 4, 4, 1]),

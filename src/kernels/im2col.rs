@@ -271,6 +271,24 @@ fn copy_run(dst: &mut [f32], src: &[f32]) {
 
 #[inline]
 fn add_assign(dst: &mut [f32], src: &[f32]) {
+    // Whole blocks of 8 (one AVX vector each) and of 4, then singles: a
+    // plain loop over a run of unknown length compiles to 4-wide adds.
+    let mut dst_blocks = dst.chunks_exact_mut(8);
+    let mut src_blocks = src.chunks_exact(8);
+    for (d, s) in (&mut dst_blocks).zip(&mut src_blocks) {
+        let d: &mut [f32; 8] = d.try_into().expect("8 values");
+        let s: &[f32; 8] = s.try_into().expect("8 values");
+        d.iter_mut().zip(s).for_each(|(d, s)| *d += s);
+    }
+    let (dst, src) = (dst_blocks.into_remainder(), src_blocks.remainder());
+    let mut dst_blocks = dst.chunks_exact_mut(4);
+    let mut src_blocks = src.chunks_exact(4);
+    for (d, s) in (&mut dst_blocks).zip(&mut src_blocks) {
+        let d: &mut [f32; 4] = d.try_into().expect("4 values");
+        let s: &[f32; 4] = s.try_into().expect("4 values");
+        d.iter_mut().zip(s).for_each(|(d, s)| *d += s);
+    }
+    let (dst, src) = (dst_blocks.into_remainder(), src_blocks.remainder());
     dst.iter_mut().zip(src).for_each(|(d, s)| *d += s);
 }
 

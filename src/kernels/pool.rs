@@ -280,13 +280,17 @@ fn max_pool_clipped(w: &Window2d, input: &[f32], output: &mut [f32], winners: &m
                 );
                 let at = (oy * w.out_w + ox) * c;
                 let (best, won) = (&mut out[at..at + c], &mut won[at..at + c]);
-                best.fill(f32::NEG_INFINITY);
-                won.fill(0);
+                let position = |iy: usize, ix: usize| {
+                    ((iy as isize - y0) as usize * w.k_w + (ix as isize - x0) as usize) as u8
+                };
+                // Start from the first pixel inside the image (not from -inf,
+                // which would leave a window of NaN or -inf won by the padding).
+                let (top, left) = (rows.start, cols.start);
+                best.copy_from_slice(&img[(top * w.in_w + left) * c..][..c]);
+                won.fill(position(top, left));
                 for iy in rows.clone() {
                     for ix in cols.clone() {
-                        let position = ((iy as isize - y0) as usize * w.k_w
-                            + (ix as isize - x0) as usize)
-                            as u8;
+                        let position = position(iy, ix);
                         let pixel = &img[(iy * w.in_w + ix) * c..][..c];
                         // Branch-free: a select per channel, no jumps to mispredict.
                         for ((b, p), &v) in best.iter_mut().zip(won.iter_mut()).zip(pixel) {

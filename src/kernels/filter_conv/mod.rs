@@ -27,6 +27,9 @@ use super::{Window2d, has_avx2_fma, has_avx512};
 macro_rules! unrolled {
     ($n:expr, $f:ident($($arg:expr),*)) => {
         match $n {
+            n if cfg!(debug_assertions) && !(1..=12).contains(&n) => {
+                unreachable!("unrolled! handles 1 to 12, not {n}")
+            }
             1 => $f::<1>($($arg),*),
             2 => $f::<2>($($arg),*),
             3 => $f::<3>($($arg),*),
