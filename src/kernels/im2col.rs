@@ -5,6 +5,7 @@
 //! the same order as a Keras kernel `(k_h, k_w, in_channels, filters)` is laid
 //! out, so `rows · kernel` is the convolution, already in NHWC order.
 
+use super::copy_short;
 use crate::{Error, Result};
 
 /// How a window treats the border, with the names and meaning of Keras.
@@ -203,7 +204,7 @@ pub fn im2col(w: &Window2d, input: &[f32], cols: &mut [f32]) {
     {
         let mut ragged = Vec::new();
         for_each_window_row(w, |dst, src| match src {
-            Some(src) => copy_run(&mut cols[dst..dst + run], &img[src..src + run]),
+            Some(src) => copy_short(&mut cols[dst..dst + run], &img[src..src + run]),
             None => ragged.push(dst),
         });
         // Window rows that cross the border, filled pixel by pixel.
@@ -247,25 +248,6 @@ pub fn col2im(w: &Window2d, cols: &[f32], grad_input: &mut [f32]) {
                 }
             }
         }
-    }
-}
-
-/// `dst = src` for the short runs of im2col, without the call that
-/// `copy_from_slice` makes for lengths unknown at compile time.
-#[inline]
-fn copy_run(dst: &mut [f32], src: &[f32]) {
-    let mut dst_blocks = dst.chunks_exact_mut(8);
-    let mut src_blocks = src.chunks_exact(8);
-    for (d, s) in (&mut dst_blocks).zip(&mut src_blocks) {
-        let s: &[f32; 8] = s.try_into().expect("8 values");
-        d.copy_from_slice(s);
-    }
-    for (d, s) in dst_blocks
-        .into_remainder()
-        .iter_mut()
-        .zip(src_blocks.remainder())
-    {
-        *d = *s;
     }
 }
 

@@ -2,6 +2,7 @@
 //! chunk of rows, and its gradients. `x` is `rows x inputs`, the kernel
 //! `inputs x units`, `y` and its gradient `dy` are `rows x units`.
 
+use super::copy_short;
 use super::gemm::{Mat, matmul};
 
 /// `y = x · kernel + bias`.
@@ -11,7 +12,7 @@ pub fn forward(x: &[f32], kernel: &[f32], bias: Option<&[f32]>, y: &mut [f32], i
     let beta = match bias {
         Some(bias) => {
             y.chunks_exact_mut(units)
-                .for_each(|row| row.copy_from_slice(bias));
+                .for_each(|row| copy_short(row, bias));
             1.0
         }
         None => 0.0,

@@ -56,3 +56,23 @@ pub fn has_avx2_fma() -> bool {
         false
     }
 }
+
+/// `dst = src` for short runs (im2col's windows, padded image rows),
+/// without the call to `memcpy` that `copy_from_slice` makes for lengths
+/// unknown at compile time.
+#[inline]
+pub(crate) fn copy_short(dst: &mut [f32], src: &[f32]) {
+    let mut dst_blocks = dst.chunks_exact_mut(8);
+    let mut src_blocks = src.chunks_exact(8);
+    for (d, s) in (&mut dst_blocks).zip(&mut src_blocks) {
+        let s: &[f32; 8] = s.try_into().expect("8 values");
+        d.copy_from_slice(s);
+    }
+    for (d, s) in dst_blocks
+        .into_remainder()
+        .iter_mut()
+        .zip(src_blocks.remainder())
+    {
+        *d = *s;
+    }
+}

@@ -19,7 +19,7 @@
 //! channels + c` of output pixel `ox` is at `(ox · channels + t)` from the
 //! row's start. The kernels walk `t`, not `(kx, c)`.
 
-use super::{Window2d, has_avx2_fma, has_avx512};
+use super::{Window2d, copy_short, has_avx2_fma, has_avx512};
 
 /// Runs `$f::<N>(args)` for `$n` in 1..=12, so that each count gets a
 /// fully unrolled loop with its sums in registers.
@@ -137,7 +137,7 @@ pub fn pad(w: &Window2d, x: &[f32], padded: &mut [f32]) {
         padded.fill(0.0);
         for (iy, row) in image.chunks_exact(w.in_w * c).enumerate() {
             let at = ((iy + w.pad_top) * pw + w.pad_left) * c;
-            padded[at..at + row.len()].copy_from_slice(row);
+            copy_short(&mut padded[at..at + row.len()], row);
         }
     }
 }
