@@ -252,8 +252,8 @@ impl Conv2D {
             grad_output,
             kept,
             scratch,
-            |padded, dy, d_kernel, s| {
-                filter_conv::kernel_grad(&w, filters, padded, dy, d_kernel, &mut s[..scratch])
+            |padded, dy, d_grads, s| {
+                filter_conv::kernel_grad(&w, filters, padded, dy, d_grads, &mut s[..scratch])
             },
         );
     }
@@ -314,23 +314,25 @@ impl Conv2D {
             grad_output,
             kept,
             scratch,
-            |spread, dy, d_kernel, acc| {
-                direct_conv::kernel_grad(&w, filters, spread, dy, d_kernel, acc)
+            |spread, dy, (d_kernel, d_bias), acc| {
+                direct_conv::kernel_grad(&w, filters, spread, dy, d_kernel, acc);
+                linear::column_sums(dy, d_bias);
             },
         );
     }
 
     /// The shares of a path that kept a copy of its input (spread or
     /// padded, `kept` values per image) in `spread_input`: per chunk, back
-    /// through the activation, then `kernel_grad(kept input, dy, d_kernel,
-    /// scratch)` with `scratch` values of scratch, and the bias gradient.
+    /// through the activation, then `grads(kept input, dy, (d_kernel,
+    /// d_bias), scratch)` with `scratch` values of scratch. (Without
+    /// use_bias the bias share is computed all the same, then ignored.)
     fn param_grads_from_kept_input(
         &mut self,
         output: &ArrayD<f32>,
         grad_output: &mut ArrayD<f32>,
         kept: usize,
         scratch: usize,
-        kernel_grad: impl Fn(&[f32], &[f32], &mut [f32], &mut [f32]) + Sync,
+        grads: impl Fn(&[f32], &[f32], (&mut [f32], &mut [f32]), &mut [f32]) + Sync,
     ) {
         let w = self.window();
         let (chunk, filters) = (self.chunk(), self.filters);
@@ -339,7 +341,6 @@ impl Conv2D {
         let scratch = scratch.max(1);
         resize_buffer(&mut self.direct_accumulators, chunks * scratch);
         let activation = self.output_activation;
-        let use_bias = self.use_bias;
         let out_len = chunk * w.out_pixels() * filters;
         self.spread_input
             .par_chunks(chunk * kept)
@@ -350,10 +351,7 @@ impl Conv2D {
             .zip(self.direct_accumulators.par_chunks_mut(scratch))
             .for_each(|(((((input, y), dy), d_kernel), d_bias), scratch)| {
                 activation.backward(y, dy, filters);
-                kernel_grad(input, dy, d_kernel, scratch);
-                if use_bias {
-                    linear::column_sums(dy, d_bias);
-                }
+                grads(input, dy, (d_kernel, d_bias), scratch);
             });
     }
 }

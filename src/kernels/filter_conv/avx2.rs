@@ -142,13 +142,19 @@ unsafe fn narrow_sums<const P: usize, const C: usize>(
     }
 }
 
-/// The kernel gradient of a chunk, written.
+/// The kernel and bias gradients of a chunk, written.
 ///
 /// # Safety
-/// AVX2 and FMA present; `padded` and `dy` hold the same images, and
-/// `d_kernel` has the kernel's length.
+/// AVX2 and FMA present; `padded` and `dy` hold the same images,
+/// `d_kernel` has the kernel's length and `d_bias` one value per filter.
 #[target_feature(enable = "avx2,fma")]
-pub unsafe fn kernel_grad(s: &Shape, padded: &[f32], dy: &[f32], d_kernel: &mut [f32]) {
+pub unsafe fn kernel_grad(
+    s: &Shape,
+    padded: &[f32],
+    dy: &[f32],
+    d_kernel: &mut [f32],
+    d_bias: &mut [f32],
+) {
     let block = if s.narrow() { MAX_BLOCK } else { WIDE_TAPS };
     let d_kernel = d_kernel.as_mut_ptr();
     for group in (0..s.filters).step_by(GROUP) {
@@ -156,11 +162,18 @@ pub unsafe fn kernel_grad(s: &Shape, padded: &[f32], dy: &[f32], d_kernel: &mut 
             for first in (0..s.row_taps).step_by(block) {
                 let taps = block.min(s.row_taps - first);
                 let at = (ky, first, group);
+                // The first block of each group also sums dy: the bias gradient.
+                let bias = if ky == 0 && first == 0 {
+                    d_bias.as_mut_ptr()
+                } else {
+                    std::ptr::null_mut()
+                };
+                let out = (d_kernel, bias);
                 unsafe {
                     if s.narrow() {
-                        unrolled!(taps, narrow_grad(s, padded, dy, d_kernel, at))
+                        unrolled!(taps, narrow_grad(s, padded, dy, out, at))
                     } else {
-                        unrolled!(taps, wide_grad(s, padded, dy, d_kernel, at))
+                        unrolled!(taps, wide_grad(s, padded, dy, out, at))
                     }
                 }
             }
@@ -169,17 +182,19 @@ pub unsafe fn kernel_grad(s: &Shape, padded: &[f32], dy: &[f32], d_kernel: &mut 
 }
 
 /// Taps `first..first + T` of kernel row `ky`, filters `group..group +
-/// 16`: `at = (ky, first, group)`.
+/// 16`: `at = (ky, first, group)`; and, unless `bias` is null, the sums of
+/// `dy` for the group's bias gradient.
 #[target_feature(enable = "avx2,fma")]
 unsafe fn wide_grad<const T: usize>(
     s: &Shape,
     padded: &[f32],
     dy: &[f32],
-    d_kernel: *mut f32,
+    (d_kernel, bias): (*mut f32, *mut f32),
     (ky, first, group): (usize, usize, usize),
 ) {
     let (w, filters) = (&s.w, s.filters);
     let mut acc = [[_mm256_setzero_ps(); 2]; T];
+    let (with_bias, mut bias_sum) = (!bias.is_null(), [_mm256_setzero_ps(); 2]);
     let images = padded
         .chunks_exact(padded_len(w))
         .zip(dy.chunks_exact(w.out_pixels() * filters));
@@ -191,6 +206,10 @@ unsafe fn wide_grad<const T: usize>(
                 for ox in 0..w.out_w {
                     let g = dy_row.add(ox * filters);
                     let (g0, g1) = (_mm256_loadu_ps(g), _mm256_loadu_ps(g.add(VEC)));
+                    if with_bias {
+                        bias_sum[0] = _mm256_add_ps(bias_sum[0], g0);
+                        bias_sum[1] = _mm256_add_ps(bias_sum[1], g1);
+                    }
                     let x = x_row.add(ox * w.channels);
                     for (t, acc) in acc.iter_mut().enumerate() {
                         let x = _mm256_broadcast_ss(&*x.add(t));
@@ -205,6 +224,10 @@ unsafe fn wide_grad<const T: usize>(
             _mm256_storeu_ps(out.add(t * filters), acc[0]);
             _mm256_storeu_ps(out.add(t * filters + VEC), acc[1]);
         }
+        if with_bias {
+            _mm256_storeu_ps(bias.add(group), bias_sum[0]);
+            _mm256_storeu_ps(bias.add(group + VEC), bias_sum[1]);
+        }
     }
 }
 
@@ -214,12 +237,13 @@ unsafe fn narrow_grad<const T: usize>(
     s: &Shape,
     padded: &[f32],
     dy: &[f32],
-    d_kernel: *mut f32,
+    (d_kernel, bias): (*mut f32, *mut f32),
     (ky, first, _): (usize, usize, usize),
 ) {
     let (w, filters) = (&s.w, s.filters);
     let mask = lanes(filters);
     let mut acc = [_mm256_setzero_ps(); T];
+    let (with_bias, mut bias_sum) = (!bias.is_null(), _mm256_setzero_ps());
     let images = padded
         .chunks_exact(padded_len(w))
         .zip(dy.chunks_exact(w.out_pixels() * filters));
@@ -230,6 +254,9 @@ unsafe fn narrow_grad<const T: usize>(
                 let dy_row = dy.as_ptr().add(oy * w.out_w * filters);
                 for ox in 0..w.out_w {
                     let g = _mm256_maskload_ps(dy_row.add(ox * filters), mask);
+                    if with_bias {
+                        bias_sum = _mm256_add_ps(bias_sum, g);
+                    }
                     let x = x_row.add(ox * w.channels);
                     for (t, acc) in acc.iter_mut().enumerate() {
                         *acc = _mm256_fmadd_ps(_mm256_broadcast_ss(&*x.add(t)), g, *acc);
@@ -240,6 +267,9 @@ unsafe fn narrow_grad<const T: usize>(
         let out = d_kernel.add((ky * s.row_taps + first) * filters);
         for (t, acc) in acc.iter().enumerate() {
             _mm256_maskstore_ps(out.add(t * filters), mask, *acc);
+        }
+        if with_bias {
+            _mm256_maskstore_ps(bias, mask, bias_sum);
         }
     }
 }

@@ -118,13 +118,19 @@ unsafe fn sums_kw<const P: usize, const KW: usize>(
     }
 }
 
-/// The kernel gradient of a chunk, written.
+/// The kernel and bias gradients of a chunk, written.
 ///
 /// # Safety
 /// AVX-512F present; `padded` and `dy` hold the same images, `d_kernel`
-/// has the kernel's length; the layer is wide.
+/// has the kernel's length and `d_bias` one value per filter; the layer is wide.
 #[target_feature(enable = "avx512f")]
-pub unsafe fn kernel_grad(s: &Shape, padded: &[f32], dy: &[f32], d_kernel: &mut [f32]) {
+pub unsafe fn kernel_grad(
+    s: &Shape,
+    padded: &[f32],
+    dy: &[f32],
+    d_kernel: &mut [f32],
+    d_bias: &mut [f32],
+) {
     assert!(!s.narrow(), "the wide kernels write 16 filters at a time");
     let d_kernel = d_kernel.as_mut_ptr();
     for group in (0..s.filters).step_by(GROUP) {
@@ -132,24 +138,32 @@ pub unsafe fn kernel_grad(s: &Shape, padded: &[f32], dy: &[f32], d_kernel: &mut 
             for first in (0..s.row_taps).step_by(MAX_BLOCK) {
                 let taps = MAX_BLOCK.min(s.row_taps - first);
                 let at = (ky, first, group);
-                unsafe { unrolled!(taps, grad(s, padded, dy, d_kernel, at)) }
+                // The first block of each group also sums dy: the bias gradient.
+                let bias = if ky == 0 && first == 0 {
+                    d_bias.as_mut_ptr()
+                } else {
+                    std::ptr::null_mut()
+                };
+                unsafe { unrolled!(taps, grad(s, padded, dy, (d_kernel, bias), at)) }
             }
         }
     }
 }
 
 /// Taps `first..first + T` of kernel row `ky`, filters `group..group +
-/// 16`: `at = (ky, first, group)`.
+/// 16`: `at = (ky, first, group)`; and, unless `bias` is null, the sums of
+/// `dy` for the group's bias gradient.
 #[target_feature(enable = "avx512f")]
 unsafe fn grad<const T: usize>(
     s: &Shape,
     padded: &[f32],
     dy: &[f32],
-    d_kernel: *mut f32,
+    (d_kernel, bias): (*mut f32, *mut f32),
     (ky, first, group): (usize, usize, usize),
 ) {
     let (w, filters) = (&s.w, s.filters);
     let mut acc = [_mm512_setzero_ps(); T];
+    let (with_bias, mut bias_sum) = (!bias.is_null(), _mm512_setzero_ps());
     let images = padded
         .chunks_exact(padded_len(w))
         .zip(dy.chunks_exact(w.out_pixels() * filters));
@@ -160,6 +174,9 @@ unsafe fn grad<const T: usize>(
                 let dy_row = dy.as_ptr().add(oy * w.out_w * filters + group);
                 for ox in 0..w.out_w {
                     let g = _mm512_loadu_ps(dy_row.add(ox * filters));
+                    if with_bias {
+                        bias_sum = _mm512_add_ps(bias_sum, g);
+                    }
                     let x = x_row.add(ox * w.channels);
                     for (t, acc) in acc.iter_mut().enumerate() {
                         *acc = _mm512_fmadd_ps(_mm512_set1_ps(*x.add(t)), g, *acc);
@@ -170,6 +187,9 @@ unsafe fn grad<const T: usize>(
         let out = d_kernel.add((ky * s.row_taps + first) * filters + group);
         for (t, acc) in acc.iter().enumerate() {
             _mm512_storeu_ps(out.add(t * filters), *acc);
+        }
+        if with_bias {
+            _mm512_storeu_ps(bias.add(group), bias_sum);
         }
     }
 }
@@ -353,6 +373,7 @@ pub unsafe fn pair_kernel_grad(
     padded: &[f32],
     dy: &[f32],
     d_kernel: &mut [f32],
+    d_bias: &mut [f32],
     scratch: &mut [f32],
 ) {
     assert!(
@@ -360,21 +381,28 @@ pub unsafe fn pair_kernel_grad(
         "pairs need a narrow grey layer"
     );
     let (w, filters) = (&s.w, s.filters);
-    let sums = &mut scratch[..w.patch_len() * LANES];
+    // Interleaved sums: the kernel's taps, then the bias.
+    let (sums, bias_sums) = scratch.split_at_mut(w.patch_len() * LANES);
     for ky in 0..w.k_h {
         for first in (0..s.row_taps).step_by(MAX_BLOCK) {
             let taps = MAX_BLOCK.min(s.row_taps - first);
-            let sums = sums[(ky * s.row_taps + first) * LANES..].as_mut_ptr();
+            let at = sums[(ky * s.row_taps + first) * LANES..].as_mut_ptr();
+            // The first block also sums dy: the bias gradient.
+            let bias = if ky == 0 && first == 0 {
+                bias_sums.as_mut_ptr()
+            } else {
+                std::ptr::null_mut()
+            };
             // SAFETY: the block's taps lie inside the padded images for
             // every pair, and `sums` holds them.
-            unsafe { unrolled!(taps, pair_grad(s, padded, dy, sums, (ky, first))) }
+            unsafe { unrolled!(taps, pair_grad(s, padded, dy, (at, bias), (ky, first))) }
         }
     }
     // Each pair summed its two pixels in neighbouring lanes.
-    for (d, sum) in d_kernel
+    let outputs = d_kernel
         .chunks_exact_mut(filters)
-        .zip(sums.chunks_exact(LANES))
-    {
+        .chain([&mut d_bias[..filters]]);
+    for (d, sum) in outputs.zip(sums.chunks_exact(LANES).chain([&bias_sums[..LANES]])) {
         for (f, d) in d.iter_mut().enumerate() {
             *d = sum[2 * f] + sum[2 * f + 1];
         }
@@ -382,13 +410,14 @@ pub unsafe fn pair_kernel_grad(
 }
 
 /// Taps `first..first + T` of kernel row `ky`, summed over the chunk into
-/// `sums` (interleaved, `LANES` values per tap), written.
+/// `sums` (interleaved, `LANES` values per tap), written; and, unless
+/// `bias` is null, the sums of `dy` (interleaved too).
 #[target_feature(enable = "avx512f")]
 unsafe fn pair_grad<const T: usize>(
     s: &Shape,
     padded: &[f32],
     dy: &[f32],
-    sums: *mut f32,
+    (sums, bias): (*mut f32, *mut f32),
     (ky, first): (usize, usize),
 ) {
     let (w, filters) = (&s.w, s.filters);
@@ -404,6 +433,7 @@ unsafe fn pair_grad<const T: usize>(
     unsafe {
         let index = _mm512_loadu_si512(index.as_ptr().cast());
         let mut acc = [_mm512_setzero_ps(); T];
+        let (with_bias, mut bias_sum) = (!bias.is_null(), _mm512_setzero_ps());
         for (image, dy) in images {
             for oy in 0..w.out_h {
                 let x_row = image.as_ptr().add((oy + ky) * s.row_len + first);
@@ -415,6 +445,9 @@ unsafe fn pair_grad<const T: usize>(
                         dy_row.add(ox * filters),
                     );
                     let g = _mm512_permutexvar_ps(index, g);
+                    if with_bias {
+                        bias_sum = _mm512_add_ps(bias_sum, g);
+                    }
                     let x = x_row.add(ox);
                     for (t, acc) in acc.iter_mut().enumerate() {
                         *acc = _mm512_fmadd_ps(pair_at(x.add(t)), g, *acc);
@@ -424,6 +457,9 @@ unsafe fn pair_grad<const T: usize>(
         }
         for (t, acc) in acc.iter().enumerate() {
             _mm512_storeu_ps(sums.add(t * LANES), *acc);
+        }
+        if with_bias {
+            _mm512_storeu_ps(bias, bias_sum);
         }
     }
 }

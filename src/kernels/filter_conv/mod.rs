@@ -210,17 +210,20 @@ pub fn forward(
 
 /// The kernel gradient of a chunk, `d_kernel[ky, kx, c, f] = Σ x[p + (ky,
 /// kx), c] · dy[p, f]` over the output pixels `p` of its images (padded by
-/// [`pad`]), written (not added); `scratch` holds [`scratch_len`] values.
+/// [`pad`]), and the bias gradient `d_bias[f] = Σ dy[p, f]`, summed in the
+/// same pass over `dy`; both written (not added). `scratch` holds
+/// [`scratch_len`] values.
 pub fn kernel_grad(
     w: &Window2d,
     filters: usize,
     padded: &[f32],
     dy: &[f32],
-    d_kernel: &mut [f32],
+    (d_kernel, d_bias): (&mut [f32], &mut [f32]),
     scratch: &mut [f32],
 ) {
     let s = Shape::new(w, filters);
     assert_eq!(d_kernel.len(), w.patch_len() * filters);
+    assert_eq!(d_bias.len(), filters);
     assert_eq!(padded.len() % padded_len(w), 0);
     assert_eq!(
         padded.len() / padded_len(w) * w.out_pixels() * filters,
@@ -231,9 +234,11 @@ pub fn kernel_grad(
     #[cfg(target_arch = "x86_64")]
     unsafe {
         match s.kernels() {
-            Kernels::Avx512Pairs => avx512::pair_kernel_grad(&s, padded, dy, d_kernel, scratch),
-            Kernels::Avx512 => avx512::kernel_grad(&s, padded, dy, d_kernel),
-            Kernels::Avx2 => avx2::kernel_grad(&s, padded, dy, d_kernel),
+            Kernels::Avx512Pairs => {
+                avx512::pair_kernel_grad(&s, padded, dy, d_kernel, d_bias, scratch)
+            }
+            Kernels::Avx512 => avx512::kernel_grad(&s, padded, dy, d_kernel, d_bias),
+            Kernels::Avx2 => avx2::kernel_grad(&s, padded, dy, d_kernel, d_bias),
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
