@@ -1,7 +1,7 @@
 //! The AVX2 + FMA kernels of `filter_conv`: wide layers (groups of 16
 //! filters, two vectors) and narrow ones (up to 8 filters, one masked vector).
 
-use super::{GROUP, MAX_BLOCK, Shape, VEC, padded_len};
+use super::{GROUP, MAX_BLOCK, Shape, VEC, bias_output, padded_len};
 use std::arch::x86_64::*;
 
 /// Output pixels per block of the wide forward pass (two vectors each).
@@ -162,12 +162,7 @@ pub unsafe fn kernel_grad(
             for first in (0..s.row_taps).step_by(block) {
                 let taps = block.min(s.row_taps - first);
                 let at = (ky, first, group);
-                // The first block of each group also sums dy: the bias gradient.
-                let bias = if ky == 0 && first == 0 {
-                    d_bias.as_mut_ptr()
-                } else {
-                    std::ptr::null_mut()
-                };
+                let bias = bias_output(d_bias.as_mut_ptr(), ky, first);
                 let out = (d_kernel, bias);
                 unsafe {
                     if s.narrow() {

@@ -2,7 +2,7 @@
 //! one vector, so a block holds twice the sums of the AVX2 kernels and each
 //! instruction does twice the work.
 
-use super::{GROUP, MAX_BLOCK, Shape, padded_len};
+use super::{GROUP, MAX_BLOCK, Shape, bias_output, padded_len};
 use std::arch::x86_64::*;
 
 /// Output pixels per block of the forward pass.
@@ -138,12 +138,7 @@ pub unsafe fn kernel_grad(
             for first in (0..s.row_taps).step_by(MAX_BLOCK) {
                 let taps = MAX_BLOCK.min(s.row_taps - first);
                 let at = (ky, first, group);
-                // The first block of each group also sums dy: the bias gradient.
-                let bias = if ky == 0 && first == 0 {
-                    d_bias.as_mut_ptr()
-                } else {
-                    std::ptr::null_mut()
-                };
+                let bias = bias_output(d_bias.as_mut_ptr(), ky, first);
                 unsafe { unrolled!(taps, grad(s, padded, dy, (d_kernel, bias), at)) }
             }
         }
@@ -387,12 +382,7 @@ pub unsafe fn pair_kernel_grad(
         for first in (0..s.row_taps).step_by(MAX_BLOCK) {
             let taps = MAX_BLOCK.min(s.row_taps - first);
             let at = sums[(ky * s.row_taps + first) * LANES..].as_mut_ptr();
-            // The first block also sums dy: the bias gradient.
-            let bias = if ky == 0 && first == 0 {
-                bias_sums.as_mut_ptr()
-            } else {
-                std::ptr::null_mut()
-            };
+            let bias = bias_output(bias_sums.as_mut_ptr(), ky, first);
             // SAFETY: the block's taps lie inside the padded images for
             // every pair, and `sums` holds them.
             unsafe { unrolled!(taps, pair_grad(s, padded, dy, (at, bias), (ky, first))) }

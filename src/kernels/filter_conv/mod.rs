@@ -115,6 +115,18 @@ enum Kernels {
     Avx512Pairs,
 }
 
+/// Where a kernel-gradient block writes the bias gradient: the first block
+/// (`ky == 0`, `first == 0`) of each filter group sums `dy` into `bias` as
+/// it goes, the others get null and skip it.
+#[cfg(target_arch = "x86_64")]
+fn bias_output(bias: *mut f32, ky: usize, first: usize) -> *mut f32 {
+    if ky == 0 && first == 0 {
+        bias
+    } else {
+        std::ptr::null_mut()
+    }
+}
+
 /// Width of a zero-padded image row, in pixels: with a spare column, so
 /// that a pixel pair's second pixel may read one past the last tap.
 fn padded_w(w: &Window2d) -> usize {
