@@ -1,7 +1,7 @@
 //! Element-wise activation loops, in place.
 //!
 //! Backward passes use the activation's *output*, which every layer keeps
-//! anyway: relu' = [y > 0], sigmoid' = y (1 - y), tanh' = 1 - y².
+//! anyway: relu' = (y > 0 ? 1 : 0), sigmoid' = y (1 - y), tanh' = 1 - y².
 
 /// `x = max(x, 0)`.
 pub fn relu(x: &mut [f32]) {
