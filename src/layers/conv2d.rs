@@ -59,7 +59,10 @@ pub struct Conv2D {
     kernel_t: Vec<f32>,
     partial_kernel: Vec<f32>,
     partial_bias: Vec<f32>,
-    // Scratch of the direct path (see `kernels::direct_conv`).
+    // Scratch of the paths without im2col rows (`kernels::filter_conv`,
+    // `kernels::direct_conv`): the direct path's tiled kernel, the input
+    // each keeps for its backward pass (padded or spread), and per-chunk
+    // scratch of the kernel gradient.
     tiled_kernel: Vec<f32>,
     spread_input: Vec<f32>,
     direct_accumulators: Vec<f32>,
