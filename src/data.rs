@@ -6,6 +6,7 @@
 //! `f32` in memory: MNIST takes 47 MB as bytes, 188 MB as floats.
 
 use ndarray::{ArrayBase, Axis, Data, Dimension, RemoveAxis};
+use rayon::prelude::*;
 
 /// A collection of samples of one shape, gathered into batches by index.
 pub trait Samples: Sync {
@@ -47,28 +48,49 @@ where
     }
 }
 
-fn gather_with<T: Copy, S: Data<Elem = T>, D: Dimension + RemoveAxis>(
+/// Samples converted per parallel task: a batch's gather is split in a few
+/// tasks (it sits between training steps, where it would run alone).
+const SAMPLES_PER_TASK: usize = 32;
+
+fn gather_with<T: Copy + Sync, S: Data<Elem = T> + Sync, D: Dimension + RemoveAxis>(
     array: &ArrayBase<S, D>,
     indices: &[usize],
     out: &mut [f32],
-    convert: impl Fn(T) -> f32,
+    convert: impl Fn(T) -> f32 + Sync,
 ) {
     let len = sample_len(array.shape());
     let contiguous = array.as_slice();
-    for (&i, out) in indices.iter().zip(out.chunks_exact_mut(len)) {
-        match contiguous {
-            Some(all) => {
-                let sample = &all[i * len..(i + 1) * len];
-                out.iter_mut()
-                    .zip(sample)
-                    .for_each(|(o, &v)| *o = convert(v));
-            }
-            None => {
-                let sample = array.index_axis(Axis(0), i);
-                out.iter_mut()
-                    .zip(sample.iter())
-                    .for_each(|(o, &v)| *o = convert(v));
-            }
+    let tasks = indices
+        .par_chunks(SAMPLES_PER_TASK)
+        .zip(out.par_chunks_mut(SAMPLES_PER_TASK * len.max(1)));
+    tasks.for_each(|(indices, out)| {
+        for (&i, out) in indices.iter().zip(out.chunks_exact_mut(len)) {
+            copy_sample(array, contiguous, i, out, &convert);
+        }
+    });
+}
+
+/// `out = convert(sample i)`.
+fn copy_sample<T: Copy, S: Data<Elem = T>, D: Dimension + RemoveAxis>(
+    array: &ArrayBase<S, D>,
+    contiguous: Option<&[T]>,
+    i: usize,
+    out: &mut [f32],
+    convert: &impl Fn(T) -> f32,
+) {
+    let len = out.len();
+    match contiguous {
+        Some(all) => {
+            let sample = &all[i * len..(i + 1) * len];
+            out.iter_mut()
+                .zip(sample)
+                .for_each(|(o, &v)| *o = convert(v));
+        }
+        None => {
+            let sample = array.index_axis(Axis(0), i);
+            out.iter_mut()
+                .zip(sample.iter())
+                .for_each(|(o, &v)| *o = convert(v));
         }
     }
 }
