@@ -8,6 +8,11 @@ use std::arch::x86_64::*;
 /// Output pixels per block of the forward pass.
 const PIXELS: usize = 8;
 
+/// The mask of the first `n` (at most 16) lanes.
+fn first_lanes(n: usize) -> __mmask16 {
+    ((1u32 << n) - 1) as __mmask16
+}
+
 /// `max(sums, 0)` if the layer fuses relu into its forward pass.
 #[target_feature(enable = "avx512f")]
 fn relu(s: &Shape, sums: __m512) -> __m512 {
@@ -299,7 +304,6 @@ unsafe fn pair_sums<const P: usize>(
     out: *mut f32,
     pixels: usize,
 ) {
-    let filters = s.filters;
     unsafe {
         let mut acc = [_mm512_loadu_ps(bias); P];
         for ky in 0..s.w.k_h {
@@ -311,12 +315,20 @@ unsafe fn pair_sums<const P: usize>(
                 }
             }
         }
-        for (p, acc) in acc.iter().enumerate() {
-            let len = filters * (pixels - 2 * p).min(2);
-            let mask = ((1u32 << len) - 1) as __mmask16;
-            let pixels = _mm512_permutexvar_ps(index, *acc);
-            _mm512_mask_storeu_ps(out.add(2 * p * filters), mask, relu(s, pixels));
-        }
+        store_pairs(s, &acc, index, out, pixels);
+    }
+}
+
+/// Stores the sums of pixel pairs (`pixels` of them real, from `out` on),
+/// each pair's lanes put back in NHWC order by `index`.
+#[target_feature(enable = "avx512f")]
+unsafe fn store_pairs(s: &Shape, acc: &[__m512], index: __m512i, out: *mut f32, pixels: usize) {
+    let filters = s.filters;
+    for (p, acc) in acc.iter().enumerate() {
+        let in_pixels = _mm512_permutexvar_ps(index, *acc);
+        let mask = first_lanes(filters * (pixels - 2 * p).min(2));
+        // SAFETY: the caller's row holds `pixels` pixels from `out`.
+        unsafe { _mm512_mask_storeu_ps(out.add(2 * p * filters), mask, relu(s, in_pixels)) };
     }
 }
 
@@ -332,7 +344,6 @@ unsafe fn pair_sums_kw<const P: usize, const KW: usize>(
     pixels: usize,
 ) {
     const { assert!(2 * P + KW - 2 <= 24) };
-    let filters = s.filters;
     unsafe {
         let mut acc = [_mm512_loadu_ps(bias); P];
         for ky in 0..s.w.k_h {
@@ -348,12 +359,7 @@ unsafe fn pair_sums_kw<const P: usize, const KW: usize>(
                 }
             }
         }
-        for (p, acc) in acc.iter().enumerate() {
-            let len = filters * (pixels - 2 * p).min(2);
-            let mask = ((1u32 << len) - 1) as __mmask16;
-            let pixels = _mm512_permutexvar_ps(index, *acc);
-            _mm512_mask_storeu_ps(out.add(2 * p * filters), mask, relu(s, pixels));
-        }
+        store_pairs(s, &acc, index, out, pixels);
     }
 }
 
@@ -430,10 +436,7 @@ unsafe fn pair_grad<const T: usize>(
                 let dy_row = dy.as_ptr().add(oy * w.out_w * filters);
                 for ox in (0..w.out_w).step_by(2) {
                     let len = filters * (w.out_w - ox).min(2);
-                    let g = _mm512_maskz_loadu_ps(
-                        ((1u32 << len) - 1) as __mmask16,
-                        dy_row.add(ox * filters),
-                    );
+                    let g = _mm512_maskz_loadu_ps(first_lanes(len), dy_row.add(ox * filters));
                     let g = _mm512_permutexvar_ps(index, g);
                     if with_bias {
                         bias_sum = _mm512_add_ps(bias_sum, g);
@@ -512,7 +515,7 @@ unsafe fn sparse_row<const V: usize>(
         let out = row.as_mut_ptr();
         for (j, acc) in acc.iter().enumerate() {
             let len = (patch - j * LANES).min(LANES);
-            _mm512_mask_storeu_ps(out.add(j * LANES), ((1u32 << len) - 1) as __mmask16, *acc);
+            _mm512_mask_storeu_ps(out.add(j * LANES), first_lanes(len), *acc);
         }
     }
 }

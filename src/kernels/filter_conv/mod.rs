@@ -190,7 +190,9 @@ pub fn forward(
     assert_eq!(padded.len() / padded_len(w) * w.out_h * out_row, y.len());
     assert_eq!(scratch.len(), scratch_len(w, filters));
     #[cfg(target_arch = "x86_64")]
-    if s.kernels() == Kernels::Avx512Pairs {
+    let kernels = s.kernels();
+    #[cfg(target_arch = "x86_64")]
+    if kernels == Kernels::Avx512Pairs {
         // SAFETY: the CPU features were checked, the lengths asserted.
         return unsafe { avx512::pair_forward(&s, padded, kernel, bias, y, scratch) };
     }
@@ -205,7 +207,7 @@ pub fn forward(
             // asserted above, and `row` is one whole output row.
             #[cfg(target_arch = "x86_64")]
             unsafe {
-                if s.kernels() == Kernels::Avx512 {
+                if kernels == Kernels::Avx512 {
                     avx512::forward_row(&s, image, kernel, bias, row, oy)
                 } else {
                     avx2::forward_row(&s, image, kernel, bias, row, oy)
