@@ -289,8 +289,9 @@ impl Sequential {
         let fused_softmax =
             loss.fuses_with_softmax() && last.layer.activation() == crate::Activation::Softmax;
         if fused_softmax {
-            last.layer.fuse_activation_into_loss();
+            last.layer.skip_activation_derivative();
         }
+        self.hand_relu_derivatives_to_next_layers();
         self.compiled = Some(Compiled {
             loss,
             optimizer,
@@ -298,6 +299,20 @@ impl Sequential {
             fused_softmax,
         });
         Ok(())
+    }
+
+    /// Lets each layer that can apply the relu derivative of the layer
+    /// before (max pooling) do so, saving that layer a pass.
+    fn hand_relu_derivatives_to_next_layers(&mut self) {
+        for i in 1..self.entries.len() {
+            let (before, after) = self.entries.split_at_mut(i);
+            let (previous, layer) = (&mut before[i - 1].layer, &mut after[0].layer);
+            if previous.activation() == crate::Activation::Relu
+                && layer.take_relu_derivative_of_input()
+            {
+                previous.skip_activation_derivative();
+            }
+        }
     }
 
     /// Total number of trainable scalars.

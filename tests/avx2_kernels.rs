@@ -1,14 +1,16 @@
 //! The AVX2 kernels on a machine that would pick AVX-512 (as CI's does):
 //! with AVX-512 turned off, the filter-vectorised convolution kernels
 //! (wide, narrow, narrow over grey images, and the sparse input gradient)
-//! still pass the finite-difference checks and agree with the AVX-512 ones. One test only,
-//! since the switch is process-wide.
+//! still pass the finite-difference checks and agree with the AVX-512 ones,
+//! and 2x2 max pooling gives the same outputs and gradients either way. One
+//! test only, since the switch is process-wide.
 
 mod common;
 
 use common::{check_gradients, random, rng};
+use convnet::Activation;
 use convnet::kernels::allow_avx512;
-use convnet::layers::{Conv2D, Layer, Padding};
+use convnet::layers::{ActivationLayer, Conv2D, Layer, MaxPooling2D, Padding};
 use ndarray::{ArrayD, IxDyn};
 
 /// Output, input gradient and parameter gradients of one training step.
@@ -67,5 +69,58 @@ fn avx2_kernels_agree_with_avx512_and_finite_differences() {
             40 + case as u64,
         );
     }
+    max_pooling_agrees_with_and_without_avx512();
     allow_avx512(true);
+}
+
+/// Output and input gradient of 2x2 max pooling over relu'd values (many
+/// ties at zero, a NaN and a -inf), with and without the relu derivative
+/// handed to the pooling layer, on both kernel sets. Channel counts cover
+/// a masked vector, a whole one and one and a half; odd sizes leave a row
+/// and a column outside every window.
+fn max_pooling_agrees_with_and_without_avx512() {
+    for (case, (h, w, channels)) in [(6, 8, 6), (7, 5, 16), (4, 4, 20), (5, 6, 1)]
+        .into_iter()
+        .enumerate()
+    {
+        let mut r = rng(100 + case as u64);
+        let mut x = random(&[3, h, w, channels], &mut r).mapv(|v| v.max(0.0));
+        x[[0, 0, 0, 0]] = f32::NAN;
+        x[[1, 1, 1, 0]] = f32::NEG_INFINITY;
+        let dy = random(&[3, h / 2, w / 2, channels], &mut r);
+        let mut results: Vec<ArrayD<f32>> = Vec::new();
+        for avx512 in [true, false] {
+            allow_avx512(avx512);
+            for relu_input in [false, true] {
+                let mut pool = MaxPooling2D::new((2, 2));
+                pool.build(&[h, w, channels], &mut r).unwrap();
+                if relu_input {
+                    assert!(pool.take_relu_derivative_of_input());
+                }
+                let (mut y, mut dx) = (ArrayD::zeros(IxDyn(&[0])), ArrayD::zeros(IxDyn(&[0])));
+                pool.forward(&x, &mut y, true);
+                pool.backward(&x, &y, &mut dy.clone(), Some(&mut dx));
+                if relu_input {
+                    // The same as relu's own derivative applied after pooling's.
+                    let mut relu = ActivationLayer::new(Activation::Relu);
+                    relu.build(&[h, w, channels], &mut r).unwrap();
+                    let mut through_relu = ArrayD::zeros(IxDyn(&[0]));
+                    let plain = results.last().expect("the pass without relu");
+                    relu.backward(&x, &x, &mut plain.clone(), Some(&mut through_relu));
+                    assert_eq!(dx, through_relu, "case {case}: relu derivative");
+                }
+                results.extend([y, dx]);
+            }
+        }
+        for (i, (a, b)) in results[..4].iter().zip(&results[4..]).enumerate() {
+            let same = a
+                .iter()
+                .zip(b)
+                .all(|(u, v)| u == v || (u.is_nan() && v.is_nan()));
+            assert!(
+                same,
+                "case {case}, result {i}: AVX-512 and scalar pooling differ"
+            );
+        }
+    }
 }

@@ -265,3 +265,56 @@ fn every_layer_reports_its_class_name() {
         ]
     );
 }
+
+/// `compile` hands a convolution's relu derivative to the max pooling
+/// after it (the pooling drops the gradients of windows whose maximum is not
+/// positive; the convolution skips its own pass): the model's gradients
+/// still match finite differences of its loss.
+#[test]
+fn model_gradients_with_relu_derivative_handed_to_max_pooling() {
+    let mut model = convnet::Sequential::with_seed(7);
+    model.add(
+        Conv2D::new(4, (3, 3))
+            .activation(Relu)
+            .input_shape(&[6, 6, 1]),
+    );
+    model.add(MaxPooling2D::new((2, 2)));
+    model.add(Flatten::new());
+    model.add(Dense::new(3).activation(Softmax));
+    model
+        .compile(
+            Loss::CategoricalCrossentropy,
+            convnet::optimizers::Adam::default(),
+            &[],
+        )
+        .unwrap();
+    let mut r = rng(60);
+    let x = random(&[4, 6, 6, 1], &mut r);
+    let y = ArrayD::from_shape_fn(IxDyn(&[4, 3]), |i| (i[0] % 3 == i[1]) as u8 as f32);
+    model.profile_step(&x, &y, &[0, 1, 2, 3]).unwrap();
+    let analytic: Vec<Vec<f32>> = model.params()[..2]
+        .iter()
+        .map(|p| p.grad.iter().copied().collect())
+        .collect();
+    let h = 1e-2;
+    let mut loss_with = |param: usize, i: usize, delta: f32| {
+        let value = &mut model.params_mut()[param].value;
+        let saved = value.as_slice().unwrap()[i];
+        value.as_slice_mut().unwrap()[i] = saved + delta;
+        let loss = model.evaluate(&x, &y).unwrap().loss;
+        model.params_mut()[param].value.as_slice_mut().unwrap()[i] = saved;
+        loss
+    };
+    for (param, grads) in analytic.iter().enumerate() {
+        for (i, &g) in grads.iter().enumerate() {
+            let (plus, minus) = (loss_with(param, i, h), loss_with(param, i, -h));
+            let centre = loss_with(param, i, 0.0);
+            assert!(
+                agrees(g as f64, plus, minus, centre, h as f64, 2e-2),
+                "conv param {param} [{i}]: analytic {g}, numeric {}",
+                (plus - minus) / (2.0 * h as f64)
+            );
+        }
+    }
+    assert!(analytic[0].iter().any(|&g| g != 0.0));
+}

@@ -480,7 +480,7 @@ impl Layer for Conv2D {
         self.output_activation.activation
     }
 
-    fn fuse_activation_into_loss(&mut self) {
-        self.output_activation.fused_into_loss = true;
+    fn skip_activation_derivative(&mut self) {
+        self.output_activation.derivative_skipped = true;
     }
 }

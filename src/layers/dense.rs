@@ -178,7 +178,7 @@ impl Layer for Dense {
         self.output_activation.activation
     }
 
-    fn fuse_activation_into_loss(&mut self) {
-        self.output_activation.fused_into_loss = true;
+    fn skip_activation_derivative(&mut self) {
+        self.output_activation.derivative_skipped = true;
     }
 }

@@ -3,7 +3,10 @@
 //! Pooling halves (with the default 2x2 window) the height and width, making
 //! the next layers cheaper and the features a little shift-invariant. The
 //! forward pass remembers which input won each window, so the backward pass
-//! just sends each gradient back to its winner.
+//! just sends each gradient back to its winner. After a relu it also
+//! applies relu's derivative for the layer before (`compile` arranges it):
+//! a winner is positive exactly when its window's maximum is, so this costs
+//! one comparison per output instead of a pass over the whole input.
 
 use ndarray::ArrayD;
 use rayon::prelude::*;
@@ -27,6 +30,8 @@ pub struct MaxPooling2D {
     input_shape: Option<Vec<usize>>,
     window: Option<Window2d>,
     winners: Vec<u8>,
+    /// Whether `backward` applies the relu derivative of the layer before.
+    relu_input: bool,
 }
 
 impl MaxPooling2D {
@@ -40,6 +45,7 @@ impl MaxPooling2D {
             input_shape: None,
             window: None,
             winners: Vec::new(),
+            relu_input: false,
         }
     }
 
@@ -124,7 +130,7 @@ impl Layer for MaxPooling2D {
     fn backward(
         &mut self,
         input: &ArrayD<f32>,
-        _output: &ArrayD<f32>,
+        output: &ArrayD<f32>,
         grad_output: &mut ArrayD<f32>,
         grad_input: Option<&mut ArrayD<f32>>,
     ) {
@@ -133,10 +139,20 @@ impl Layer for MaxPooling2D {
         resize(grad_input, input.shape());
         let out_len = w.out_pixels() * w.channels;
         let chunk = self.chunk();
+        let relu_input = self.relu_input;
         values_mut(grad_input)
             .par_chunks_mut(chunk * w.in_len())
             .zip(values(grad_output).par_chunks(chunk * out_len))
+            .zip(values(output).par_chunks(chunk * out_len))
             .zip(self.winners.par_chunks(chunk * out_len))
-            .for_each(|((dx, dy), winners)| pool::max_pool_backward(&w, winners, dy, dx));
+            .for_each(|(((dx, dy), y), winners)| {
+                let relu_output = relu_input.then_some(y);
+                pool::max_pool_backward(&w, winners, dy, relu_output, dx)
+            });
+    }
+
+    fn take_relu_derivative_of_input(&mut self) -> bool {
+        self.relu_input = true;
+        true
     }
 }

@@ -118,25 +118,38 @@ pub trait Layer: Send + Sync {
         Activation::Linear
     }
 
-    /// Called when the loss takes over this layer's output activation (a
-    /// softmax followed by cross-entropy): from then on `backward` receives
-    /// the gradient with respect to the activation's *input* and must not
-    /// apply the activation's derivative again.
-    fn fuse_activation_into_loss(&mut self) {}
+    /// Called when what follows takes over the derivative of this layer's
+    /// output activation: the loss (softmax followed by cross-entropy), or
+    /// the next layer (max pooling after relu, see
+    /// [`Layer::take_relu_derivative_of_input`]). From then on `backward`
+    /// receives the gradient with respect to the activation's *input* and
+    /// must not apply the activation's derivative again.
+    fn skip_activation_derivative(&mut self) {}
+
+    /// Called by `compile` when the layer before this one ends in relu. A
+    /// layer that can apply relu's derivative to the gradient it passes back
+    /// more cheaply than a pass of its own over the whole input (max pooling:
+    /// only window winners get a gradient, and a winner is positive exactly
+    /// when the pooled value is) returns true and does so from then on; the
+    /// layer before is then told to [`Layer::skip_activation_derivative`].
+    fn take_relu_derivative_of_input(&mut self) -> bool {
+        false
+    }
 }
 
-/// An activation at a layer's output, which the loss may take over.
+/// An activation at a layer's output, whose derivative the loss or the
+/// next layer may take over.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct OutputActivation {
     pub activation: Activation,
-    pub fused_into_loss: bool,
+    pub derivative_skipped: bool,
 }
 
 impl OutputActivation {
     pub fn new(activation: Activation) -> Self {
         OutputActivation {
             activation,
-            fused_into_loss: false,
+            derivative_skipped: false,
         }
     }
 
@@ -145,7 +158,7 @@ impl OutputActivation {
     }
 
     pub fn backward(&self, y: &[f32], grad: &mut [f32], width: usize) {
-        if !self.fused_into_loss {
+        if !self.derivative_skipped {
             self.activation.backward(y, grad, width);
         }
     }

@@ -8,7 +8,8 @@
 //!
 //! 2x2 windows moved by 2 (the usual pooling) have loops of their own: the
 //! first maximum in row-major order wins, and the backward pass is a zero
-//! fill and one store per gradient. Other windows without padding find
+//! fill and one store per gradient (`avx512.rs`: the same with a pixel's
+//! channels as the SIMD axis). Other windows without padding find
 //! their maximum in two passes that run over whole contiguous rows: first down each column of the window (over all
 //! columns of the image at once, which vectorises whatever the channel
 //! count), then across the window's columns. The winner is then the first
@@ -16,7 +17,10 @@
 //! with padding, the first in row-major order. Either way it is a maximum,
 //! which is all the gradient needs.
 
-use super::Window2d;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+
+use super::{Window2d, has_avx512};
 
 /// Largest window whose positions fit in the byte recorded per output.
 pub const MAX_WINDOW: usize = 256;
@@ -31,6 +35,11 @@ pub fn max_pool_forward(
     columns: &mut Columns,
 ) {
     if is_2x2(w) {
+        #[cfg(target_arch = "x86_64")]
+        if has_avx512() {
+            // SAFETY: AVX-512F is present and the window is 2x2/2 inside the image.
+            return unsafe { avx512::forward_2x2(w, input, output, winners) };
+        }
         max_pool_2x2(w, input, output, winners);
     } else if w.pad_top == 0 && w.pad_left == 0 && inside(w) {
         max_pool_unpadded(w, input, output, winners, columns);
@@ -150,32 +159,36 @@ fn max_pool_2x2_backward(
     w: &Window2d,
     winners: &[u8],
     grad_output: &[f32],
+    relu_output: Option<&[f32]>,
     grad_input: &mut [f32],
 ) {
     let c = w.channels;
     let (out_len, out_row, row) = (w.out_pixels() * c, w.out_w * c, w.in_w * c);
     // Window position (0 1 / 2 3) -> offset from the window's top-left value.
     let offsets = [0, c, row, row + c];
-    let images = grad_input.chunks_exact_mut(w.in_len()).zip(
-        grad_output
-            .chunks_exact(out_len)
-            .zip(winners.chunks_exact(out_len)),
-    );
-    for (grad_in, (grad_out, won)) in images {
+    for (i, grad_in) in grad_input.chunks_exact_mut(w.in_len()).enumerate() {
         grad_in.fill(0.0);
-        let out_rows = grad_out
-            .chunks_exact(out_row)
-            .zip(won.chunks_exact(out_row));
-        for (oy, (g, won)) in out_rows.enumerate() {
+        for oy in 0..w.out_h {
             let rows = &mut grad_in[2 * oy * row..(2 * oy + 2) * row];
-            let pixels = g.chunks_exact(c).zip(won.chunks_exact(c));
-            for (ox, (g, won)) in pixels.enumerate() {
-                let corner = 2 * ox * c;
-                for (ch, (&g, &p)) in g.iter().zip(won).enumerate() {
-                    rows[corner + ch + offsets[p as usize & 3]] = g;
+            for ox in 0..w.out_w {
+                let (corner, at) = (2 * ox * c, i * out_len + oy * out_row + ox * c);
+                for ch in 0..c {
+                    let g = through_relu(grad_output, relu_output, at + ch);
+                    rows[corner + ch + offsets[winners[at + ch] as usize & 3]] = g;
                 }
             }
         }
+    }
+}
+
+/// `grad[at]`, or 0 where `relu_output` (if given) is not positive.
+#[inline(always)]
+fn through_relu(grad: &[f32], relu_output: Option<&[f32]>, at: usize) -> f32 {
+    match relu_output {
+        // `> 0` is false for NaN too, as in relu's own derivative.
+        Some(y) if y[at] > 0.0 => grad[at],
+        Some(_) => 0.0,
+        None => grad[at],
     }
 }
 
@@ -307,14 +320,27 @@ fn max_pool_clipped(w: &Window2d, input: &[f32], output: &mut [f32], winners: &m
 
 /// Writes the input gradient: each output gradient goes to the input that
 /// won its window, every other input gets zero.
+///
+/// `relu_output`, when the input came out of a relu, is the pooled output:
+/// the gradient of a window whose maximum is not positive is dropped, which
+/// is relu's derivative at its winner (the only input that gets a
+/// gradient), so the layer before need not apply it.
 pub fn max_pool_backward(
     w: &Window2d,
     winners: &[u8],
     grad_output: &[f32],
+    relu_output: Option<&[f32]>,
     grad_input: &mut [f32],
 ) {
     if is_2x2(w) {
-        return max_pool_2x2_backward(w, winners, grad_output, grad_input);
+        #[cfg(target_arch = "x86_64")]
+        if has_avx512() {
+            // SAFETY: AVX-512F is present and the window is 2x2/2 inside the image.
+            return unsafe {
+                avx512::backward_2x2(w, winners, grad_output, relu_output, grad_input)
+            };
+        }
+        return max_pool_2x2_backward(w, winners, grad_output, relu_output, grad_input);
     }
     let c = w.channels;
     let out_len = w.out_pixels() * c;
@@ -324,26 +350,25 @@ pub fn max_pool_backward(
         && w.pad_left == 0
         && (w.k_h, w.k_w) == (w.stride_h, w.stride_w)
         && (w.out_h * w.k_h, w.out_w * w.k_w) == (w.in_h, w.in_w);
-    let images = grad_input.chunks_exact_mut(w.in_len()).zip(
-        grad_output
-            .chunks_exact(out_len)
-            .zip(winners.chunks_exact(out_len)),
-    );
-    for (grad_in, (grad_out, won)) in images {
+    for (i, grad_in) in grad_input.chunks_exact_mut(w.in_len()).enumerate() {
         if !tiled {
             grad_in.fill(0.0);
         }
         for oy in 0..w.out_h {
             for ox in 0..w.out_w {
-                let at = (oy * w.out_w + ox) * c;
-                let (g, won) = (&grad_out[at..at + c], &won[at..at + c]);
+                let at = i * out_len + (oy * w.out_w + ox) * c;
+                let won = &winners[at..at + c];
                 let (y0, x0) = (oy * w.stride_h, ox * w.stride_w);
                 if tiled {
                     // Windows tile the image: every input is written once, no zeroing pass.
                     for (p, &(ky, kx)) in offsets.iter().enumerate() {
                         let i = ((y0 + ky) * w.in_w + x0 + kx) * c;
-                        for ((dx, &g), &won) in grad_in[i..i + c].iter_mut().zip(g).zip(won) {
-                            *dx = if won as usize == p { g } else { 0.0 };
+                        for (ch, (dx, &won)) in grad_in[i..i + c].iter_mut().zip(won).enumerate() {
+                            *dx = if won as usize == p {
+                                through_relu(grad_output, relu_output, at + ch)
+                            } else {
+                                0.0
+                            };
                         }
                     }
                 } else {
@@ -351,10 +376,11 @@ pub fn max_pool_backward(
                         y0 as isize - w.pad_top as isize,
                         x0 as isize - w.pad_left as isize,
                     );
-                    for ch in 0..c {
-                        let (ky, kx) = offsets[won[ch] as usize];
+                    for (ch, &won) in won.iter().enumerate() {
+                        let (ky, kx) = offsets[won as usize];
                         let (iy, ix) = ((y0 + ky as isize) as usize, (x0 + kx as isize) as usize);
-                        grad_in[(iy * w.in_w + ix) * c + ch] += g[ch];
+                        grad_in[(iy * w.in_w + ix) * c + ch] +=
+                            through_relu(grad_output, relu_output, at + ch);
                     }
                 }
             }
