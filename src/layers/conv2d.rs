@@ -16,8 +16,11 @@
 //! Stride-1 layers with at most 8 or a multiple of 16 filters (both of
 //! LeNet's) skip the rows on AVX2 CPUs: `kernels::filter_conv` computes the
 //! output and the kernel gradient straight from (zero-padded copies of) the
-//! images, with the filters as the SIMD axis. The input gradient is always
-//! `dy · kernelᵀ` and col2im, a chunk at a time.
+//! images, with the filters as the SIMD axis. The input gradient is
+//! `dy · kernelᵀ` and col2im, a chunk at a time, except for the wide ones on
+//! AVX-512 CPUs: there each output pixel's window of input gradient is
+//! summed in registers over its non-zero `dy` only (behind max pooling,
+//! most are zero) and added straight onto the input gradient.
 
 use ndarray::{ArrayD, IxDyn};
 use rayon::prelude::*;
@@ -434,18 +437,27 @@ impl Layer for Conv2D {
         resize(grad_input, input.shape());
         let kernel = values(&self.kernel.value);
         let images_per_chunk = self.chunk();
-        // d_rows = dy · kernelᵀ, a few images at a time into a buffer per
-        // thread that stays in the core's cache until col2im reads it.
-        let images_per_product = (D_ROWS_PER_PRODUCT / w.out_pixels()).max(1);
         let sparse = filter_conv::sparse_input_grad_applies(&w, filters);
         if sparse {
             resize_buffer(&mut self.kernel_t, filter_conv::transposed_len(&w, filters));
             filter_conv::transpose_kernel(&w, filters, kernel, &mut self.kernel_t);
         }
         let kernel_t = &self.kernel_t;
-        values(grad_output)
-            .par_chunks(rows_per_chunk * filters)
-            .zip(values_mut(grad_input).par_chunks_mut(images_per_chunk * w.in_len()))
+        let dy_chunks = values(grad_output).par_chunks(rows_per_chunk * filters);
+        let dx_chunks = values_mut(grad_input).par_chunks_mut(images_per_chunk * w.in_len());
+        if sparse {
+            dy_chunks
+                .zip(dx_chunks)
+                .for_each_init(Vec::new, |padded, (dy, dx)| {
+                    filter_conv::input_grad(&w, filters, dy, kernel_t, dx, padded)
+                });
+            return;
+        }
+        // d_rows = dy · kernelᵀ, a few images at a time into a buffer per
+        // thread that stays in the core's cache until col2im reads it.
+        let images_per_product = (D_ROWS_PER_PRODUCT / w.out_pixels()).max(1);
+        dy_chunks
+            .zip(dx_chunks)
             .for_each_init(Vec::new, |d_rows, (dy, dx)| {
                 dx.fill(0.0);
                 let products = dy
@@ -453,11 +465,7 @@ impl Layer for Conv2D {
                     .zip(dx.chunks_mut(images_per_product * w.in_len()));
                 for (dy, dx) in products {
                     d_rows.resize(dy.len() / filters * patch, 0.0);
-                    if sparse {
-                        filter_conv::input_grad_rows(&w, filters, dy, kernel_t, d_rows);
-                    } else {
-                        linear::input_grad(dy, kernel, d_rows, patch);
-                    }
+                    linear::input_grad(dy, kernel, d_rows, patch);
                     im2col::col2im(&w, d_rows, dx);
                 }
             });

@@ -457,51 +457,79 @@ unsafe fn pair_grad<const T: usize>(
     }
 }
 
-/// Vectors per im2col row that [`input_grad_rows`] keeps in registers.
-pub const MAX_ROW_VECTORS: usize = MAX_BLOCK;
+/// Vectors of an input-gradient window that [`input_grad`] keeps in
+/// registers: `k_h` kernel rows of `ceil(k_w · channels / 16)` each.
+pub const MAX_WINDOW_VECTORS: usize = MAX_BLOCK;
 
-/// The input gradient's im2col rows of a chunk, `d_rows[p, k] = Σ_f dy[p,
-/// f] · kernel[k, f]`, skipping the zeros of `dy`: behind max pooling and
-/// relu most of them are (a 2x2 pool passes a gradient to one pixel in
-/// four), so summing only the non-zero filters of each pixel does a
-/// fraction of a dense product's work. `kernel_t` is the kernel transposed,
-/// each filter's row padded to whole vectors (`row_vectors · 16` values).
+/// Vectors per kernel row in [`input_grad`]'s transposed kernel.
+pub fn row_vectors(s: &Shape) -> usize {
+    s.row_taps.div_ceil(LANES)
+}
+
+/// The input gradient of one image, added into `dx` (rows of `row_len`
+/// values, the first window at `dx[0]`): for each output pixel `p`, the
+/// window `dx[p + (ky, kx), c] += Σ_f dy[p, f] · kernel[ky, kx, c, f]`,
+/// summed in registers over the *non-zero* `dy[p, f]` only (behind max
+/// pooling and relu at most one pixel in four has a gradient per filter,
+/// so this does a fraction of a dense product's work), then added to the
+/// window's `k_h` rows. `kernel_t` is the kernel transposed: per filter,
+/// per kernel row, its `k_w · channels` taps padded with zeros to
+/// [`row_vectors`] whole vectors.
 ///
 /// # Safety
-/// AVX-512F present; `dy` holds whole pixels of `filters` values (a
-/// multiple of 16), `kernel_t` `filters · row_vectors · 16` values,
-/// `d_rows` `patch` values per pixel, `patch <= row_vectors · 16`.
+/// AVX-512F present; the layer is wide (`filters` a multiple of 16) with
+/// `k_h · row_vectors <= MAX_WINDOW_VECTORS`; `dy` is one image's output
+/// gradient, `kernel_t` `filters · k_h · row_vectors · 16` values, and
+/// `dx` holds every window: `(out_h - 1 + k_h) · row_len` values with
+/// `row_len >= (out_w - 1 + k_w) · channels`.
 #[target_feature(enable = "avx512f")]
-pub unsafe fn input_grad_rows(
-    filters: usize,
-    patch: usize,
-    dy: &[f32],
-    kernel_t: &[f32],
-    d_rows: &mut [f32],
-) {
-    let row_vectors = patch.div_ceil(LANES);
-    assert!(row_vectors <= MAX_ROW_VECTORS && filters.is_multiple_of(GROUP));
-    assert!(kernel_t.len() >= filters * row_vectors * LANES);
-    let pixels = dy.chunks_exact(filters).zip(d_rows.chunks_exact_mut(patch));
-    for (g, row) in pixels {
-        // SAFETY: as vouched by the caller, lengths asserted.
-        unsafe { unrolled!(row_vectors, sparse_row(filters, patch, g, kernel_t, row)) }
+pub unsafe fn input_grad(s: &Shape, dy: &[f32], kernel_t: &[f32], dx: &mut [f32], row_len: usize) {
+    let (w, filters, vectors) = (&s.w, s.filters, row_vectors(s));
+    let window_vectors = w.k_h * vectors;
+    assert!(window_vectors <= MAX_WINDOW_VECTORS && filters.is_multiple_of(GROUP));
+    assert!(kernel_t.len() >= filters * window_vectors * LANES);
+    assert_eq!(dy.len(), w.out_pixels() * filters);
+    assert!(row_len >= (w.out_w - 1 + w.k_w) * w.channels);
+    assert!(dx.len() >= (w.out_h - 1 + w.k_h) * row_len);
+    // Where each vector of a window goes, and which of its lanes are taps.
+    let mut offsets = [0; MAX_WINDOW_VECTORS];
+    let mut masks = [0; MAX_WINDOW_VECTORS];
+    for j in 0..window_vectors {
+        let (ky, v) = (j / vectors, j % vectors);
+        offsets[j] = ky * row_len + v * LANES;
+        masks[j] = first_lanes((s.row_taps - v * LANES).min(LANES));
+    }
+    for (p, g) in dy.chunks_exact(filters).enumerate() {
+        let window = (p / w.out_w) * row_len + (p % w.out_w) * w.channels;
+        // SAFETY: as vouched by the caller, lengths asserted; the window
+        // of every output pixel lies inside `dx`.
+        unsafe {
+            let dx = dx.as_mut_ptr().add(window);
+            unrolled!(
+                window_vectors,
+                add_window(filters, g, kernel_t, dx, &offsets, &masks)
+            )
+        }
     }
 }
 
+/// One output pixel's share of [`input_grad`]: `V` vectors of sums.
 #[target_feature(enable = "avx512f")]
-unsafe fn sparse_row<const V: usize>(
+unsafe fn add_window<const V: usize>(
     filters: usize,
-    patch: usize,
     g: &[f32],
     kernel_t: &[f32],
-    row: &mut [f32],
+    dx: *mut f32,
+    offsets: &[usize; MAX_WINDOW_VECTORS],
+    masks: &[__mmask16; MAX_WINDOW_VECTORS],
 ) {
     unsafe {
         let mut acc = [_mm512_setzero_ps(); V];
+        let mut any = false;
         for group in (0..filters).step_by(GROUP) {
             let values = _mm512_loadu_ps(g.as_ptr().add(group));
             let mut nonzero = _mm512_cmpneq_ps_mask(values, _mm512_setzero_ps());
+            any |= nonzero != 0;
             while nonzero != 0 {
                 let f = group + nonzero.trailing_zeros() as usize;
                 nonzero &= nonzero - 1;
@@ -512,10 +540,12 @@ unsafe fn sparse_row<const V: usize>(
                 }
             }
         }
-        let out = row.as_mut_ptr();
+        if !any {
+            return;
+        }
         for (j, acc) in acc.iter().enumerate() {
-            let len = (patch - j * LANES).min(LANES);
-            _mm512_mask_storeu_ps(out.add(j * LANES), first_lanes(len), *acc);
+            let (at, m) = (dx.add(offsets[j]), masks[j]);
+            _mm512_mask_storeu_ps(at, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, at), *acc));
         }
     }
 }

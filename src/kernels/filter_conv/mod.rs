@@ -259,15 +259,16 @@ pub fn kernel_grad(
     unreachable!("filter_conv::applies is false off x86-64 ({})", s.filters);
 }
 
-/// Whether [`input_grad_rows`] runs for this layer on this CPU (AVX-512,
-/// wide layers, im2col rows of at most 192 values); otherwise the rows are
-/// a matrix product.
+/// Whether [`input_grad`] runs for this layer on this CPU (AVX-512, wide
+/// layers, a window of at most 12 vectors: `k_h` kernel rows of `k_w ·
+/// channels` taps, each padded to whole vectors); otherwise the input
+/// gradient is a matrix product and col2im.
 pub fn sparse_input_grad_applies(w: &Window2d, filters: usize) -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         applies(w, filters)
             && Shape::new(w, filters).kernels() == Kernels::Avx512
-            && w.patch_len() <= avx512::MAX_ROW_VECTORS * GROUP
+            && w.k_h * row_vectors(w) <= avx512::MAX_WINDOW_VECTORS
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -276,42 +277,83 @@ pub fn sparse_input_grad_applies(w: &Window2d, filters: usize) -> bool {
     }
 }
 
-/// Values of the transposed kernel [`input_grad_rows`] reads.
-pub fn transposed_len(w: &Window2d, filters: usize) -> usize {
-    filters * w.patch_len().div_ceil(GROUP) * GROUP
+/// Vectors per kernel row of the transposed kernel.
+fn row_vectors(w: &Window2d) -> usize {
+    (w.k_w * w.channels).div_ceil(GROUP)
 }
 
-/// `kernel` (patch x filters) transposed, each filter's row padded with
-/// zeros to whole vectors, into `kernel_t` ([`transposed_len`] values).
+/// Values of the transposed kernel [`input_grad`] reads.
+pub fn transposed_len(w: &Window2d, filters: usize) -> usize {
+    filters * w.k_h * row_vectors(w) * GROUP
+}
+
+/// `kernel` (patch x filters) transposed: per filter, per kernel row, its
+/// `k_w · channels` taps padded with zeros to whole vectors, into
+/// `kernel_t` ([`transposed_len`] values).
 pub fn transpose_kernel(w: &Window2d, filters: usize, kernel: &[f32], kernel_t: &mut [f32]) {
-    let row = w.patch_len().div_ceil(GROUP) * GROUP;
+    let (row_taps, row) = (w.k_w * w.channels, row_vectors(w) * GROUP);
     kernel_t.fill(0.0);
     for (k, taps) in kernel.chunks_exact(filters).enumerate() {
+        let (ky, t) = (k / row_taps, k % row_taps);
         for (f, &v) in taps.iter().enumerate() {
-            kernel_t[f * row + k] = v;
+            kernel_t[(f * w.k_h + ky) * row + t] = v;
         }
     }
 }
 
-/// The input gradient's im2col rows of a chunk, `d_rows = dy · kernelᵀ`,
+/// The input gradient of a chunk of images, `dx[p + (ky, kx), c] = Σ dy[p,
+/// f] · kernel[ky, kx, c, f]` over output pixels `p` and filters `f`,
 /// summing only the non-zero values of `dy` (see
-/// [`sparse_input_grad_applies`]); `kernel_t` from [`transpose_kernel`].
-pub fn input_grad_rows(
+/// [`sparse_input_grad_applies`]), written (not added); `kernel_t` from
+/// [`transpose_kernel`]. Windows that reach into the padding are summed
+/// into `scratch` (a padded image) and the image cut out of it.
+pub fn input_grad(
     w: &Window2d,
     filters: usize,
     dy: &[f32],
     kernel_t: &[f32],
-    d_rows: &mut [f32],
+    dx: &mut [f32],
+    scratch: &mut Vec<f32>,
 ) {
     assert!(
         sparse_input_grad_applies(w, filters),
         "sparse input gradient does not apply"
     );
+    let s = Shape::new(w, filters);
     assert_eq!(kernel_t.len(), transposed_len(w, filters));
-    assert_eq!(dy.len() / filters * w.patch_len(), d_rows.len());
-    // SAFETY: the CPU features were checked, the lengths asserted.
-    #[cfg(target_arch = "x86_64")]
-    unsafe {
-        avx512::input_grad_rows(filters, w.patch_len(), dy, kernel_t, d_rows)
+    assert_eq!(dy.len() / (w.out_pixels() * filters), dx.len() / w.in_len());
+    let unpadded = w.pad_top == 0
+        && w.pad_left == 0
+        && w.out_h - 1 + w.k_h <= w.in_h
+        && w.out_w - 1 + w.k_w <= w.in_w;
+    let (c, pw) = (w.channels, padded_w(w));
+    let images = dy
+        .chunks_exact(w.out_pixels() * filters)
+        .zip(dx.chunks_exact_mut(w.in_len()));
+    for (dy, dx) in images {
+        // SAFETY: `sparse_input_grad_applies` checked the CPU and the
+        // window's size; `dy` is one image's, `kernel_t` asserted above,
+        // and the target holds every window (the image itself when no
+        // window reaches the padding, else a padded image).
+        #[cfg(target_arch = "x86_64")]
+        unsafe {
+            if unpadded {
+                dx.fill(0.0);
+                avx512::input_grad(&s, dy, kernel_t, dx, w.in_w * c);
+            } else {
+                scratch.clear();
+                scratch.resize(padded_len(w), 0.0);
+                avx512::input_grad(&s, dy, kernel_t, scratch, s.row_len);
+                for (iy, row) in dx.chunks_exact_mut(w.in_w * c).enumerate() {
+                    let at = ((iy + w.pad_top) * pw + w.pad_left) * c;
+                    copy_short(row, &scratch[at..at + row.len()]);
+                }
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        unreachable!(
+            "filter_conv::applies is false off x86-64 ({})",
+            dy.len() + dx.len() + scratch.len() + pw + usize::from(unpadded) + s.filters
+        );
     }
 }
