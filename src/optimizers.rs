@@ -4,6 +4,8 @@
 //! updates [`Param::value`] in place. Its state (moments, velocities) is kept
 //! per parameter, in the order the model lists them.
 
+use rayon::prelude::*;
+
 use crate::layers::Param;
 use crate::{Error, Result};
 
@@ -29,6 +31,33 @@ fn values_and_grads(p: &mut Param) -> (&mut [f32], &[f32]) {
     let grad = p.grad.as_slice().expect("standard layout");
     let value = p.value.as_slice_mut().expect("standard layout");
     (value, grad)
+}
+
+/// Values per parallel piece of an update with two state vectors: large
+/// parameters (Dense kernels) are split so that every core takes a share.
+const UPDATE_PIECE: usize = 8192;
+
+/// Runs `update(values, grads, state_a, state_b)` over every parameter in
+/// pieces of [`UPDATE_PIECE`] values, in parallel. Updates are element-wise,
+/// so the result does not depend on the split.
+fn update_in_parallel(
+    params: &mut [&mut Param],
+    state_a: &mut [Vec<f32>],
+    state_b: &mut [Vec<f32>],
+    update: impl Fn(&mut [f32], &[f32], &mut [f32], &mut [f32]) + Sync,
+) {
+    let mut pieces = Vec::new();
+    for ((p, a), b) in params.iter_mut().zip(state_a).zip(state_b) {
+        let (w, g) = values_and_grads(p);
+        pieces.extend(
+            w.chunks_mut(UPDATE_PIECE)
+                .zip(g.chunks(UPDATE_PIECE))
+                .zip(a.chunks_mut(UPDATE_PIECE).zip(b.chunks_mut(UPDATE_PIECE))),
+        );
+    }
+    pieces
+        .into_par_iter()
+        .for_each(|((w, g), (a, b))| update(w, g, a, b));
 }
 
 /// Stochastic gradient descent, optionally with (Nesterov) momentum.
@@ -166,16 +195,15 @@ impl Optimizer for Adam {
         let t = self.iterations;
         let (b1, b2, eps) = (self.beta_1, self.beta_2, self.epsilon);
         let alpha = self.learning_rate * (1.0 - b2.powi(t)).sqrt() / (1.0 - b1.powi(t));
-        let m = slots(&mut self.m, params);
-        let v = slots(&mut self.v, params);
-        for ((p, m), v) in params.iter_mut().zip(m).zip(v) {
-            let (w, g) = values_and_grads(p);
+        slots(&mut self.m, params);
+        slots(&mut self.v, params);
+        update_in_parallel(params, &mut self.m, &mut self.v, |w, g, m, v| {
             for (((w, g), m), v) in w.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
                 *m = flush_tiny(*m + (g - *m) * (1.0 - b1));
                 *v = flush_tiny(*v + (g * g - *v) * (1.0 - b2));
                 *w -= alpha * *m / (v.sqrt() + eps);
             }
-        }
+        });
     }
 }
 
