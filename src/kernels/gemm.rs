@@ -1,7 +1,9 @@
 //! Matrix products through the `matrixmultiply` crate (a tuned, packed,
 //! SIMD GEMM). Transposes are free: they are only strides.
 
-/// A row-major `rows x cols` matrix in a slice, possibly read transposed.
+/// A row-major `rows x cols` matrix in a slice (or a block of its columns),
+/// possibly read transposed. Every constructor checks that each index the
+/// strides reach lies inside `data`.
 #[derive(Clone, Copy)]
 pub struct Mat<'a> {
     data: &'a [f32],
@@ -23,6 +25,24 @@ impl<'a> Mat<'a> {
             data,
             rows,
             cols,
+            row_stride: cols as isize,
+            col_stride: 1,
+        }
+    }
+
+    /// Columns `first..first + count` of the row-major `rows x cols`
+    /// matrix stored in `data`, without moving any data.
+    pub fn columns(data: &'a [f32], rows: usize, cols: usize, first: usize, count: usize) -> Self {
+        assert_eq!(
+            data.len(),
+            rows * cols,
+            "matrix data does not match its shape"
+        );
+        assert!(first + count <= cols, "columns outside the matrix");
+        Mat {
+            data: &data[first.min(data.len())..],
+            rows,
+            cols: count,
             row_stride: cols as isize,
             col_stride: 1,
         }
@@ -115,6 +135,19 @@ mod tests {
         for i in 0..m {
             for j in 0..n {
                 assert!((ct[j * m + i] - want[i * n + j]).abs() < 1e-5);
+            }
+        }
+        // A block of columns: a · b[:, 1..3].
+        let mut block = vec![0.0; m * 2];
+        matmul(
+            Mat::new(&a, m, k),
+            Mat::columns(&b, k, n, 1, 2),
+            &mut block,
+            0.0,
+        );
+        for i in 0..m {
+            for j in 0..2 {
+                assert!((block[i * 2 + j] - want[i * n + j + 1]).abs() < 1e-5);
             }
         }
         // beta = 1 accumulates.

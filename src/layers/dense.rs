@@ -1,17 +1,19 @@
 //! `Dense`: a fully connected layer, `y = activation(x · kernel + bias)`.
 //!
-//! The kernel has shape `(inputs, units)`, as in Keras. The batch is split
-//! into chunks of samples computed in parallel; each chunk's share of the
-//! parameter gradient is added up afterwards in a fixed order.
+//! The kernel has shape `(inputs, units)`, as in Keras. The forward pass and
+//! the input gradient split the batch into chunks of samples computed in
+//! parallel; the kernel gradient is split into blocks of its rows, each
+//! summed over the whole batch, so no partial gradients need adding up.
 
 use ndarray::{ArrayD, IxDyn};
 use rayon::prelude::*;
 
 use super::{
-    Layer, OutputActivation, Param, kernel_and_bias, kernel_and_bias_mut, resize, resize_buffer,
+    Layer, OutputActivation, Param, kernel_and_bias, kernel_and_bias_mut, resize,
     samples_per_chunk, values, values_mut,
 };
 use crate::initializers::{Rng, glorot_uniform};
+use crate::kernels::gemm::{Mat, matmul};
 use crate::kernels::linear;
 use crate::{Activation, Error, Result};
 
@@ -31,8 +33,6 @@ pub struct Dense {
     inputs: usize,
     kernel: Param,
     bias: Param,
-    partial_kernel: Vec<f32>,
-    partial_bias: Vec<f32>,
 }
 
 /// Samples per parallel chunk: 64, two chunks of a 128-sample batch (each
@@ -41,6 +41,9 @@ pub struct Dense {
 fn chunk() -> usize {
     samples_per_chunk(32)
 }
+
+/// Rows of the kernel gradient per parallel task of the backward pass.
+const KERNEL_ROWS_PER_TASK: usize = 32;
 
 impl Dense {
     /// A layer of `units` outputs, no activation, with a bias.
@@ -54,8 +57,6 @@ impl Dense {
             inputs: 0,
             kernel: empty("kernel"),
             bias: empty("bias"),
-            partial_kernel: Vec::new(),
-            partial_bias: Vec::new(),
         }
     }
 
@@ -132,34 +133,45 @@ impl Layer for Dense {
         grad_output: &mut ArrayD<f32>,
         grad_input: Option<&mut ArrayD<f32>>,
     ) {
-        let chunks = input.shape()[0].div_ceil(chunk());
-        let (inputs, units) = (self.inputs, self.units);
-        resize_buffer(&mut self.partial_kernel, chunks * inputs * units);
-        resize_buffer(&mut self.partial_bias, chunks * units);
+        let (inputs, units, use_bias) = (self.inputs, self.units, self.use_bias);
         let activation = self.output_activation;
-        let use_bias = self.use_bias;
-        values(input)
-            .par_chunks(chunk() * inputs)
-            .zip(values(output).par_chunks(chunk() * units))
-            .zip(values_mut(grad_output).par_chunks_mut(chunk() * units))
-            .zip(self.partial_kernel.par_chunks_mut(inputs * units))
-            .zip(self.partial_bias.par_chunks_mut(units))
-            .for_each(|((((x, y), dy), d_kernel), d_bias)| {
-                activation.backward(y, dy, units);
-                linear::param_grads(x, dy, d_kernel, use_bias.then_some(d_bias), inputs);
-            });
-        linear::sum_partials(&self.partial_kernel, values_mut(&mut self.kernel.grad));
-        if use_bias {
-            linear::sum_partials(&self.partial_bias, values_mut(&mut self.bias.grad));
+        if activation.has_derivative() {
+            values(output)
+                .par_chunks(chunk() * units)
+                .zip(values_mut(grad_output).par_chunks_mut(chunk() * units))
+                .for_each(|(y, dy)| activation.backward(y, dy, units));
         }
-
-        let Some(grad_input) = grad_input else { return };
-        resize(grad_input, input.shape());
+        let (x, dy) = (values(input), values(grad_output));
+        let batch = x.len() / inputs;
         let kernel = values(&self.kernel.value);
-        values(grad_output)
-            .par_chunks(chunk() * units)
-            .zip(values_mut(grad_input).par_chunks_mut(chunk() * inputs))
-            .for_each(|(dy, dx)| linear::input_grad(dy, kernel, dx, inputs));
+        let d_kernel = values_mut(&mut self.kernel.grad);
+        let d_bias = values_mut(&mut self.bias.grad);
+        let mut param_grads = move || {
+            // d_kernel = xᵀ · dy, a block of kernel rows per task, each over
+            // the whole batch: no per-chunk partial sums to add up after.
+            d_kernel
+                .par_chunks_mut(KERNEL_ROWS_PER_TASK * units)
+                .enumerate()
+                .for_each(|(task, d_kernel)| {
+                    let first = task * KERNEL_ROWS_PER_TASK;
+                    let rows = d_kernel.len() / units;
+                    let x_block = Mat::columns(x, batch, inputs, first, rows);
+                    matmul(x_block.t(), Mat::new(dy, batch, units), d_kernel, 0.0);
+                });
+            if use_bias {
+                linear::column_sums(dy, d_bias);
+            }
+        };
+        let Some(grad_input) = grad_input else {
+            return param_grads();
+        };
+        resize(grad_input, input.shape());
+        let input_grad = || {
+            dy.par_chunks(chunk() * units)
+                .zip(values_mut(grad_input).par_chunks_mut(chunk() * inputs))
+                .for_each(|(dy, dx)| linear::input_grad(dy, kernel, dx, inputs));
+        };
+        rayon::join(param_grads, input_grad);
     }
 
     fn forward_flops(&self) -> usize {

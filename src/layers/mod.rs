@@ -157,6 +157,12 @@ impl OutputActivation {
         self.activation.forward(y, width);
     }
 
+    /// Whether `backward` does anything (not for a linear activation, nor
+    /// for one whose derivative is applied elsewhere).
+    pub fn has_derivative(&self) -> bool {
+        !self.derivative_skipped && self.activation != Activation::Linear
+    }
+
     pub fn backward(&self, y: &[f32], grad: &mut [f32], width: usize) {
         if !self.derivative_skipped {
             self.activation.backward(y, grad, width);
