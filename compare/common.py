@@ -43,7 +43,7 @@ def load_mnist(data_dir):
     return train_x, train_y, test_x, test_y
 
 
-def inference_images_per_sec(predict_all, n_images, runs=3):
+def inference_images_per_sec(predict_all, n_images, runs=5):
     """Images per second of predict_all() (all test images, batch 1000): best of `runs` after a warm-up."""
     predict_all()
     best = float("inf")

@@ -285,11 +285,15 @@ impl Sequential {
         metrics: &[Metric],
     ) -> Result<()> {
         self.ensure_built()?;
+        for entry in &mut self.entries {
+            entry.layer.skip_activation_derivative(false);
+            entry.layer.take_relu_derivative_of_input(false);
+        }
         let last = self.entries.last_mut().expect("built models have layers");
         let fused_softmax =
             loss.fuses_with_softmax() && last.layer.activation() == crate::Activation::Softmax;
         if fused_softmax {
-            last.layer.skip_activation_derivative();
+            last.layer.skip_activation_derivative(true);
         }
         self.hand_relu_derivatives_to_next_layers();
         self.compiled = Some(Compiled {
@@ -308,9 +312,9 @@ impl Sequential {
             let (before, after) = self.entries.split_at_mut(i);
             let (previous, layer) = (&mut before[i - 1].layer, &mut after[0].layer);
             if previous.activation() == crate::Activation::Relu
-                && layer.take_relu_derivative_of_input()
+                && layer.take_relu_derivative_of_input(true)
             {
-                previous.skip_activation_derivative();
+                previous.skip_activation_derivative(true);
             }
         }
     }

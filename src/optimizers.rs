@@ -46,17 +46,18 @@ fn update_in_parallel(
     state_b: &mut [Vec<f32>],
     update: impl Fn(&mut [f32], &[f32], &mut [f32], &mut [f32]) + Sync,
 ) {
-    let mut pieces = Vec::new();
-    for ((p, a), b) in params.iter_mut().zip(state_a).zip(state_b) {
-        let (w, g) = values_and_grads(p);
-        pieces.extend(
-            w.chunks_mut(UPDATE_PIECE)
-                .zip(g.chunks(UPDATE_PIECE))
-                .zip(a.chunks_mut(UPDATE_PIECE).zip(b.chunks_mut(UPDATE_PIECE))),
-        );
-    }
-    pieces
-        .into_par_iter()
+    params
+        .par_iter_mut()
+        .zip(state_a.par_iter_mut().zip(state_b.par_iter_mut()))
+        .flat_map(|(p, (a, b))| {
+            let (w, g) = values_and_grads(p);
+            w.par_chunks_mut(UPDATE_PIECE)
+                .zip(g.par_chunks(UPDATE_PIECE))
+                .zip(
+                    a.par_chunks_mut(UPDATE_PIECE)
+                        .zip(b.par_chunks_mut(UPDATE_PIECE)),
+                )
+        })
         .for_each(|((w, g), (a, b))| update(w, g, a, b));
 }
 
@@ -200,22 +201,30 @@ impl Optimizer for Adam {
         update_in_parallel(params, &mut self.m, &mut self.v, |w, g, m, v| {
             for (((w, g), m), v) in w.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
                 *m = flush_tiny(*m + (g - *m) * (1.0 - b1));
-                *v = flush_tiny(*v + (g * g - *v) * (1.0 - b2));
-                *w -= alpha * *m / (v.sqrt() + eps);
+                *v += (g * g - *v) * (1.0 - b2);
+                if *m == 0.0 {
+                    // No step; v may be flushed only now (alone, it sits
+                    // in the denominator: flushing it could blow a step up).
+                    *v = flush_tiny(*v);
+                } else {
+                    *w -= alpha * *m / (v.sqrt() + eps);
+                }
             }
         });
     }
 }
 
-/// `x`, or 0 if it is below `1e-30` in magnitude: for optimizer state
-/// (moments, velocity, averages). A weight whose gradient stays zero (a dead
-/// relu unit) has its state decay by a constant factor each step; near
+/// `x`, or 0 if it is below `1e-30` in magnitude: for optimizer state.
+/// A weight whose gradient stays zero (a dead relu unit) has its state
+/// (momentum, moments, averages) decay by a constant factor each step; near
 /// `1e-38` the update's products become subnormal numbers, and arithmetic
-/// on those is many times slower on x86 CPUs (it doubled the optimizer's
-/// time per step in LeNet's second epoch). Moments this small move a weight
-/// by less than `1e-30 · lr / ε`, far below a float's precision for any
-/// weight that is not itself that small, so flushing them changes nothing.
-/// (TensorFlow runs with subnormals flushed to zero, for the same reason.)
+/// on those is many times slower on x86 CPUs (it doubled Adam's time per
+/// step in LeNet's second epoch). A momentum or first moment this small
+/// moves a weight by less than `1e-30 · lr / ε`, far below a float's
+/// precision for any weight that is not itself that small, so flushing it
+/// changes nothing. Second moments and averages sit in a denominator, so
+/// they are flushed only when the step is zero anyway. (TensorFlow runs
+/// with subnormals flushed to zero, for the same reason.)
 #[inline]
 fn flush_tiny(x: f32) -> f32 {
     if x.abs() < 1e-30 { 0.0 } else { x }
@@ -271,8 +280,13 @@ impl Optimizer for RMSprop {
         for (p, a) in params.iter_mut().zip(average) {
             let (w, g) = values_and_grads(p);
             for ((w, g), a) in w.iter_mut().zip(g).zip(a.iter_mut()) {
-                *a = flush_tiny(rho * *a + (1.0 - rho) * g * g);
-                *w -= lr * g / (a.sqrt() + eps);
+                *a = rho * *a + (1.0 - rho) * g * g;
+                if *g == 0.0 {
+                    // No step; the average may be flushed only now (see Adam).
+                    *a = flush_tiny(*a);
+                } else {
+                    *w -= lr * g / (a.sqrt() + eps);
+                }
             }
         }
     }

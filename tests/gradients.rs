@@ -101,6 +101,8 @@ fn dense_gradients_for_every_activation() {
     }
     let mut layer = Dense::new(3).use_bias(false);
     check_gradients(&mut layer, &[4], 70, 36);
+    // More inputs than one block of kernel rows in the backward pass (32).
+    check_gradients(&mut Dense::new(3).activation(Tanh), &[70], 3, 37);
 }
 
 #[test]
@@ -121,6 +123,81 @@ fn max_pooling_gradients() {
     // Windows that tile the image exactly (as in LeNet) take a faster path.
     check_gradients(&mut MaxPooling2D::new((2, 2)), &[6, 4, 3], 3, 45);
     check_gradients(&mut MaxPooling2D::new((3, 2)), &[6, 4, 2], 2, 46);
+}
+
+/// Max pooling that takes over relu's derivative (every path: clipped and
+/// overlapping windows, tiling ones, 2x2 with a row left over) gives what
+/// pooling's own backward pass followed by relu's gives.
+#[test]
+fn max_pooling_applies_relu_derivative_of_its_input() {
+    let cases = [
+        ((3, 3), (2, 2), Padding::Valid, [7, 7, 2]),
+        ((3, 2), (1, 2), Padding::Same, [5, 7, 3]),
+        ((2, 2), (2, 2), Padding::Same, [5, 5, 2]),
+        ((3, 2), (3, 2), Padding::Valid, [6, 4, 2]),
+        ((2, 2), (2, 2), Padding::Valid, [5, 6, 20]),
+    ];
+    for (case, (pool_size, strides, padding, shape)) in cases.into_iter().enumerate() {
+        let mut r = rng(80 + case as u64);
+        // Mostly zeros, so that some windows hold no positive value.
+        let x = random(&[2, shape[0], shape[1], shape[2]], &mut r).mapv(|v| (v - 0.6).max(0.0));
+        let mut grads = Vec::new();
+        for take in [false, true] {
+            let mut pool = MaxPooling2D::new(pool_size)
+                .strides(strides)
+                .padding(padding);
+            pool.build(&shape, &mut r).unwrap();
+            assert!(pool.take_relu_derivative_of_input(take));
+            let (mut y, mut dx) = (ArrayD::zeros(IxDyn(&[0])), ArrayD::zeros(IxDyn(&[0])));
+            pool.forward(&x, &mut y, true);
+            let dy = ArrayD::from_shape_fn(y.raw_dim(), |i| 1.0 + (i[1] + 2 * i[2] + i[3]) as f32);
+            pool.backward(&x, &y, &mut dy.clone(), Some(&mut dx));
+            grads.push(dx);
+        }
+        let mut relu = ActivationLayer::new(Relu);
+        relu.build(&shape, &mut r).unwrap();
+        let mut expected = ArrayD::zeros(IxDyn(&[0]));
+        relu.backward(&x, &x, &mut grads[0].clone(), Some(&mut expected));
+        assert_ne!(
+            grads[0], expected,
+            "case {case}: some windows should be all zero"
+        );
+        assert_eq!(grads[1], expected, "case {case}");
+    }
+}
+
+/// A model compiled again starts afresh: compiled first with cross-entropy
+/// (which takes over softmax's derivative), then with mean squared error,
+/// its gradients are those of the second loss, softmax included.
+#[test]
+fn compiling_again_restores_activation_derivatives() {
+    let mut model = convnet::Sequential::with_seed(3);
+    model.add(Dense::new(3).activation(Softmax).input_shape(&[4]));
+    let adam = convnet::optimizers::Adam::default;
+    model
+        .compile(Loss::CategoricalCrossentropy, adam(), &[])
+        .unwrap();
+    model.compile(Loss::MeanSquaredError, adam(), &[]).unwrap();
+    let mut r = rng(90);
+    let x = random(&[5, 4], &mut r);
+    let y = ArrayD::from_shape_fn(IxDyn(&[5, 3]), |i| (i[0] % 3 == i[1]) as u8 as f32);
+    model.profile_step(&x, &y, &[0, 1, 2, 3, 4]).unwrap();
+    let analytic: Vec<f32> = model.params()[0].grad.iter().copied().collect();
+    let h = 1e-2;
+    for (i, &g) in analytic.iter().enumerate() {
+        let mut loss_with = |delta: f32| {
+            model.params_mut()[0].value.as_slice_mut().unwrap()[i] += delta;
+            let loss = model.evaluate(&x, &y).unwrap().loss;
+            model.params_mut()[0].value.as_slice_mut().unwrap()[i] -= delta;
+            loss
+        };
+        let (plus, minus, centre) = (loss_with(h), loss_with(-h), loss_with(0.0));
+        assert!(
+            agrees(g as f64, plus, minus, centre, h as f64, 2e-2),
+            "kernel [{i}]: analytic {g}, numeric {}",
+            (plus - minus) / (2.0 * h as f64)
+        );
+    }
 }
 
 #[test]

@@ -79,7 +79,7 @@ impl Layer for ActivationLayer {
         self.output_activation.activation
     }
 
-    fn skip_activation_derivative(&mut self) {
-        self.output_activation.derivative_skipped = true;
+    fn skip_activation_derivative(&mut self, skip: bool) {
+        self.output_activation.derivative_skipped = skip;
     }
 }

@@ -488,7 +488,7 @@ impl Layer for Conv2D {
         self.output_activation.activation
     }
 
-    fn skip_activation_derivative(&mut self) {
-        self.output_activation.derivative_skipped = true;
+    fn skip_activation_derivative(&mut self, skip: bool) {
+        self.output_activation.derivative_skipped = skip;
     }
 }

@@ -190,7 +190,7 @@ impl Layer for Dense {
         self.output_activation.activation
     }
 
-    fn skip_activation_derivative(&mut self) {
-        self.output_activation.derivative_skipped = true;
+    fn skip_activation_derivative(&mut self, skip: bool) {
+        self.output_activation.derivative_skipped = skip;
     }
 }

@@ -151,8 +151,8 @@ impl Layer for MaxPooling2D {
             });
     }
 
-    fn take_relu_derivative_of_input(&mut self) -> bool {
-        self.relu_input = true;
+    fn take_relu_derivative_of_input(&mut self, take: bool) -> bool {
+        self.relu_input = take;
         true
     }
 }

@@ -118,21 +118,24 @@ pub trait Layer: Send + Sync {
         Activation::Linear
     }
 
-    /// Called when what follows takes over the derivative of this layer's
-    /// output activation: the loss (softmax followed by cross-entropy), or
-    /// the next layer (max pooling after relu, see
-    /// [`Layer::take_relu_derivative_of_input`]). From then on `backward`
-    /// receives the gradient with respect to the activation's *input* and
-    /// must not apply the activation's derivative again.
-    fn skip_activation_derivative(&mut self) {}
+    /// Called by `compile` with `true` when what follows takes over the
+    /// derivative of this layer's output activation: the loss (softmax
+    /// followed by cross-entropy), or the next layer (max pooling after
+    /// relu, see [`Layer::take_relu_derivative_of_input`]). From then on
+    /// `backward` receives the gradient with respect to the activation's
+    /// *input* and must not apply the activation's derivative again. Every
+    /// `compile` first calls it with `false`, so that a model compiled
+    /// again (another loss, more layers) starts afresh.
+    fn skip_activation_derivative(&mut self, _skip: bool) {}
 
-    /// Called by `compile` when the layer before this one ends in relu. A
-    /// layer that can apply relu's derivative to the gradient it passes back
-    /// more cheaply than a pass of its own over the whole input (max pooling:
+    /// Called by `compile` with `true` when the layer before this one ends
+    /// in relu (and first with `false` on every layer, as above). A layer
+    /// that can apply relu's derivative to the gradient it passes back more
+    /// cheaply than a pass of its own over the whole input (max pooling:
     /// only window winners get a gradient, and a winner is positive exactly
     /// when the pooled value is) returns true and does so from then on; the
     /// layer before is then told to [`Layer::skip_activation_derivative`].
-    fn take_relu_derivative_of_input(&mut self) -> bool {
+    fn take_relu_derivative_of_input(&mut self, _take: bool) -> bool {
         false
     }
 }

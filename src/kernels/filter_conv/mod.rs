@@ -1,7 +1,9 @@
 //! Stride-1 convolutions with a multiple of 16 filters (LeNet's second
 //! layer: 16) or at most 8 (LeNet's first: 6), on CPUs with AVX2 and FMA
 //! (and AVX-512 where present): the forward pass and the kernel gradient,
-//! straight from zero-padded images, with no im2col rows.
+//! straight from zero-padded images, with no im2col rows; on AVX-512, for
+//! wide layers, also the input gradient, summed over the non-zero output
+//! gradients only ([`input_grad`]).
 //!
 //! In NHWC the filters of one output pixel are contiguous, so they are the
 //! SIMD axis here. Forward, for each output pixel `p` of a block held in

@@ -8,8 +8,8 @@
 //!
 //! 2x2 windows moved by 2 (the usual pooling) have loops of their own: the
 //! first maximum in row-major order wins, and the backward pass is a zero
-//! fill and one store per gradient (`avx512.rs`: the same with a pixel's
-//! channels as the SIMD axis). Other windows without padding find
+//! fill and one store per gradient (`avx512.rs`: a pixel's channels as the
+//! SIMD axis, one masked store per window position). Other windows without padding find
 //! their maximum in two passes that run over whole contiguous rows: first down each column of the window (over all
 //! columns of the image at once, which vectorises whatever the channel
 //! count), then across the window's columns. The winner is then the first
