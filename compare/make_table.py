@@ -6,6 +6,10 @@ Files read (any may be missing; its cells then read "n/a"):
   pytorch.json, keras.json  from the peer scripts
   <framework>.maxrss_kb  max RSS of the whole training process, from `/usr/bin/time -f %M`
   <framework>.loadavg    1-minute load average just before that framework ran
+
+With --rounds DIR..., one row per round (a results folder each, as `run.sh --repeat R`
+keeps them): mean seconds per epoch of each framework and the faster peer's over convnet's,
+inference images/s of convnet and of the best peer and their ratio.
 """
 
 import argparse
@@ -77,13 +81,62 @@ def cpu_model():
     return platform.processor() or NA
 
 
+def round_figures(results):
+    """(convnet, pytorch, keras) mean epoch seconds and inference images/s of one round."""
+    figures = {}
+    for framework in ["convnet", "pytorch", "keras"]:
+        name = "convnet_train" if framework == "convnet" else framework
+        data = read_json(os.path.join(results, f"{name}.json"))
+        epochs = (data.get("history") or {}).get("epoch_seconds")
+        if framework == "convnet":
+            bench = read_json(os.path.join(results, "convnet_bench.json"))
+            data.setdefault("inference_images_per_sec", bench.get("inference_images_per_sec"))
+        figures[framework] = (
+            sum(epochs) / len(epochs) if epochs else None,
+            data.get("inference_images_per_sec"),
+        )
+    return figures
+
+
+def rounds_table(folders):
+    header = ["round", "convnet s/epoch", "PyTorch s/epoch", "Keras s/epoch", "ratio",
+              "convnet inference", "best peer", "ratio"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    epoch_ratios, inference_ratios = [], []
+    for number, folder in enumerate(folders, start=1):
+        f = round_figures(folder)
+        (c, ci), (p, pi), (k, ki) = f["convnet"], f["pytorch"], f["keras"]
+        peers = [x for x in (p, k) if x is not None]
+        peer_inference = [x for x in (pi, ki) if x is not None]
+        ratio = min(peers) / c if c and peers else None
+        inference = ci / max(peer_inference) if ci and peer_inference else None
+        epoch_ratios += [ratio] if ratio else []
+        inference_ratios += [inference] if inference else []
+        cell = lambda x, fmt: NA if x is None else format(x, fmt)  # noqa: E731
+        lines.append("| " + " | ".join([
+            str(number), cell(c, ".2f"), cell(p, ".2f"), cell(k, ".2f"), cell(ratio, ".2f") + "x",
+            cell(ci, ",.0f"), cell(max(peer_inference) if peer_inference else None, ",.0f"),
+            cell(inference, ".1f") + "x"]) + " |")
+    summary = []
+    for name, ratios in [("epoch time", epoch_ratios), ("inference", inference_ratios)]:
+        if ratios:
+            met = sum(r >= 3 for r in ratios)
+            summary.append(f"{name}: {min(ratios):.2f}x-{max(ratios):.2f}x, at least 3x in "
+                           f"{met} of {len(ratios)} rounds")
+    return "\n".join(lines + ["", "; ".join(summary) + "."]) + "\n"
+
+
 def main():
     p = argparse.ArgumentParser()
+    p.add_argument("--rounds", nargs="+", help="results folders of several rounds: print their ratios")
     p.add_argument("--results", default="compare/results")
     p.add_argument("--repo", default=".")
     p.add_argument("--threads", type=int, default=os.cpu_count())
     p.add_argument("--frameworks", nargs="+", default=["convnet", "pytorch", "keras"])
     args = p.parse_args()
+    if args.rounds:
+        print(rounds_table(args.rounds), end="")
+        return
 
     header = ["framework", "version", "threads", "seconds per epoch", "test accuracy",
               "inference images/s", "peak memory (MB)"]
