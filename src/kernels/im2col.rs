@@ -131,6 +131,14 @@ impl Window2d {
         self.k_h * self.k_w * self.channels
     }
 
+    /// Whether every window lies inside the image (no padding reaches it).
+    pub fn windows_inside(&self) -> bool {
+        self.pad_top == 0
+            && self.pad_left == 0
+            && (self.out_h - 1) * self.stride_h + self.k_h <= self.in_h
+            && (self.out_w - 1) * self.stride_w + self.k_w <= self.in_w
+    }
+
     /// Top-left corner of the window of output pixel `(oy, ox)` in input
     /// coordinates; negative where it starts in the padding.
     fn origin(&self, oy: usize, ox: usize) -> (isize, isize) {

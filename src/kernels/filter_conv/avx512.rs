@@ -2,7 +2,7 @@
 //! one vector, so a block holds twice the sums of the AVX2 kernels and each
 //! instruction does twice the work.
 
-use super::{GROUP, MAX_BLOCK, Shape, bias_output, padded_len};
+use super::{GROUP, MAX_BLOCK, Shape, bias_output, padded_len, row_vectors};
 use std::arch::x86_64::*;
 
 /// Output pixels per block of the forward pass.
@@ -461,11 +461,6 @@ unsafe fn pair_grad<const T: usize>(
 /// registers: `k_h` kernel rows of `ceil(k_w · channels / 16)` each.
 pub const MAX_WINDOW_VECTORS: usize = MAX_BLOCK;
 
-/// Vectors per kernel row in [`input_grad`]'s transposed kernel.
-pub fn row_vectors(s: &Shape) -> usize {
-    s.row_taps.div_ceil(LANES)
-}
-
 /// The input gradient of one image, added into `dx` (rows of `row_len`
 /// values, the first window at `dx[0]`): for each output pixel `p`, the
 /// window `dx[p + (ky, kx), c] += Σ_f dy[p, f] · kernel[ky, kx, c, f]`,
@@ -474,7 +469,7 @@ pub fn row_vectors(s: &Shape) -> usize {
 /// so this does a fraction of a dense product's work), then added to the
 /// window's `k_h` rows. `kernel_t` is the kernel transposed: per filter,
 /// per kernel row, its `k_w · channels` taps padded with zeros to
-/// [`row_vectors`] whole vectors.
+/// `row_vectors` whole vectors.
 ///
 /// # Safety
 /// AVX-512F present; the layer is wide (`filters` a multiple of 16) with
@@ -484,7 +479,7 @@ pub fn row_vectors(s: &Shape) -> usize {
 /// `row_len >= (out_w - 1 + k_w) · channels`.
 #[target_feature(enable = "avx512f")]
 pub unsafe fn input_grad(s: &Shape, dy: &[f32], kernel_t: &[f32], dx: &mut [f32], row_len: usize) {
-    let (w, filters, vectors) = (&s.w, s.filters, row_vectors(s));
+    let (w, filters, vectors) = (&s.w, s.filters, row_vectors(&s.w));
     let window_vectors = w.k_h * vectors;
     assert!(window_vectors <= MAX_WINDOW_VECTORS && filters.is_multiple_of(GROUP));
     assert!(kernel_t.len() >= filters * window_vectors * LANES);

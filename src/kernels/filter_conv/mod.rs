@@ -279,7 +279,8 @@ pub fn sparse_input_grad_applies(w: &Window2d, filters: usize) -> bool {
     }
 }
 
-/// Vectors per kernel row of the transposed kernel.
+/// Vectors per kernel row of the transposed kernel (and of the windows
+/// the AVX-512 input gradient holds in registers).
 fn row_vectors(w: &Window2d) -> usize {
     (w.k_w * w.channels).div_ceil(GROUP)
 }
@@ -324,10 +325,7 @@ pub fn input_grad(
     let s = Shape::new(w, filters);
     assert_eq!(kernel_t.len(), transposed_len(w, filters));
     assert_eq!(dy.len() / (w.out_pixels() * filters), dx.len() / w.in_len());
-    let unpadded = w.pad_top == 0
-        && w.pad_left == 0
-        && w.out_h - 1 + w.k_h <= w.in_h
-        && w.out_w - 1 + w.k_w <= w.in_w;
+    let unpadded = w.windows_inside();
     let (c, pw) = (w.channels, padded_w(w));
     let images = dy
         .chunks_exact(w.out_pixels() * filters)

@@ -41,25 +41,17 @@ pub fn max_pool_forward(
             return unsafe { avx512::forward_2x2(w, input, output, winners) };
         }
         max_pool_2x2(w, input, output, winners);
-    } else if w.pad_top == 0 && w.pad_left == 0 && inside(w) {
+    } else if w.windows_inside() {
         max_pool_unpadded(w, input, output, winners, columns);
     } else {
         max_pool_clipped(w, input, output, winners);
     }
 }
 
-/// Whether every window lies inside the image (no padding reaches it).
-fn inside(w: &Window2d) -> bool {
-    w.pad_top == 0
-        && w.pad_left == 0
-        && (w.out_h - 1) * w.stride_h + w.k_h <= w.in_h
-        && (w.out_w - 1) * w.stride_w + w.k_w <= w.in_w
-}
-
 /// The common case, 2x2 windows moved by 2 that stay inside the image, has
 /// loops of its own: one pass, three comparisons per output, no scratch.
 fn is_2x2(w: &Window2d) -> bool {
-    (w.k_h, w.k_w, w.stride_h, w.stride_w) == (2, 2, 2, 2) && inside(w)
+    (w.k_h, w.k_w, w.stride_h, w.stride_w) == (2, 2, 2, 2) && w.windows_inside()
 }
 
 /// The 2x2 windows of output row `oy`: its top and bottom input rows, each
