@@ -46,14 +46,20 @@ def convnet_version(repo):
         return NA
 
 
+def framework_data(framework, results):
+    """A framework's JSON; convnet's inference figure comes from its bench file."""
+    if framework != "convnet":
+        return read_json(os.path.join(results, f"{framework}.json"))
+    data = read_json(os.path.join(results, "convnet_train.json"))
+    bench = read_json(os.path.join(results, "convnet_bench.json"))
+    data.setdefault("inference_images_per_sec", bench.get("inference_images_per_sec"))
+    return data
+
+
 def row(framework, results, repo, threads):
+    data = framework_data(framework, results)
     if framework == "convnet":
-        data = read_json(os.path.join(results, "convnet_train.json"))
-        bench = read_json(os.path.join(results, "convnet_bench.json"))
-        data.setdefault("inference_images_per_sec", bench.get("inference_images_per_sec"))
         data.setdefault("version", convnet_version(repo))
-    else:
-        data = read_json(os.path.join(results, f"{framework}.json"))
     kb = read_number(os.path.join(results, f"{framework}.maxrss_kb"))
 
     epochs = (data.get("history") or {}).get("epoch_seconds")
@@ -85,12 +91,8 @@ def round_figures(results):
     """(convnet, pytorch, keras) mean epoch seconds and inference images/s of one round."""
     figures = {}
     for framework in ["convnet", "pytorch", "keras"]:
-        name = "convnet_train" if framework == "convnet" else framework
-        data = read_json(os.path.join(results, f"{name}.json"))
+        data = framework_data(framework, results)
         epochs = (data.get("history") or {}).get("epoch_seconds")
-        if framework == "convnet":
-            bench = read_json(os.path.join(results, "convnet_bench.json"))
-            data.setdefault("inference_images_per_sec", bench.get("inference_images_per_sec"))
         figures[framework] = (
             sum(epochs) / len(epochs) if epochs else None,
             data.get("inference_images_per_sec"),
