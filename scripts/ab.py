@@ -8,7 +8,8 @@ then compare. Each round runs both, in alternating order, back to back, so that 
 same moment of the machine:
 
 - default: `convnet bench --no-scaling --images 30000`; prints each binary's seconds per epoch
-  (median, fastest) and the median of the per-round ratios NEW/OLD (below 1: NEW is faster).
+  (median, fastest) and the median of the per-round ratios NEW/OLD (below 1: NEW is faster);
+  the same for inference images/s (above 1: NEW is faster).
 - `--layers`: `convnet bench --layers-only --layer-runs 10 --fastest`; prints each layer's fastest
   forward and backward step over all rounds, and the ratio of their sums.
 
@@ -33,6 +34,10 @@ def bench(binary, args):
 
 def epoch_seconds(output):
     return float(re.search(r"training: \d+ images/s, ([\d.]+) s per", output).group(1))
+
+
+def inference_rate(output):
+    return float(re.search(r"inference: (\d+) images/s", output).group(1))
 
 
 def layer_times(output):
@@ -83,6 +88,12 @@ def main():
               + " ".join(f"{v:.2f}" for v in values))
     ratios = [n / o for o, n in zip(old, new)]
     print(f"new/old per round: median {statistics.median(ratios):.3f}  "
+          + " ".join(f"{r:.2f}" for r in ratios))
+    old, new = (list(map(inference_rate, outputs)) for outputs in results)
+    for name, values in (("old", old), ("new", new)):
+        print(f"{name} inference: median {statistics.median(values):.0f} images/s, best {max(values):.0f}")
+    ratios = [n / o for o, n in zip(old, new)]
+    print(f"inference new/old per round (above 1: NEW is faster): median {statistics.median(ratios):.3f}  "
           + " ".join(f"{r:.2f}" for r in ratios))
 
 

@@ -279,3 +279,48 @@ fn max_pooling_by_hand() {
         &[5., 8., 9., 7.]
     );
 }
+
+/// On AVX-512 CPUs a Sequential runs a grey Conv2D with relu and the 2x2
+/// max pooling after it as one pass that never stores the convolution's
+/// output: its predictions must be exactly those of the two layers run one
+/// after the other (on other CPUs both are the plain layers).
+#[test]
+fn conv_relu_pool_pair_in_a_model_matches_its_layers_one_by_one() {
+    let mut r = rng(11);
+    // LeNet's first stage, odd output sizes (a row left out by the pool),
+    // narrow and short rows, same padding, a 3-wide kernel, 1 to 8 filters.
+    let cases = [
+        (6, (5, 5), (28, 28), Padding::Valid),
+        (6, (5, 5), (14, 27), Padding::Valid),
+        (8, (3, 3), (9, 30), Padding::Same),
+        (1, (3, 5), (7, 8), Padding::Valid),
+        (3, (2, 3), (6, 6), Padding::Valid),
+    ];
+    for (case, (filters, kernel, (h, w), padding)) in cases.into_iter().enumerate() {
+        let conv = Conv2D::new(filters, kernel)
+            .padding(padding)
+            .activation(Activation::Relu)
+            .input_shape(&[h, w, 1]);
+        let mut model = convnet::Sequential::with_seed(case as u64);
+        model.add(conv.clone());
+        model.add(MaxPooling2D::new((2, 2)));
+        model.build().unwrap();
+        // The same weights in stand-alone layers, with a bias that is not zero.
+        let bias = random(&[filters], &mut r);
+        model.params_mut()[1].value.assign(&bias);
+        let (mut conv, mut pool) = (conv, MaxPooling2D::new((2, 2)));
+        let shape = conv.build(&[h, w, 1], &mut rng(0)).unwrap();
+        pool.build(&shape, &mut rng(0)).unwrap();
+        let weights: Vec<_> = model.params().iter().map(|p| p.value.clone()).collect();
+        for (p, w) in conv.params_mut().into_iter().zip(weights) {
+            p.value = w;
+        }
+        let x = random(&[5, h, w, 1], &mut r);
+        let want = forward(&mut pool, &forward(&mut conv, &x));
+        let got = model.predict(&x).unwrap();
+        assert_eq!(
+            got, want,
+            "case {case}: {h}x{w}, {filters} filters {kernel:?}"
+        );
+    }
+}

@@ -26,8 +26,8 @@ use ndarray::{ArrayD, IxDyn};
 use rayon::prelude::*;
 
 use super::{
-    Layer, OutputActivation, Padding, Param, kernel_and_bias, kernel_and_bias_mut, resize,
-    resize_buffer, samples_per_chunk, values, values_mut,
+    Layer, MaxPooling2D, OutputActivation, Padding, Param, kernel_and_bias, kernel_and_bias_mut,
+    resize, resize_buffer, samples_per_chunk, values, values_mut,
 };
 use crate::initializers::{Rng, glorot_uniform};
 use crate::kernels::{Window2d, direct_conv, filter_conv, im2col, linear};
@@ -211,7 +211,6 @@ impl Conv2D {
     fn forward_filters(&mut self, input: &ArrayD<f32>, output: &mut ArrayD<f32>, training: bool) {
         let w = self.window();
         let (chunk, filters) = (self.chunk(), self.filters);
-        let padded_len = filter_conv::padded_len(&w);
         let scratch_len = filter_conv::scratch_len(&w, filters);
         let kernel = values(&self.kernel.value);
         // Without use_bias the bias parameter exists but stays zero.
@@ -230,22 +229,90 @@ impl Conv2D {
         let chunks = values(input)
             .par_chunks(chunk * w.in_len())
             .zip(values_mut(output).par_chunks_mut(chunk * w.out_pixels() * filters));
-        if training {
-            resize_buffer(&mut self.spread_input, input.shape()[0] * padded_len);
+        let kept = training.then_some(&mut self.spread_input);
+        let images = input.shape()[0];
+        Self::padded_chunks((w, chunk, images), kept, chunks, compute);
+    }
+
+    /// Runs `compute(x, padded, out, scratch)` on each chunk `(x, out)`
+    /// of `chunks` (`chunk` of the batch's `images` input images each),
+    /// with room for them padded by `filter_conv::pad`: in `kept` when
+    /// training (the kernel gradient reads it), else in one buffer per
+    /// thread.
+    fn padded_chunks<'a, T: Send>(
+        (w, chunk, images): (Window2d, usize, usize),
+        kept: Option<&mut Vec<f32>>,
+        chunks: impl IndexedParallelIterator<Item = (&'a [f32], T)>,
+        compute: impl Fn(&[f32], &mut [f32], T, &mut Vec<f32>) + Sync + Send,
+    ) {
+        let padded_len = filter_conv::padded_len(&w);
+        if let Some(kept) = kept {
+            resize_buffer(kept, images * padded_len);
             chunks
-                .zip(self.spread_input.par_chunks_mut(chunk * padded_len))
-                .for_each_init(Vec::new, |scratch, ((x, y), padded)| {
-                    compute(x, padded, y, scratch)
+                .zip(kept.par_chunks_mut(chunk * padded_len))
+                .for_each_init(Vec::new, |scratch, ((x, out), padded)| {
+                    compute(x, padded, out, scratch)
                 });
         } else {
             chunks.for_each_init(
                 || (Vec::new(), Vec::new()),
-                |(padded, scratch), (x, y)| {
+                |(padded, scratch), (x, out)| {
                     padded.resize(x.len() / w.in_len() * padded_len, 0.0);
-                    compute(x, padded, y, scratch);
+                    compute(x, padded, out, scratch);
                 },
             );
         }
+    }
+
+    /// Whether [`Conv2D::forward_pooled`] can run this layer and `pool`
+    /// (which follows it) in one pass.
+    pub(crate) fn can_forward_pooled(&self, pool: &MaxPooling2D, training: bool) -> bool {
+        self.output_activation.activation == Activation::Relu
+            && pool.is_2x2()
+            // Training needs the pool to apply relu's derivative: this
+            // layer's output, which its own would need, is never computed.
+            && (!training || pool.applies_relu_derivative())
+            && filter_conv::pooled_forward_applies(&self.window(), self.filters)
+    }
+
+    /// This layer with relu and the 2x2 max pooling after it, in one pass
+    /// (see `filter_conv::forward_pooled`): `pooled` gets the pool's
+    /// output and `pool` its winners, as if both had run their `forward`.
+    /// `output`, this layer's own output, is only sized (when training,
+    /// for the pool's backward pass): the backward passes never read it.
+    pub(crate) fn forward_pooled(
+        &mut self,
+        input: &ArrayD<f32>,
+        output: &mut ArrayD<f32>,
+        (pool, pooled): (&mut MaxPooling2D, &mut ArrayD<f32>),
+        training: bool,
+    ) {
+        let w = self.window();
+        let (batch, filters) = (input.shape()[0], self.filters);
+        if training {
+            resize(output, &[batch, w.out_h, w.out_w, filters]);
+        }
+        let pooled_shape = [batch, w.out_h / 2, w.out_w / 2, filters];
+        resize(pooled, &pooled_shape);
+        let pooled_len = pooled_shape[1..].iter().product::<usize>();
+        let chunk = self.chunk();
+        let scratch_len = filter_conv::scratch_len(&w, filters);
+        let params = (values(&self.kernel.value), values(&self.bias.value));
+        let compute = |x: &[f32],
+                       padded: &mut [f32],
+                       (y, won): (&mut [f32], &mut [u8]),
+                       scratch: &mut Vec<f32>| {
+            scratch.resize(scratch_len, 0.0);
+            filter_conv::pad(&w, x, padded);
+            filter_conv::forward_pooled(&w, filters, padded, params, y, won, scratch);
+        };
+        let chunks = values(input).par_chunks(chunk * w.in_len()).zip(
+            values_mut(pooled)
+                .par_chunks_mut(chunk * pooled_len)
+                .zip(pool.winners_for(batch).par_chunks_mut(chunk * pooled_len)),
+        );
+        let kept = training.then_some(&mut self.spread_input);
+        Self::padded_chunks((w, chunk, batch), kept, chunks, compute);
     }
 
     /// The parameter-gradient shares of the filter-vectorised path.

@@ -71,6 +71,26 @@ impl MaxPooling2D {
         self.window.expect("MaxPooling2D used before build")
     }
 
+    /// Whether the windows are 2x2, moved by 2, inside the image: what
+    /// [`super::Conv2D`] can pool as it computes (see `Sequential`'s forward pass).
+    pub(crate) fn is_2x2(&self) -> bool {
+        let w = self.window();
+        (w.k_h, w.k_w, w.stride_h, w.stride_w) == (2, 2, 2, 2) && w.windows_inside()
+    }
+
+    /// Whether `backward` applies the relu derivative of the layer before.
+    pub(crate) fn applies_relu_derivative(&self) -> bool {
+        self.relu_input
+    }
+
+    /// The winners of a batch, for the layer before to fill in when it
+    /// pools as it computes: one byte per output value, as `forward` records them.
+    pub(crate) fn winners_for(&mut self, batch: usize) -> &mut [u8] {
+        let w = self.window();
+        resize_buffer(&mut self.winners, batch * w.out_pixels() * w.channels);
+        &mut self.winners
+    }
+
     /// Images per parallel chunk: pooling's work grows with the input size.
     fn chunk(&self) -> usize {
         samples_per_chunk(self.window().in_len() / 8)

@@ -27,6 +27,8 @@ pub use dropout::Dropout;
 pub use flatten::Flatten;
 pub use max_pooling2d::MaxPooling2D;
 
+use std::any::Any;
+
 use ndarray::{ArrayD, IxDyn};
 
 use crate::initializers::Rng;
@@ -65,7 +67,7 @@ impl Param {
 ///
 /// Shapes passed to [`Layer::build`] exclude the batch axis; arrays passed to
 /// `forward` and `backward` include it.
-pub trait Layer: Send + Sync {
+pub trait Layer: Any + Send + Sync {
     /// The Keras class name, shown by `summary()`: `"Conv2D"`, `"Dense"`, ...
     fn class_name(&self) -> &'static str;
 

@@ -220,6 +220,25 @@ fn interleaved(values: &[f32], out: &mut [f32]) {
     }
 }
 
+/// The kernel's taps and the bias, each interleaved into `scratch` for
+/// the pair kernels: `(weights, bias)`.
+fn interleave_kernel<'a>(
+    s: &Shape,
+    kernel: &[f32],
+    bias: &[f32],
+    scratch: &'a mut [f32],
+) -> (&'a [f32], &'a [f32]) {
+    let (weights, bias2) = scratch.split_at_mut(s.w.patch_len() * LANES);
+    for (tap, out) in kernel
+        .chunks_exact(s.filters)
+        .zip(weights.chunks_exact_mut(LANES))
+    {
+        interleaved(tap, out);
+    }
+    interleaved(bias, bias2);
+    (weights, bias2)
+}
+
 /// The index that gathers a pair's lanes into NHWC order: the first
 /// pixel's filters, then the second's.
 #[target_feature(enable = "avx512f")]
@@ -259,21 +278,43 @@ pub unsafe fn pair_forward(
         "pairs need a narrow grey layer"
     );
     let (w, filters) = (&s.w, s.filters);
-    let (weights, bias2) = scratch.split_at_mut(w.patch_len() * LANES);
-    for (tap, out) in kernel
-        .chunks_exact(filters)
-        .zip(weights.chunks_exact_mut(LANES))
-    {
-        interleaved(tap, out);
-    }
-    interleaved(bias, bias2);
+    let (weights, bias2) = interleave_kernel(s, kernel, bias, scratch);
     let index = to_pixels(filters);
     let out_row = w.out_w * filters;
     let images = padded
         .chunks_exact(padded_len(w))
         .zip(y.chunks_exact_mut(w.out_h * out_row));
+    let mut sums = [[_mm512_setzero_ps(); ROW_PAIR_PAIRS]; 2];
     for (image, out) in images {
-        for (oy, row) in out.chunks_exact_mut(out_row).enumerate() {
+        // Rows two at a time where the kernel width allows, then the odd one.
+        let row_pairs = if two_rows_apply(w) { w.out_h / 2 } else { 0 };
+        for (oy, rows) in out
+            .chunks_exact_mut(2 * out_row)
+            .take(row_pairs)
+            .enumerate()
+        {
+            let oy = 2 * oy;
+            let (top, bottom) = rows.split_at_mut(out_row);
+            for ox in (0..w.out_w).step_by(2 * ROW_PAIR_PAIRS) {
+                let pixels = (2 * ROW_PAIR_PAIRS).min(w.out_w - ox);
+                let pairs = pixels.div_ceil(2);
+                // SAFETY: as below; `sums` holds `pairs` pairs of each row.
+                unsafe {
+                    let x = image.as_ptr().add(oy * s.row_len + ox);
+                    let k = (weights.as_ptr(), bias2.as_ptr());
+                    row_pair_sums(s, x, k, pairs, &mut sums);
+                    for (sums, row) in sums.iter().zip([&mut *top, &mut *bottom]) {
+                        let y = row.as_mut_ptr().add(ox * filters);
+                        store_pairs(s, &sums[..pairs], index, y, pixels);
+                    }
+                }
+            }
+        }
+        let rest = out
+            .chunks_exact_mut(out_row)
+            .enumerate()
+            .skip(2 * row_pairs);
+        for (oy, row) in rest {
             for ox in (0..w.out_w).step_by(2 * PAIRS) {
                 let pixels = (2 * PAIRS).min(w.out_w - ox);
                 // SAFETY: every tap of every pair lies in the padded image
@@ -360,6 +401,210 @@ unsafe fn pair_sums_kw<const P: usize, const KW: usize>(
             }
         }
         store_pairs(s, &acc, index, out, pixels);
+    }
+}
+
+/// The forward pass of a chunk of padded grey images followed by relu and
+/// 2x2 max pooling (stride 2, no padding), without storing the
+/// convolution's output: per pooled value in `pooled`, its window's winner
+/// (0 1 / 2 3, the first maximum in row-major order, as
+/// `kernels::pool::max_pool_forward`) in `winners`. A window pair of the
+/// two-row kernel is a pooling window's two columns, both rows in
+/// registers: the pool costs a few shuffles and comparisons per window.
+/// The winners are those of the convolution's output *before* relu; where
+/// the pooled value is zero they differ from the winners after relu, but
+/// there the gradient is zero (max pooling applies relu's derivative).
+///
+/// # Safety
+/// AVX-512F present; the lengths as `filter_conv::forward_pooled` asserts,
+/// rows padded with a spare column; `scratch` has [`pair_scratch_len`]
+/// values; `two_rows_apply`.
+#[target_feature(enable = "avx512f")]
+pub unsafe fn pair_forward_pooled(
+    s: &Shape,
+    padded: &[f32],
+    (kernel, bias): (&[f32], &[f32]),
+    (pooled, winners): (&mut [f32], &mut [u8]),
+    scratch: &mut [f32],
+) {
+    assert!(
+        s.narrow() && s.w.channels == 1 && two_rows_apply(&s.w),
+        "pooled pairs need a narrow grey layer"
+    );
+    let (w, filters) = (&s.w, s.filters);
+    let (weights, bias2) = interleave_kernel(s, kernel, bias, scratch);
+    let (pool_h, pool_w) = (w.out_h / 2, w.out_w / 2);
+    let pooled_len = pool_h * pool_w * filters;
+    let images = padded.chunks_exact(padded_len(w)).zip(
+        pooled
+            .chunks_exact_mut(pooled_len)
+            .zip(winners.chunks_exact_mut(pooled_len)),
+    );
+    let mut sums = [[_mm512_setzero_ps(); ROW_PAIR_PAIRS]; 2];
+    for (image, (pooled, winners)) in images {
+        for py in 0..pool_h {
+            for px in (0..pool_w).step_by(ROW_PAIR_PAIRS) {
+                let windows = ROW_PAIR_PAIRS.min(pool_w - px);
+                let at = (py * pool_w + px) * filters;
+                // SAFETY: every tap of the block lies in the padded image;
+                // the block's windows lie in the pooled image.
+                unsafe {
+                    let x = image.as_ptr().add(2 * py * s.row_len + 2 * px);
+                    let k = (weights.as_ptr(), bias2.as_ptr());
+                    row_pair_sums(s, x, k, windows, &mut sums);
+                    let out = (pooled.as_mut_ptr().add(at), winners.as_mut_ptr().add(at));
+                    pool_pairs(filters, &sums, windows, out);
+                }
+            }
+        }
+    }
+}
+
+/// Max-pools the first `windows` pairs of a row pair's sums, then relu:
+/// `filters` values (and winners) per window from `out` on.
+#[target_feature(enable = "avx512f")]
+unsafe fn pool_pairs(
+    filters: usize,
+    sums: &RowPairSums,
+    windows: usize,
+    (pooled, winners): (*mut f32, *mut u8),
+) {
+    // Lane 2f holds filter f's left pixel, lane 2f + 1 its right one; the
+    // maxima land in the even lanes, which this index packs: two windows'
+    // filters side by side.
+    let mut index = [0i32; LANES];
+    for (f, i) in index.iter_mut().enumerate().take(2 * filters) {
+        *i = if f < filters {
+            2 * f as i32
+        } else {
+            (LANES + 2 * (f - filters)) as i32
+        };
+    }
+    unsafe {
+        let index = _mm512_loadu_si512(index.as_ptr().cast());
+        for first in (0..windows).step_by(2) {
+            let both = windows - first >= 2;
+            let (a, a_won) = pool_window(sums[0][first], sums[1][first]);
+            let (b, b_won) = if both {
+                pool_window(sums[0][first + 1], sums[1][first + 1])
+            } else {
+                (a, a_won)
+            };
+            let mask = first_lanes(filters * if both { 2 } else { 1 });
+            let values = _mm512_permutex2var_ps(a, index, b);
+            let won = _mm512_permutex2var_epi32(a_won, index, b_won);
+            let at = first * filters;
+            _mm512_mask_storeu_ps(pooled.add(at), mask, values);
+            _mm512_mask_cvtepi32_storeu_epi8(winners.add(at).cast(), mask, won);
+        }
+    }
+}
+
+/// One 2x2 window per filter from its top and bottom pixel pairs: in the
+/// even lanes, `max(window, 0)` and the winning position, by the rule of
+/// `kernels::pool` (the right pixel wins only if strictly larger, then the
+/// bottom row only if strictly larger than the top).
+#[target_feature(enable = "avx512f")]
+fn pool_window(top: __m512, bottom: __m512) -> (__m512, __m512i) {
+    // Each lane pair swapped: the right pixel in the even lane.
+    const SWAP: i32 = 0b10_11_00_01;
+    let (top_right, bottom_right) = (
+        _mm512_permute_ps::<SWAP>(top),
+        _mm512_permute_ps::<SWAP>(bottom),
+    );
+    let right_top = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(top_right, top);
+    let right_bottom = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(bottom_right, bottom);
+    let t = _mm512_mask_blend_ps(right_top, top, top_right);
+    let b = _mm512_mask_blend_ps(right_bottom, bottom, bottom_right);
+    let below = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(b, t);
+    let max = _mm512_mask_blend_ps(below, t, b);
+    let at_top = _mm512_maskz_mov_epi32(right_top, _mm512_set1_epi32(1));
+    let at_bottom =
+        _mm512_mask_blend_epi32(right_bottom, _mm512_set1_epi32(2), _mm512_set1_epi32(3));
+    let won = _mm512_mask_blend_epi32(below, at_top, at_bottom);
+    (_mm512_max_ps(max, _mm512_setzero_ps()), won)
+}
+
+/// Pairs per block of the two-row kernel: its `2 · 6` sums and `2 · 6 +
+/// KW - 2` input pairs fit in the 32 registers.
+const ROW_PAIR_PAIRS: usize = 6;
+
+/// The sums of a block of pairs in two neighbouring output rows.
+type RowPairSums = [[__m512; ROW_PAIR_PAIRS]; 2];
+
+/// Whether [`row_pair_sums`] handles the kernel width.
+pub fn two_rows_apply(w: &super::Window2d) -> bool {
+    matches!(w.k_w, 3 | 5)
+}
+
+/// `pairs` pairs (at most [`ROW_PAIR_PAIRS`]) of output rows `oy` and `oy +
+/// 1` into `sums[0]` and `sums[1]`, `x` at the top row's first window.
+/// Each input row is loaded once for both output rows, and the block holds
+/// twelve independent sums, enough to keep both FMA units busy (a single
+/// row of 4 pairs, the end of a 24-pixel row, waits on FMA latency).
+/// Each sum adds its taps in the order [`pair_sums`] does.
+///
+/// # Safety
+/// As [`pair_sums_kw`], for two rows; `two_rows_apply`.
+#[target_feature(enable = "avx512f")]
+unsafe fn row_pair_sums(
+    s: &Shape,
+    x: *const f32,
+    (weights, bias): (*const f32, *const f32),
+    pairs: usize,
+    sums: &mut RowPairSums,
+) {
+    macro_rules! by_size {
+        ($($p:literal)*) => {
+            match (pairs, s.w.k_w) {
+                $(($p, 5) => two_row_sums::<$p, 5>(s, x, weights, bias, sums),
+                  ($p, 3) => two_row_sums::<$p, 3>(s, x, weights, bias, sums),)*
+                _ => unreachable!("two_rows_apply: {pairs} pairs, kernel width {}", s.w.k_w),
+            }
+        };
+    }
+    unsafe { by_size!(1 2 3 4 5 6) }
+}
+
+/// [`row_pair_sums`] for `P` pairs and a kernel `KW` wide.
+#[target_feature(enable = "avx512f")]
+unsafe fn two_row_sums<const P: usize, const KW: usize>(
+    s: &Shape,
+    x: *const f32,
+    weights: *const f32,
+    bias: *const f32,
+    sums: &mut RowPairSums,
+) {
+    const { assert!(P <= ROW_PAIR_PAIRS && 2 * P + KW - 2 <= 16) };
+    let k_h = s.w.k_h;
+    unsafe {
+        let mut top = [_mm512_loadu_ps(bias); P];
+        let mut bottom = top;
+        // Input row `r` is kernel row `r` of the top output row and kernel
+        // row `r - 1` of the bottom one.
+        for r in 0..=k_h {
+            let x = x.add(r * s.row_len);
+            let mut inputs = [_mm512_setzero_ps(); 16];
+            for (i, v) in inputs[..2 * P + KW - 2].iter_mut().enumerate() {
+                *v = pair_at(x.add(i));
+            }
+            for kx in 0..KW {
+                if r < k_h {
+                    let w = _mm512_loadu_ps(weights.add((r * KW + kx) * LANES));
+                    for (p, acc) in top.iter_mut().enumerate() {
+                        *acc = _mm512_fmadd_ps(inputs[2 * p + kx], w, *acc);
+                    }
+                }
+                if r > 0 {
+                    let w = _mm512_loadu_ps(weights.add(((r - 1) * KW + kx) * LANES));
+                    for (p, acc) in bottom.iter_mut().enumerate() {
+                        *acc = _mm512_fmadd_ps(inputs[2 * p + kx], w, *acc);
+                    }
+                }
+            }
+        }
+        sums[0][..P].copy_from_slice(&top);
+        sums[1][..P].copy_from_slice(&bottom);
     }
 }
 

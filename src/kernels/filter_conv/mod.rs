@@ -224,6 +224,62 @@ pub fn forward(
     }
 }
 
+/// Whether [`forward_pooled`] runs this layer, followed by relu and 2x2
+/// max pooling, on this CPU (AVX-512, grey images, at most 8 filters, a
+/// kernel 3 or 5 wide: LeNet's first layer).
+pub fn pooled_forward_applies(w: &Window2d, filters: usize) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        applies(w, filters)
+            && Shape::new(w, filters).kernels() == Kernels::Avx512Pairs
+            && avx512::two_rows_apply(w)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (w, filters);
+        false
+    }
+}
+
+/// [`forward`] with relu, then 2x2 max pooling (stride 2, no padding) in
+/// the same pass: the convolution's output is never stored, only the
+/// pooled values (NHWC, `out_h / 2` x `out_w / 2` x `filters` per image)
+/// and, for each, the position of its window's maximum (0 1 / 2 3, as
+/// [`crate::kernels::pool::max_pool_forward`] records it; where the pooled
+/// value is 0 the position may differ, since the maximum is taken before
+/// relu). See [`pooled_forward_applies`].
+#[allow(clippy::too_many_arguments)]
+pub fn forward_pooled(
+    w: &Window2d,
+    filters: usize,
+    padded: &[f32],
+    (kernel, bias): (&[f32], &[f32]),
+    pooled: &mut [f32],
+    winners: &mut [u8],
+    scratch: &mut [f32],
+) {
+    assert!(
+        pooled_forward_applies(w, filters),
+        "pooled forward does not apply"
+    );
+    let s = Shape::new(w, filters);
+    let pooled_len = (w.out_h / 2) * (w.out_w / 2) * filters;
+    assert_eq!(kernel.len(), w.patch_len() * filters);
+    assert_eq!(bias.len(), filters);
+    assert_eq!(padded.len() % padded_len(w), 0);
+    assert_eq!(padded.len() / padded_len(w) * pooled_len, pooled.len());
+    assert_eq!(pooled.len(), winners.len());
+    assert_eq!(scratch.len(), scratch_len(w, filters));
+    // SAFETY: `pooled_forward_applies` checked the CPU and the layer; the
+    // lengths are asserted above.
+    #[cfg(target_arch = "x86_64")]
+    unsafe {
+        avx512::pair_forward_pooled(&s, padded, (kernel, bias), (pooled, winners), scratch)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!("pooled_forward_applies is false off x86-64 ({})", s.filters);
+}
+
 /// The kernel gradient of a chunk, `d_kernel[ky, kx, c, f] = Σ x[p + (ky,
 /// kx), c] · dy[p, f]` over the output pixels `p` of its images (padded by
 /// [`pad`]), and the bias gradient `d_bias[f] = Σ dy[p, f]`, summed in the
