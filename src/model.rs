@@ -147,6 +147,24 @@ impl Tally {
 
 /// Keras's default layer name for a class: `Conv2D` → `conv2d`,
 /// `MaxPooling2D` → `max_pooling2d`.
+/// Layers `i` and `i + 1` if they are a Conv2D with relu and a max
+/// pooling that it can run in its own passes (`Conv2D::forward_pooled`).
+fn conv_relu_pool(
+    entries: &mut [Entry],
+    i: usize,
+    training: bool,
+) -> Option<(&mut Conv2D, &mut MaxPooling2D)> {
+    let [first, second] = entries.get_mut(i..i + 2)? else {
+        unreachable!("two entries")
+    };
+    let first: &mut dyn Any = first.layer.as_mut();
+    let second: &mut dyn Any = second.layer.as_mut();
+    let conv = first.downcast_mut::<Conv2D>()?;
+    let pool = second.downcast_mut::<MaxPooling2D>()?;
+    conv.can_forward_pooled(pool, training)
+        .then_some((conv, pool))
+}
+
 fn snake_case(class: &str) -> String {
     let mut name = String::new();
     let chars: Vec<char> = class.chars().collect();
@@ -440,20 +458,9 @@ impl Sequential {
     /// the convolution's output never goes to memory. Returns false, doing
     /// nothing, for any other pair of layers.
     fn forward_fused(&mut self, i: usize, training: bool) -> bool {
-        let Some([first, second]) = self.entries.get_mut(i..i + 2) else {
+        let Some((conv, pool)) = conv_relu_pool(&mut self.entries, i, training) else {
             return false;
         };
-        let first: &mut dyn Any = first.layer.as_mut();
-        let second: &mut dyn Any = second.layer.as_mut();
-        let (Some(conv), Some(pool)) = (
-            first.downcast_mut::<Conv2D>(),
-            second.downcast_mut::<MaxPooling2D>(),
-        ) else {
-            return false;
-        };
-        if !conv.can_forward_pooled(pool, training) {
-            return false;
-        }
         let (inputs, outputs) = self.activations.split_at_mut(i + 1);
         let [conv_output, pooled, ..] = outputs else {
             unreachable!("a slot per layer output")
@@ -473,9 +480,33 @@ impl Sequential {
     /// Back-propagates the gradient in `gradients[len]` down to the first
     /// layer's parameters.
     fn backward(&mut self) {
-        for i in (0..self.entries.len()).rev() {
-            self.backward_layer(i);
+        let mut i = self.entries.len();
+        while i > 0 {
+            i -= self.backward_step(i - 1);
         }
+    }
+
+    /// Layer `i`, or layers `i - 1` and `i` where their backward passes
+    /// run as one (see [`Sequential::backward_fused`]); returns how many ran.
+    fn backward_step(&mut self, i: usize) -> usize {
+        if i == 1 && self.backward_fused() {
+            2
+        } else {
+            self.backward_layer(i);
+            1
+        }
+    }
+
+    /// The first two layers' backward passes as one, after
+    /// [`Sequential::forward_fused`] ran them (`Conv2D::backward_pooled`:
+    /// the gradient of the convolution's output is never stored). Only
+    /// for the first layer, which needs no input gradient.
+    fn backward_fused(&mut self) -> bool {
+        let Some((conv, pool)) = conv_relu_pool(&mut self.entries, 0, true) else {
+            return false;
+        };
+        conv.backward_pooled(pool, &self.activations[2], &self.gradients[2]);
+        true
     }
 
     /// Layer `i`: `gradients[i + 1]` → its parameter gradients and, except
@@ -664,9 +695,9 @@ impl Sequential {
 
     /// Times one training step on the samples of `x` and `y` at `indices`,
     /// layer by layer: `(layer name, forward seconds, backward seconds)`.
-    /// Layers whose forward passes run as one (a Conv2D with relu and the
-    /// max pooling after it, on AVX-512 CPUs) show the pair's time on the
-    /// first and zero on the second. The parameters are not updated.
+    /// Layers whose passes run as one (a Conv2D with relu and the max
+    /// pooling after it, on AVX-512 CPUs) show the pair's time on the first
+    /// and zero on the second. The parameters are not updated.
     pub fn profile_step(
         &mut self,
         x: &dyn Samples,
@@ -690,9 +721,11 @@ impl Sequential {
             i += ran;
         }
         self.score_batch(&mut Tally::new(0), true)?;
-        for i in (0..self.entries.len()).rev() {
+        let mut i = self.entries.len();
+        while i > 0 {
             let started = Instant::now();
-            self.backward_layer(i);
+            let ran = self.backward_step(i - 1);
+            i -= ran;
             times[i].2 = started.elapsed().as_secs_f64();
         }
         Ok(times)

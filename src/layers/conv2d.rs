@@ -315,6 +315,70 @@ impl Conv2D {
         Self::padded_chunks((w, chunk, batch), kept, chunks, compute);
     }
 
+    /// Room for each parallel chunk's share of the parameter gradients.
+    fn make_param_grad_shares(&mut self, batch: usize) {
+        let chunks = batch.div_ceil(self.chunk());
+        let patch = self.window().patch_len();
+        resize_buffer(&mut self.partial_kernel, chunks * patch * self.filters);
+        resize_buffer(&mut self.partial_bias, chunks * self.filters);
+    }
+
+    /// The parameter gradients: the sums of the chunks' shares.
+    fn sum_param_grad_shares(&mut self) {
+        linear::sum_partials(&self.partial_kernel, values_mut(&mut self.kernel.grad));
+        if self.use_bias {
+            linear::sum_partials(&self.partial_bias, values_mut(&mut self.bias.grad));
+        }
+    }
+
+    /// The backward pass of this layer and the max pooling after it, after
+    /// [`Conv2D::forward_pooled`] ran them: the parameter gradients from
+    /// the pool's output gradient `grad_pooled`, its output `pooled` and
+    /// its winners, without the gradient of this layer's output ever being
+    /// stored (see `filter_conv::kernel_grad_pooled`). No input gradient:
+    /// `Sequential` runs it for its first layer only.
+    pub(crate) fn backward_pooled(
+        &mut self,
+        pool: &MaxPooling2D,
+        pooled: &ArrayD<f32>,
+        grad_pooled: &ArrayD<f32>,
+    ) {
+        let (w, filters, chunk) = (self.window(), self.filters, self.chunk());
+        let batch = pooled.shape()[0];
+        self.make_param_grad_shares(batch);
+        let pooled_len = pooled.len() / batch.max(1);
+        let scratch = filter_conv::pooled_grad_scratch_len(&w, filters).max(1);
+        resize_buffer(
+            &mut self.direct_accumulators,
+            batch.div_ceil(chunk) * scratch,
+        );
+        let padded_len = filter_conv::padded_len(&w);
+        let pooled_chunks = values(grad_pooled)
+            .par_chunks(chunk * pooled_len)
+            .zip(values(pooled).par_chunks(chunk * pooled_len))
+            .zip(pool.winners().par_chunks(chunk * pooled_len));
+        self.spread_input[..batch * padded_len]
+            .par_chunks(chunk * padded_len)
+            .zip(pooled_chunks)
+            .zip(self.partial_kernel.par_chunks_mut(w.patch_len() * filters))
+            .zip(self.partial_bias.par_chunks_mut(filters))
+            .zip(self.direct_accumulators.par_chunks_mut(scratch))
+            .for_each(
+                |((((padded, ((dy, y), won)), d_kernel), d_bias), scratch)| {
+                    let d_params = (d_kernel, d_bias);
+                    filter_conv::kernel_grad_pooled(
+                        &w,
+                        filters,
+                        padded,
+                        (dy, y, won),
+                        d_params,
+                        scratch,
+                    );
+                },
+            );
+        self.sum_param_grad_shares();
+    }
+
     /// The parameter-gradient shares of the filter-vectorised path.
     fn param_grads_filters(&mut self, output: &ArrayD<f32>, grad_output: &mut ArrayD<f32>) {
         let (w, filters) = (self.window(), self.filters);
@@ -484,21 +548,16 @@ impl Layer for Conv2D {
         grad_input: Option<&mut ArrayD<f32>>,
     ) {
         let w = self.window();
-        let chunks = input.shape()[0].div_ceil(self.chunk());
         let rows_per_chunk = self.chunk() * w.out_pixels();
         let (patch, filters) = (w.patch_len(), self.filters);
-        resize_buffer(&mut self.partial_kernel, chunks * patch * filters);
-        resize_buffer(&mut self.partial_bias, chunks * filters);
+        self.make_param_grad_shares(input.shape()[0]);
 
         match self.path() {
             Path::Filters => self.param_grads_filters(output, grad_output),
             Path::Direct => self.param_grads_direct(output, grad_output),
             Path::Im2col => self.param_grads_im2col(output, grad_output),
         }
-        linear::sum_partials(&self.partial_kernel, values_mut(&mut self.kernel.grad));
-        if self.use_bias {
-            linear::sum_partials(&self.partial_bias, values_mut(&mut self.bias.grad));
-        }
+        self.sum_param_grad_shares();
 
         let Some(grad_input) = grad_input else { return };
         resize(grad_input, input.shape());

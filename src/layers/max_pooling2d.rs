@@ -91,6 +91,12 @@ impl MaxPooling2D {
         &mut self.winners
     }
 
+    /// The winners recorded by the last forward pass (or filled in by the
+    /// layer before).
+    pub(crate) fn winners(&self) -> &[u8] {
+        &self.winners
+    }
+
     /// Images per parallel chunk: pooling's work grows with the input size.
     fn chunk(&self) -> usize {
         samples_per_chunk(self.window().in_len() / 8)

@@ -201,8 +201,11 @@ pub fn run(args: BenchArgs) -> Result<()> {
     for (name, fwd, bwd) in &profile {
         println!("{name:<18} {fwd:>12.3} {bwd:>13.3}");
     }
-    if profile.iter().any(|&(_, fwd, _)| fwd == 0.0) {
-        println!("(forward 0: the layer runs inside the forward pass of the layer above it)");
+    if profile
+        .iter()
+        .any(|&(_, fwd, bwd)| fwd == 0.0 || bwd == 0.0)
+    {
+        println!("(0: the layer runs inside the pass of the layer above it)");
     }
     if args.layers_only {
         return Ok(());

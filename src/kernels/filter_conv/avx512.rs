@@ -639,13 +639,230 @@ pub unsafe fn pair_kernel_grad(
             unsafe { unrolled!(taps, pair_grad(s, padded, dy, (at, bias), (ky, first))) }
         }
     }
-    // Each pair summed its two pixels in neighbouring lanes.
+    sum_pair_lanes(filters, sums, bias_sums, d_kernel, d_bias);
+}
+
+/// The kernel and bias gradients from interleaved sums: each pair summed
+/// its two pixels in neighbouring lanes.
+fn sum_pair_lanes(
+    filters: usize,
+    sums: &[f32],
+    bias_sums: &[f32],
+    d_kernel: &mut [f32],
+    d_bias: &mut [f32],
+) {
     let outputs = d_kernel
         .chunks_exact_mut(filters)
         .chain([&mut d_bias[..filters]]);
     for (d, sum) in outputs.zip(sums.chunks_exact(LANES).chain([&bias_sums[..LANES]])) {
         for (f, d) in d.iter_mut().enumerate() {
             *d = sum[2 * f] + sum[2 * f + 1];
+        }
+    }
+}
+
+/// Values per image of an output gradient in pair layout: one vector per
+/// pixel pair of each output row, filter `f` of the pair's left pixel in
+/// lane `2f`, of its right pixel in lane `2f + 1`.
+fn pair_dy_len(s: &Shape) -> usize {
+    s.w.out_h * s.w.out_w.div_ceil(2) * LANES
+}
+
+/// Scratch values [`pair_kernel_grad_pooled`] needs: the interleaved sums
+/// and one image's gradient in pair layout (aligned to whole cache lines).
+pub fn pooled_grad_scratch_len(s: &Shape) -> usize {
+    pair_scratch_len(s) + LANES + pair_dy_len(s)
+}
+
+/// The kernel gradient of a chunk of padded grey images (as
+/// [`pair_kernel_grad`]) for a layer whose output went through relu and
+/// 2x2 max pooling ([`pair_forward_pooled`]), from the pool's side: its
+/// output gradient `grad`, output `pooled` and `winners`. The layer's
+/// output gradient is never stored in NHWC: each image's in turn is laid
+/// out in pairs in `scratch` (a pooled gradient goes to its window's
+/// winner if the pooled value is positive), already interleaved for the
+/// kernel and small enough to stay in L1; then its kernel rows are summed
+/// a few at a time (up to 15 sums in registers, so that one load of the
+/// gradient serves three rows of taps).
+///
+/// # Safety
+/// AVX-512F present; `padded` holds the chunk's padded images (rows with a
+/// spare column), `grad`, `pooled` and `winners` their pooled outputs;
+/// `scratch` has [`pooled_grad_scratch_len`] values; `two_rows_apply`.
+#[target_feature(enable = "avx512f")]
+pub unsafe fn pair_kernel_grad_pooled(
+    s: &Shape,
+    padded: &[f32],
+    (grad, pooled, winners): (&[f32], &[f32], &[u8]),
+    (d_kernel, d_bias): (&mut [f32], &mut [f32]),
+    scratch: &mut [f32],
+) {
+    let (w, filters) = (&s.w, s.filters);
+    assert!(s.narrow() && w.channels == 1 && two_rows_apply(w));
+    let images = padded.len() / padded_len(w);
+    let pooled_len = (w.out_h / 2) * (w.out_w / 2) * filters;
+    assert_eq!(padded.len(), images * padded_len(w));
+    assert!(grad.len() == images * pooled_len && pooled.len() == grad.len());
+    assert_eq!(winners.len(), grad.len());
+    assert_eq!(scratch.len(), pooled_grad_scratch_len(s));
+    let (sums, dy) = scratch.split_at_mut(pair_scratch_len(s));
+    let aligned = dy.as_ptr().align_offset(64);
+    let dy = &mut dy[aligned..][..pair_dy_len(s)];
+    sums.fill(0.0);
+    let (sums, bias_sums) = sums.split_at_mut(w.patch_len() * LANES);
+    let rows_per_block = (MAX_ROW_BLOCK_TAPS / w.k_w).max(1);
+    let per_image = padded.chunks_exact(padded_len(w)).zip(
+        grad.chunks_exact(pooled_len)
+            .zip(pooled.chunks_exact(pooled_len))
+            .zip(winners.chunks_exact(pooled_len)),
+    );
+    for (image, ((grad, pooled), winners)) in per_image {
+        // SAFETY: one image's pooled values and pair-layout gradient; the
+        // blocks' taps lie inside the padded image for every pair, and
+        // `sums` holds them.
+        unsafe {
+            pool_grad_to_pairs(s, (grad, pooled, winners), dy);
+            for first in (0..w.k_h).step_by(rows_per_block) {
+                let rows = rows_per_block.min(w.k_h - first);
+                let at = sums[first * w.k_w * LANES..].as_mut_ptr();
+                let bias = bias_output(bias_sums.as_mut_ptr(), first, 0);
+                pair_rows_grad(s, (image, dy), (at, bias), first, rows);
+            }
+        }
+    }
+    sum_pair_lanes(filters, sums, bias_sums, d_kernel, d_bias);
+}
+
+/// The most sums [`pair_rows_grad`] keeps in registers.
+const MAX_ROW_BLOCK_TAPS: usize = 15;
+
+/// One image's output gradient in pair layout (see [`pair_dy_len`]; `dy`
+/// aligned to 64 bytes) from its pooled gradient: zero except at each
+/// window's winner, which gets the window's gradient if its pooled value
+/// is positive (relu's derivative).
+#[target_feature(enable = "avx512f")]
+unsafe fn pool_grad_to_pairs(
+    s: &Shape,
+    (grad, pooled, winners): (&[f32], &[f32], &[u8]),
+    dy: &mut [f32],
+) {
+    let (w, filters) = (&s.w, s.filters);
+    let (pool_h, pool_w, pairs) = (w.out_h / 2, w.out_w / 2, w.out_w.div_ceil(2));
+    if w.out_h % 2 == 1 || w.out_w % 2 == 1 {
+        // A row or a column that no window covers.
+        dy.fill(0.0);
+    }
+    let lane: [i32; LANES] = std::array::from_fn(|i| i as i32);
+    unsafe {
+        let lane = _mm512_loadu_si512(lane.as_ptr().cast());
+        // Filter `f` to lanes 2f and 2f + 1; which of the pair each lane is.
+        let spread = _mm512_srli_epi32::<1>(lane);
+        let right = _mm512_and_si512(lane, _mm512_set1_epi32(1));
+        let bottom_right = _mm512_add_epi32(right, _mm512_set1_epi32(2));
+        let m = first_lanes(filters);
+        for py in 0..pool_h {
+            for px in 0..pool_w {
+                let at = (py * pool_w + px) * filters;
+                let g = _mm512_maskz_loadu_ps(m, grad.as_ptr().add(at));
+                let y = _mm512_maskz_loadu_ps(m, pooled.as_ptr().add(at));
+                let won = _mm512_cvtepu8_epi32(_mm_cvtsi64_si128(eight_bytes(winners, at)));
+                let g = _mm512_permutexvar_ps(spread, g);
+                let y = _mm512_permutexvar_ps(spread, y);
+                let won = _mm512_permutexvar_epi32(spread, won);
+                let positive = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(y, _mm512_setzero_ps());
+                let top = _mm512_mask_cmpeq_epi32_mask(positive, won, right);
+                let bottom = _mm512_mask_cmpeq_epi32_mask(positive, won, bottom_right);
+                let out = dy.as_mut_ptr().add((2 * py * pairs + px) * LANES);
+                _mm512_store_ps(out, _mm512_maskz_mov_ps(top, g));
+                _mm512_store_ps(out.add(pairs * LANES), _mm512_maskz_mov_ps(bottom, g));
+            }
+        }
+    }
+}
+
+/// The (up to) eight bytes of `bytes` from `at` on, as one number (zeros
+/// past the end): one load, except at the very end of the slice.
+fn eight_bytes(bytes: &[u8], at: usize) -> i64 {
+    match bytes.get(at..at + 8) {
+        Some(eight) => i64::from_le_bytes(eight.try_into().expect("eight bytes")),
+        None => {
+            let mut eight = [0; 8];
+            let rest = &bytes[at..];
+            eight[..rest.len()].copy_from_slice(rest);
+            i64::from_le_bytes(eight)
+        }
+    }
+}
+
+/// Kernel rows `first..first + rows` (at most [`MAX_ROW_BLOCK_TAPS`]
+/// taps) of one image, added to `sums` (interleaved) and, unless `bias` is
+/// null, its bias sums; `dy` the image's gradient in pair layout.
+#[target_feature(enable = "avx512f")]
+unsafe fn pair_rows_grad(
+    s: &Shape,
+    image: (&[f32], &[f32]),
+    sums: (*mut f32, *mut f32),
+    first: usize,
+    rows: usize,
+) {
+    macro_rules! by_size {
+        ($(($r:literal, $kw:literal))*) => {
+            match (rows, s.w.k_w) {
+                $(($r, $kw) => rows_grad::<$r, $kw>(s, image, sums, first),)*
+                _ => unreachable!("{rows} kernel rows {} wide", s.w.k_w),
+            }
+        };
+    }
+    unsafe { by_size!((1, 5)(2, 5)(3, 5)(1, 3)(2, 3)(3, 3)(4, 3)(5, 3)) }
+}
+
+/// [`pair_rows_grad`] for `R` kernel rows `KW` wide.
+#[target_feature(enable = "avx512f")]
+unsafe fn rows_grad<const R: usize, const KW: usize>(
+    s: &Shape,
+    (image, dy): (&[f32], &[f32]),
+    (sums, bias): (*mut f32, *mut f32),
+    first: usize,
+) {
+    const { assert!(R * KW <= MAX_ROW_BLOCK_TAPS) };
+    let (w, pairs) = (&s.w, s.w.out_w.div_ceil(2));
+    assert!(image.len() == padded_len(w) && dy.len() == pair_dy_len(s));
+    unsafe {
+        let mut acc = [[_mm512_setzero_ps(); KW]; R];
+        for (r, acc) in acc.iter_mut().enumerate() {
+            for (kx, acc) in acc.iter_mut().enumerate() {
+                *acc = _mm512_loadu_ps(sums.add((r * KW + kx) * LANES));
+            }
+        }
+        let with_bias = !bias.is_null();
+        let mut bias_sum = if with_bias {
+            _mm512_loadu_ps(bias)
+        } else {
+            _mm512_setzero_ps()
+        };
+        for oy in 0..w.out_h {
+            let x_row = image.as_ptr().add((oy + first) * s.row_len);
+            let dy_row = dy.as_ptr().add(oy * pairs * LANES);
+            for q in 0..pairs {
+                let g = _mm512_load_ps(dy_row.add(q * LANES));
+                if with_bias {
+                    bias_sum = _mm512_add_ps(bias_sum, g);
+                }
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    let x = x_row.add(r * s.row_len + 2 * q);
+                    for (kx, acc) in acc.iter_mut().enumerate() {
+                        *acc = _mm512_fmadd_ps(pair_at(x.add(kx)), g, *acc);
+                    }
+                }
+            }
+        }
+        for (r, acc) in acc.iter().enumerate() {
+            for (kx, acc) in acc.iter().enumerate() {
+                _mm512_storeu_ps(sums.add((r * KW + kx) * LANES), *acc);
+            }
+        }
+        if with_bias {
+            _mm512_storeu_ps(bias, bias_sum);
         }
     }
 }

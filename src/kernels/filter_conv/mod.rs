@@ -280,6 +280,50 @@ pub fn forward_pooled(
     unreachable!("pooled_forward_applies is false off x86-64 ({})", s.filters);
 }
 
+/// Values of the scratch that [`kernel_grad_pooled`] needs.
+pub fn pooled_grad_scratch_len(w: &Window2d, filters: usize) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    if pooled_forward_applies(w, filters) {
+        return avx512::pooled_grad_scratch_len(&Shape::new(w, filters));
+    }
+    0
+}
+
+/// [`kernel_grad`] for a layer run by [`forward_pooled`], from the pooling's
+/// side: the gradient of its output `grad`, that output `pooled` and its
+/// `winners`. The gradient of this layer's output is not needed: each
+/// pooled gradient goes to its window's winner when the pooled value is
+/// positive. `scratch` holds [`pooled_grad_scratch_len`] values.
+pub fn kernel_grad_pooled(
+    w: &Window2d,
+    filters: usize,
+    padded: &[f32],
+    pooled: (&[f32], &[f32], &[u8]),
+    d_params: (&mut [f32], &mut [f32]),
+    scratch: &mut [f32],
+) {
+    assert!(
+        pooled_forward_applies(w, filters),
+        "pooled kernel gradient does not apply"
+    );
+    let s = Shape::new(w, filters);
+    assert_eq!(d_params.0.len(), w.patch_len() * filters);
+    assert_eq!(d_params.1.len(), filters);
+    // SAFETY: `pooled_forward_applies` checked the CPU and the layer; the
+    // kernel asserts the lengths of the chunk.
+    #[cfg(target_arch = "x86_64")]
+    unsafe {
+        avx512::pair_kernel_grad_pooled(&s, padded, pooled, d_params, scratch)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!(
+        "pooled_forward_applies is false off x86-64 ({}, {}, {})",
+        padded.len() + scratch.len(),
+        pooled.0.len(),
+        s.filters
+    );
+}
+
 /// The kernel gradient of a chunk, `d_kernel[ky, kx, c, f] = Σ x[p + (ky,
 /// kx), c] · dy[p, f]` over the output pixels `p` of its images (padded by
 /// [`pad`]), and the bias gradient `d_bias[f] = Σ dy[p, f]`, summed in the
