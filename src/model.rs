@@ -502,11 +502,13 @@ impl Sequential {
     /// the gradient of the convolution's output is never stored). Only
     /// for the first layer, which needs no input gradient.
     fn backward_fused(&mut self) -> bool {
-        let Some((conv, pool)) = conv_relu_pool(&mut self.entries, 0, true) else {
-            return false;
-        };
-        conv.backward_pooled(pool, &self.activations[2], &self.gradients[2]);
-        true
+        match conv_relu_pool(&mut self.entries, 0, true) {
+            Some((conv, pool)) if conv.can_backward_pooled(pool) => {
+                conv.backward_pooled(pool, &self.activations[2], &self.gradients[2]);
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Layer `i`: `gradients[i + 1]` → its parameter gradients and, except

@@ -350,13 +350,16 @@ fn every_layer_reports_its_class_name() {
 ///
 /// On AVX-512 CPUs the grey cases here run the convolution and the pooling
 /// as one pass (the pool's winners taken before relu): 3- and 5-wide
-/// kernels, an odd output left over by the pool, same padding.
+/// kernels, an odd output left over by the pool, same padding; and the
+/// wide case its forward passes.
 #[test]
 fn model_gradients_with_relu_derivative_handed_to_max_pooling() {
     check_conv_relu_pool_model(4, (3, 3), &[6, 6, 1], Padding::Valid);
     check_conv_relu_pool_model(6, (5, 5), &[11, 10, 1], Padding::Valid);
     check_conv_relu_pool_model(3, (3, 3), &[5, 7, 1], Padding::Same);
     check_conv_relu_pool_model(4, (3, 3), &[6, 6, 2], Padding::Valid);
+    // Wide layers: one pass forward, the pool's own backward pass.
+    check_conv_relu_pool_model(16, (3, 3), &[6, 7, 2], Padding::Valid);
 }
 
 fn check_conv_relu_pool_model(

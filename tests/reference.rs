@@ -280,27 +280,32 @@ fn max_pooling_by_hand() {
     );
 }
 
-/// On AVX-512 CPUs a Sequential runs a grey Conv2D with relu and the 2x2
+/// On AVX-512 CPUs a Sequential runs a Conv2D with relu and the 2x2
 /// max pooling after it as one pass that never stores the convolution's
 /// output: its predictions must be exactly those of the two layers run one
 /// after the other (on other CPUs both are the plain layers).
 #[test]
 fn conv_relu_pool_pair_in_a_model_matches_its_layers_one_by_one() {
     let mut r = rng(11);
-    // LeNet's first stage, odd output sizes (a row left out by the pool),
-    // narrow and short rows, same padding, a 3-wide kernel, 1 to 8 filters.
+    // LeNet's two stages, odd output sizes (a row left out by the pool),
+    // narrow and short rows, same padding, 3-wide kernels, 1 to 8 filters
+    // of grey images and 16 or 32 of any.
     let cases = [
-        (6, (5, 5), (28, 28), Padding::Valid),
-        (6, (5, 5), (14, 27), Padding::Valid),
-        (8, (3, 3), (9, 30), Padding::Same),
-        (1, (3, 5), (7, 8), Padding::Valid),
-        (3, (2, 3), (6, 6), Padding::Valid),
+        (6, (5, 5), (28, 28, 1), Padding::Valid),
+        (6, (5, 5), (14, 27, 1), Padding::Valid),
+        (8, (3, 3), (9, 30, 1), Padding::Same),
+        (1, (3, 5), (7, 8, 1), Padding::Valid),
+        (3, (2, 3), (6, 6, 1), Padding::Valid),
+        (16, (5, 5), (12, 12, 6), Padding::Valid),
+        (16, (5, 5), (15, 26, 2), Padding::Valid),
+        (32, (3, 3), (9, 11, 3), Padding::Same),
+        (16, (4, 3), (7, 5, 1), Padding::Valid),
     ];
-    for (case, (filters, kernel, (h, w), padding)) in cases.into_iter().enumerate() {
+    for (case, (filters, kernel, (h, w, c), padding)) in cases.into_iter().enumerate() {
         let conv = Conv2D::new(filters, kernel)
             .padding(padding)
             .activation(Activation::Relu)
-            .input_shape(&[h, w, 1]);
+            .input_shape(&[h, w, c]);
         let mut model = convnet::Sequential::with_seed(case as u64);
         model.add(conv.clone());
         model.add(MaxPooling2D::new((2, 2)));
@@ -309,18 +314,16 @@ fn conv_relu_pool_pair_in_a_model_matches_its_layers_one_by_one() {
         let bias = random(&[filters], &mut r);
         model.params_mut()[1].value.assign(&bias);
         let (mut conv, mut pool) = (conv, MaxPooling2D::new((2, 2)));
-        let shape = conv.build(&[h, w, 1], &mut rng(0)).unwrap();
+        let shape = conv.build(&[h, w, c], &mut rng(0)).unwrap();
         pool.build(&shape, &mut rng(0)).unwrap();
         let weights: Vec<_> = model.params().iter().map(|p| p.value.clone()).collect();
         for (p, w) in conv.params_mut().into_iter().zip(weights) {
             p.value = w;
         }
-        let x = random(&[5, h, w, 1], &mut r);
+        let x = random(&[5, h, w, c], &mut r);
         let want = forward(&mut pool, &forward(&mut conv, &x));
         let got = model.predict(&x).unwrap();
-        assert_eq!(
-            got, want,
-            "case {case}: {h}x{w}, {filters} filters {kernel:?}"
-        );
+        let what = format!("case {case}: {h}x{w}x{c}, {filters} filters {kernel:?}");
+        assert_eq!(got, want, "{what}");
     }
 }

@@ -331,6 +331,13 @@ impl Conv2D {
         }
     }
 
+    /// Whether [`Conv2D::backward_pooled`] can run this layer's and
+    /// `pool`'s backward passes as one, after `forward_pooled`.
+    pub(crate) fn can_backward_pooled(&self, pool: &MaxPooling2D) -> bool {
+        self.can_forward_pooled(pool, true)
+            && filter_conv::pooled_kernel_grad_applies(&self.window(), self.filters)
+    }
+
     /// The backward pass of this layer and the max pooling after it, after
     /// [`Conv2D::forward_pooled`] ran them: the parameter gradients from
     /// the pool's output gradient `grad_pooled`, its output `pooled` and

@@ -5,6 +5,45 @@
 use super::{GROUP, MAX_BLOCK, Shape, bias_output, padded_len, row_vectors};
 use std::arch::x86_64::*;
 
+/// Runs `$f::<N, KW>(args)` for `$block = (N, KW)`: a block size among
+/// those listed, and a kernel width of 3 or 5 (see `two_rows_apply`).
+macro_rules! by_size_and_width {
+    ($block:expr, $f:ident $args:tt, $($size:literal)*) => {
+        match $block {
+            $(($size, 5) => $f::<$size, 5> $args,
+              ($size, 3) => $f::<$size, 3> $args,)*
+            (n, kw) => unreachable!("block of {n}, kernel width {kw}"),
+        }
+    };
+}
+
+/// Input vectors a two-row block keeps in registers.
+const ROW_BLOCK_INPUTS: usize = 16;
+
+/// Adds input row `r` of a two-row block to its sums: it is kernel row `r`
+/// of the top output row and kernel row `r - 1` of the bottom one. Pixel
+/// (or pair) `p` reads `inputs[STEP · p + kx]` at tap `kx`, and
+/// `weights(ky, kx)` loads the tap's weight vector.
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn add_input_row<const P: usize, const KW: usize, const STEP: usize>(
+    (r, k_h): (usize, usize),
+    inputs: &[__m512; ROW_BLOCK_INPUTS],
+    weights: impl Fn(usize, usize) -> __m512,
+    (top, bottom): (&mut [__m512; P], &mut [__m512; P]),
+) {
+    for kx in 0..KW {
+        for (ky, sums) in [(r, &mut *top), (r.wrapping_sub(1), &mut *bottom)] {
+            if ky < k_h {
+                let w = weights(ky, kx);
+                for (p, acc) in sums.iter_mut().enumerate() {
+                    *acc = _mm512_fmadd_ps(inputs[STEP * p + kx], w, *acc);
+                }
+            }
+        }
+    }
+}
+
 /// Output pixels per block of the forward pass.
 const PIXELS: usize = 8;
 
@@ -120,6 +159,173 @@ unsafe fn sums_kw<const P: usize, const KW: usize>(
         for (p, acc) in acc.iter().enumerate() {
             _mm512_storeu_ps(out.add(p * filters), relu(s, *acc));
         }
+    }
+}
+
+/// One padded image's whole output: rows two at a time where the kernel
+/// width allows ([`wide_two_row_sums`]), then the odd one.
+///
+/// # Safety
+/// As [`forward_row`], `out` the image's whole output.
+#[target_feature(enable = "avx512f")]
+pub unsafe fn forward_image(
+    s: &Shape,
+    image: &[f32],
+    kernel: &[f32],
+    bias: &[f32],
+    out: &mut [f32],
+) {
+    assert!(!s.narrow(), "the wide kernels write 16 filters at a time");
+    let (w, filters) = (&s.w, s.filters);
+    let out_row = w.out_w * filters;
+    assert_eq!(out.len(), w.out_h * out_row);
+    let row_pairs = if two_rows_apply(w) { w.out_h / 2 } else { 0 };
+    let mut sums = [[_mm512_setzero_ps(); ROW_PAIR_PIXELS]; 2];
+    for oy in (0..2 * row_pairs).step_by(2) {
+        for group in (0..filters).step_by(GROUP) {
+            for ox in (0..w.out_w).step_by(ROW_PAIR_PIXELS) {
+                let pixels = ROW_PAIR_PIXELS.min(w.out_w - ox);
+                // SAFETY: every tap of both rows lies in the padded image;
+                // the stores stay in rows `oy` and `oy + 1`.
+                unsafe {
+                    let x = image.as_ptr().add(oy * s.row_len + ox * w.channels);
+                    let (k, b) = (kernel.as_ptr().add(group), bias.as_ptr().add(group));
+                    let block = (pixels, w.k_w);
+                    let sums = &mut sums;
+                    by_size_and_width!(block, wide_two_row_sums(s, x, k, b, sums), 1 2 3 4 5 6 7 8);
+                    for (r, sums) in sums.iter().enumerate() {
+                        let y = out
+                            .as_mut_ptr()
+                            .add((oy + r) * out_row + ox * filters + group);
+                        for (p, sum) in sums[..pixels].iter().enumerate() {
+                            _mm512_storeu_ps(y.add(p * filters), relu(s, *sum));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    for (oy, row) in out
+        .chunks_exact_mut(out_row)
+        .enumerate()
+        .skip(2 * row_pairs)
+    {
+        // SAFETY: as vouched by the caller.
+        unsafe { forward_row(s, image, kernel, bias, row, oy) };
+    }
+}
+
+/// [`forward_image`] followed by relu and 2x2 max pooling, for a chunk of
+/// padded images: only the pooled values and the winners are stored (see
+/// `filter_conv::forward_pooled`). A block's 8 pixels of two rows are 4
+/// pooling windows, 16 filters in each vector: the pool is a few
+/// comparisons per window.
+///
+/// # Safety
+/// AVX-512F present; the lengths as `filter_conv::forward_pooled` asserts;
+/// the layer is wide and `two_rows_apply`.
+#[target_feature(enable = "avx512f")]
+pub unsafe fn forward_pooled(
+    s: &Shape,
+    padded: &[f32],
+    (kernel, bias): (&[f32], &[f32]),
+    (pooled, winners): (&mut [f32], &mut [u8]),
+) {
+    let (w, filters) = (&s.w, s.filters);
+    assert!(!s.narrow() && two_rows_apply(w), "pooled wide layers");
+    let (pool_h, pool_w) = (w.out_h / 2, w.out_w / 2);
+    let images = with_pooled_outputs(s, padded, (pooled, winners));
+    let mut sums = [[_mm512_setzero_ps(); ROW_PAIR_PIXELS]; 2];
+    for (image, (pooled, winners)) in images {
+        for py in 0..pool_h {
+            for group in (0..filters).step_by(GROUP) {
+                for px in (0..pool_w).step_by(ROW_PAIR_PIXELS / 2) {
+                    let windows = (ROW_PAIR_PIXELS / 2).min(pool_w - px);
+                    // SAFETY: every tap of the block lies in the padded
+                    // image; its windows lie in the pooled image.
+                    unsafe {
+                        let x = image.as_ptr().add(2 * py * s.row_len + 2 * px * w.channels);
+                        let (k, b) = (kernel.as_ptr().add(group), bias.as_ptr().add(group));
+                        let (block, sums) = ((2 * windows, w.k_w), &mut sums);
+                        by_size_and_width!(block, wide_two_row_sums(s, x, k, b, sums), 2 4 6 8);
+                        for i in 0..windows {
+                            let [top, bottom] = &sums;
+                            let (value, won) = pool_window(
+                                (top[2 * i], top[2 * i + 1]),
+                                (bottom[2 * i], bottom[2 * i + 1]),
+                            );
+                            let at = (py * pool_w + px + i) * filters + group;
+                            _mm512_storeu_ps(pooled.as_mut_ptr().add(at), value);
+                            let winners = winners.as_mut_ptr().add(at).cast();
+                            _mm_storeu_si128(winners, _mm512_cvtepi32_epi8(won));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Each padded image of a chunk with its pooled output and winners.
+fn with_pooled_outputs<'a>(
+    s: &Shape,
+    padded: &'a [f32],
+    (pooled, winners): (&'a mut [f32], &'a mut [u8]),
+) -> impl Iterator<Item = (&'a [f32], (&'a mut [f32], &'a mut [u8]))> {
+    let len = (s.w.out_h / 2) * (s.w.out_w / 2) * s.filters;
+    let outputs = pooled
+        .chunks_exact_mut(len)
+        .zip(winners.chunks_exact_mut(len));
+    padded.chunks_exact(padded_len(&s.w)).zip(outputs)
+}
+
+/// Pixels per block of the two-row wide kernel: its `2 · 8` sums and up
+/// to `8 + KW - 1` broadcast inputs fit in the 32 registers.
+const ROW_PAIR_PIXELS: usize = 8;
+
+/// The sums of a block of pixels in two neighbouring output rows.
+type WideRowPairSums = [[__m512; ROW_PAIR_PIXELS]; 2];
+
+/// `P` pixels (at most [`ROW_PAIR_PIXELS`]) of output rows `oy` and
+/// `oy + 1`, one group of 16 filters, into `sums[0]` and `sums[1]`: `x` at
+/// the top row's first window, `kernel` and `bias` at the group's first
+/// filter. As [`sums_kw`] (same order of taps per sum), but each input
+/// value is broadcast once for both rows, and the 16 independent sums keep
+/// both FMA units busy.
+///
+/// # Safety
+/// As [`sums_kw`], for two rows; a kernel `KW` wide (`two_rows_apply`).
+#[target_feature(enable = "avx512f")]
+unsafe fn wide_two_row_sums<const P: usize, const KW: usize>(
+    s: &Shape,
+    x: *const f32,
+    kernel: *const f32,
+    bias: *const f32,
+    sums: &mut WideRowPairSums,
+) {
+    const { assert!(P <= ROW_PAIR_PIXELS && P + KW - 1 <= ROW_BLOCK_INPUTS) };
+    let (channels, filters, k_h) = (s.w.channels, s.filters, s.w.k_h);
+    unsafe {
+        let mut top = [_mm512_loadu_ps(bias); P];
+        let mut bottom = top;
+        // Input row `r` is kernel row `r` of the top output row and kernel
+        // row `r - 1` of the bottom one.
+        for r in 0..=k_h {
+            let x = x.add(r * s.row_len);
+            for c in 0..channels {
+                let mut inputs = [_mm512_setzero_ps(); ROW_BLOCK_INPUTS];
+                for (i, v) in inputs[..P + KW - 1].iter_mut().enumerate() {
+                    *v = _mm512_set1_ps(*x.add(i * channels + c));
+                }
+                let weights = |ky: usize, kx: usize| {
+                    let tap = ky * s.row_taps + kx * channels + c;
+                    _mm512_loadu_ps(kernel.add(tap * filters))
+                };
+                add_input_row::<P, KW, 1>((r, k_h), &inputs, weights, (&mut top, &mut bottom));
+            }
+        }
+        sums[0][..P].copy_from_slice(&top);
+        sums[1][..P].copy_from_slice(&bottom);
     }
 }
 
@@ -301,8 +507,9 @@ pub unsafe fn pair_forward(
                 // SAFETY: as below; `sums` holds `pairs` pairs of each row.
                 unsafe {
                     let x = image.as_ptr().add(oy * s.row_len + ox);
-                    let k = (weights.as_ptr(), bias2.as_ptr());
-                    row_pair_sums(s, x, k, pairs, &mut sums);
+                    let (k, b) = (weights.as_ptr(), bias2.as_ptr());
+                    let (block, sums) = ((pairs, w.k_w), &mut sums);
+                    by_size_and_width!(block, two_row_sums(s, x, k, b, sums), 1 2 3 4 5 6);
                     for (sums, row) in sums.iter().zip([&mut *top, &mut *bottom]) {
                         let y = row.as_mut_ptr().add(ox * filters);
                         store_pairs(s, &sums[..pairs], index, y, pixels);
@@ -434,12 +641,7 @@ pub unsafe fn pair_forward_pooled(
     let (w, filters) = (&s.w, s.filters);
     let (weights, bias2) = interleave_kernel(s, kernel, bias, scratch);
     let (pool_h, pool_w) = (w.out_h / 2, w.out_w / 2);
-    let pooled_len = pool_h * pool_w * filters;
-    let images = padded.chunks_exact(padded_len(w)).zip(
-        pooled
-            .chunks_exact_mut(pooled_len)
-            .zip(winners.chunks_exact_mut(pooled_len)),
-    );
+    let images = with_pooled_outputs(s, padded, (pooled, winners));
     let mut sums = [[_mm512_setzero_ps(); ROW_PAIR_PAIRS]; 2];
     for (image, (pooled, winners)) in images {
         for py in 0..pool_h {
@@ -450,10 +652,11 @@ pub unsafe fn pair_forward_pooled(
                 // the block's windows lie in the pooled image.
                 unsafe {
                     let x = image.as_ptr().add(2 * py * s.row_len + 2 * px);
-                    let k = (weights.as_ptr(), bias2.as_ptr());
-                    row_pair_sums(s, x, k, windows, &mut sums);
+                    let (k, b) = (weights.as_ptr(), bias2.as_ptr());
+                    let (block, sums) = ((windows, w.k_w), &mut sums);
+                    by_size_and_width!(block, two_row_sums(s, x, k, b, sums), 1 2 3 4 5 6);
                     let out = (pooled.as_mut_ptr().add(at), winners.as_mut_ptr().add(at));
-                    pool_pairs(filters, &sums, windows, out);
+                    pool_pairs(filters, sums, windows, out);
                 }
             }
         }
@@ -484,9 +687,9 @@ unsafe fn pool_pairs(
         let index = _mm512_loadu_si512(index.as_ptr().cast());
         for first in (0..windows).step_by(2) {
             let both = windows - first >= 2;
-            let (a, a_won) = pool_window(sums[0][first], sums[1][first]);
+            let (a, a_won) = pool_pair_window(sums[0][first], sums[1][first]);
             let (b, b_won) = if both {
-                pool_window(sums[0][first + 1], sums[1][first + 1])
+                pool_pair_window(sums[0][first + 1], sums[1][first + 1])
             } else {
                 (a, a_won)
             };
@@ -500,22 +703,32 @@ unsafe fn pool_pairs(
     }
 }
 
-/// One 2x2 window per filter from its top and bottom pixel pairs: in the
-/// even lanes, `max(window, 0)` and the winning position, by the rule of
+/// One 2x2 window per filter from its top and bottom pixel pairs, in the
+/// pair layout: in the even lanes, `max(window, 0)` and the winning
+/// position (see [`pool_window`]).
+#[target_feature(enable = "avx512f")]
+fn pool_pair_window(top: __m512, bottom: __m512) -> (__m512, __m512i) {
+    // Each lane pair swapped: the right pixel in the even lane.
+    const SWAP: i32 = 0b10_11_00_01;
+    pool_window(
+        (top, _mm512_permute_ps::<SWAP>(top)),
+        (bottom, _mm512_permute_ps::<SWAP>(bottom)),
+    )
+}
+
+/// One 2x2 window per lane from its four pixels, `(left, right)` of each
+/// row: `max(window, 0)` and the winning position 0 1 / 2 3 by the rule of
 /// `kernels::pool` (the right pixel wins only if strictly larger, then the
 /// bottom row only if strictly larger than the top).
 #[target_feature(enable = "avx512f")]
-fn pool_window(top: __m512, bottom: __m512) -> (__m512, __m512i) {
-    // Each lane pair swapped: the right pixel in the even lane.
-    const SWAP: i32 = 0b10_11_00_01;
-    let (top_right, bottom_right) = (
-        _mm512_permute_ps::<SWAP>(top),
-        _mm512_permute_ps::<SWAP>(bottom),
-    );
-    let right_top = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(top_right, top);
-    let right_bottom = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(bottom_right, bottom);
-    let t = _mm512_mask_blend_ps(right_top, top, top_right);
-    let b = _mm512_mask_blend_ps(right_bottom, bottom, bottom_right);
+fn pool_window(
+    (top_left, top_right): (__m512, __m512),
+    (bottom_left, bottom_right): (__m512, __m512),
+) -> (__m512, __m512i) {
+    let right_top = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(top_right, top_left);
+    let right_bottom = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(bottom_right, bottom_left);
+    let t = _mm512_mask_blend_ps(right_top, top_left, top_right);
+    let b = _mm512_mask_blend_ps(right_bottom, bottom_left, bottom_right);
     let below = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(b, t);
     let max = _mm512_mask_blend_ps(below, t, b);
     let at_top = _mm512_maskz_mov_epi32(right_top, _mm512_set1_epi32(1));
@@ -532,12 +745,12 @@ const ROW_PAIR_PAIRS: usize = 6;
 /// The sums of a block of pairs in two neighbouring output rows.
 type RowPairSums = [[__m512; ROW_PAIR_PAIRS]; 2];
 
-/// Whether [`row_pair_sums`] handles the kernel width.
+/// Whether the two-row kernels ([`two_row_sums`], [`wide_two_row_sums`]) handle the kernel width.
 pub fn two_rows_apply(w: &super::Window2d) -> bool {
     matches!(w.k_w, 3 | 5)
 }
 
-/// `pairs` pairs (at most [`ROW_PAIR_PAIRS`]) of output rows `oy` and `oy +
+/// `P` pairs (at most [`ROW_PAIR_PAIRS`]) of output rows `oy` and `oy +
 /// 1` into `sums[0]` and `sums[1]`, `x` at the top row's first window.
 /// Each input row is loaded once for both output rows, and the block holds
 /// twelve independent sums, enough to keep both FMA units busy (a single
@@ -545,28 +758,7 @@ pub fn two_rows_apply(w: &super::Window2d) -> bool {
 /// Each sum adds its taps in the order [`pair_sums`] does.
 ///
 /// # Safety
-/// As [`pair_sums_kw`], for two rows; `two_rows_apply`.
-#[target_feature(enable = "avx512f")]
-unsafe fn row_pair_sums(
-    s: &Shape,
-    x: *const f32,
-    (weights, bias): (*const f32, *const f32),
-    pairs: usize,
-    sums: &mut RowPairSums,
-) {
-    macro_rules! by_size {
-        ($($p:literal)*) => {
-            match (pairs, s.w.k_w) {
-                $(($p, 5) => two_row_sums::<$p, 5>(s, x, weights, bias, sums),
-                  ($p, 3) => two_row_sums::<$p, 3>(s, x, weights, bias, sums),)*
-                _ => unreachable!("two_rows_apply: {pairs} pairs, kernel width {}", s.w.k_w),
-            }
-        };
-    }
-    unsafe { by_size!(1 2 3 4 5 6) }
-}
-
-/// [`row_pair_sums`] for `P` pairs and a kernel `KW` wide.
+/// As [`pair_sums_kw`], for two rows; a kernel `KW` wide (`two_rows_apply`).
 #[target_feature(enable = "avx512f")]
 unsafe fn two_row_sums<const P: usize, const KW: usize>(
     s: &Shape,
@@ -575,7 +767,7 @@ unsafe fn two_row_sums<const P: usize, const KW: usize>(
     bias: *const f32,
     sums: &mut RowPairSums,
 ) {
-    const { assert!(P <= ROW_PAIR_PAIRS && 2 * P + KW - 2 <= 16) };
+    const { assert!(P <= ROW_PAIR_PAIRS && 2 * P + KW - 2 <= ROW_BLOCK_INPUTS) };
     let k_h = s.w.k_h;
     unsafe {
         let mut top = [_mm512_loadu_ps(bias); P];
@@ -584,24 +776,13 @@ unsafe fn two_row_sums<const P: usize, const KW: usize>(
         // row `r - 1` of the bottom one.
         for r in 0..=k_h {
             let x = x.add(r * s.row_len);
-            let mut inputs = [_mm512_setzero_ps(); 16];
+            let mut inputs = [_mm512_setzero_ps(); ROW_BLOCK_INPUTS];
             for (i, v) in inputs[..2 * P + KW - 2].iter_mut().enumerate() {
                 *v = pair_at(x.add(i));
             }
-            for kx in 0..KW {
-                if r < k_h {
-                    let w = _mm512_loadu_ps(weights.add((r * KW + kx) * LANES));
-                    for (p, acc) in top.iter_mut().enumerate() {
-                        *acc = _mm512_fmadd_ps(inputs[2 * p + kx], w, *acc);
-                    }
-                }
-                if r > 0 {
-                    let w = _mm512_loadu_ps(weights.add(((r - 1) * KW + kx) * LANES));
-                    for (p, acc) in bottom.iter_mut().enumerate() {
-                        *acc = _mm512_fmadd_ps(inputs[2 * p + kx], w, *acc);
-                    }
-                }
-            }
+            let weights =
+                |ky: usize, kx: usize| _mm512_loadu_ps(weights.add((ky * KW + kx) * LANES));
+            add_input_row::<P, KW, 2>((r, k_h), &inputs, weights, (&mut top, &mut bottom));
         }
         sums[0][..P].copy_from_slice(&top);
         sums[1][..P].copy_from_slice(&bottom);

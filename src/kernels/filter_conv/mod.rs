@@ -202,6 +202,12 @@ pub fn forward(
         .chunks_exact(padded_len(w))
         .zip(y.chunks_exact_mut(w.out_h * out_row));
     for (image, out) in images {
+        #[cfg(target_arch = "x86_64")]
+        if kernels == Kernels::Avx512 {
+            // SAFETY: as below, for the image's whole output.
+            unsafe { avx512::forward_image(&s, image, kernel, bias, out) };
+            continue;
+        }
         for (oy, row) in out.chunks_exact_mut(out_row).enumerate() {
             // SAFETY: `applies` (asserted by `Shape::new`) checked the CPU
             // features; the padded image holds every tap of every output
@@ -209,11 +215,7 @@ pub fn forward(
             // asserted above, and `row` is one whole output row.
             #[cfg(target_arch = "x86_64")]
             unsafe {
-                if kernels == Kernels::Avx512 {
-                    avx512::forward_row(&s, image, kernel, bias, row, oy)
-                } else {
-                    avx2::forward_row(&s, image, kernel, bias, row, oy)
-                }
+                avx2::forward_row(&s, image, kernel, bias, row, oy)
             }
             #[cfg(not(target_arch = "x86_64"))]
             unreachable!(
@@ -225,13 +227,17 @@ pub fn forward(
 }
 
 /// Whether [`forward_pooled`] runs this layer, followed by relu and 2x2
-/// max pooling, on this CPU (AVX-512, grey images, at most 8 filters, a
-/// kernel 3 or 5 wide: LeNet's first layer).
+/// max pooling, on this CPU (AVX-512, a kernel 3 or 5 wide, and grey
+/// images with at most 8 filters or a multiple of 16 filters: both of
+/// LeNet's layers).
 pub fn pooled_forward_applies(w: &Window2d, filters: usize) -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         applies(w, filters)
-            && Shape::new(w, filters).kernels() == Kernels::Avx512Pairs
+            && matches!(
+                Shape::new(w, filters).kernels(),
+                Kernels::Avx512Pairs | Kernels::Avx512
+            )
             && avx512::two_rows_apply(w)
     }
     #[cfg(not(target_arch = "x86_64"))]
@@ -274,16 +280,37 @@ pub fn forward_pooled(
     // lengths are asserted above.
     #[cfg(target_arch = "x86_64")]
     unsafe {
-        avx512::pair_forward_pooled(&s, padded, (kernel, bias), (pooled, winners), scratch)
+        let out = (pooled, winners);
+        if s.narrow() {
+            avx512::pair_forward_pooled(&s, padded, (kernel, bias), out, scratch)
+        } else {
+            avx512::forward_pooled(&s, padded, (kernel, bias), out)
+        }
     }
     #[cfg(not(target_arch = "x86_64"))]
     unreachable!("pooled_forward_applies is false off x86-64 ({})", s.filters);
 }
 
+/// Whether [`kernel_grad_pooled`] handles this layer on this CPU: as
+/// [`pooled_forward_applies`], for grey images with at most 8 filters only
+/// (LeNet's first layer).
+pub fn pooled_kernel_grad_applies(w: &Window2d, filters: usize) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        pooled_forward_applies(w, filters)
+            && Shape::new(w, filters).kernels() == Kernels::Avx512Pairs
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (w, filters);
+        false
+    }
+}
+
 /// Values of the scratch that [`kernel_grad_pooled`] needs.
 pub fn pooled_grad_scratch_len(w: &Window2d, filters: usize) -> usize {
     #[cfg(target_arch = "x86_64")]
-    if pooled_forward_applies(w, filters) {
+    if pooled_kernel_grad_applies(w, filters) {
         return avx512::pooled_grad_scratch_len(&Shape::new(w, filters));
     }
     0
@@ -303,14 +330,14 @@ pub fn kernel_grad_pooled(
     scratch: &mut [f32],
 ) {
     assert!(
-        pooled_forward_applies(w, filters),
+        pooled_kernel_grad_applies(w, filters),
         "pooled kernel gradient does not apply"
     );
     let s = Shape::new(w, filters);
     assert_eq!(d_params.0.len(), w.patch_len() * filters);
     assert_eq!(d_params.1.len(), filters);
-    // SAFETY: `pooled_forward_applies` checked the CPU and the layer; the
-    // kernel asserts the lengths of the chunk.
+    // SAFETY: `pooled_kernel_grad_applies` checked the CPU and the layer;
+    // the kernel asserts the lengths of the chunk.
     #[cfg(target_arch = "x86_64")]
     unsafe {
         avx512::pair_kernel_grad_pooled(&s, padded, pooled, d_params, scratch)
