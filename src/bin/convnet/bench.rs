@@ -31,7 +31,7 @@ pub struct BenchArgs {
     /// Batch size of inference.
     #[arg(long, default_value_t = 1000)]
     inference_batch_size: usize,
-    /// Skip the single-thread run (the scaling figure).
+    /// Skip the scaling measurement (one thread against all, alternated).
     #[arg(long)]
     no_scaling: bool,
     /// Print the time per layer only (quick; also handy under a profiler).
@@ -96,7 +96,51 @@ fn epoch_seconds(data: &Mnist, images: usize, batch_size: usize) -> Result<f64> 
     Ok(model.fit(&x, &y, options)?.epoch_seconds[0])
 }
 
-/// Best of three: images per second predicting the whole test set.
+/// Rounds of the scaling measurement.
+const SCALING_ROUNDS: usize = 6;
+
+/// How much faster `threads` threads train than one: in each of
+/// [`SCALING_ROUNDS`] rounds, one thread and then `threads` (or the other
+/// way round, alternately) train on half of the `images`, back to back,
+/// so that both see the same moment of a machine whose speed drifts.
+/// (Shorter rounds understate the speed-up: each `fit` has a fixed cost.)
+/// Returns the median seconds per 60,000-image epoch of one thread, the
+/// median of the rounds' speed-ups, and each round's.
+fn scaling(
+    data: &Mnist,
+    images: usize,
+    batch_size: usize,
+    threads: usize,
+) -> Result<(f64, f64, Vec<f64>)> {
+    let share = (images / 2).max(batch_size).min(images);
+    let (mut one, mut ratios) = (Vec::new(), Vec::new());
+    for round in 0..SCALING_ROUNDS {
+        let time = |n| in_pool(n, || epoch_seconds(data, share, batch_size))?;
+        let (single, many) = if round % 2 == 0 {
+            let single = time(1)?;
+            (single, time(threads)?)
+        } else {
+            let many = time(threads)?;
+            (time(1)?, many)
+        };
+        one.push(single * 60_000.0 / share as f64);
+        ratios.push(single / many);
+    }
+    Ok((median(&one), median(&ratios), ratios))
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let mid = sorted.len() / 2;
+    if sorted.len().is_multiple_of(2) {
+        (sorted[mid - 1] + sorted[mid]) / 2.0
+    } else {
+        sorted[mid]
+    }
+}
+
+/// Best of five: images per second predicting the whole test set.
 fn inference_rate(data: &Mnist, batch_size: usize) -> Result<f64> {
     let mut model = lenet()?;
     let x = Rescaled::new(&data.test_x, 1.0 / 255.0);
@@ -218,16 +262,17 @@ pub fn run(args: BenchArgs) -> Result<()> {
     println!(
         "\ntraining: {rate:.0} images/s, {epoch:.2} s per 60,000-image epoch, {gflops:.1} GFLOP/s"
     );
-    let single = if args.no_scaling || threads == 1 {
-        None
+    let (single, speedup) = if args.no_scaling || threads == 1 {
+        (None, None)
     } else {
-        let one = in_pool(1, || epoch_seconds(&data, images, args.batch_size))??;
+        let (one, speedup, ratios) = scaling(&data, images, args.batch_size, threads)?;
+        let ratios: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
         println!(
-            "1 thread: {:.2} s per epoch; {threads} threads are {:.2}x faster",
-            60_000.0 / (images as f64 / one),
-            one / seconds
+            "1 thread: {one:.2} s per epoch; {threads} threads are {speedup:.2}x faster \
+             (median of {SCALING_ROUNDS} alternated rounds: {})",
+            ratios.join(" ")
         );
-        Some(60_000.0 / (images as f64 / one))
+        (Some(one), Some(speedup))
     };
     let inference = in_pool(threads, || inference_rate(&data, args.inference_batch_size))??;
     println!(
@@ -247,6 +292,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             "train_images_per_sec": rate,
             "epoch_seconds": epoch,
             "epoch_seconds_1_thread": single,
+            "speedup_over_1_thread": speedup,
             "gflops": gflops,
             "mflop_per_image": flops / 1e6,
             "inference_images_per_sec": inference,
