@@ -21,6 +21,12 @@
 //! AVX-512 CPUs: there each output pixel's window of input gradient is
 //! summed in registers over its non-zero `dy` only (behind max pooling,
 //! most are zero) and added straight onto the input gradient.
+//!
+//! On AVX-512 CPUs a `Sequential` runs such a layer with relu and the 2x2
+//! max pooling after it as one pass ([`Conv2D::forward_pooled`]): the
+//! output is pooled in registers as it is computed and never stored; for a
+//! first layer with at most 8 filters over grey images the backward passes
+//! are one as well ([`Conv2D::backward_pooled`]).
 
 use ndarray::{ArrayD, IxDyn};
 use rayon::prelude::*;
