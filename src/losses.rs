@@ -85,6 +85,18 @@ impl Loss {
     ) -> f64 {
         let batch = pred.len() / width;
         let scale = 1.0 / batch as f32;
+        self.compute_scaled((pred, target), width, fused_softmax, (grad, scale))
+    }
+
+    /// [`Loss::compute`], with each sample's gradient multiplied by
+    /// `scale` instead of `1 / batch`: part of a batch computed apart.
+    pub(crate) fn compute_scaled(
+        self,
+        (pred, target): (&[f32], &[f32]),
+        width: usize,
+        fused_softmax: bool,
+        (grad, scale): (Option<&mut [f32]>, f32),
+    ) -> f64 {
         let target_width = self.target_width(width);
         let mut total = 0.0f64;
         let mut grad_rows = grad.map(|g| g.chunks_exact_mut(width));

@@ -28,8 +28,14 @@ struct Entry {
 }
 
 struct Compiled {
-    loss: Loss,
+    scoring: Scoring,
     optimizer: Box<dyn Optimizer>,
+}
+
+/// What `compile` chose for scoring a batch.
+#[derive(Clone)]
+struct Scoring {
+    loss: Loss,
     metrics: Vec<Metric>,
     fused_softmax: bool,
 }
@@ -60,6 +66,9 @@ pub struct Sequential {
     // gradients[i] is the gradient of the loss with respect to activations[i].
     gradients: Vec<ArrayD<f32>>,
     targets: Vec<f32>,
+    /// A copy of the layers that trains on the second half of each batch
+    /// alongside (see `Sequential::train_step`); made by `fit`.
+    twin: Option<Box<Sequential>>,
 }
 
 /// Options of [`Sequential::fit`], with Keras's defaults.
@@ -132,6 +141,15 @@ impl Tally {
             samples: 0,
             loss: 0.0,
             correct: vec![0; metrics],
+        }
+    }
+
+    /// Counts `other`'s samples too.
+    fn add(&mut self, other: &Tally) {
+        self.samples += other.samples;
+        self.loss += other.loss;
+        for (mine, theirs) in self.correct.iter_mut().zip(&other.correct) {
+            *mine += theirs;
         }
     }
 
@@ -211,6 +229,7 @@ impl Sequential {
             activations: Vec::new(),
             gradients: Vec::new(),
             targets: Vec::new(),
+            twin: None,
         }
     }
 
@@ -279,6 +298,7 @@ impl Sequential {
         self.activations = vec![ArrayD::zeros(IxDyn(&[0])); slots];
         self.gradients = vec![ArrayD::zeros(IxDyn(&[0])); slots];
         self.built = true;
+        self.twin = None;
         Ok(())
     }
 
@@ -316,11 +336,14 @@ impl Sequential {
         }
         self.hand_relu_derivatives_to_next_layers();
         self.compiled = Some(Compiled {
-            loss,
+            scoring: Scoring {
+                loss,
+                metrics: metrics.to_vec(),
+                fused_softmax,
+            },
             optimizer,
-            metrics: metrics.to_vec(),
-            fused_softmax,
         });
+        self.twin = None;
         Ok(())
     }
 
@@ -416,6 +439,7 @@ impl Sequential {
         let width: usize = self.output_shape().iter().product();
         let target_width: usize = y.sample_shape().iter().product();
         compiled
+            .scoring
             .loss
             .check_targets(target_width, width)
             .map_err(|e| {
@@ -539,22 +563,30 @@ impl Sequential {
         y.gather(indices, &mut self.targets);
     }
 
-    /// Loss (summed) and correct counts of the batch in the output slot.
-    fn score_batch(&mut self, tally: &mut Tally, with_grad: bool) -> Result<()> {
-        let compiled = self.compiled.as_ref().expect("checked by the caller");
+    /// Loss (summed) and correct counts of the batch in the output slot;
+    /// with `grad_scale`, also the loss gradient, each sample's multiplied
+    /// by it (`1 / batch size` for the mean loss of a whole batch).
+    fn score_batch(
+        &mut self,
+        scoring: &Scoring,
+        tally: &mut Tally,
+        grad_scale: Option<f32>,
+    ) -> Result<()> {
         let output = self.activations.last().expect("built");
         let width: usize = self.output_shape().iter().product();
         let pred = output.as_slice().expect("standard layout");
-        let grad = if with_grad {
+        let grad = grad_scale.map(|_| {
             let slot = self.gradients.last_mut().expect("built");
             resize(slot, output.shape());
-            Some(slot.as_slice_mut().expect("standard layout"))
-        } else {
-            None
-        };
-        let loss = compiled
-            .loss
-            .compute(pred, &self.targets, width, compiled.fused_softmax, grad);
+            slot.as_slice_mut().expect("standard layout")
+        });
+        let scale = grad_scale.unwrap_or(1.0);
+        let loss = scoring.loss.compute_scaled(
+            (pred, &self.targets),
+            width,
+            scoring.fused_softmax,
+            (grad, scale),
+        );
         if !loss.is_finite() {
             return Err(Error::NonFinite(format!(
                 "the loss became {loss} (not a finite number): the training diverged; \
@@ -563,13 +595,20 @@ impl Sequential {
         }
         tally.loss += loss;
         tally.samples += pred.len() / width;
-        for (metric, correct) in compiled.metrics.iter().zip(&mut tally.correct) {
+        for (metric, correct) in scoring.metrics.iter().zip(&mut tally.correct) {
             *correct += metric.count_correct(pred, &self.targets, width);
         }
         Ok(())
     }
 
     /// Trains the model on `(x, y)` for `options.epochs` epochs.
+    ///
+    /// When every layer can be copied ([`Layer::replicate`]: all of
+    /// convnet's but `Dropout`), each batch is split in two halves that
+    /// the model and a copy of it (a "twin") run at the same time, their
+    /// gradients added before the optimizer's step: data-parallel training
+    /// inside one process. The split does not depend on the number of
+    /// threads, so neither do the results.
     pub fn fit(&mut self, x: &dyn Samples, y: &dyn Samples, options: Fit) -> Result<History> {
         self.check_pair(x, y, "fit")?;
         if let Some((vx, vy)) = options.validation_data {
@@ -580,7 +619,8 @@ impl Sequential {
                 "batch_size must be at least 1".into(),
             ));
         }
-        let metrics = self.compiled()?.metrics.clone();
+        let metrics = self.compiled()?.scoring.metrics.clone();
+        self.twin = self.make_twin();
         let mut order: Vec<usize> = (0..x.len()).collect();
         let mut shuffler = Rng::seed_from_u64(self.seed ^ 0x5eed_5eed_5eed_5eed);
         let steps = x.len().div_ceil(options.batch_size);
@@ -616,6 +656,14 @@ impl Sequential {
         Ok(history)
     }
 
+    /// One step of training on the samples at `batch`. With a twin (see
+    /// [`Sequential::make_twin`]) the model takes the first half of the
+    /// batch and the twin the second, at the same time; the twin's
+    /// gradients are then added to the model's, in that order whatever the
+    /// number of threads, and the optimizer steps once. The two halves
+    /// meet once per step instead of at every layer, so two cores keep
+    /// each other waiting less (the layers still split their own half
+    /// into chunks that an idle core can take over).
     fn train_step(
         &mut self,
         x: &dyn Samples,
@@ -623,11 +671,30 @@ impl Sequential {
         batch: &[usize],
         tally: &mut Tally,
     ) -> Result<()> {
-        self.load_batch(x, batch);
-        self.load_targets(y, batch);
-        self.forward(true);
-        self.score_batch(tally, true)?;
-        self.backward();
+        let compiled = self.compiled.take().expect("checked by fit");
+        let scale = 1.0 / batch.len() as f32;
+        let result = match self.twin.take() {
+            Some(mut twin) if batch.len() >= 2 => {
+                twin.copy_weights_from(self);
+                let (first, second) = batch.split_at(batch.len().div_ceil(2));
+                let mut second_tally = Tally::new(tally.correct.len());
+                let scoring = &compiled.scoring;
+                let (a, b) = rayon::join(
+                    || self.half_step(x, y, first, (scoring, scale), tally),
+                    || twin.half_step(x, y, second, (scoring, scale), &mut second_tally),
+                );
+                self.add_gradients_of(&twin);
+                self.twin = Some(twin);
+                tally.add(&second_tally);
+                a.and(b)
+            }
+            twin => {
+                self.twin = twin;
+                self.half_step(x, y, batch, (&compiled.scoring, scale), tally)
+            }
+        };
+        self.compiled = Some(compiled);
+        result?;
         let mut params: Vec<&mut Param> = self
             .entries
             .iter_mut()
@@ -638,14 +705,79 @@ impl Sequential {
         Ok(())
     }
 
+    /// Forward and backward passes on the samples at `indices`, the loss
+    /// gradient of each sample multiplied by `scale`: the parameters'
+    /// gradients, not yet applied.
+    fn half_step(
+        &mut self,
+        x: &dyn Samples,
+        y: &dyn Samples,
+        indices: &[usize],
+        (scoring, scale): (&Scoring, f32),
+        tally: &mut Tally,
+    ) -> Result<()> {
+        self.load_batch(x, indices);
+        self.load_targets(y, indices);
+        self.forward(true);
+        self.score_batch(scoring, tally, Some(scale))?;
+        self.backward();
+        Ok(())
+    }
+
+    /// A copy of the layers for data-parallel training, if every layer has
+    /// one ([`Layer::replicate`]); weights are copied from the model at
+    /// each step. Made whatever the number of threads (with one, the
+    /// halves run one after the other), so that results do not depend on it.
+    fn make_twin(&self) -> Option<Box<Sequential>> {
+        let entries = self
+            .entries
+            .iter()
+            .map(|e| {
+                Some(Entry {
+                    name: e.name.clone(),
+                    layer: e.layer.replicate()?,
+                    output_shape: e.output_shape.clone(),
+                })
+            })
+            .collect::<Option<Vec<_>>>()?;
+        let slots = entries.len() + 1;
+        Some(Box::new(Sequential {
+            name: self.name.clone(),
+            entries,
+            input_shape: self.input_shape.clone(),
+            built: true,
+            compiled: None,
+            seed: self.seed,
+            activations: vec![ArrayD::zeros(IxDyn(&[0])); slots],
+            gradients: vec![ArrayD::zeros(IxDyn(&[0])); slots],
+            targets: Vec::new(),
+            twin: None,
+        }))
+    }
+
+    /// Sets every parameter of this twin to the model's value.
+    fn copy_weights_from(&mut self, model: &Sequential) {
+        for (mine, theirs) in self.params_mut().into_iter().zip(model.params()) {
+            mine.value.assign(&theirs.value);
+        }
+    }
+
+    /// Adds the twin's parameter gradients to the model's.
+    fn add_gradients_of(&mut self, twin: &Sequential) {
+        for (mine, theirs) in self.params_mut().into_iter().zip(twin.params()) {
+            mine.grad += &theirs.grad;
+        }
+    }
+
     fn tally(&mut self, x: &dyn Samples, y: &dyn Samples, batch_size: usize) -> Result<Tally> {
-        let mut tally = Tally::new(self.compiled()?.metrics.len());
+        let scoring = self.compiled()?.scoring.clone();
+        let mut tally = Tally::new(scoring.metrics.len());
         let indices: Vec<usize> = (0..x.len()).collect();
         for batch in indices.chunks(batch_size.max(1)) {
             self.load_batch(x, batch);
             self.load_targets(y, batch);
             self.forward(false);
-            self.score_batch(&mut tally, false)?;
+            self.score_batch(&scoring, &mut tally, None)?;
         }
         Ok(tally)
     }
@@ -653,8 +785,7 @@ impl Sequential {
     /// The mean loss and metrics of the model on `(x, y)`.
     pub fn evaluate(&mut self, x: &dyn Samples, y: &dyn Samples) -> Result<Scores> {
         self.check_pair(x, y, "evaluate")?;
-        let compiled = self.compiled()?;
-        let metrics = compiled.metrics.clone();
+        let metrics = self.compiled()?.scoring.metrics.clone();
         let tally = self.tally(x, y, DEFAULT_EVAL_BATCH_SIZE)?;
         let n = tally.samples as f64;
         Ok(Scores {
@@ -722,7 +853,9 @@ impl Sequential {
             times[i].1 = started.elapsed().as_secs_f64();
             i += ran;
         }
-        self.score_batch(&mut Tally::new(0), true)?;
+        let scoring = self.compiled()?.scoring.clone();
+        let scale = 1.0 / indices.len() as f32;
+        self.score_batch(&scoring, &mut Tally::new(0), Some(scale))?;
         let mut i = self.entries.len();
         while i > 0 {
             let started = Instant::now();
@@ -754,7 +887,54 @@ impl Sequential {
 
 #[cfg(test)]
 mod tests {
-    use super::snake_case;
+    use super::*;
+    use crate::layers::{Dense, Flatten};
+    use crate::optimizers::Adam;
+    use rand::RngExt;
+
+    /// The model's gradients after its half and its twin's half of a batch
+    /// (`train_step`'s data-parallel path) are those of the whole batch.
+    #[test]
+    fn twin_halves_add_up_to_the_whole_batch() {
+        let mut model = Sequential::with_seed(3);
+        model.add(
+            Conv2D::new(6, (3, 3))
+                .activation(crate::Activation::Relu)
+                .input_shape(&[8, 8, 1]),
+        );
+        model.add(MaxPooling2D::new((2, 2)));
+        model.add(Flatten::new());
+        model.add(Dense::new(4).activation(crate::Activation::Softmax));
+        let loss = Loss::CategoricalCrossentropy;
+        model.compile(loss, Adam::default(), &[]).unwrap();
+        let mut rng = Rng::seed_from_u64(5);
+        let x = ArrayD::from_shape_fn(IxDyn(&[7, 8, 8, 1]), |_| rng.random_range(-1.0..1.0));
+        let y = ArrayD::from_shape_fn(IxDyn(&[7, 4]), |i| (i[0] % 4 == i[1]) as u8 as f32);
+        let batch: Vec<usize> = (0..7).collect();
+        let scoring = model.compiled.as_ref().unwrap().scoring.clone();
+        let scale = 1.0 / 7.0;
+        let mut tally = Tally::new(0);
+        model
+            .half_step(&x, &y, &batch, (&scoring, scale), &mut tally)
+            .unwrap();
+        let whole: Vec<ArrayD<f32>> = model.params().iter().map(|p| p.grad.clone()).collect();
+
+        let mut twin = model.make_twin().expect("every layer replicates");
+        twin.copy_weights_from(&model);
+        let (first, second) = batch.split_at(4);
+        model
+            .half_step(&x, &y, first, (&scoring, scale), &mut tally)
+            .unwrap();
+        twin.half_step(&x, &y, second, (&scoring, scale), &mut tally)
+            .unwrap();
+        model.add_gradients_of(&twin);
+        for (halves, whole) in model.params().iter().zip(&whole) {
+            for (a, b) in halves.grad.iter().zip(whole) {
+                assert!((a - b).abs() <= 1e-6 * (1.0 + b.abs()), "{a} vs {b}");
+            }
+        }
+        assert!(whole[0].iter().any(|&g| g != 0.0));
+    }
 
     #[test]
     fn layer_names_follow_keras() {

@@ -90,6 +90,24 @@ fn the_same_seed_gives_the_same_run_bit_for_bit() {
     assert_ne!(a.history["loss"], c.history["loss"]);
 }
 
+/// `fit` trains on two halves of each batch at once (the model and a
+/// twin, see `Sequential::fit`), with one thread one after the other: the
+/// run is the same bit for bit.
+#[test]
+fn a_run_does_not_depend_on_the_thread_count() {
+    let data = mnist_subset(600, 200);
+    let in_pool = |threads| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| train_lenet(&data, 7, 1))
+    };
+    let ((one, acc_one), (two, acc_two)) = (in_pool(1), in_pool(2));
+    assert_eq!(one.history, two.history);
+    assert_eq!(acc_one, acc_two);
+}
+
 #[test]
 fn predict_returns_probabilities_matching_evaluate() {
     let data = mnist_subset(500, 300);

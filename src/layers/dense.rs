@@ -85,6 +85,10 @@ impl Layer for Dense {
         "Dense"
     }
 
+    fn replicate(&self) -> Option<Box<dyn Layer>> {
+        Some(Box::new(self.clone()))
+    }
+
     fn declared_input_shape(&self) -> Option<&[usize]> {
         self.input_shape.as_deref()
     }

@@ -120,6 +120,16 @@ pub trait Layer: Any + Send + Sync {
         Activation::Linear
     }
 
+    /// A copy of the layer (weights, settings and scratch) for a second
+    /// worker of data-parallel training, or `None` (the default) if the
+    /// layer cannot be copied, or must not be (a layer drawing random
+    /// numbers would draw the same ones in both copies). `fit` splits each
+    /// batch between the model and a copy of it only when every layer has
+    /// one.
+    fn replicate(&self) -> Option<Box<dyn Layer>> {
+        None
+    }
+
     /// Called by `compile` with `true` when what follows takes over the
     /// derivative of this layer's output activation: the loss (softmax
     /// followed by cross-entropy), or the next layer (max pooling after
