@@ -653,6 +653,8 @@ impl Sequential {
             }
             progress.finish(&logs);
         }
+        // The twin's buffers are not needed until the next `fit`.
+        self.twin = None;
         Ok(history)
     }
 

@@ -2,8 +2,9 @@
 //! with AVX-512 turned off, the filter-vectorised convolution kernels
 //! (wide, narrow, narrow over grey images, and the sparse input gradient)
 //! still pass the finite-difference checks and agree with the AVX-512 ones,
-//! and 2x2 max pooling gives the same outputs and gradients either way. One
-//! test only, since the switch is process-wide.
+//! and 2x2 max pooling gives the same outputs and gradients either way, and
+//! so does training a model end to end. One test only, since the switch is
+//! process-wide.
 
 mod common;
 
@@ -70,7 +71,46 @@ fn avx2_kernels_agree_with_avx512_and_finite_differences() {
         );
     }
     max_pooling_agrees_with_and_without_avx512();
+    a_model_trains_alike_with_and_without_avx512();
     allow_avx512(true);
+}
+
+/// `fit` end to end on the AVX2 kernels (what a CPU without AVX-512 runs:
+/// no fused convolution + pooling) and on the AVX-512 ones (fused, both
+/// convolution families): the same predictions, up to rounding.
+fn a_model_trains_alike_with_and_without_avx512() {
+    let train = |avx512| {
+        allow_avx512(avx512);
+        let mut model = convnet::Sequential::with_seed(3);
+        model.add(
+            Conv2D::new(6, (5, 5))
+                .activation(Activation::Relu)
+                .input_shape(&[14, 14, 1]),
+        );
+        model.add(MaxPooling2D::new((2, 2)));
+        model.add(Conv2D::new(16, (3, 3)).activation(Activation::Relu));
+        model.add(MaxPooling2D::new((2, 2)));
+        model.add(convnet::layers::Flatten::new());
+        model.add(convnet::layers::Dense::new(3).activation(Activation::Softmax));
+        let adam = convnet::optimizers::Adam::default();
+        let loss = convnet::Loss::CategoricalCrossentropy;
+        model.compile(loss, adam, &[]).unwrap();
+        let mut r = rng(9);
+        let x = random(&[24, 14, 14, 1], &mut r);
+        let y = ArrayD::from_shape_fn(IxDyn(&[24, 3]), |i| (i[0] % 3 == i[1]) as u8 as f32);
+        let options = convnet::Fit {
+            batch_size: 8,
+            epochs: 2,
+            verbose: 0,
+            ..convnet::Fit::default()
+        };
+        model.fit(&x, &y, options).unwrap();
+        model.predict(&x).unwrap()
+    };
+    let (fused, plain) = (train(true), train(false));
+    for (a, b) in fused.iter().zip(&plain) {
+        assert!((a - b).abs() <= 1e-4, "{a} (AVX-512) vs {b} (AVX2)");
+    }
 }
 
 /// Output and input gradient of 2x2 max pooling over relu'd values (many

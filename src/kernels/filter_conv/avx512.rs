@@ -887,7 +887,8 @@ pub unsafe fn pair_kernel_grad_pooled(
     assert_eq!(winners.len(), grad.len());
     assert_eq!(scratch.len(), pooled_grad_scratch_len(s));
     let (sums, dy) = scratch.split_at_mut(pair_scratch_len(s));
-    let aligned = dy.as_ptr().align_offset(64);
+    // Values to skip to the next 64-byte boundary (f32s are 4-aligned).
+    let aligned = (64 - dy.as_ptr() as usize % 64) % 64 / 4;
     let dy = &mut dy[aligned..][..pair_dy_len(s)];
     sums.fill(0.0);
     let (sums, bias_sums) = sums.split_at_mut(w.patch_len() * LANES);
