@@ -163,8 +163,6 @@ impl Tally {
     }
 }
 
-/// Keras's default layer name for a class: `Conv2D` → `conv2d`,
-/// `MaxPooling2D` → `max_pooling2d`.
 /// Layers `i` and `i + 1` if they are a Conv2D with relu and a max
 /// pooling that it can run in its own passes (`Conv2D::forward_pooled`).
 fn conv_relu_pool(
@@ -183,6 +181,8 @@ fn conv_relu_pool(
         .then_some((conv, pool))
 }
 
+/// Keras's default layer name for a class: `Conv2D` → `conv2d`,
+/// `MaxPooling2D` → `max_pooling2d`.
 fn snake_case(class: &str) -> String {
     let mut name = String::new();
     let chars: Vec<char> = class.chars().collect();
@@ -748,12 +748,9 @@ impl Sequential {
             entries,
             input_shape: self.input_shape.clone(),
             built: true,
-            compiled: None,
-            seed: self.seed,
             activations: vec![ArrayD::zeros(IxDyn(&[0])); slots],
             gradients: vec![ArrayD::zeros(IxDyn(&[0])); slots],
-            targets: Vec::new(),
-            twin: None,
+            ..Sequential::with_seed(self.seed)
         }))
     }
 

@@ -74,8 +74,7 @@ impl MaxPooling2D {
     /// Whether the windows are 2x2, moved by 2, inside the image: what
     /// [`super::Conv2D`] can pool as it computes (see `Sequential`'s forward pass).
     pub(crate) fn is_2x2(&self) -> bool {
-        let w = self.window();
-        (w.k_h, w.k_w, w.stride_h, w.stride_w) == (2, 2, 2, 2) && w.windows_inside()
+        pool::is_2x2(&self.window())
     }
 
     /// Whether `backward` applies the relu derivative of the layer before.

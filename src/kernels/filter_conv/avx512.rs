@@ -3,6 +3,7 @@
 //! instruction does twice the work.
 
 use super::{GROUP, MAX_BLOCK, Shape, bias_output, padded_len, row_vectors};
+use crate::kernels::pool::load_winners;
 use std::arch::x86_64::*;
 
 /// Runs `$f::<N, KW>(args)` for `$block = (N, KW)`: a block size among
@@ -893,10 +894,13 @@ pub unsafe fn pair_kernel_grad_pooled(
     sums.fill(0.0);
     let (sums, bias_sums) = sums.split_at_mut(w.patch_len() * LANES);
     let rows_per_block = (MAX_ROW_BLOCK_TAPS / w.k_w).max(1);
+    // Each image's winners run on to the end of the chunk, so that a
+    // 16-byte read of its last windows' stays inside the slice.
+    let winners = (0..images).map(|i| &winners[i * pooled_len..]);
     let per_image = padded.chunks_exact(padded_len(w)).zip(
         grad.chunks_exact(pooled_len)
             .zip(pooled.chunks_exact(pooled_len))
-            .zip(winners.chunks_exact(pooled_len)),
+            .zip(winners),
     );
     for (image, ((grad, pooled), winners)) in per_image {
         // SAFETY: one image's pooled values and pair-layout gradient; the
@@ -921,7 +925,8 @@ const MAX_ROW_BLOCK_TAPS: usize = 15;
 /// One image's output gradient in pair layout (see [`pair_dy_len`]; `dy`
 /// aligned to 64 bytes) from its pooled gradient: zero except at each
 /// window's winner, which gets the window's gradient if its pooled value
-/// is positive (relu's derivative).
+/// is positive (relu's derivative). `winners` starts at the image's and
+/// may run on past them.
 #[target_feature(enable = "avx512f")]
 unsafe fn pool_grad_to_pairs(
     s: &Shape,
@@ -947,7 +952,7 @@ unsafe fn pool_grad_to_pairs(
                 let at = (py * pool_w + px) * filters;
                 let g = _mm512_maskz_loadu_ps(m, grad.as_ptr().add(at));
                 let y = _mm512_maskz_loadu_ps(m, pooled.as_ptr().add(at));
-                let won = _mm512_cvtepu8_epi32(_mm_cvtsi64_si128(eight_bytes(winners, at)));
+                let won = load_winners(winners, at);
                 let g = _mm512_permutexvar_ps(spread, g);
                 let y = _mm512_permutexvar_ps(spread, y);
                 let won = _mm512_permutexvar_epi32(spread, won);
@@ -958,20 +963,6 @@ unsafe fn pool_grad_to_pairs(
                 _mm512_store_ps(out, _mm512_maskz_mov_ps(top, g));
                 _mm512_store_ps(out.add(pairs * LANES), _mm512_maskz_mov_ps(bottom, g));
             }
-        }
-    }
-}
-
-/// The (up to) eight bytes of `bytes` from `at` on, as one number (zeros
-/// past the end): one load, except at the very end of the slice.
-fn eight_bytes(bytes: &[u8], at: usize) -> i64 {
-    match bytes.get(at..at + 8) {
-        Some(eight) => i64::from_le_bytes(eight.try_into().expect("eight bytes")),
-        None => {
-            let mut eight = [0; 8];
-            let rest = &bytes[at..];
-            eight[..rest.len()].copy_from_slice(rest);
-            i64::from_le_bytes(eight)
         }
     }
 }

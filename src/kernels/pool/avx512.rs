@@ -127,7 +127,7 @@ pub unsafe fn backward_2x2(
 /// end of `winners` read as 0; the lanes they fill are masked off by the
 /// caller).
 #[target_feature(enable = "avx512f")]
-fn load_winners(winners: &[u8], at: usize) -> __m512i {
+pub(crate) fn load_winners(winners: &[u8], at: usize) -> __m512i {
     let bytes = if let Some(bytes) = winners.get(at..at + 16) {
         let bytes: &[u8; 16] = bytes.try_into().expect("16 bytes");
         unsafe { _mm_loadu_si128(bytes.as_ptr() as *const __m128i) }

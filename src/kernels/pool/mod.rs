@@ -19,6 +19,8 @@
 
 #[cfg(target_arch = "x86_64")]
 mod avx512;
+#[cfg(target_arch = "x86_64")]
+pub(crate) use avx512::load_winners;
 
 use super::{Window2d, has_avx512};
 
@@ -49,8 +51,9 @@ pub fn max_pool_forward(
 }
 
 /// The common case, 2x2 windows moved by 2 that stay inside the image, has
-/// loops of its own: one pass, three comparisons per output, no scratch.
-fn is_2x2(w: &Window2d) -> bool {
+/// loops of its own: one pass, three comparisons per output, no scratch
+/// (and a Conv2D can pool so as it computes, see `layers::Conv2D`).
+pub(crate) fn is_2x2(w: &Window2d) -> bool {
     (w.k_h, w.k_w, w.stride_h, w.stride_w) == (2, 2, 2, 2) && w.windows_inside()
 }
 
@@ -95,27 +98,14 @@ fn max_pool_2x2(w: &Window2d, input: &[f32], output: &mut [f32], winners: &mut [
 /// vectorise (the arms differ only in what the compiler knows).
 macro_rules! with_channels {
     ($c:ident, $call:expr) => {
+        with_channels!($c, $call, 1 6 8 16 32)
+    };
+    ($c:ident, $call:expr, $($n:literal)*) => {
         match $c {
-            1 => {
-                let $c = 1;
+            $($n => {
+                let $c = $n;
                 $call
-            }
-            6 => {
-                let $c = 6;
-                $call
-            }
-            8 => {
-                let $c = 8;
-                $call
-            }
-            16 => {
-                let $c = 16;
-                $call
-            }
-            32 => {
-                let $c = 32;
-                $call
-            }
+            })*
             _ => $call,
         }
     };
