@@ -643,6 +643,7 @@ pub unsafe fn pair_forward_pooled(
     let (weights, bias2) = interleave_kernel(s, kernel, bias, scratch);
     let (pool_h, pool_w) = (w.out_h / 2, w.out_w / 2);
     let images = with_pooled_outputs(s, padded, (pooled, winners));
+    let pack = pack_maxima(filters);
     let mut sums = [[_mm512_setzero_ps(); ROW_PAIR_PAIRS]; 2];
     for (image, (pooled, winners)) in images {
         for py in 0..pool_h {
@@ -657,25 +658,18 @@ pub unsafe fn pair_forward_pooled(
                     let (block, sums) = ((windows, w.k_w), &mut sums);
                     by_size_and_width!(block, two_row_sums(s, x, k, b, sums), 1 2 3 4 5 6);
                     let out = (pooled.as_mut_ptr().add(at), winners.as_mut_ptr().add(at));
-                    pool_pairs(filters, sums, windows, out);
+                    pool_pairs((filters, pack), sums, windows, out);
                 }
             }
         }
     }
 }
 
-/// Max-pools the first `windows` pairs of a row pair's sums, then relu:
-/// `filters` values (and winners) per window from `out` on.
+/// The index that packs two pooled windows' maxima side by side: lane
+/// 2f holds filter f's left pixel, lane 2f + 1 its right one, and the
+/// maxima land in the even lanes.
 #[target_feature(enable = "avx512f")]
-unsafe fn pool_pairs(
-    filters: usize,
-    sums: &RowPairSums,
-    windows: usize,
-    (pooled, winners): (*mut f32, *mut u8),
-) {
-    // Lane 2f holds filter f's left pixel, lane 2f + 1 its right one; the
-    // maxima land in the even lanes, which this index packs: two windows'
-    // filters side by side.
+fn pack_maxima(filters: usize) -> __m512i {
     let mut index = [0i32; LANES];
     for (f, i) in index.iter_mut().enumerate().take(2 * filters) {
         *i = if f < filters {
@@ -684,8 +678,21 @@ unsafe fn pool_pairs(
             (LANES + 2 * (f - filters)) as i32
         };
     }
+    // SAFETY: `index` has LANES values.
+    unsafe { _mm512_loadu_si512(index.as_ptr().cast()) }
+}
+
+/// Max-pools the first `windows` pairs of a row pair's sums, then relu:
+/// `filters` values (and winners) per window from `out` on, packed by
+/// `index` ([`pack_maxima`]).
+#[target_feature(enable = "avx512f")]
+unsafe fn pool_pairs(
+    (filters, index): (usize, __m512i),
+    sums: &RowPairSums,
+    windows: usize,
+    (pooled, winners): (*mut f32, *mut u8),
+) {
     unsafe {
-        let index = _mm512_loadu_si512(index.as_ptr().cast());
         for first in (0..windows).step_by(2) {
             let both = windows - first >= 2;
             let (a, a_won) = pool_pair_window(sums[0][first], sums[1][first]);
