@@ -35,6 +35,7 @@ pub mod datasets;
 pub mod error;
 pub mod initializers;
 pub mod io;
+#[doc(hidden)]
 pub mod kernels;
 pub mod layers;
 pub mod losses;

@@ -31,15 +31,22 @@ fn shape(dims: &[usize]) -> String {
     format!("(None, {})", dims.join(", "))
 }
 
-/// Renders the table from (layer name and type, output shape, params) rows.
-pub fn render(model: &str, rows: impl Iterator<Item = (String, Vec<usize>, usize)>) -> String {
-    let mut total = 0;
+/// Renders the table from (layer name and type, output shape, trainable
+/// params, non-trainable values) rows; like Keras, a layer's `Param #`
+/// counts both.
+pub fn render(
+    model: &str,
+    rows: impl Iterator<Item = (String, Vec<usize>, usize, usize)>,
+) -> String {
+    let (mut trainable, mut fixed) = (0, 0);
     let rows: Vec<(String, String, String)> = rows
-        .map(|(layer, dims, params)| {
-            total += params;
-            (layer, shape(&dims), thousands(params))
+        .map(|(layer, dims, params, state)| {
+            trainable += params;
+            fixed += state;
+            (layer, shape(&dims), thousands(params + state))
         })
         .collect();
+    let total = trainable + fixed;
     let header = (
         "Layer (type)".to_string(),
         "Output Shape".to_string(),
@@ -89,11 +96,8 @@ pub fn render(model: &str, rows: impl Iterator<Item = (String, Vec<usize>, usize
     }
     out += &line("└", "┴", "┘", "─");
     out += &format!(" Total params: {} ({})\n", thousands(total), size(total));
-    out += &format!(
-        " Trainable params: {} ({})\n",
-        thousands(total),
-        size(total)
-    );
-    out += " Non-trainable params: 0 (0.00 B)\n";
+    for (what, count) in [("Trainable", trainable), ("Non-trainable", fixed)] {
+        out += &format!(" {what} params: {} ({})\n", thousands(count), size(count));
+    }
     out
 }

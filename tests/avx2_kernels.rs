@@ -17,7 +17,7 @@ use ndarray::{ArrayD, IxDyn};
 /// Output, input gradient and parameter gradients of one training step.
 fn step(layer: &mut Conv2D, x: &ArrayD<f32>, dy: &ArrayD<f32>) -> Vec<ArrayD<f32>> {
     let (mut y, mut dx) = (ArrayD::zeros(IxDyn(&[0])), ArrayD::zeros(IxDyn(&[0])));
-    layer.forward(x, &mut y, true);
+    layer.forward_train(x, &mut y, convnet::layers::TrainingStep::default());
     let mut dy = dy.clone();
     layer.backward(x, &y, &mut dy, Some(&mut dx));
     let grads = layer
@@ -138,7 +138,7 @@ fn max_pooling_agrees_with_and_without_avx512() {
                     assert!(pool.take_relu_derivative_of_input(true));
                 }
                 let (mut y, mut dx) = (ArrayD::zeros(IxDyn(&[0])), ArrayD::zeros(IxDyn(&[0])));
-                pool.forward(&x, &mut y, true);
+                pool.forward_train(&x, &mut y, convnet::layers::TrainingStep::default());
                 pool.backward(&x, &y, &mut dy.clone(), Some(&mut dx));
                 if relu_input {
                     // The same as relu's own derivative applied after pooling's.

@@ -149,7 +149,7 @@ fn max_pooling_applies_relu_derivative_of_its_input() {
             pool.build(&shape, &mut r).unwrap();
             assert!(pool.take_relu_derivative_of_input(take));
             let (mut y, mut dx) = (ArrayD::zeros(IxDyn(&[0])), ArrayD::zeros(IxDyn(&[0])));
-            pool.forward(&x, &mut y, true);
+            pool.forward_train(&x, &mut y, convnet::layers::TrainingStep::default());
             let dy = ArrayD::from_shape_fn(y.raw_dim(), |i| 1.0 + (i[1] + 2 * i[2] + i[3]) as f32);
             pool.backward(&x, &y, &mut dy.clone(), Some(&mut dx));
             grads.push(dx);
@@ -220,7 +220,7 @@ fn dropout_scales_kept_values_and_routes_gradients_through_them() {
     layer.build(&[1000], &mut rng).unwrap();
     let x = random(&[2, 1000], &mut rng).mapv(|v| v + 2.0); // never zero
     let mut y = ArrayD::zeros(IxDyn(&[0]));
-    layer.forward(&x, &mut y, true);
+    layer.forward_train(&x, &mut y, convnet::layers::TrainingStep::default());
     let dropped = y.iter().filter(|&&v| v == 0.0).count();
     assert!((800..1200).contains(&dropped), "dropped {dropped} of 2000");
     for (&xi, &yi) in x.iter().zip(&y) {
@@ -236,7 +236,7 @@ fn dropout_scales_kept_values_and_routes_gradients_through_them() {
         assert!((dx.as_slice().unwrap()[i] - want).abs() < 1e-5);
     }
     // At inference, dropout is the identity.
-    layer.forward(&x, &mut y, false);
+    layer.forward(&x, &mut y);
     assert_eq!(x, y);
 }
 

@@ -251,7 +251,7 @@ fn max_pooling_windows_of_nan_or_minus_infinity_stay_in_the_image() {
         let out = pool.build(&[4, 4, 1], &mut rng(0)).unwrap();
         let x = ArrayD::from_elem(IxDyn(&[1, 4, 4, 1]), fill);
         let mut y = ArrayD::zeros(IxDyn(&[0]));
-        pool.forward(&x, &mut y, true);
+        pool.forward_train(&x, &mut y, convnet::layers::TrainingStep::default());
         let mut dy = ArrayD::from_elem(IxDyn(&[1, out[0], out[1], out[2]]), 1.0);
         let mut dx = ArrayD::zeros(IxDyn(&[0]));
         pool.backward(&x, &y, &mut dy, Some(&mut dx));

@@ -1,23 +1,34 @@
-//! Model weights in the safetensors format: one `f32` tensor per parameter,
-//! named `<layer>.<param>` as Keras names them (`conv2d.kernel`,
-//! `dense_2.bias`), little-endian, readable by PyTorch, JAX and friends.
+//! Model weights in the safetensors format: one `f32` tensor per parameter
+//! and per state buffer, named `<layer>.<param>` as Keras names them
+//! (`conv2d.kernel`, `dense_2.bias`, `batch_normalization.moving_mean`),
+//! little-endian, readable by PyTorch, JAX and friends.
 
 use std::collections::HashMap;
 use std::path::Path;
 
+use ndarray::ArrayD;
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
 use super::write_atomic;
 use crate::{Error, Result, Sequential};
 
-/// Writes every parameter of `model` to `path` (atomically).
+/// Every tensor a weights file holds: the parameters, then the state.
+fn named_tensors(model: &Sequential) -> Vec<(String, &ArrayD<f32>)> {
+    let params = model.named_params().into_iter().map(|(n, p)| (n, &p.value));
+    let buffers = model
+        .named_buffers()
+        .into_iter()
+        .map(|(n, b)| (n, &b.value));
+    params.chain(buffers).collect()
+}
+
+/// Writes every parameter and state buffer of `model` to `path` (atomically).
 pub fn save_weights(model: &Sequential, path: &Path) -> Result<()> {
-    let params = model.named_params();
-    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = params
-        .iter()
-        .map(|(name, p)| {
-            let data = p.value.iter().flat_map(|v| v.to_le_bytes()).collect();
-            (name.clone(), p.value.shape().to_vec(), data)
+    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = named_tensors(model)
+        .into_iter()
+        .map(|(name, value)| {
+            let data = value.iter().flat_map(|v| v.to_le_bytes()).collect();
+            (name, value.shape().to_vec(), data)
         })
         .collect();
     let views = bytes
@@ -49,20 +60,20 @@ pub fn load_weights(model: &mut Sequential, path: &Path) -> Result<()> {
     })?;
     // Check everything first, so that a bad file leaves the model untouched.
     let mut values = Vec::new();
-    for (name, param) in model.named_params() {
+    for (name, value) in named_tensors(model) {
         let tensor = tensors.tensor(&name).map_err(|_| {
             Error::Shape(format!(
                 "{}: has no tensor {name:?}; were these weights saved from another model?",
                 path.display()
             ))
         })?;
-        if tensor.dtype() != Dtype::F32 || tensor.shape() != param.value.shape() {
+        if tensor.dtype() != Dtype::F32 || tensor.shape() != value.shape() {
             return Err(Error::Shape(format!(
                 "{}: tensor {name:?} is {:?} {:?} but the model needs F32 {:?}",
                 path.display(),
                 tensor.dtype(),
                 tensor.shape(),
-                param.value.shape()
+                value.shape()
             )));
         }
         let floats: Vec<f32> = tensor
@@ -78,8 +89,17 @@ pub fn load_weights(model: &mut Sequential, path: &Path) -> Result<()> {
         }
         values.push(floats);
     }
-    for (param, floats) in model.params_mut().into_iter().zip(values) {
-        param
+    let params = model.params_mut().into_iter().map(|p| &mut p.value);
+    let targets: Vec<&mut ArrayD<f32>> = params.collect();
+    let mut values = values.into_iter();
+    for (target, floats) in targets.into_iter().zip(values.by_ref()) {
+        target
+            .as_slice_mut()
+            .expect("standard layout")
+            .copy_from_slice(&floats);
+    }
+    for (buffer, floats) in model.buffers_mut().into_iter().zip(values) {
+        buffer
             .value
             .as_slice_mut()
             .expect("standard layout")

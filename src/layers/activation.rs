@@ -56,7 +56,7 @@ impl Layer for ActivationLayer {
         Ok(input_shape.to_vec())
     }
 
-    fn forward(&mut self, input: &ArrayD<f32>, output: &mut ArrayD<f32>, _training: bool) {
+    fn forward(&self, input: &ArrayD<f32>, output: &mut ArrayD<f32>) {
         resize(output, input.shape());
         values_mut(output).copy_from_slice(values(input));
         self.output_activation

@@ -22,18 +22,18 @@
 //! summed in registers over its non-zero `dy` only (behind max pooling,
 //! most are zero) and added straight onto the input gradient.
 //!
-//! On AVX-512 CPUs a `Sequential` runs such a layer with relu and the 2x2
-//! max pooling after it as one pass ([`Conv2D::forward_pooled`]): the
-//! output is pooled in registers as it is computed and never stored; for a
-//! first layer with at most 8 filters over grey images the backward passes
-//! are one as well ([`Conv2D::backward_pooled`]).
+//! On AVX-512 CPUs a `Sequential`'s plan runs such a layer with relu and
+//! the 2x2 max pooling after it as one stage (this layer's
+//! [`PoolingConv`] side): the output is pooled in registers as it is
+//! computed and never stored; for a first layer with at most 8 filters
+//! over grey images the backward passes are one as well.
 
 use ndarray::{ArrayD, IxDyn};
 use rayon::prelude::*;
 
 use super::{
-    Layer, MaxPooling2D, OutputActivation, Padding, Param, kernel_and_bias, kernel_and_bias_mut,
-    resize, resize_buffer, samples_per_chunk, values, values_mut,
+    Layer, OutputActivation, Padding, Param, PlanRole, PoolingConv, TrainingStep, kernel_and_bias,
+    kernel_and_bias_mut, resize, resize_buffer, samples_per_chunk, values, values_mut,
 };
 use crate::initializers::{Rng, glorot_uniform};
 use crate::kernels::{Window2d, direct_conv, filter_conv, im2col, linear};
@@ -69,10 +69,8 @@ pub struct Conv2D {
     partial_kernel: Vec<f32>,
     partial_bias: Vec<f32>,
     // Scratch of the paths without im2col rows (`kernels::filter_conv`,
-    // `kernels::direct_conv`): the direct path's tiled kernel, the input
-    // each keeps for its backward pass (padded or spread), and per-chunk
+    // `kernels::direct_conv`): the input each keeps for its backward pass (padded or spread), and per-chunk
     // scratch of the kernel gradient.
-    tiled_kernel: Vec<f32>,
     spread_input: Vec<f32>,
     direct_accumulators: Vec<f32>,
 }
@@ -115,7 +113,6 @@ impl Conv2D {
             kernel_t: Vec::new(),
             partial_kernel: Vec::new(),
             partial_bias: Vec::new(),
-            tiled_kernel: Vec::new(),
             spread_input: Vec::new(),
             direct_accumulators: Vec::new(),
         }
@@ -179,7 +176,12 @@ impl Conv2D {
     /// im2col, then one matrix product per chunk of images. Training keeps
     /// every chunk's rows for the backward pass; inference reuses one
     /// cache-sized buffer per thread instead.
-    fn forward_im2col(&mut self, input: &ArrayD<f32>, output: &mut ArrayD<f32>, training: bool) {
+    fn forward_im2col(
+        &self,
+        input: &ArrayD<f32>,
+        output: &mut ArrayD<f32>,
+        kept_rows: Option<&mut Vec<f32>>,
+    ) {
         let w = self.window();
         let chunk = self.chunk();
         let rows_len = chunk * w.out_pixels() * w.patch_len();
@@ -194,13 +196,10 @@ impl Conv2D {
         let chunks = values(input)
             .par_chunks(chunk * w.in_len())
             .zip(values_mut(output).par_chunks_mut(chunk * w.out_pixels() * filters));
-        if training {
-            resize_buffer(
-                &mut self.rows,
-                input.shape()[0] * w.out_pixels() * w.patch_len(),
-            );
+        if let Some(kept) = kept_rows {
+            resize_buffer(kept, input.shape()[0] * w.out_pixels() * w.patch_len());
             chunks
-                .zip(self.rows.par_chunks_mut(rows_len))
+                .zip(kept.par_chunks_mut(rows_len))
                 .for_each(|((x, y), rows)| compute(x, rows, y));
         } else {
             chunks.for_each_init(Vec::new, |rows, (x, y)| {
@@ -214,7 +213,12 @@ impl Conv2D {
     /// Filters as the SIMD axis (a multiple of 16 filters, AVX2): no im2col.
     /// Training keeps the padded images for the kernel gradient; inference
     /// pads into one buffer per thread.
-    fn forward_filters(&mut self, input: &ArrayD<f32>, output: &mut ArrayD<f32>, training: bool) {
+    fn forward_filters(
+        &self,
+        input: &ArrayD<f32>,
+        output: &mut ArrayD<f32>,
+        kept: Option<&mut Vec<f32>>,
+    ) {
         let w = self.window();
         let (chunk, filters) = (self.chunk(), self.filters);
         let scratch_len = filter_conv::scratch_len(&w, filters);
@@ -235,7 +239,6 @@ impl Conv2D {
         let chunks = values(input)
             .par_chunks(chunk * w.in_len())
             .zip(values_mut(output).par_chunks_mut(chunk * w.out_pixels() * filters));
-        let kept = training.then_some(&mut self.spread_input);
         let images = input.shape()[0];
         Self::padded_chunks((w, chunk, images), kept, chunks, compute);
     }
@@ -270,37 +273,22 @@ impl Conv2D {
         }
     }
 
-    /// Whether [`Conv2D::forward_pooled`] can run this layer and `pool`
-    /// (which follows it) in one pass.
-    pub(crate) fn can_forward_pooled(&self, pool: &MaxPooling2D, training: bool) -> bool {
-        self.output_activation.activation == Activation::Relu
-            && pool.is_2x2()
-            // Training needs the pool to apply relu's derivative: this
-            // layer's output, which its own would need, is never computed.
-            && (!training || pool.applies_relu_derivative())
-            && filter_conv::pooled_forward_applies(&self.window(), self.filters)
-    }
-
     /// This layer with relu and the 2x2 max pooling after it, in one pass
-    /// (see `filter_conv::forward_pooled`): `pooled` gets the pool's
-    /// output and `pool` its winners, as if both had run their `forward`.
-    /// `output`, this layer's own output, is only sized (when training,
-    /// for the pool's backward pass): the backward passes never read it.
-    pub(crate) fn forward_pooled(
-        &mut self,
+    /// (see `filter_conv::forward_pooled`): `pooled` gets the pooled
+    /// output and `winners` each window's winner; `kept`, when training,
+    /// the padded images for the kernel gradient.
+    fn pooled_pass(
+        &self,
         input: &ArrayD<f32>,
-        output: &mut ArrayD<f32>,
-        (pool, pooled): (&mut MaxPooling2D, &mut ArrayD<f32>),
-        training: bool,
+        (pooled, winners): (&mut ArrayD<f32>, &mut Vec<u8>),
+        kept: Option<&mut Vec<f32>>,
     ) {
         let w = self.window();
         let (batch, filters) = (input.shape()[0], self.filters);
-        if training {
-            resize(output, &[batch, w.out_h, w.out_w, filters]);
-        }
         let pooled_shape = [batch, w.out_h / 2, w.out_w / 2, filters];
         resize(pooled, &pooled_shape);
         let pooled_len = pooled_shape[1..].iter().product::<usize>();
+        resize_buffer(winners, batch * pooled_len);
         let chunk = self.chunk();
         let scratch_len = filter_conv::scratch_len(&w, filters);
         let params = (values(&self.kernel.value), values(&self.bias.value));
@@ -315,9 +303,8 @@ impl Conv2D {
         let chunks = values(input).par_chunks(chunk * w.in_len()).zip(
             values_mut(pooled)
                 .par_chunks_mut(chunk * pooled_len)
-                .zip(pool.winners_for(batch).par_chunks_mut(chunk * pooled_len)),
+                .zip(winners.par_chunks_mut(chunk * pooled_len)),
         );
-        let kept = training.then_some(&mut self.spread_input);
         Self::padded_chunks((w, chunk, batch), kept, chunks, compute);
     }
 
@@ -337,24 +324,11 @@ impl Conv2D {
         }
     }
 
-    /// Whether [`Conv2D::backward_pooled`] can run this layer's and
-    /// `pool`'s backward passes as one, after `forward_pooled`.
-    pub(crate) fn can_backward_pooled(&self, pool: &MaxPooling2D) -> bool {
-        self.can_forward_pooled(pool, true)
-            && filter_conv::pooled_kernel_grad_applies(&self.window(), self.filters)
-    }
-
-    /// The backward pass of this layer and the max pooling after it, after
-    /// [`Conv2D::forward_pooled`] ran them: the parameter gradients from
-    /// the pool's output gradient `grad_pooled`, its output `pooled` and
-    /// its winners, without the gradient of this layer's output ever being
-    /// stored (see `filter_conv::kernel_grad_pooled`). No input gradient:
-    /// `Sequential` runs it for its first layer only.
-    pub(crate) fn backward_pooled(
+    fn pooled_param_grads(
         &mut self,
-        pool: &MaxPooling2D,
         pooled: &ArrayD<f32>,
         grad_pooled: &ArrayD<f32>,
+        winners: &[u8],
     ) {
         let (w, filters, chunk) = (self.window(), self.filters, self.chunk());
         let batch = pooled.shape()[0];
@@ -369,7 +343,7 @@ impl Conv2D {
         let pooled_chunks = values(grad_pooled)
             .par_chunks(chunk * pooled_len)
             .zip(values(pooled).par_chunks(chunk * pooled_len))
-            .zip(pool.winners().par_chunks(chunk * pooled_len));
+            .zip(winners.par_chunks(chunk * pooled_len));
         self.spread_input[..batch * padded_len]
             .par_chunks(chunk * padded_len)
             .zip(pooled_chunks)
@@ -393,74 +367,75 @@ impl Conv2D {
     }
 
     /// The parameter-gradient shares of the filter-vectorised path.
-    fn param_grads_filters(&mut self, output: &ArrayD<f32>, grad_output: &mut ArrayD<f32>) {
+    fn param_grads_filters(&mut self, grad_output: &[f32]) {
         let (w, filters) = (self.window(), self.filters);
         let kept = filter_conv::padded_len(&w);
         let scratch = filter_conv::scratch_len(&w, filters);
-        self.param_grads_from_kept_input(
-            output,
-            grad_output,
-            kept,
-            scratch,
-            |padded, dy, d_grads, s| {
-                filter_conv::kernel_grad(&w, filters, padded, dy, d_grads, &mut s[..scratch])
-            },
-        );
+        self.param_grads_from_kept_input(grad_output, kept, scratch, |padded, dy, d_grads, s| {
+            filter_conv::kernel_grad(&w, filters, padded, dy, d_grads, &mut s[..scratch])
+        });
     }
 
-    /// The direct path: no im2col rows at all. The spread input is kept
-    /// for the backward pass.
-    fn forward_direct(&mut self, input: &ArrayD<f32>, output: &mut ArrayD<f32>) {
+    /// The direct path: no im2col rows at all. Training keeps the spread
+    /// input (in `kept`) for the backward pass.
+    fn forward_direct(
+        &self,
+        input: &ArrayD<f32>,
+        output: &mut ArrayD<f32>,
+        kept: Option<&mut Vec<f32>>,
+    ) {
         let w = self.window();
         let (chunk, filters) = (self.chunk(), self.filters);
         let spread_len = direct_conv::spread_len(&w, filters);
-        resize_buffer(
-            &mut self.tiled_kernel,
-            direct_conv::tiled_kernel_len(&w, filters),
-        );
-        resize_buffer(&mut self.spread_input, input.shape()[0] * spread_len);
+        let mut tiled = vec![0.0; direct_conv::tiled_kernel_len(&w, filters)];
         // Without use_bias the bias parameter exists but stays zero.
         let (kernel, bias) = (values(&self.kernel.value), values(&self.bias.value));
-        direct_conv::tile_kernel(&w, filters, kernel, bias, &mut self.tiled_kernel);
-        let tiled = &self.tiled_kernel;
+        direct_conv::tile_kernel(&w, filters, kernel, bias, &mut tiled);
         let activation = self.output_activation;
-        values(input)
+        let compute = |x: &[f32], y: &mut [f32], spread: &mut [f32]| {
+            direct_conv::spread(&w, filters, x, spread);
+            direct_conv::forward(&w, filters, spread, &tiled, y);
+            activation.forward(y, filters);
+        };
+        let chunks = values(input)
             .par_chunks(chunk * w.in_len())
-            .zip(values_mut(output).par_chunks_mut(chunk * w.out_pixels() * filters))
-            .zip(self.spread_input.par_chunks_mut(chunk * spread_len))
-            .for_each(|((x, y), spread)| {
-                direct_conv::spread(&w, filters, x, spread);
-                direct_conv::forward(&w, filters, spread, tiled, y);
-                activation.forward(y, filters);
-            });
+            .zip(values_mut(output).par_chunks_mut(chunk * w.out_pixels() * filters));
+        match kept {
+            Some(kept) => {
+                resize_buffer(kept, input.shape()[0] * spread_len);
+                chunks
+                    .zip(kept.par_chunks_mut(chunk * spread_len))
+                    .for_each(|((x, y), spread)| compute(x, y, spread));
+            }
+            None => chunks.for_each_init(Vec::new, |spread, (x, y)| {
+                spread.resize(x.len() / w.in_len() * spread_len, 0.0);
+                compute(x, y, spread);
+            }),
+        }
     }
 
-    /// Per chunk: back through the activation, then this chunk's share of
-    /// the parameter gradients, from the im2col rows kept by `forward`.
-    fn param_grads_im2col(&mut self, output: &ArrayD<f32>, grad_output: &mut ArrayD<f32>) {
+    /// Per chunk, this chunk's share of the parameter gradients, from the
+    /// im2col rows kept by the training forward pass.
+    fn param_grads_im2col(&mut self, grad_output: &[f32]) {
         let w = self.window();
         let rows_per_chunk = self.chunk() * w.out_pixels();
         let (patch, filters, use_bias) = (w.patch_len(), self.filters, self.use_bias);
-        let activation = self.output_activation;
-        values(output)
+        grad_output
             .par_chunks(rows_per_chunk * filters)
-            .zip(values_mut(grad_output).par_chunks_mut(rows_per_chunk * filters))
             .zip(self.rows.par_chunks(rows_per_chunk * patch))
             .zip(self.partial_kernel.par_chunks_mut(patch * filters))
             .zip(self.partial_bias.par_chunks_mut(filters))
-            .for_each(|((((y, dy), rows), d_kernel), d_bias)| {
-                activation.backward(y, dy, filters);
+            .for_each(|(((dy, rows), d_kernel), d_bias)| {
                 linear::param_grads(rows, dy, d_kernel, use_bias.then_some(d_bias), patch);
             });
     }
 
     /// The same shares, computed by the direct path from the spread input.
-    fn param_grads_direct(&mut self, output: &ArrayD<f32>, grad_output: &mut ArrayD<f32>) {
+    fn param_grads_direct(&mut self, grad_output: &[f32]) {
         let (w, filters) = (self.window(), self.filters);
         let kept = direct_conv::spread_len(&w, filters);
         let scratch = direct_conv::tiled_len(&w, filters);
         self.param_grads_from_kept_input(
-            output,
             grad_output,
             kept,
             scratch,
@@ -472,37 +447,122 @@ impl Conv2D {
     }
 
     /// The shares of a path that kept a copy of its input (spread or
-    /// padded, `kept` values per image) in `spread_input`: per chunk, back
-    /// through the activation, then `grads(kept input, dy, (d_kernel,
-    /// d_bias), scratch)` with `scratch` values of scratch. (Without
-    /// use_bias the bias share is computed all the same, then ignored.)
+    /// padded, `kept` values per image) in `spread_input`: per chunk,
+    /// `grads(kept input, dy, (d_kernel, d_bias), scratch)` with `scratch`
+    /// values of scratch. (Without use_bias the bias share is computed all
+    /// the same, then ignored.)
     fn param_grads_from_kept_input(
         &mut self,
-        output: &ArrayD<f32>,
-        grad_output: &mut ArrayD<f32>,
+        grad_output: &[f32],
         kept: usize,
         scratch: usize,
         grads: impl Fn(&[f32], &[f32], (&mut [f32], &mut [f32]), &mut [f32]) + Sync,
     ) {
         let w = self.window();
         let (chunk, filters) = (self.chunk(), self.filters);
-        let chunks = grad_output.shape()[0].div_ceil(chunk);
+        let chunks = (grad_output.len() / (w.out_pixels() * filters)).div_ceil(chunk);
         // At least one value per chunk, so that every chunk gets a slice.
         let scratch = scratch.max(1);
         resize_buffer(&mut self.direct_accumulators, chunks * scratch);
-        let activation = self.output_activation;
         let out_len = chunk * w.out_pixels() * filters;
         self.spread_input
             .par_chunks(chunk * kept)
-            .zip(values(output).par_chunks(out_len))
-            .zip(values_mut(grad_output).par_chunks_mut(out_len))
+            .zip(grad_output.par_chunks(out_len))
             .zip(self.partial_kernel.par_chunks_mut(w.patch_len() * filters))
             .zip(self.partial_bias.par_chunks_mut(filters))
             .zip(self.direct_accumulators.par_chunks_mut(scratch))
-            .for_each(|(((((input, y), dy), d_kernel), d_bias), scratch)| {
-                activation.backward(y, dy, filters);
+            .for_each(|((((input, dy), d_kernel), d_bias), scratch)| {
                 grads(input, dy, (d_kernel, d_bias), scratch);
             });
+    }
+
+    /// The backward pass from the gradient of the output before the
+    /// activation: parameter gradients, then (if asked for) the input
+    /// gradient.
+    fn backward_from_linear(
+        &mut self,
+        input: &ArrayD<f32>,
+        grad_output: &[f32],
+        grad_input: Option<&mut ArrayD<f32>>,
+    ) {
+        self.make_param_grad_shares(input.shape()[0]);
+        match self.path() {
+            Path::Filters => self.param_grads_filters(grad_output),
+            Path::Direct => self.param_grads_direct(grad_output),
+            Path::Im2col => self.param_grads_im2col(grad_output),
+        }
+        self.sum_param_grad_shares();
+        if let Some(grad_input) = grad_input {
+            resize(grad_input, input.shape());
+            self.input_grad(grad_output, values_mut(grad_input));
+        }
+    }
+
+    /// `dx` from `dy` (before the activation).
+    fn input_grad(&mut self, grad_output: &[f32], grad_input: &mut [f32]) {
+        let w = self.window();
+        let rows_per_chunk = self.chunk() * w.out_pixels();
+        let (patch, filters) = (w.patch_len(), self.filters);
+        let kernel = values(&self.kernel.value);
+        let images_per_chunk = self.chunk();
+        let sparse = filter_conv::sparse_input_grad_applies(&w, filters);
+        if sparse {
+            resize_buffer(&mut self.kernel_t, filter_conv::transposed_len(&w, filters));
+            filter_conv::transpose_kernel(&w, filters, kernel, &mut self.kernel_t);
+        }
+        let kernel_t = &self.kernel_t;
+        let dy_chunks = grad_output.par_chunks(rows_per_chunk * filters);
+        let dx_chunks = grad_input.par_chunks_mut(images_per_chunk * w.in_len());
+        if sparse {
+            dy_chunks
+                .zip(dx_chunks)
+                .for_each_init(Vec::new, |padded, (dy, dx)| {
+                    filter_conv::input_grad(&w, filters, dy, kernel_t, dx, padded)
+                });
+            return;
+        }
+        // d_rows = dy · kernelᵀ, a few images at a time into a buffer per
+        // thread that stays in the core's cache until col2im reads it.
+        let images_per_product = (D_ROWS_PER_PRODUCT / w.out_pixels()).max(1);
+        dy_chunks
+            .zip(dx_chunks)
+            .for_each_init(Vec::new, |d_rows, (dy, dx)| {
+                dx.fill(0.0);
+                let products = dy
+                    .chunks(images_per_product * w.out_pixels() * filters)
+                    .zip(dx.chunks_mut(images_per_product * w.in_len()));
+                for (dy, dx) in products {
+                    d_rows.resize(dy.len() / filters * patch, 0.0);
+                    linear::input_grad(dy, kernel, d_rows, patch);
+                    im2col::col2im(&w, d_rows, dx);
+                }
+            });
+    }
+
+    /// The forward pass, keeping the path's copy of the input in `kept`
+    /// when training.
+    fn forward_keeping(
+        &self,
+        input: &ArrayD<f32>,
+        output: &mut ArrayD<f32>,
+        kept: Option<&mut Vec<f32>>,
+    ) {
+        let w = self.window();
+        let batch = input.shape()[0];
+        resize(output, &[batch, w.out_h, w.out_w, self.filters]);
+        match self.path() {
+            Path::Filters => self.forward_filters(input, output, kept),
+            Path::Direct => self.forward_direct(input, output, kept),
+            Path::Im2col => self.forward_im2col(input, output, kept),
+        }
+    }
+
+    /// Where the path keeps its copy of the input for the backward pass.
+    fn kept_input(&mut self) -> &mut Vec<f32> {
+        match self.path() {
+            Path::Im2col => &mut self.rows,
+            Path::Filters | Path::Direct => &mut self.spread_input,
+        }
     }
 }
 
@@ -546,15 +606,15 @@ impl Layer for Conv2D {
         Ok(vec![window.out_h, window.out_w, self.filters])
     }
 
-    fn forward(&mut self, input: &ArrayD<f32>, output: &mut ArrayD<f32>, training: bool) {
-        let w = self.window();
-        let batch = input.shape()[0];
-        resize(output, &[batch, w.out_h, w.out_w, self.filters]);
-        match self.path() {
-            Path::Filters => self.forward_filters(input, output, training),
-            Path::Direct => self.forward_direct(input, output),
-            Path::Im2col => self.forward_im2col(input, output, training),
-        }
+    fn forward(&self, input: &ArrayD<f32>, output: &mut ArrayD<f32>) {
+        self.forward_keeping(input, output, None);
+    }
+
+    fn forward_train(&mut self, input: &ArrayD<f32>, output: &mut ArrayD<f32>, _: TrainingStep) {
+        // The kept input moves out while `forward_keeping` borrows the layer.
+        let mut kept = std::mem::take(self.kept_input());
+        self.forward_keeping(input, output, Some(&mut kept));
+        *self.kept_input() = kept;
     }
 
     fn backward(
@@ -564,54 +624,15 @@ impl Layer for Conv2D {
         grad_output: &mut ArrayD<f32>,
         grad_input: Option<&mut ArrayD<f32>>,
     ) {
-        let w = self.window();
-        let rows_per_chunk = self.chunk() * w.out_pixels();
-        let (patch, filters) = (w.patch_len(), self.filters);
-        self.make_param_grad_shares(input.shape()[0]);
-
-        match self.path() {
-            Path::Filters => self.param_grads_filters(output, grad_output),
-            Path::Direct => self.param_grads_direct(output, grad_output),
-            Path::Im2col => self.param_grads_im2col(output, grad_output),
+        let activation = self.output_activation;
+        if activation.has_derivative() {
+            let (y, dy) = (values(output), values_mut(grad_output));
+            let chunk = self.chunk() * self.window().out_pixels() * self.filters;
+            y.par_chunks(chunk)
+                .zip(dy.par_chunks_mut(chunk))
+                .for_each(|(y, dy)| activation.backward(y, dy, self.filters));
         }
-        self.sum_param_grad_shares();
-
-        let Some(grad_input) = grad_input else { return };
-        resize(grad_input, input.shape());
-        let kernel = values(&self.kernel.value);
-        let images_per_chunk = self.chunk();
-        let sparse = filter_conv::sparse_input_grad_applies(&w, filters);
-        if sparse {
-            resize_buffer(&mut self.kernel_t, filter_conv::transposed_len(&w, filters));
-            filter_conv::transpose_kernel(&w, filters, kernel, &mut self.kernel_t);
-        }
-        let kernel_t = &self.kernel_t;
-        let dy_chunks = values(grad_output).par_chunks(rows_per_chunk * filters);
-        let dx_chunks = values_mut(grad_input).par_chunks_mut(images_per_chunk * w.in_len());
-        if sparse {
-            dy_chunks
-                .zip(dx_chunks)
-                .for_each_init(Vec::new, |padded, (dy, dx)| {
-                    filter_conv::input_grad(&w, filters, dy, kernel_t, dx, padded)
-                });
-            return;
-        }
-        // d_rows = dy · kernelᵀ, a few images at a time into a buffer per
-        // thread that stays in the core's cache until col2im reads it.
-        let images_per_product = (D_ROWS_PER_PRODUCT / w.out_pixels()).max(1);
-        dy_chunks
-            .zip(dx_chunks)
-            .for_each_init(Vec::new, |d_rows, (dy, dx)| {
-                dx.fill(0.0);
-                let products = dy
-                    .chunks(images_per_product * w.out_pixels() * filters)
-                    .zip(dx.chunks_mut(images_per_product * w.in_len()));
-                for (dy, dx) in products {
-                    d_rows.resize(dy.len() / filters * patch, 0.0);
-                    linear::input_grad(dy, kernel, d_rows, patch);
-                    im2col::col2im(&w, d_rows, dx);
-                }
-            });
+        self.backward_from_linear(input, values(grad_output), grad_input);
     }
 
     fn forward_flops(&self) -> usize {
@@ -633,5 +654,79 @@ impl Layer for Conv2D {
 
     fn skip_activation_derivative(&mut self, skip: bool) {
         self.output_activation.derivative_skipped = skip;
+    }
+
+    fn plan_role(&self) -> PlanRole<'_> {
+        PlanRole::Convolution(self)
+    }
+
+    fn as_pooling_conv(&mut self) -> Option<&mut dyn PoolingConv> {
+        Some(self)
+    }
+}
+
+impl PoolingConv for Conv2D {
+    fn pooled_forward_unavailable(&self) -> Option<String> {
+        let w = self.window();
+        if filter_conv::pooled_forward_applies(&w, self.filters) {
+            return None;
+        }
+        let narrow = self.filters <= 8;
+        let reason = if !crate::kernels::has_avx512() {
+            "this CPU has no AVX-512".to_string()
+        } else if (w.stride_h, w.stride_w) != (1, 1) {
+            format!("strides {:?}: the fused kernels need 1", self.strides)
+        } else if !(narrow || self.filters.is_multiple_of(16)) {
+            let filters = self.filters;
+            format!("{filters} filters: the fused kernels need at most 8 or a multiple of 16")
+        } else if narrow && w.channels != 1 {
+            let channels = w.channels;
+            format!("{channels} input channels: with at most 8 filters the fused kernels need 1")
+        } else {
+            let width = w.k_w;
+            format!("a kernel {width} wide: the fused kernels need 3 or 5")
+        };
+        Some(reason)
+    }
+
+    fn pooled_backward_applies(&self) -> bool {
+        filter_conv::pooled_kernel_grad_applies(&self.window(), self.filters)
+    }
+
+    fn conv_activation(&self) -> Activation {
+        self.output_activation.activation
+    }
+
+    fn conv_output_shape(&self) -> [usize; 3] {
+        let w = self.window();
+        [w.out_h, w.out_w, self.filters]
+    }
+
+    fn forward_pooled(&self, input: &ArrayD<f32>, pooled: &mut ArrayD<f32>, winners: &mut Vec<u8>) {
+        self.pooled_pass(input, (pooled, winners), None);
+    }
+
+    fn forward_pooled_train(
+        &mut self,
+        input: &ArrayD<f32>,
+        pooled: &mut ArrayD<f32>,
+        winners: &mut Vec<u8>,
+    ) {
+        let mut kept = std::mem::take(&mut self.spread_input);
+        self.pooled_pass(input, (pooled, winners), Some(&mut kept));
+        self.spread_input = kept;
+    }
+
+    fn backward_pooled(&mut self, pooled: &ArrayD<f32>, grad_pooled: &ArrayD<f32>, winners: &[u8]) {
+        self.pooled_param_grads(pooled, grad_pooled, winners);
+    }
+
+    fn backward_linear(
+        &mut self,
+        input: &ArrayD<f32>,
+        grad_output: &ArrayD<f32>,
+        grad_input: Option<&mut ArrayD<f32>>,
+    ) {
+        self.backward_from_linear(input, values(grad_output), grad_input);
     }
 }

@@ -114,7 +114,7 @@ impl Layer for Dense {
         Ok(vec![self.units])
     }
 
-    fn forward(&mut self, input: &ArrayD<f32>, output: &mut ArrayD<f32>, _training: bool) {
+    fn forward(&self, input: &ArrayD<f32>, output: &mut ArrayD<f32>) {
         let batch = input.shape()[0];
         resize(output, &[batch, self.units]);
         let (inputs, units) = (self.inputs, self.units);

@@ -43,7 +43,7 @@ impl Layer for Flatten {
         Ok(vec![input_shape.iter().product()])
     }
 
-    fn forward(&mut self, input: &ArrayD<f32>, output: &mut ArrayD<f32>, _training: bool) {
+    fn forward(&self, input: &ArrayD<f32>, output: &mut ArrayD<f32>) {
         let batch = input.shape()[0];
         resize(output, &[batch, input.len() / batch.max(1)]);
         values_mut(output).copy_from_slice(values(input));

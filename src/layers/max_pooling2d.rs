@@ -11,7 +11,10 @@
 use ndarray::ArrayD;
 use rayon::prelude::*;
 
-use super::{Layer, Padding, resize, resize_buffer, samples_per_chunk, values, values_mut};
+use super::{
+    Layer, Padding, PlanRole, TrainingStep, resize, resize_buffer, samples_per_chunk, values,
+    values_mut,
+};
 use crate::initializers::Rng;
 use crate::kernels::{Window2d, pool};
 use crate::{Error, Result};
@@ -71,34 +74,64 @@ impl MaxPooling2D {
         self.window.expect("MaxPooling2D used before build")
     }
 
-    /// Whether the windows are 2x2, moved by 2, inside the image: what
-    /// [`super::Conv2D`] can pool as it computes (see `Sequential`'s forward pass).
-    pub(crate) fn is_2x2(&self) -> bool {
-        pool::is_2x2(&self.window())
-    }
-
-    /// Whether `backward` applies the relu derivative of the layer before.
-    pub(crate) fn applies_relu_derivative(&self) -> bool {
-        self.relu_input
-    }
-
-    /// The winners of a batch, for the layer before to fill in when it
-    /// pools as it computes: one byte per output value, as `forward` records them.
-    pub(crate) fn winners_for(&mut self, batch: usize) -> &mut [u8] {
-        let w = self.window();
-        resize_buffer(&mut self.winners, batch * w.out_pixels() * w.channels);
-        &mut self.winners
-    }
-
-    /// The winners recorded by the last forward pass (or filled in by the
-    /// layer before).
-    pub(crate) fn winners(&self) -> &[u8] {
-        &self.winners
-    }
-
     /// Images per parallel chunk: pooling's work grows with the input size.
     fn chunk(&self) -> usize {
-        samples_per_chunk(self.window().in_len() / 8)
+        chunk(&self.window())
+    }
+
+    /// The forward pass, recording each window's winner in `winners`
+    /// (resized to the batch).
+    fn pool(&self, input: &ArrayD<f32>, output: &mut ArrayD<f32>, winners: &mut Vec<u8>) {
+        let w = self.window();
+        let batch = input.shape()[0];
+        resize(output, &[batch, w.out_h, w.out_w, w.channels]);
+        let out_len = w.out_pixels() * w.channels;
+        resize_buffer(winners, batch * out_len);
+        let chunk = self.chunk();
+        values(input)
+            .par_chunks(chunk * w.in_len())
+            .zip(values_mut(output).par_chunks_mut(chunk * out_len))
+            .zip(winners.par_chunks_mut(chunk * out_len))
+            .for_each_init(pool::Columns::default, |columns, ((x, y), winners)| {
+                pool::max_pool_forward(&w, x, y, winners, columns)
+            });
+    }
+}
+
+/// Images per parallel chunk: pooling's work grows with the input size.
+fn chunk(w: &Window2d) -> usize {
+    samples_per_chunk(w.in_len() / 8)
+}
+
+/// The backward pass of max pooling over windows `w`, from the `winners`
+/// its forward pass recorded: each output gradient goes to its winner.
+/// With `relu_output` (the pooled output, when the input came out of a
+/// relu) a window whose maximum is not positive passes no gradient:
+/// relu's derivative for the layer before. Shared with the fused
+/// convolution + pooling stage of a `Sequential`'s plan.
+pub(crate) fn backward_through_winners(
+    w: &Window2d,
+    winners: &[u8],
+    grad_output: &ArrayD<f32>,
+    relu_output: Option<&ArrayD<f32>>,
+    grad_input: &mut ArrayD<f32>,
+) {
+    let batch = grad_output.shape()[0];
+    resize(grad_input, &[batch, w.in_h, w.in_w, w.channels]);
+    let out_len = w.out_pixels() * w.channels;
+    let chunk = chunk(w);
+    let relu_chunks = relu_output.map(|y| values(y).par_chunks(chunk * out_len));
+    let chunks = values_mut(grad_input)
+        .par_chunks_mut(chunk * w.in_len())
+        .zip(values(grad_output).par_chunks(chunk * out_len))
+        .zip(winners.par_chunks(chunk * out_len));
+    match relu_chunks {
+        Some(ys) => chunks.zip(ys).for_each(|(((dx, dy), winners), y)| {
+            pool::max_pool_backward(w, winners, dy, Some(y), dx)
+        }),
+        None => {
+            chunks.for_each(|((dx, dy), winners)| pool::max_pool_backward(w, winners, dy, None, dx))
+        }
     }
 }
 
@@ -140,44 +173,40 @@ impl Layer for MaxPooling2D {
         Ok(vec![window.out_h, window.out_w, c])
     }
 
-    fn forward(&mut self, input: &ArrayD<f32>, output: &mut ArrayD<f32>, _training: bool) {
-        let w = self.window();
-        let batch = input.shape()[0];
-        resize(output, &[batch, w.out_h, w.out_w, w.channels]);
-        let out_len = w.out_pixels() * w.channels;
-        resize_buffer(&mut self.winners, batch * out_len);
-        let chunk = self.chunk();
-        values(input)
-            .par_chunks(chunk * w.in_len())
-            .zip(values_mut(output).par_chunks_mut(chunk * out_len))
-            .zip(self.winners.par_chunks_mut(chunk * out_len))
-            .for_each_init(pool::Columns::default, |columns, ((x, y), winners)| {
-                pool::max_pool_forward(&w, x, y, winners, columns)
-            });
+    fn forward(&self, input: &ArrayD<f32>, output: &mut ArrayD<f32>) {
+        self.pool(input, output, &mut Vec::new());
+    }
+
+    fn forward_train(&mut self, input: &ArrayD<f32>, output: &mut ArrayD<f32>, _: TrainingStep) {
+        let mut winners = std::mem::take(&mut self.winners);
+        self.pool(input, output, &mut winners);
+        self.winners = winners;
     }
 
     fn backward(
         &mut self,
-        input: &ArrayD<f32>,
+        _input: &ArrayD<f32>,
         output: &ArrayD<f32>,
         grad_output: &mut ArrayD<f32>,
         grad_input: Option<&mut ArrayD<f32>>,
     ) {
         let Some(grad_input) = grad_input else { return };
-        let w = self.window();
-        resize(grad_input, input.shape());
-        let out_len = w.out_pixels() * w.channels;
-        let chunk = self.chunk();
-        let relu_input = self.relu_input;
-        values_mut(grad_input)
-            .par_chunks_mut(chunk * w.in_len())
-            .zip(values(grad_output).par_chunks(chunk * out_len))
-            .zip(values(output).par_chunks(chunk * out_len))
-            .zip(self.winners.par_chunks(chunk * out_len))
-            .for_each(|(((dx, dy), y), winners)| {
-                let relu_output = relu_input.then_some(y);
-                pool::max_pool_backward(&w, winners, dy, relu_output, dx)
-            });
+        let relu_output = self.relu_input.then_some(output);
+        backward_through_winners(
+            &self.window(),
+            &self.winners,
+            grad_output,
+            relu_output,
+            grad_input,
+        );
+    }
+
+    fn plan_role(&self) -> PlanRole<'_> {
+        if pool::is_2x2(&self.window()) {
+            PlanRole::MaxPool2x2
+        } else {
+            PlanRole::Opaque
+        }
     }
 
     fn take_relu_derivative_of_input(&mut self, take: bool) -> bool {

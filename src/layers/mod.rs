@@ -1,10 +1,11 @@
 //! Layers, one file each, with the names, arguments and defaults of Keras.
 //!
-//! A layer knows four things: the shape it produces from a given input shape
-//! ([`Layer::build`], which also creates its weights), its forward pass, its
-//! backward pass, and its parameters. Every parameter is a [`Param`] holding
-//! its value *and* the gradient of the last backward pass, so everything an
-//! optimizer (or, one day, an all-reduce across processes) needs is in one
+//! A layer knows the shape it produces from a given input shape
+//! ([`Layer::build`], which also creates its weights), its forward pass
+//! (for inference on `&self`, and for training), its backward pass, its
+//! trainable parameters and its non-trainable state. Every parameter is a
+//! [`Param`] holding its value *and* the gradient of the last backward
+//! pass, so everything an optimizer or a gradient reducer needs is in one
 //! place per layer.
 //!
 //! Tensors are `ndarray` arrays in NHWC order (batch, height, width,
@@ -17,7 +18,7 @@ mod conv2d;
 mod dense;
 mod dropout;
 mod flatten;
-mod max_pooling2d;
+pub(crate) mod max_pooling2d;
 
 pub use crate::kernels::im2col::Padding;
 pub use activation::ActivationLayer;
@@ -26,8 +27,6 @@ pub use dense::Dense;
 pub use dropout::Dropout;
 pub use flatten::Flatten;
 pub use max_pooling2d::MaxPooling2D;
-
-use std::any::Any;
 
 use ndarray::{ArrayD, IxDyn};
 
@@ -63,11 +62,113 @@ impl Param {
     }
 }
 
+/// A non-trainable array a layer keeps between batches (Keras's
+/// non-trainable weights, PyTorch's buffers): BatchNormalization's moving
+/// mean and variance, for example. The optimizer never touches it; weight
+/// files, `summary`'s counts and replicas cover it like the parameters.
+#[derive(Clone, Debug)]
+pub struct Buffer {
+    /// The Keras name, e.g. `"moving_mean"`.
+    pub name: &'static str,
+    /// The current value.
+    pub value: ArrayD<f32>,
+}
+
+impl Buffer {
+    /// A buffer holding `value`.
+    pub fn new(name: &'static str, value: ArrayD<f32>) -> Self {
+        Buffer { name, value }
+    }
+
+    /// Number of scalars.
+    pub fn len(&self) -> usize {
+        self.value.len()
+    }
+
+    /// Whether the buffer holds no scalar at all.
+    pub fn is_empty(&self) -> bool {
+        self.value.is_empty()
+    }
+}
+
+/// Where a training forward pass stands in the run. Layers that draw
+/// random numbers (Dropout) key their draws on it, so that a sample gets
+/// the same draws however the batch is split between replicas, and
+/// whatever the number of threads.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TrainingStep {
+    /// Optimizer steps taken before this one, over the model's whole life.
+    pub step: u64,
+    /// Position in the batch of the first sample of this pass's input.
+    pub first_sample: usize,
+}
+
+/// How the execution planner (`Sequential`'s plan, made at compile time)
+/// sees a layer: which layers it may run as one fused stage.
+pub enum PlanRole<'a> {
+    /// Runs on its own.
+    Opaque,
+    /// A layer that only applies this activation (Keras `Activation`).
+    Activation(Activation),
+    /// 2x2 max pooling with stride 2 and no padding.
+    MaxPool2x2,
+    /// A convolution that may pool its output as it computes it.
+    Convolution(&'a dyn PoolingConv),
+}
+
+/// A convolution that can apply relu and 2x2 max pooling to its output as
+/// it computes it, so that the output itself is never stored: the fused
+/// stage Conv2D [+ relu] + MaxPooling2D of a `Sequential`'s plan.
+pub trait PoolingConv: Send + Sync {
+    /// Whether the kernels can compute the fused forward pass on this CPU
+    /// (`None`), or why not.
+    fn pooled_forward_unavailable(&self) -> Option<String>;
+
+    /// Whether the backward pass from the pooled gradient can also be one
+    /// pass (for a first layer, which needs no input gradient).
+    fn pooled_backward_applies(&self) -> bool;
+
+    /// The activation of the convolution's own output.
+    fn conv_activation(&self) -> Activation;
+
+    /// The shape of the convolution's output for one image, `[h, w, filters]`.
+    fn conv_output_shape(&self) -> [usize; 3];
+
+    /// Inference: `relu(maxpool2x2(conv(input)))` into `pooled`, and each
+    /// window's winner (as `kernels::pool` records them) into `winners`.
+    fn forward_pooled(&self, input: &ArrayD<f32>, pooled: &mut ArrayD<f32>, winners: &mut Vec<u8>);
+
+    /// The same in training: also keeps what the backward passes need.
+    fn forward_pooled_train(
+        &mut self,
+        input: &ArrayD<f32>,
+        pooled: &mut ArrayD<f32>,
+        winners: &mut Vec<u8>,
+    );
+
+    /// The parameter gradients straight from the pooled output gradient,
+    /// after [`PoolingConv::forward_pooled_train`] (no input gradient);
+    /// only where [`PoolingConv::pooled_backward_applies`].
+    fn backward_pooled(&mut self, pooled: &ArrayD<f32>, grad_pooled: &ArrayD<f32>, winners: &[u8]);
+
+    /// The backward pass from the gradient of the convolution's output
+    /// *before* its activation (the pooling applied relu's derivative).
+    fn backward_linear(
+        &mut self,
+        input: &ArrayD<f32>,
+        grad_output: &ArrayD<f32>,
+        grad_input: Option<&mut ArrayD<f32>>,
+    );
+}
+
 /// One layer of a [`crate::Sequential`] model.
 ///
 /// Shapes passed to [`Layer::build`] exclude the batch axis; arrays passed to
-/// `forward` and `backward` include it.
-pub trait Layer: Any + Send + Sync {
+/// the passes include it. A layer has trainable parameters ([`Param`]),
+/// non-trainable state ([`Buffer`]), an inference pass on `&self` (so one
+/// trained model can serve several threads) and a training pass that keeps
+/// what its backward pass needs.
+pub trait Layer: Send + Sync {
     /// The Keras class name, shown by `summary()`: `"Conv2D"`, `"Dense"`, ...
     fn class_name(&self) -> &'static str;
 
@@ -81,15 +182,24 @@ pub trait Layer: Any + Send + Sync {
     /// weights, and returns the shape of its output.
     fn build(&mut self, input_shape: &[usize], rng: &mut Rng) -> Result<Vec<usize>>;
 
-    /// Computes the output of a batch into `output` (resizing it if needed).
-    fn forward(&mut self, input: &ArrayD<f32>, output: &mut ArrayD<f32>, training: bool);
+    /// Inference (Keras `training=False`): the output of a batch into
+    /// `output` (resized if needed).
+    fn forward(&self, input: &ArrayD<f32>, output: &mut ArrayD<f32>);
+
+    /// Training (Keras `training=True`): the output of a batch, keeping
+    /// what [`Layer::backward`] needs (im2col rows, pooling winners,
+    /// dropout masks) and updating any state (moving averages). The
+    /// default is the inference pass.
+    fn forward_train(&mut self, input: &ArrayD<f32>, output: &mut ArrayD<f32>, step: TrainingStep) {
+        let _ = step;
+        self.forward(input, output);
+    }
 
     /// Given the gradient of the loss with respect to this layer's `output`
     /// (which it may overwrite), stores the gradients of the parameters in
     /// their [`Param::grad`] and, when asked for, writes the gradient with
-    /// respect to `input` into `grad_input`. It must follow a `forward` of
-    /// the same `input` with `training = true`: layers keep what the
-    /// backward pass needs (im2col rows, pooling winners) only then.
+    /// respect to `input` into `grad_input`. It follows a
+    /// [`Layer::forward_train`] of the same `input`.
     fn backward(
         &mut self,
         input: &ArrayD<f32>,
@@ -115,17 +225,25 @@ pub trait Layer: Any + Send + Sync {
         Vec::new()
     }
 
+    /// The non-trainable state.
+    fn buffers(&self) -> Vec<&Buffer> {
+        Vec::new()
+    }
+
+    /// The non-trainable state, mutably, in the order of [`Layer::buffers`].
+    fn buffers_mut(&mut self) -> Vec<&mut Buffer> {
+        Vec::new()
+    }
+
     /// The activation applied to the output.
     fn activation(&self) -> Activation {
         Activation::Linear
     }
 
-    /// A copy of the layer (weights, settings and scratch) for a second
-    /// worker of data-parallel training, or `None` (the default) if the
-    /// layer cannot be copied, or must not be (a layer drawing random
-    /// numbers would draw the same ones in both copies). `fit` splits each
-    /// batch between the model and a copy of it only when every layer has
-    /// one.
+    /// A copy of the layer (settings, weights, state) for another replica
+    /// of data-parallel training, or `None` (the default) if it cannot be
+    /// copied. `fit` runs replicas only when every layer has one; all of
+    /// convnet's layers do.
     fn replicate(&self) -> Option<Box<dyn Layer>> {
         None
     }
@@ -149,6 +267,17 @@ pub trait Layer: Any + Send + Sync {
     /// layer before is then told to [`Layer::skip_activation_derivative`].
     fn take_relu_derivative_of_input(&mut self, _take: bool) -> bool {
         false
+    }
+
+    /// How the execution planner sees this layer (default: on its own).
+    fn plan_role(&self) -> PlanRole<'_> {
+        PlanRole::Opaque
+    }
+
+    /// This layer as a [`PoolingConv`], where its [`Layer::plan_role`] is
+    /// [`PlanRole::Convolution`].
+    fn as_pooling_conv(&mut self) -> Option<&mut dyn PoolingConv> {
+        None
     }
 }
 

@@ -20,7 +20,7 @@ pub fn random(shape: &[usize], rng: &mut Rng) -> ArrayD<f32> {
 /// The layer's output on `x` (inference mode).
 pub fn forward(layer: &mut dyn Layer, x: &ArrayD<f32>) -> ArrayD<f32> {
     let mut y = ArrayD::zeros(IxDyn(&[0]));
-    layer.forward(x, &mut y, false);
+    layer.forward(x, &mut y);
     y
 }
 
@@ -56,7 +56,7 @@ pub fn check_gradients(layer: &mut dyn Layer, sample_shape: &[usize], batch: usi
     // The pass that backward follows must be a training one (layers keep
     // what backward needs only then); the probes below run as inference.
     let mut y = ArrayD::zeros(IxDyn(&[0]));
-    layer.forward(&x, &mut y, true);
+    layer.forward_train(&x, &mut y, convnet::layers::TrainingStep::default());
     assert_eq!(y.shape(), &y_shape[..], "output shape");
     // Inference may use another kernel (another summation order): agree closely.
     for (a, b) in y.iter().zip(forward(layer, &x).iter()) {

@@ -142,7 +142,7 @@ fn median(values: &[f64]) -> f64 {
 
 /// Best of five: images per second predicting the whole test set.
 fn inference_rate(data: &Mnist, batch_size: usize) -> Result<f64> {
-    let mut model = lenet()?;
+    let model = lenet()?;
     let x = Rescaled::new(&data.test_x, 1.0 / 255.0);
     model.predict_with_batch_size(&x, batch_size)?; // warm-up
     // Best of 5 passes, as compare/common.py does for the peers.
@@ -249,8 +249,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
         .iter()
         .any(|&(_, fwd, bwd)| fwd == 0.0 || bwd == 0.0)
     {
-        println!("(0: the layer runs inside the pass of the layer above it)");
+        println!("(0: the layer runs inside the fused stage of the layer above it)");
     }
+    print!("{}", lenet()?.plan_string()?);
     if args.layers_only {
         return Ok(());
     }

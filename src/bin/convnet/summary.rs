@@ -10,6 +10,10 @@ pub struct SummaryArgs {
     model: String,
 }
 
+/// The table, then the execution plan (which layers run fused).
 pub fn run(args: SummaryArgs) -> convnet::Result<()> {
-    convnet::models::by_name(&args.model, 0)?.summary()
+    let mut model = convnet::models::by_name(&args.model, 0)?;
+    model.summary()?;
+    print!("{}", model.plan_string()?);
+    Ok(())
 }

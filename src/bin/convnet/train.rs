@@ -32,6 +32,11 @@ pub struct TrainArgs {
     /// Threads (default: one per core).
     #[arg(long)]
     threads: Option<usize>,
+    /// Data-parallel replicas each batch is split between (default: one
+    /// per 64 samples of a batch, at most 8). Results do not depend on
+    /// --threads, only on this.
+    #[arg(long)]
+    replicas: Option<usize>,
     /// Folder with the four MNIST IDX files (default: $CONVNET_DATA, else data/mnist).
     #[arg(long)]
     data_dir: Option<PathBuf>,
@@ -117,6 +122,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
             verbose: args.verbose,
             validation_data: Some((&test_x, &test_y)),
             shuffle: true,
+            replicas: args.replicas,
         },
     )?;
     let score = model.evaluate(&test_x, &test_y)?;
@@ -137,6 +143,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
             "threads": rayon::current_num_threads(),
             "seed": args.seed,
             "batch_size": args.batch_size,
+            "replicas": history.replicas,
             "epochs": args.epochs,
             "history": history_json,
             "test_loss": score.loss,

@@ -1,0 +1,245 @@
+//! Building a model: naming and adding layers, shape inference and
+//! weights (`build`), `compile`, and keeping the plan in step with the
+//! layers (a layer added after `compile` is built before the next use).
+
+use rand::SeedableRng;
+
+use super::network::{Entry, Slots};
+use super::plan::{Plan, arrange_derivatives};
+use super::score::Scoring;
+use super::{Compiled, Sequential};
+use crate::data::Samples;
+use crate::initializers::Rng;
+use crate::layers::Layer;
+use crate::losses::Loss;
+use crate::metrics::Metric;
+use crate::optimizers::Optimizer;
+use crate::{Activation, Error, Result};
+
+/// Keras's default layer name for a class: `Conv2D` → `conv2d`,
+/// `MaxPooling2D` → `max_pooling2d`.
+fn snake_case(class: &str) -> String {
+    let mut name = String::new();
+    let chars: Vec<char> = class.chars().collect();
+    for (i, &c) in chars.iter().enumerate() {
+        let after_lower = i > 0 && chars[i - 1].is_ascii_lowercase();
+        if c.is_ascii_uppercase() && after_lower {
+            name.push('_');
+        }
+        name.push(c.to_ascii_lowercase());
+    }
+    name
+}
+
+/// A seed from the clock, for models built without one.
+pub(super) fn clock_seed() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// The generator of a model's initial weights.
+pub(super) fn init_rng(seed: u64) -> Rng {
+    Rng::seed_from_u64(seed)
+}
+
+impl Sequential {
+    /// Appends a layer. A model already built or compiled builds it (and
+    /// plans again) before it is next used; the other layers keep their
+    /// weights.
+    pub fn add(&mut self, layer: impl Layer + 'static) {
+        let base = snake_case(layer.class_name());
+        let entries = &mut self.network.entries;
+        let same = entries
+            .iter()
+            .filter(|e| e.name == base || e.name.starts_with(&format!("{base}_")))
+            .count();
+        let name = if same == 0 {
+            base
+        } else {
+            format!("{base}_{same}")
+        };
+        entries.push(Entry {
+            name,
+            layer: Box::new(layer),
+            output_shape: Vec::new(),
+        });
+        self.ready = false;
+    }
+
+    /// Creates every layer's weights, from the first layer's `input_shape`,
+    /// and plans how the layers run. Called by `compile` and `summary`;
+    /// calling it again re-initialises every weight.
+    pub fn build(&mut self) -> Result<()> {
+        self.built = 0;
+        self.init_rng = init_rng(self.seed);
+        self.ready = false;
+        self.prepare()
+    }
+
+    /// Builds the layers not built yet, then plans and arranges the
+    /// derivative hand-offs, if anything changed since the last time.
+    pub(super) fn prepare(&mut self) -> Result<()> {
+        if self.ready {
+            return Ok(());
+        }
+        self.build_new_layers()?;
+        let network = &mut self.network;
+        network.plan = Plan::new(&network.entries);
+        let fused_softmax = self
+            .compiled
+            .as_ref()
+            .is_some_and(|c| c.scoring.fused_softmax);
+        arrange_derivatives(&mut network.entries, fused_softmax);
+        self.slots = Slots::for_network(network);
+        self.ready = true;
+        Ok(())
+    }
+
+    /// Builds layers `self.built..`, each from the output shape of the one
+    /// before.
+    fn build_new_layers(&mut self) -> Result<()> {
+        let entries = &mut self.network.entries;
+        let first = entries.first().ok_or_else(|| {
+            Error::InvalidArgument("the model has no layers: add some with `add`".into())
+        })?;
+        if self.built == 0 {
+            let shape = first.layer.declared_input_shape().ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "the first layer ({}) needs an input_shape, e.g. .input_shape(&[28, 28, 1])",
+                    first.name
+                ))
+            })?;
+            self.network.input_shape = shape.to_vec();
+        }
+        let entries = &mut self.network.entries;
+        let mut shape = match self.built {
+            0 => self.network.input_shape.clone(),
+            n => entries[n - 1].output_shape.clone(),
+        };
+        for entry in &mut entries[self.built..] {
+            shape = entry
+                .layer
+                .build(&shape, &mut self.init_rng)
+                .map_err(|e| match e {
+                    Error::Shape(msg) => Error::Shape(format!("layer {}: {msg}", entry.name)),
+                    other => other,
+                })?;
+            entry.output_shape = shape.clone();
+            self.built += 1;
+        }
+        Ok(())
+    }
+
+    /// Chooses the loss, the optimizer and the metrics, and builds the model.
+    pub fn compile(
+        &mut self,
+        loss: Loss,
+        optimizer: impl Optimizer + 'static,
+        metrics: &[Metric],
+    ) -> Result<()> {
+        self.compile_boxed(loss, Box::new(optimizer), metrics)
+    }
+
+    /// [`Sequential::compile`] with an optimizer chosen at run time.
+    pub fn compile_boxed(
+        &mut self,
+        loss: Loss,
+        optimizer: Box<dyn Optimizer>,
+        metrics: &[Metric],
+    ) -> Result<()> {
+        self.prepare()?;
+        let last = self
+            .network
+            .entries
+            .last()
+            .expect("built models have layers");
+        let fused_softmax =
+            loss.fuses_with_softmax() && last.layer.activation() == Activation::Softmax;
+        self.compiled = Some(Compiled {
+            scoring: Scoring {
+                loss,
+                metrics: metrics.to_vec(),
+                fused_softmax,
+            },
+            optimizer,
+        });
+        self.ready = false;
+        self.prepare()
+    }
+
+    pub(super) fn compiled(&self) -> Result<&Compiled> {
+        self.compiled.as_ref().ok_or_else(|| {
+            Error::InvalidArgument(
+                "the model is not compiled: call compile(loss, optimizer, metrics) first".into(),
+            )
+        })
+    }
+
+    /// Checks that `x` holds samples of the model's input shape. The model
+    /// must be built.
+    pub(super) fn check_inputs(&self, x: &dyn Samples, what: &str) -> Result<()> {
+        let expected = &self.network.input_shape;
+        if x.sample_shape() != *expected {
+            return Err(Error::Shape(format!(
+                "{what}: samples have shape {:?} but the model expects {expected:?}; reshape \
+                 the data, e.g. to (N, 28, 28, 1) for grey 28x28 images",
+                x.sample_shape(),
+            )));
+        }
+        if x.is_empty() {
+            return Err(Error::Shape(format!("{what}: there are no samples")));
+        }
+        Ok(())
+    }
+
+    /// Checks inputs and targets for a compiled, built model.
+    pub(super) fn check_pair(&self, x: &dyn Samples, y: &dyn Samples, what: &str) -> Result<()> {
+        let compiled = self.compiled()?;
+        self.check_inputs(x, what)?;
+        if x.len() != y.len() {
+            return Err(Error::Shape(format!(
+                "{what}: x has {} samples but y has {}; they must match one to one",
+                x.len(),
+                y.len()
+            )));
+        }
+        let width: usize = self.output_shape().iter().product();
+        let target_width: usize = y.sample_shape().iter().product();
+        compiled
+            .scoring
+            .loss
+            .check_targets(target_width, width)
+            .map_err(|e| {
+                Error::Shape(format!(
+                    "{what}: {}",
+                    e.to_string().trim_start_matches("shape error: ")
+                ))
+            })
+    }
+
+    /// An error unless the model is built and planned for its layers (the
+    /// `&self` methods cannot build it).
+    pub(super) fn check_ready(&self, what: &str) -> Result<()> {
+        if self.ready {
+            Ok(())
+        } else {
+            Err(Error::InvalidArgument(format!(
+                "{what}: the model has layers that are not built yet (added after compile or \
+                 build): call compile or build first"
+            )))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layer_names_follow_keras() {
+        assert_eq!(snake_case("Conv2D"), "conv2d");
+        assert_eq!(snake_case("MaxPooling2D"), "max_pooling2d");
+        assert_eq!(snake_case("Dense"), "dense");
+    }
+}

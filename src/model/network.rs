@@ -1,0 +1,180 @@
+//! A network: the built layers, their plan, and the passes that run the
+//! plan's stages over a batch held in [`Slots`]. A model is one network;
+//! data-parallel training runs copies of it (replicas), each with slots
+//! of its own; inference runs it on `&self` with slots made per call.
+
+use ndarray::{ArrayD, IxDyn};
+
+use super::plan::{Plan, Stage, StageKind, pooling_conv};
+use crate::data::Samples;
+use crate::layers::{Layer, TrainingStep, max_pooling2d, resize};
+
+/// A layer with its Keras name and the shape of its output (per sample).
+pub(crate) struct Entry {
+    pub name: String,
+    pub layer: Box<dyn Layer>,
+    pub output_shape: Vec<usize>,
+}
+
+/// The layers of a model and how they run.
+pub(crate) struct Network {
+    pub entries: Vec<Entry>,
+    pub plan: Plan,
+    pub input_shape: Vec<usize>,
+}
+
+/// What the passes over one batch read and write, kept apart from the
+/// layers so that a network can run on `&self`.
+#[derive(Default)]
+pub(crate) struct Slots {
+    /// `activations[i]` is the input of layer `i`; the last, the output.
+    pub activations: Vec<ArrayD<f32>>,
+    /// `gradients[i]` is the gradient of the loss with respect to
+    /// `activations[i]`.
+    pub gradients: Vec<ArrayD<f32>>,
+    /// Per stage: the pooling winners of a fused stage.
+    pub winners: Vec<Vec<u8>>,
+    /// The batch's targets, `width` values per sample.
+    pub targets: Vec<f32>,
+}
+
+impl Slots {
+    /// Empty slots for `network`.
+    pub fn for_network(network: &Network) -> Slots {
+        let empty = || ArrayD::zeros(IxDyn(&[0]));
+        let slots = network.entries.len() + 1;
+        Slots {
+            activations: (0..slots).map(|_| empty()).collect(),
+            gradients: (0..slots).map(|_| empty()).collect(),
+            winners: vec![Vec::new(); network.plan.stages.len()],
+            targets: Vec::new(),
+        }
+    }
+
+    /// The network's output for the batch.
+    pub fn output(&self) -> &ArrayD<f32> {
+        self.activations.last().expect("a slot per layer output")
+    }
+
+    /// Loads the samples at `indices` of `x` into the input slot.
+    pub fn load_inputs(&mut self, x: &dyn Samples, indices: &[usize], input_shape: &[usize]) {
+        let mut shape = vec![indices.len()];
+        shape.extend_from_slice(input_shape);
+        resize(&mut self.activations[0], &shape);
+        let input = self.activations[0].as_slice_mut().expect("standard layout");
+        x.gather(indices, input);
+    }
+
+    /// Loads the targets at `indices` of `y`.
+    pub fn load_targets(&mut self, y: &dyn Samples, indices: &[usize]) {
+        let width: usize = y.sample_shape().iter().product();
+        self.targets.resize(indices.len() * width, 0.0);
+        y.gather(indices, &mut self.targets);
+    }
+}
+
+impl Network {
+    /// The layer output slots of a stage: its input and its output.
+    fn stage_io<'a>(
+        stage: &Stage,
+        activations: &'a mut [ArrayD<f32>],
+    ) -> (&'a ArrayD<f32>, &'a mut ArrayD<f32>) {
+        let (inputs, outputs) = activations.split_at_mut(stage.layers.end);
+        (&inputs[stage.layers.start], &mut outputs[0])
+    }
+
+    /// Inference: the batch in the input slot through every stage.
+    pub fn forward(&self, slots: &mut Slots) {
+        for (s, stage) in self.plan.stages.iter().enumerate() {
+            let (input, output) = Self::stage_io(stage, &mut slots.activations);
+            let first = self.entries[stage.layers.start].layer.as_ref();
+            match stage.kind {
+                StageKind::Layer => first.forward(input, output),
+                StageKind::ConvPool { .. } => {
+                    pooling_conv(first).forward_pooled(input, output, &mut slots.winners[s])
+                }
+            }
+        }
+    }
+
+    /// Training: as [`Network::forward`], each layer keeping what its
+    /// backward pass needs.
+    pub fn forward_train(&mut self, slots: &mut Slots, step: TrainingStep) {
+        for s in 0..self.plan.stages.len() {
+            self.forward_stage_train(s, slots, step);
+        }
+    }
+
+    /// Stage `s` of [`Network::forward_train`].
+    pub fn forward_stage_train(&mut self, s: usize, slots: &mut Slots, step: TrainingStep) {
+        let stage = &self.plan.stages[s];
+        let (input, output) = Self::stage_io(stage, &mut slots.activations);
+        let first = self.entries[stage.layers.start].layer.as_mut();
+        match stage.kind {
+            StageKind::Layer => first.forward_train(input, output, step),
+            StageKind::ConvPool { .. } => {
+                fused(first).forward_pooled_train(input, output, &mut slots.winners[s])
+            }
+        }
+    }
+
+    /// Back-propagates the loss gradient in the last gradient slot to every
+    /// parameter (the first layer's input gets none).
+    pub fn backward(&mut self, slots: &mut Slots) {
+        for s in (0..self.plan.stages.len()).rev() {
+            self.backward_stage(s, slots);
+        }
+    }
+
+    /// Stage `s` of [`Network::backward`].
+    pub fn backward_stage(&mut self, s: usize, slots: &mut Slots) {
+        let stage = &self.plan.stages[s];
+        let (start, end) = (stage.layers.start, stage.layers.end);
+        let (below, above) = slots.gradients.split_at_mut(start + 1);
+        let grad_input = if start == 0 {
+            None
+        } else {
+            Some(&mut below[start])
+        };
+        let first = self.entries[start].layer.as_mut();
+        match stage.kind {
+            StageKind::Layer => first.backward(
+                &slots.activations[start],
+                &slots.activations[end],
+                &mut above[end - start - 1],
+                grad_input,
+            ),
+            StageKind::ConvPool {
+                backward_fused: true,
+                ..
+            } => fused(first).backward_pooled(
+                &slots.activations[end],
+                &above[end - start - 1],
+                &slots.winners[s],
+            ),
+            StageKind::ConvPool { pool, .. } => {
+                // The gradient of the convolution's output goes into its
+                // own slot (the one after it), relu's derivative applied
+                // at the winners from the pooled output.
+                let (conv_grad, rest) = above.split_first_mut().expect("slots");
+                let grad_pooled = &rest[end - start - 2];
+                let pooled = Some(&slots.activations[end]);
+                max_pooling2d::backward_through_winners(
+                    &pool,
+                    &slots.winners[s],
+                    grad_pooled,
+                    pooled,
+                    conv_grad,
+                );
+                fused(first).backward_linear(&slots.activations[start], conv_grad, grad_input);
+            }
+        }
+    }
+}
+
+/// The [`crate::layers::PoolingConv`] side of a layer the plan fused.
+fn fused(layer: &mut dyn Layer) -> &mut dyn crate::layers::PoolingConv {
+    layer
+        .as_pooling_conv()
+        .expect("the plan fuses only convolutions")
+}

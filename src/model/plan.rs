@@ -1,0 +1,195 @@
+//! The execution plan: which layers run as one fused stage, decided once
+//! when the model is built, never per batch.
+//!
+//! A stage is a single layer, or a convolution whose output goes through
+//! relu and 2x2 max pooling: Conv2D(relu) → MaxPooling2D, or Conv2D →
+//! Activation(relu) → MaxPooling2D. Where the kernels allow (AVX-512), such
+//! a stage computes the pooled output in one pass and never stores the
+//! convolution's own output; its backward pass applies relu's derivative
+//! at the pooling winners and, for a first layer, computes the kernel
+//! gradient in the same pass. The planner sees layers only through
+//! [`Layer::plan_role`]; for every convolution it did not fuse, the plan
+//! says why.
+
+use std::ops::Range;
+
+use super::network::Entry;
+use crate::Activation;
+use crate::kernels::Window2d;
+use crate::layers::{Layer, Padding, PlanRole, PoolingConv};
+
+/// How a stage runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum StageKind {
+    /// One layer, through [`Layer`]'s passes.
+    Layer,
+    /// A convolution, relu and 2x2 max pooling in one pass
+    /// ([`PoolingConv`]); `backward_fused`: the backward pass is one pass
+    /// too (else: the pooling's, then the convolution's).
+    ConvPool {
+        /// The pooling's windows (over the convolution's output).
+        pool: Window2d,
+        /// Whether the backward pass is one pass as well.
+        backward_fused: bool,
+    },
+}
+
+/// A group of consecutive layers that runs as one.
+#[derive(Clone, Debug)]
+pub(crate) struct Stage {
+    /// The layers, by index.
+    pub layers: Range<usize>,
+    pub kind: StageKind,
+}
+
+/// The stages of a model, in order, and why convolutions did not fuse.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Plan {
+    pub stages: Vec<Stage>,
+    /// `(layer index, reason)` for each convolution that runs on its own.
+    pub unfused: Vec<(usize, String)>,
+}
+
+impl Plan {
+    /// Plans `entries` (built layers).
+    pub fn new(entries: &[Entry]) -> Plan {
+        let mut plan = Plan::default();
+        let mut i = 0;
+        while i < entries.len() {
+            let stage = match conv_pool(entries, i) {
+                Ok(stage) => stage,
+                Err(reason) => {
+                    if let Some(reason) = reason {
+                        plan.unfused.push((i, reason));
+                    }
+                    Stage {
+                        layers: i..i + 1,
+                        kind: StageKind::Layer,
+                    }
+                }
+            };
+            i = stage.layers.end;
+            plan.stages.push(stage);
+        }
+        plan
+    }
+
+    /// Whether any stage runs more than one layer.
+    pub fn fuses_anything(&self) -> bool {
+        self.stages.iter().any(|s| s.layers.len() > 1)
+    }
+
+    /// One line per fused stage and per convolution left on its own.
+    pub fn describe(&self, entries: &[Entry]) -> String {
+        let names = |range: &Range<usize>| {
+            entries[range.clone()]
+                .iter()
+                .map(|e| e.name.as_str())
+                .collect::<Vec<_>>()
+                .join(" + ")
+        };
+        let mut out = String::from("Execution plan:\n");
+        for stage in &self.stages {
+            if let StageKind::ConvPool { backward_fused, .. } = stage.kind {
+                let backward = if backward_fused {
+                    "backward in one pass too"
+                } else {
+                    "backward: pooling, then the convolution"
+                };
+                out += &format!(
+                    "  fused: {} (relu and 2x2 max pooling inside the convolution; {backward})\n",
+                    names(&stage.layers)
+                );
+            }
+        }
+        for (i, reason) in &self.unfused {
+            out += &format!("  not fused: {}: {reason}\n", entries[*i].name);
+        }
+        if !self.fuses_anything() && self.unfused.is_empty() {
+            out += "  every layer runs on its own (no convolution followed by pooling)\n";
+        }
+        out
+    }
+}
+
+/// The fused stage starting at layer `i`, or why there is none: `None`
+/// when layer `i` is not a convolution (nothing to say).
+fn conv_pool(entries: &[Entry], i: usize) -> Result<Stage, Option<String>> {
+    let PlanRole::Convolution(conv) = entries[i].layer.plan_role() else {
+        return Err(None);
+    };
+    let activation = conv.conv_activation();
+    let mut next = i + 1;
+    let relu_layer = entries
+        .get(next)
+        .is_some_and(|e| matches!(e.layer.plan_role(), PlanRole::Activation(Activation::Relu)));
+    if relu_layer {
+        next += 1;
+    }
+    let relu = activation == Activation::Relu || relu_layer;
+    if !matches!(activation, Activation::Relu | Activation::Linear) || !relu {
+        return Err(Some(format!(
+            "its activation is {} (the fused stage needs relu)",
+            activation.name()
+        )));
+    }
+    let Some(pool) = entries.get(next) else {
+        return Err(Some("nothing follows it to pool its output".into()));
+    };
+    if !matches!(pool.layer.plan_role(), PlanRole::MaxPool2x2) {
+        return Err(Some(format!(
+            "followed by {} ({}), where the fused stage needs 2x2 max pooling with stride 2",
+            pool.name,
+            pool.layer.class_name(),
+        )));
+    }
+    if let Some(reason) = conv.pooled_forward_unavailable() {
+        return Err(Some(reason));
+    }
+    let window = pool_window(conv);
+    Ok(Stage {
+        layers: i..next + 1,
+        kind: StageKind::ConvPool {
+            pool: window,
+            // A first layer needs no input gradient: the one-pass kernel
+            // gradient is all its backward pass computes.
+            backward_fused: i == 0 && conv.pooled_backward_applies(),
+        },
+    })
+}
+
+/// The 2x2, stride-2 windows over the convolution's output.
+fn pool_window(conv: &dyn PoolingConv) -> Window2d {
+    let [h, w, c] = conv.conv_output_shape();
+    Window2d::new((h, w, c), (2, 2), (2, 2), Padding::Valid)
+        .expect("a 2x2 max pooling was built on this output")
+}
+
+/// Asks each layer whose output goes into a layer that takes over relu's
+/// derivative (max pooling) to skip its own, and the last layer to skip
+/// softmax's when the loss fuses with it (`fused_softmax`). Every layer is
+/// first reset, so that a model compiled again starts afresh.
+pub(crate) fn arrange_derivatives(entries: &mut [Entry], fused_softmax: bool) {
+    for entry in entries.iter_mut() {
+        entry.layer.skip_activation_derivative(false);
+        entry.layer.take_relu_derivative_of_input(false);
+    }
+    if fused_softmax && let Some(last) = entries.last_mut() {
+        last.layer.skip_activation_derivative(true);
+    }
+    for i in 1..entries.len() {
+        let (before, after) = entries.split_at_mut(i);
+        let (previous, layer) = (&mut before[i - 1].layer, &mut after[0].layer);
+        if previous.activation() == Activation::Relu && layer.take_relu_derivative_of_input(true) {
+            previous.skip_activation_derivative(true);
+        }
+    }
+}
+
+/// The [`PoolingConv`] side of a layer the plan fused.
+pub(crate) fn pooling_conv(layer: &dyn Layer) -> &dyn PoolingConv {
+    match layer.plan_role() {
+        PlanRole::Convolution(conv) => conv,
+        _ => unreachable!("the plan fuses only convolutions"),
+    }
+}

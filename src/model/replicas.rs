@@ -1,0 +1,185 @@
+//! Data-parallel training inside a process: each batch is split into
+//! parts, one per replica (the model itself, then copies of its layers),
+//! which run their forward and backward passes at the same time and meet
+//! once per step, at the [`GradientReducer`].
+//!
+//! The number of replicas is fixed by the batch size (one per
+//! [`SAMPLES_PER_REPLICA`] samples, at most [`MAX_REPLICAS`]) or by
+//! [`crate::Fit::replicas`], never by the number of threads, and the
+//! reducer adds the parts in replica order: results are the same bit for
+//! bit on any number of cores.
+
+use rayon::prelude::*;
+
+use super::network::{Entry, Network, Slots};
+use crate::layers::{Buffer, Param};
+
+/// Samples per replica when [`crate::Fit::replicas`] is left to `fit`.
+pub const SAMPLES_PER_REPLICA: usize = 64;
+/// The most replicas `fit` makes on its own.
+pub const MAX_REPLICAS: usize = 8;
+
+/// Where the replicas of a step meet: the sum of their parameter
+/// gradients and the mean of their non-trainable state. In-process
+/// training uses [`InProcessSum`]; a reducer spanning processes (an MPI
+/// all-reduce) is another implementation of the same trait.
+pub trait GradientReducer: Send {
+    /// `parts[r][t]` is tensor `t` of replica `r`. Leaves in `parts[0][t]`
+    /// the sum over every replica (and, for a reducer spanning processes,
+    /// over every process), added in a fixed order.
+    fn sum(&mut self, parts: &mut [Vec<&mut [f32]>]);
+
+    /// Likewise, the mean.
+    fn mean(&mut self, parts: &mut [Vec<&mut [f32]>]);
+}
+
+/// The reducer of training inside one process: adds each replica's
+/// tensors onto the first's, in replica order.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct InProcessSum;
+
+impl GradientReducer for InProcessSum {
+    fn sum(&mut self, parts: &mut [Vec<&mut [f32]>]) {
+        let Some((first, others)) = parts.split_first_mut() else {
+            return;
+        };
+        // Tensors in parallel; within a tensor, replicas in order.
+        first.par_iter_mut().enumerate().for_each(|(t, total)| {
+            for other in others.iter() {
+                total
+                    .iter_mut()
+                    .zip(other[t].iter())
+                    .for_each(|(a, b)| *a += b);
+            }
+        });
+    }
+
+    fn mean(&mut self, parts: &mut [Vec<&mut [f32]>]) {
+        let replicas = parts.len() as f32;
+        self.sum(parts);
+        if replicas > 1.0
+            && let Some(first) = parts.first_mut()
+        {
+            first
+                .iter_mut()
+                .for_each(|t| t.iter_mut().for_each(|v| *v /= replicas));
+        }
+    }
+}
+
+/// The replicas of one `fit`, apart from the model itself (replica 0).
+pub(crate) struct Replicas {
+    /// Replicas 1.., each a copy of the model's layers with its slots.
+    pub copies: Vec<(Network, Slots)>,
+}
+
+impl Replicas {
+    /// `count - 1` copies of `model` (it is replica 0), or none if a layer
+    /// cannot be copied ([`crate::layers::Layer::replicate`]).
+    pub fn of(model: &Network, count: usize) -> Option<Replicas> {
+        let copies = (1..count)
+            .map(|_| {
+                let network = copy(model)?;
+                let slots = Slots::for_network(&network);
+                Some((network, slots))
+            })
+            .collect::<Option<Vec<_>>>()?;
+        Some(Replicas { copies })
+    }
+
+    /// Sets every copy's parameters and state to the model's.
+    pub fn sync_from(&mut self, model: &Network) {
+        let params: Vec<&Param> = model
+            .entries
+            .iter()
+            .flat_map(|e| e.layer.params())
+            .collect();
+        let buffers: Vec<&Buffer> = model
+            .entries
+            .iter()
+            .flat_map(|e| e.layer.buffers())
+            .collect();
+        self.copies.par_iter_mut().for_each(|(copy, _)| {
+            for (mine, theirs) in copy
+                .entries
+                .iter_mut()
+                .flat_map(|e| e.layer.params_mut())
+                .zip(&params)
+            {
+                mine.value.assign(&theirs.value);
+            }
+            for (mine, theirs) in copy
+                .entries
+                .iter_mut()
+                .flat_map(|e| e.layer.buffers_mut())
+                .zip(&buffers)
+            {
+                mine.value.assign(&theirs.value);
+            }
+        });
+    }
+}
+
+/// A copy of a network's layers (weights, state, plan), if every layer has one.
+fn copy(network: &Network) -> Option<Network> {
+    let entries = network
+        .entries
+        .iter()
+        .map(|e| {
+            Some(Entry {
+                name: e.name.clone(),
+                layer: e.layer.replicate()?,
+                output_shape: e.output_shape.clone(),
+            })
+        })
+        .collect::<Option<Vec<_>>>()?;
+    Some(Network {
+        entries,
+        plan: network.plan.clone(),
+        input_shape: network.input_shape.clone(),
+    })
+}
+
+/// How many replicas `fit` runs for batches of `batch_size`: `requested`,
+/// or one per [`SAMPLES_PER_REPLICA`] samples, at most [`MAX_REPLICAS`].
+pub(crate) fn replica_count(batch_size: usize, requested: Option<usize>) -> usize {
+    requested
+        .unwrap_or_else(|| batch_size.div_ceil(SAMPLES_PER_REPLICA).min(MAX_REPLICAS))
+        .clamp(1, batch_size.max(1))
+}
+
+/// The parts of `batch` for `replicas` replicas: equal but for the last,
+/// in order (fewer parts when the batch has fewer samples).
+pub(crate) fn split(batch: &[usize], replicas: usize) -> std::slice::Chunks<'_, usize> {
+    batch.chunks(batch.len().div_ceil(replicas.max(1)).max(1))
+}
+
+/// Every replica's parameter gradients, as `parts[replica][tensor]`.
+pub(crate) fn gradients<'a>(
+    networks: impl Iterator<Item = &'a mut Network>,
+) -> Vec<Vec<&'a mut [f32]>> {
+    networks
+        .map(|n| {
+            n.entries
+                .iter_mut()
+                .flat_map(|e| e.layer.params_mut())
+                .map(|p| p.grad.as_slice_mut().expect("standard layout"))
+                .collect()
+        })
+        .collect()
+}
+
+/// Every replica's non-trainable state, as `parts[replica][tensor]`.
+pub(crate) fn states<'a>(
+    networks: impl Iterator<Item = &'a mut Network>,
+) -> Vec<Vec<&'a mut [f32]>> {
+    networks
+        .map(|n| {
+            n.entries
+                .iter_mut()
+                .flat_map(|e| e.layer.buffers_mut())
+                .map(|b| b.value.as_slice_mut().expect("standard layout"))
+                .collect()
+        })
+        .collect()
+}

@@ -1,0 +1,347 @@
+//! The training loop: `fit`, one step at a time. Each step splits the
+//! batch between the replicas (`replicas`), runs their passes at the same
+//! time, has the reducer add up their gradients, and lets the optimizer
+//! step the model's parameters once.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+
+use super::Sequential;
+use super::infer::DEFAULT_EVAL_BATCH_SIZE;
+use super::network::{Network, Slots};
+use super::replicas::{self, Replicas};
+use super::score::{Scoring, Tally};
+use crate::callbacks::EpochProgress;
+use crate::data::Samples;
+use crate::initializers::Rng;
+use crate::layers::{Param, TrainingStep};
+use crate::{Error, Result};
+
+/// Options of [`Sequential::fit`], with Keras's defaults.
+///
+/// ```
+/// use convnet::Fit;
+/// let options = Fit { batch_size: 128, epochs: 2, ..Fit::default() };
+/// ```
+pub struct Fit<'a> {
+    /// Samples per gradient step (default 32).
+    pub batch_size: usize,
+    /// Passes over the training data (default 1).
+    pub epochs: usize,
+    /// 0 silent, 1 progress bar, 2 one line per epoch (default 1).
+    pub verbose: u8,
+    /// Data (x, y) evaluated after every epoch.
+    pub validation_data: Option<(&'a dyn Samples, &'a dyn Samples)>,
+    /// Whether to shuffle the training samples before each epoch (default true).
+    pub shuffle: bool,
+    /// Data-parallel replicas that each batch is split between (default
+    /// `None`: one per [`super::SAMPLES_PER_REPLICA`] samples of a batch,
+    /// at most [`super::MAX_REPLICAS`]). The results depend on it only
+    /// through the order in which gradients are added, and never on the
+    /// number of threads.
+    pub replicas: Option<usize>,
+}
+
+impl Default for Fit<'_> {
+    fn default() -> Self {
+        Fit {
+            batch_size: 32,
+            epochs: 1,
+            verbose: 1,
+            validation_data: None,
+            shuffle: true,
+            replicas: None,
+        }
+    }
+}
+
+/// What `fit` returns: per-epoch values of the loss and metrics (Keras's
+/// `history.history`), plus the training time of each epoch.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct History {
+    /// `"loss"`, `"accuracy"`, `"val_loss"`, `"val_accuracy"`: one value per epoch.
+    pub history: BTreeMap<String, Vec<f64>>,
+    /// Seconds spent training in each epoch (validation not included).
+    pub epoch_seconds: Vec<f64>,
+    /// How many replicas each batch was split between.
+    pub replicas: usize,
+}
+
+impl Sequential {
+    /// Trains the model on `(x, y)` for `options.epochs` epochs.
+    ///
+    /// Each batch is split between [`Fit::replicas`] replicas: the model
+    /// and copies of its layers, which run at the same time; their
+    /// gradients are added in a fixed order before the optimizer's step
+    /// (data-parallel training inside one process). A model with a layer
+    /// that cannot be copied ([`crate::layers::Layer::replicate`]) trains
+    /// as one replica.
+    pub fn fit(&mut self, x: &dyn Samples, y: &dyn Samples, options: Fit) -> Result<History> {
+        self.prepare()?;
+        self.check_pair(x, y, "fit")?;
+        if let Some((vx, vy)) = options.validation_data {
+            self.check_pair(vx, vy, "validation_data")?;
+        }
+        if options.batch_size == 0 {
+            return Err(Error::InvalidArgument(
+                "batch_size must be at least 1".into(),
+            ));
+        }
+        if options.replicas == Some(0) {
+            return Err(Error::InvalidArgument("replicas must be at least 1".into()));
+        }
+        let metrics = self.compiled()?.scoring.metrics.clone();
+        let count = replicas::replica_count(options.batch_size, options.replicas);
+        let mut copies = Replicas::of(&self.network, count);
+        let mut history = History {
+            replicas: copies.as_ref().map_or(1, |r| r.copies.len() + 1),
+            ..History::default()
+        };
+        let mut order: Vec<usize> = (0..x.len()).collect();
+        let mut shuffler = Rng::seed_from_u64(self.seed ^ 0x5eed_5eed_5eed_5eed);
+        let steps = x.len().div_ceil(options.batch_size);
+        for epoch in 1..=options.epochs {
+            if options.shuffle {
+                order.shuffle(&mut shuffler);
+            }
+            let progress = EpochProgress::start(options.verbose, epoch, options.epochs, steps);
+            let started = Instant::now();
+            let mut tally = Tally::new(metrics.len());
+            for (step, batch) in order.chunks(options.batch_size).enumerate() {
+                self.train_step((x, y), batch, copies.as_mut(), &mut tally)?;
+                progress.update(step + 1, || tally.logs(&metrics, ""));
+            }
+            history.epoch_seconds.push(started.elapsed().as_secs_f64());
+            let mut logs = tally.logs(&metrics, "");
+            if let Some((vx, vy)) = options.validation_data {
+                let val = self.tally(vx, vy, DEFAULT_EVAL_BATCH_SIZE)?;
+                logs.extend(val.logs(&metrics, "val_"));
+            }
+            for (name, value) in &logs {
+                let values = history.history.entry(name.clone()).or_default();
+                values.push(*value);
+            }
+            progress.finish(&logs);
+        }
+        Ok(history)
+    }
+
+    /// One step of training on the samples at `batch`, split between the
+    /// model and its `copies`; the reducer adds up their gradients (and
+    /// averages their state), in replica order, then the optimizer steps.
+    fn train_step(
+        &mut self,
+        (x, y): (&dyn Samples, &dyn Samples),
+        batch: &[usize],
+        copies: Option<&mut Replicas>,
+        tally: &mut Tally,
+    ) -> Result<()> {
+        let compiled = self.compiled.as_ref().expect("checked by fit");
+        let scoring = &compiled.scoring;
+        let scale = 1.0 / batch.len() as f32;
+        let replicas = copies.as_ref().map_or(1, |r| r.copies.len() + 1);
+        let parts: Vec<&[usize]> = replicas::split(batch, replicas).collect();
+        let step = self.steps;
+        let mut workers: Vec<(&mut Network, &mut Slots)> =
+            vec![(&mut self.network, &mut self.slots)];
+        if let Some(copies) = copies {
+            copies.sync_from(workers[0].0);
+            workers.extend(copies.copies.iter_mut().map(|(n, s)| (n, s)));
+        }
+        workers.truncate(parts.len());
+        let mut tallies: Vec<Tally> = (0..parts.len())
+            .map(|_| Tally::new(tally.correct.len()))
+            .collect();
+        let mut first_sample = 0;
+        let jobs: Vec<_> = parts
+            .iter()
+            .zip(workers.iter_mut())
+            .zip(tallies.iter_mut())
+            .map(|((part, worker), tally)| {
+                let position = TrainingStep { step, first_sample };
+                first_sample += part.len();
+                (*part, worker, tally, position)
+            })
+            .collect();
+        let run = |(part, (network, slots), tally, position): (
+            &[usize],
+            &mut (&mut Network, &mut Slots),
+            &mut Tally,
+            TrainingStep,
+        )| {
+            half_step(
+                network,
+                slots,
+                (x, y, part),
+                (scoring, scale),
+                tally,
+                position,
+            )
+        };
+        let results: Vec<Result<()>> = if jobs.len() == 1 {
+            jobs.into_iter().map(run).collect()
+        } else {
+            use rayon::prelude::*;
+            jobs.into_par_iter().map(run).collect()
+        };
+        results.into_iter().collect::<Result<()>>()?;
+        for part in &tallies {
+            tally.add(part);
+        }
+        let networks = workers.into_iter().map(|(n, _)| n);
+        let reducer = &mut self.reducer;
+        reduce(reducer.as_mut(), networks);
+        let compiled = self.compiled.as_mut().expect("checked by fit");
+        let mut params: Vec<&mut Param> = self
+            .network
+            .entries
+            .iter_mut()
+            .flat_map(|e| e.layer.params_mut())
+            .collect();
+        compiled.optimizer.step(&mut params);
+        self.steps += 1;
+        Ok(())
+    }
+}
+
+/// The replicas' gradients summed, and their state averaged, into the
+/// first's (the model's).
+fn reduce<'a>(
+    reducer: &mut dyn super::GradientReducer,
+    networks: impl Iterator<Item = &'a mut Network>,
+) {
+    let mut networks: Vec<&mut Network> = networks.collect();
+    if networks.len() == 1 {
+        return;
+    }
+    reducer.sum(&mut replicas::gradients(
+        networks.iter_mut().map(|n| &mut **n),
+    ));
+    reducer.mean(&mut replicas::states(networks.iter_mut().map(|n| &mut **n)));
+}
+
+/// Forward and backward passes of `network` on the samples at `indices`,
+/// the loss gradient of each sample multiplied by `scale`: the parameters'
+/// gradients, not yet applied.
+fn half_step(
+    network: &mut Network,
+    slots: &mut Slots,
+    (x, y, indices): (&dyn Samples, &dyn Samples, &[usize]),
+    (scoring, scale): (&Scoring, f32),
+    tally: &mut Tally,
+    position: TrainingStep,
+) -> Result<()> {
+    slots.load_inputs(x, indices, &network.input_shape);
+    slots.load_targets(y, indices);
+    network.forward_train(slots, position);
+    scoring.score(slots, tally, Some(scale))?;
+    network.backward(slots);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Activation::{Relu, Softmax};
+    use crate::layers::{Conv2D, Dense, Dropout, Flatten, MaxPooling2D};
+    use crate::losses::Loss;
+    use crate::optimizers::Adam;
+    use ndarray::{ArrayD, IxDyn};
+    use rand::RngExt;
+
+    fn small_model() -> Sequential {
+        let mut model = Sequential::with_seed(3);
+        model.add(
+            Conv2D::new(6, (3, 3))
+                .activation(Relu)
+                .input_shape(&[8, 8, 1]),
+        );
+        model.add(MaxPooling2D::new((2, 2)));
+        model.add(Flatten::new());
+        model.add(Dense::new(12).activation(Relu));
+        model.add(Dropout::new(0.4));
+        model.add(Dense::new(4).activation(Softmax));
+        model
+            .compile(Loss::CategoricalCrossentropy, Adam::default(), &[])
+            .unwrap();
+        model
+    }
+
+    /// The gradients after a step split between three replicas are those
+    /// of the whole batch on one (Dropout included: its draws follow the
+    /// samples, not the replicas).
+    #[test]
+    fn replicas_add_up_to_the_whole_batch() {
+        let mut model = small_model();
+        let mut rng = Rng::seed_from_u64(5);
+        let x = ArrayD::from_shape_fn(IxDyn(&[7, 8, 8, 1]), |_| rng.random_range(-1.0..1.0));
+        let y = ArrayD::from_shape_fn(IxDyn(&[7, 4]), |i| (i[0] % 4 == i[1]) as u8 as f32);
+        let batch: Vec<usize> = (0..7).collect();
+        let scoring = model.compiled.as_ref().unwrap().scoring.clone();
+        let whole_step = TrainingStep {
+            step: 9,
+            first_sample: 0,
+        };
+        let (network, slots) = (&mut model.network, &mut model.slots);
+        half_step(
+            network,
+            slots,
+            (&x, &y, &batch),
+            (&scoring, 1.0 / 7.0),
+            &mut Tally::new(0),
+            whole_step,
+        )
+        .unwrap();
+        let whole: Vec<ArrayD<f32>> = model.params().iter().map(|p| p.grad.clone()).collect();
+
+        let mut copies = Replicas::of(&model.network, 3).expect("every layer replicates");
+        copies.sync_from(&model.network);
+        let mut first_sample = 0;
+        let parts: Vec<&[usize]> = replicas::split(&batch, 3).collect();
+        assert_eq!(parts.iter().map(|p| p.len()).collect::<Vec<_>>(), [3, 3, 1]);
+        let mut workers = vec![(&mut model.network, &mut model.slots)];
+        workers.extend(copies.copies.iter_mut().map(|(n, s)| (n, s)));
+        for (part, (network, slots)) in parts.iter().zip(workers.iter_mut()) {
+            let position = TrainingStep {
+                step: 9,
+                first_sample,
+            };
+            first_sample += part.len();
+            half_step(
+                network,
+                slots,
+                (&x, &y, part),
+                (&scoring, 1.0 / 7.0),
+                &mut Tally::new(0),
+                position,
+            )
+            .unwrap();
+        }
+        reduce(
+            &mut super::super::InProcessSum,
+            workers.into_iter().map(|(n, _)| n),
+        );
+        for (parts, whole) in model.params().iter().zip(&whole) {
+            for (a, b) in parts.grad.iter().zip(whole) {
+                assert!((a - b).abs() <= 1e-6 * (1.0 + b.abs()), "{a} vs {b}");
+            }
+        }
+        assert!(whole[0].iter().any(|&g| g != 0.0));
+    }
+
+    #[test]
+    fn replica_counts_follow_the_batch_not_the_threads() {
+        assert_eq!(replicas::replica_count(128, None), 2);
+        assert_eq!(replicas::replica_count(32, None), 1);
+        assert_eq!(
+            replicas::replica_count(10_000, None),
+            super::super::MAX_REPLICAS
+        );
+        assert_eq!(replicas::replica_count(3, Some(8)), 3);
+        let batch: Vec<usize> = (0..5).collect();
+        assert_eq!(replicas::split(&batch, 4).count(), 3);
+    }
+}
