@@ -10,7 +10,7 @@ use crate::layers::Param;
 use crate::{Error, Result};
 
 /// Updates parameters from their gradients.
-pub trait Optimizer: Send {
+pub trait Optimizer: Send + Sync {
     /// The Keras name: `"adam"`, `"sgd"`, `"rmsprop"`.
     fn name(&self) -> &'static str;
     /// The learning rate.

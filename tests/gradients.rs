@@ -376,6 +376,12 @@ fn check_conv_relu_pool_model(
             .input_shape(input),
     );
     model.add(MaxPooling2D::new((2, 2)));
+    check_model_gradients(model, input, 2);
+}
+
+/// Adds a softmax head to `model`, then checks the gradients of its first
+/// `params` parameters against finite differences of the loss.
+fn check_model_gradients(mut model: convnet::Sequential, input: &[usize], params: usize) {
     model.add(Flatten::new());
     model.add(Dense::new(3).activation(Softmax));
     model
@@ -389,7 +395,7 @@ fn check_conv_relu_pool_model(
     let x = random(&[&[4], input].concat(), &mut r);
     let y = ArrayD::from_shape_fn(IxDyn(&[4, 3]), |i| (i[0] % 3 == i[1]) as u8 as f32);
     model.profile_step(&x, &y, &[0, 1, 2, 3]).unwrap();
-    let analytic: Vec<Vec<f32>> = model.params()[..2]
+    let analytic: Vec<Vec<f32>> = model.params()[..params]
         .iter()
         .map(|p| p.grad.iter().copied().collect())
         .collect();
@@ -408,10 +414,63 @@ fn check_conv_relu_pool_model(
             let centre = loss_with(param, i, 0.0);
             assert!(
                 agrees(g as f64, plus, minus, centre, h as f64, 2e-2),
-                "conv param {param} [{i}]: analytic {g}, numeric {}",
+                "param {param} [{i}]: analytic {g}, numeric {}",
                 (plus - minus) / (2.0 * h as f64)
             );
         }
+        assert!(grads.iter().any(|&g| g != 0.0), "param {param}: all zero");
     }
-    assert!(analytic[0].iter().any(|&g| g != 0.0));
+}
+
+/// Every fused stage of a plan, at any depth, with relu on the
+/// convolution or as an Activation layer of its own: gradients match
+/// finite differences. On AVX-512 CPUs the plan fuses each
+/// convolution + pooling here (checked); elsewhere the layers run one by
+/// one and the same gradients are checked.
+#[test]
+fn gradients_of_every_fused_stage_at_any_depth() {
+    let fuses = convnet::kernels::has_avx512();
+    if !fuses {
+        eprintln!(
+            "SKIPPED (in part): this CPU has no AVX-512, so nothing fuses; gradients checked unfused"
+        );
+    }
+    // A first stage with a separate relu layer (backward in one pass).
+    let mut model = convnet::Sequential::with_seed(7);
+    model.add(Conv2D::new(4, (3, 3)).input_shape(&[6, 6, 1]));
+    model.add(ActivationLayer::new(Relu));
+    model.add(MaxPooling2D::new((2, 2)));
+    let plan = model.plan_string().unwrap();
+    assert_eq!(
+        plan.contains("fused: conv2d + activation + max_pooling2d"),
+        fuses,
+        "{plan}"
+    );
+    check_model_gradients(model, &[6, 6, 1], 2);
+
+    // Two stages: the second (16 filters, relu as a layer) takes an input
+    // gradient, so its backward pass is the pooling's, then the convolution's.
+    for relu_layer in [false, true] {
+        let mut model = convnet::Sequential::with_seed(8);
+        model.add(
+            Conv2D::new(4, (3, 3))
+                .activation(Relu)
+                .input_shape(&[12, 11, 1]),
+        );
+        model.add(MaxPooling2D::new((2, 2)));
+        if relu_layer {
+            model.add(Conv2D::new(16, (3, 3)));
+            model.add(ActivationLayer::new(Relu));
+        } else {
+            model.add(Conv2D::new(16, (3, 3)).activation(Relu));
+        }
+        model.add(MaxPooling2D::new((2, 2)));
+        let plan = model.plan_string().unwrap();
+        assert_eq!(
+            plan.matches("  fused:").count(),
+            if fuses { 2 } else { 0 },
+            "{plan}"
+        );
+        check_model_gradients(model, &[12, 11, 1], 4);
+    }
 }

@@ -2,7 +2,7 @@
 
 use ndarray::ArrayD;
 
-use super::{Layer, OutputActivation, resize, values, values_mut};
+use super::{Layer, OutputActivation, PlanRole, resize, values, values_mut};
 use crate::initializers::Rng;
 use crate::{Activation, Result};
 
@@ -85,5 +85,9 @@ impl Layer for ActivationLayer {
 
     fn skip_activation_derivative(&mut self, skip: bool) {
         self.output_activation.derivative_skipped = skip;
+    }
+
+    fn plan_role(&self) -> PlanRole<'_> {
+        PlanRole::Activation(self.output_activation.activation)
     }
 }

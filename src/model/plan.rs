@@ -193,3 +193,95 @@ pub(crate) fn pooling_conv(layer: &dyn Layer) -> &dyn PoolingConv {
         _ => unreachable!("the plan fuses only convolutions"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Activation::Relu;
+    use crate::Sequential;
+    use crate::layers::{ActivationLayer, Conv2D, Dense, Flatten, MaxPooling2D};
+
+    fn planned(relu_layer: bool) -> Sequential {
+        let mut model = Sequential::with_seed(1);
+        let conv = Conv2D::new(6, (5, 5)).input_shape(&[28, 28, 1]);
+        if relu_layer {
+            model.add(conv);
+            model.add(ActivationLayer::new(Relu));
+        } else {
+            model.add(conv.activation(Relu));
+        }
+        model.add(MaxPooling2D::new((2, 2)));
+        model.add(Conv2D::new(16, (5, 5)).activation(Relu));
+        model.add(MaxPooling2D::new((2, 2)));
+        model.add(Flatten::new());
+        model.add(Dense::new(10));
+        model.build().unwrap();
+        model
+    }
+
+    /// Kinds of the stages, and how many layers each runs.
+    fn shape(model: &Sequential) -> Vec<(usize, StageKind)> {
+        let stages = &model.network.plan.stages;
+        stages
+            .iter()
+            .map(|s| (s.layers.len(), s.kind.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn a_separate_relu_layer_gets_the_same_fused_plan() {
+        let (inline, separate) = (planned(false), planned(true));
+        let (a, b) = (shape(&inline), shape(&separate));
+        // The separate relu makes the first stage one layer longer.
+        assert_eq!(b[0].0, a[0].0 + 1);
+        let kinds = |s: &[(usize, StageKind)]| s.iter().map(|k| k.1.clone()).collect::<Vec<_>>();
+        assert_eq!(kinds(&a), kinds(&b));
+        if crate::kernels::has_avx512() {
+            let backward_fused = |s: &StageKind| {
+                matches!(
+                    s,
+                    StageKind::ConvPool {
+                        backward_fused: true,
+                        ..
+                    }
+                )
+            };
+            assert!(
+                backward_fused(&a[0].1),
+                "LeNet's first stage fuses both passes"
+            );
+            assert!(matches!(
+                a[1].1,
+                StageKind::ConvPool {
+                    backward_fused: false,
+                    ..
+                }
+            ));
+            assert_eq!(a.len(), 4, "conv+pool, conv+pool, flatten, dense");
+        } else {
+            eprintln!("SKIPPED (in part): this CPU has no AVX-512, so nothing fuses");
+            assert!(kinds(&a).iter().all(|k| *k == StageKind::Layer));
+            let reasons = &inline.network.plan.unfused;
+            assert!(
+                reasons.iter().all(|(_, r)| r.contains("AVX-512")),
+                "{reasons:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_plan_says_why_a_convolution_runs_alone() {
+        let mut model = Sequential::with_seed(1);
+        model.add(Conv2D::new(8, (3, 3)).input_shape(&[16, 16, 1]));
+        model.add(MaxPooling2D::new((2, 2)));
+        model.add(Conv2D::new(8, (3, 3)).activation(Relu));
+        model.add(MaxPooling2D::new((3, 3)));
+        let text = model.plan_string().unwrap();
+        assert!(text.contains("conv2d: its activation is linear"), "{text}");
+        assert!(
+            text.contains("conv2d_1: followed by max_pooling2d_1 (MaxPooling2D)"),
+            "{text}"
+        );
+        assert!(!text.contains("  fused:"), "{text}");
+    }
+}

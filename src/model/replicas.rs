@@ -23,7 +23,7 @@ pub const MAX_REPLICAS: usize = 8;
 /// gradients and the mean of their non-trainable state. In-process
 /// training uses [`InProcessSum`]; a reducer spanning processes (an MPI
 /// all-reduce) is another implementation of the same trait.
-pub trait GradientReducer: Send {
+pub trait GradientReducer: Send + Sync {
     /// `parts[r][t]` is tensor `t` of replica `r`. Leaves in `parts[0][t]`
     /// the sum over every replica (and, for a reducer spanning processes,
     /// over every process), added in a fixed order.

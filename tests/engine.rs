@@ -1,0 +1,298 @@
+//! The engine's contract: replicas (AlexNet's Dropout included), layers
+//! with non-trainable state, layers added after `compile`, and inference
+//! on `&self` from several threads.
+
+mod common;
+
+use common::{random, rng};
+use convnet::Activation::{Relu, Softmax};
+use convnet::initializers::Rng;
+use convnet::layers::{Buffer, Conv2D, Dense, Flatten, Layer, MaxPooling2D, TrainingStep};
+use convnet::optimizers::{Adam, SGD};
+use convnet::{Fit, Loss, Sequential};
+use ndarray::{ArrayD, IxDyn};
+
+fn one_hot(samples: usize, classes: usize) -> ArrayD<f32> {
+    ArrayD::from_shape_fn(IxDyn(&[samples, classes]), |i| {
+        ((i[0] * 7) % classes == i[1]) as u8 as f32
+    })
+}
+
+/// One step of `fit` with a learning rate of zero: the model's gradients
+/// (summed over its replicas), and how many replicas ran.
+fn alexnet_gradients(x: &ArrayD<f32>, y: &ArrayD<f32>, replicas: usize) -> (Vec<Vec<f32>>, usize) {
+    let mut model = convnet::models::alexnet(4);
+    model
+        .compile(Loss::CategoricalCrossentropy, SGD::new(0.0), &[])
+        .unwrap();
+    let options = Fit {
+        batch_size: x.shape()[0],
+        verbose: 0,
+        shuffle: false,
+        replicas: Some(replicas),
+        ..Fit::default()
+    };
+    let history = model.fit(x, y, options).unwrap();
+    let grads = model
+        .params()
+        .iter()
+        .map(|p| p.grad.iter().copied().collect())
+        .collect();
+    (grads, history.replicas)
+}
+
+fn in_pool<T: Send>(threads: usize, job: impl FnOnce() -> T + Send) -> T {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap();
+    pool.install(job)
+}
+
+/// AlexNet, Dropout layers and all, trains on two replicas: their summed
+/// gradients are the one replica's up to rounding (Dropout draws by
+/// sample, not by replica), and the same bit for bit on 1 or 2 threads.
+#[test]
+fn alexnet_trains_on_replicas() {
+    let mut r = rng(11);
+    let x = random(&[4, 227, 227, 3], &mut r);
+    let y = one_hot(4, 1000);
+    let (one, count) = alexnet_gradients(&x, &y, 1);
+    assert_eq!(count, 1);
+    let (two, count) = in_pool(2, || alexnet_gradients(&x, &y, 2));
+    assert_eq!(count, 2, "AlexNet runs on two replicas");
+    for (t, (a, b)) in one.iter().zip(&two).enumerate() {
+        let scale = a.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-12);
+        for (i, (a, b)) in a.iter().zip(b).enumerate() {
+            assert!(
+                (a - b).abs() <= 1e-4 * scale,
+                "tensor {t} [{i}]: {a} vs {b}"
+            );
+        }
+    }
+    assert!(
+        one.iter().all(|g| g.iter().any(|&v| v != 0.0)),
+        "every tensor has a gradient"
+    );
+    let (two_on_one_thread, _) = in_pool(1, || alexnet_gradients(&x, &y, 2));
+    assert!(
+        two == two_on_one_thread,
+        "1 and 2 threads must agree bit for bit"
+    );
+}
+
+/// A layer with state: passes its input through, and while training keeps
+/// a moving average of each feature's batch mean.
+#[derive(Clone)]
+struct RunningMean {
+    mean: Buffer,
+}
+
+impl RunningMean {
+    fn new() -> Self {
+        RunningMean {
+            mean: Buffer::new("moving_mean", ArrayD::zeros(IxDyn(&[0]))),
+        }
+    }
+}
+
+impl Layer for RunningMean {
+    fn class_name(&self) -> &'static str {
+        "RunningMean"
+    }
+
+    fn build(&mut self, input_shape: &[usize], _: &mut Rng) -> convnet::Result<Vec<usize>> {
+        self.mean.value = ArrayD::zeros(IxDyn(input_shape));
+        Ok(input_shape.to_vec())
+    }
+
+    fn forward(&self, input: &ArrayD<f32>, output: &mut ArrayD<f32>) {
+        *output = input.clone();
+    }
+
+    fn forward_train(&mut self, input: &ArrayD<f32>, output: &mut ArrayD<f32>, _: TrainingStep) {
+        let batch_mean = input.mean_axis(ndarray::Axis(0)).unwrap();
+        self.mean.value = &self.mean.value * 0.5 + batch_mean * 0.5;
+        self.forward(input, output);
+    }
+
+    fn backward(
+        &mut self,
+        _: &ArrayD<f32>,
+        _: &ArrayD<f32>,
+        grad_output: &mut ArrayD<f32>,
+        grad_input: Option<&mut ArrayD<f32>>,
+    ) {
+        if let Some(grad_input) = grad_input {
+            *grad_input = grad_output.clone();
+        }
+    }
+
+    fn buffers(&self) -> Vec<&Buffer> {
+        vec![&self.mean]
+    }
+
+    fn buffers_mut(&mut self) -> Vec<&mut Buffer> {
+        vec![&mut self.mean]
+    }
+
+    fn replicate(&self) -> Option<Box<dyn Layer>> {
+        Some(Box::new(self.clone()))
+    }
+}
+
+fn stateful_model(seed: u64) -> Sequential {
+    let mut model = Sequential::with_seed(seed);
+    model.add(Dense::new(4).activation(Relu).input_shape(&[3]));
+    model.add(RunningMean::new());
+    model.add(Dense::new(2).activation(Softmax));
+    model
+        .compile(Loss::CategoricalCrossentropy, Adam::default(), &[])
+        .unwrap();
+    model
+}
+
+/// State is counted by the summary, averaged over replicas, and saved and
+/// loaded with the weights.
+#[test]
+fn layer_state_is_counted_replicated_and_saved() {
+    let mut model = stateful_model(2);
+    assert_eq!(model.count_non_trainable(), 4);
+    let summary = model.summary_string().unwrap();
+    assert!(
+        summary.contains("Non-trainable params: 4 (16.00 B)"),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("Trainable params: 26 (104.00 B)"),
+        "{summary}"
+    );
+
+    let x = random(&[8, 3], &mut rng(3));
+    let y = one_hot(8, 2);
+    let fit = |replicas| Fit {
+        batch_size: 8,
+        verbose: 0,
+        shuffle: false,
+        replicas: Some(replicas),
+        ..Fit::default()
+    };
+    let mut alone = stateful_model(2);
+    alone.fit(&x, &y, fit(1)).unwrap();
+    assert_eq!(model.fit(&x, &y, fit(2)).unwrap().replicas, 2);
+    let (a, b) = (&alone.buffers()[0].value, &model.buffers()[0].value);
+    assert!(a.iter().any(|&v| v != 0.0));
+    for (a, b) in a.iter().zip(b) {
+        assert!(
+            (a - b).abs() <= 1e-6,
+            "the mean of the halves' updates: {a} vs {b}"
+        );
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.safetensors");
+    model.save_weights(&path).unwrap();
+    let mut loaded = stateful_model(9);
+    loaded.load_weights(&path).unwrap();
+    assert_eq!(loaded.buffers()[0].value, model.buffers()[0].value);
+    assert_eq!(loaded.params()[0].value, model.params()[0].value);
+
+    // Weights saved without the state do not load into a model with it.
+    let mut stateless = Sequential::with_seed(2);
+    stateless.add(Dense::new(4).activation(Relu).input_shape(&[3]));
+    stateless.add(Dense::new(2).activation(Softmax));
+    stateless.save_weights(&path).unwrap();
+    let error = loaded.load_weights(&path).unwrap_err().to_string();
+    assert!(
+        error.contains("dense_1.kernel") || error.contains("moving_mean"),
+        "{error}"
+    );
+}
+
+/// A layer added after `compile` is built (the others keep their weights)
+/// and planned before `fit`; until then the `&self` methods say so.
+#[test]
+fn a_layer_added_after_compile_is_built_before_use() {
+    let mut model = Sequential::with_seed(5);
+    model.add(Dense::new(3).activation(Softmax).input_shape(&[4]));
+    model
+        .compile(Loss::CategoricalCrossentropy, Adam::default(), &[])
+        .unwrap();
+    let first = model.params()[0].value.clone();
+    model.add(Dense::new(2).activation(Softmax));
+    let x = random(&[6, 4], &mut rng(4));
+    let y = one_hot(6, 2);
+    let error = model.evaluate(&x, &y).unwrap_err().to_string();
+    assert!(error.contains("not built yet"), "{error}");
+    assert!(model.predict(&x).is_err());
+
+    // Built by profile_step: the gradients are those of a model made with
+    // both layers from the start (softmax's derivative, handed to the loss
+    // when the first layer was the last, is the first layer's own again).
+    model.profile_step(&x, &y, &[0, 1, 2, 3, 4, 5]).unwrap();
+    assert_eq!(
+        model.params()[0].value,
+        first,
+        "the first layer keeps its weights"
+    );
+    let mut fresh = Sequential::with_seed(5);
+    fresh.add(Dense::new(3).activation(Softmax).input_shape(&[4]));
+    fresh.add(Dense::new(2).activation(Softmax));
+    fresh
+        .compile(Loss::CategoricalCrossentropy, Adam::default(), &[])
+        .unwrap();
+    for (mine, theirs) in fresh.params_mut().into_iter().zip(model.params()) {
+        mine.value.assign(&theirs.value);
+    }
+    fresh.profile_step(&x, &y, &[0, 1, 2, 3, 4, 5]).unwrap();
+    for (a, b) in model.params().iter().zip(fresh.params()) {
+        assert_eq!(a.grad, b.grad);
+    }
+    let options = Fit {
+        epochs: 2,
+        verbose: 0,
+        ..Fit::default()
+    };
+    model.fit(&x, &y, options).unwrap();
+    assert_eq!(model.predict(&x).unwrap().shape(), &[6, 2]);
+}
+
+/// One trained model serves predictions from several threads at once.
+#[test]
+fn predict_runs_on_shared_references_from_several_threads() {
+    let mut model = Sequential::with_seed(6);
+    model.add(
+        Conv2D::new(6, (3, 3))
+            .activation(Relu)
+            .input_shape(&[10, 10, 1]),
+    );
+    model.add(MaxPooling2D::new((2, 2)));
+    model.add(Flatten::new());
+    model.add(Dense::new(3).activation(Softmax));
+    model
+        .compile(Loss::CategoricalCrossentropy, Adam::default(), &[])
+        .unwrap();
+    let x = random(&[20, 10, 10, 1], &mut rng(8));
+    let y = one_hot(20, 3);
+    model
+        .fit(
+            &x,
+            &y,
+            Fit {
+                verbose: 0,
+                ..Fit::default()
+            },
+        )
+        .unwrap();
+    let expected = model.predict(&x).unwrap();
+    let model = &model;
+    std::thread::scope(|scope| {
+        let threads: Vec<_> = (0..4)
+            .map(|_| scope.spawn(|| model.predict_with_batch_size(&x, 7).unwrap()))
+            .collect();
+        for thread in threads {
+            assert_eq!(thread.join().unwrap(), expected);
+        }
+    });
+    assert!(model.evaluate(&x, &y).unwrap().loss.is_finite());
+}
