@@ -92,6 +92,7 @@ impl Sequential {
             .is_some_and(|c| c.scoring.fused_softmax);
         arrange_derivatives(&mut network.entries, fused_softmax);
         self.slots = Slots::for_network(network);
+        self.spare_slots = Default::default();
         self.ready = true;
         Ok(())
     }

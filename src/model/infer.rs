@@ -32,6 +32,19 @@ impl Scores {
 }
 
 impl Sequential {
+    /// Runs `job` with inference slots: spare ones from an earlier call,
+    /// or new ones when every spare is in use by another thread.
+    fn with_slots<T>(&self, job: impl FnOnce(&mut Slots) -> T) -> T {
+        // A poisoned lock only means another call panicked: slots are scratch.
+        let spare = self.spare_slots.lock().map_or(None, |mut s| s.pop());
+        let mut slots = spare.unwrap_or_else(|| Slots::for_network(&self.network));
+        let result = job(&mut slots);
+        if let Ok(mut spare) = self.spare_slots.lock() {
+            spare.push(slots);
+        }
+        result
+    }
+
     /// The summed loss and metric counts on `(x, y)`, `batch_size` samples
     /// at a time.
     pub(super) fn tally(
@@ -42,15 +55,16 @@ impl Sequential {
     ) -> Result<Tally> {
         let scoring = &self.compiled()?.scoring;
         let mut tally = Tally::new(scoring.metrics.len());
-        let mut slots = Slots::for_network(&self.network);
         let indices: Vec<usize> = (0..x.len()).collect();
-        for batch in indices.chunks(batch_size.max(1)) {
-            slots.load_inputs(x, batch, &self.network.input_shape);
-            slots.load_targets(y, batch);
-            self.network.forward(&mut slots);
-            scoring.score(&mut slots, &mut tally, None)?;
-        }
-        Ok(tally)
+        self.with_slots(|slots| {
+            for batch in indices.chunks(batch_size.max(1)) {
+                slots.load_inputs(x, batch, &self.network.input_shape);
+                slots.load_targets(y, batch);
+                self.network.forward(slots);
+                scoring.score(slots, &mut tally, None)?;
+            }
+            Ok(tally)
+        })
     }
 
     /// The mean loss and metrics of the model on `(x, y)`.
@@ -94,13 +108,14 @@ impl Sequential {
             ))
         })?;
         let mut out = Vec::with_capacity(total);
-        let mut slots = Slots::for_network(&self.network);
         let indices: Vec<usize> = (0..x.len()).collect();
-        for batch in indices.chunks(batch_size.max(1)) {
-            slots.load_inputs(x, batch, &self.network.input_shape);
-            self.network.forward(&mut slots);
-            out.extend_from_slice(slots.output().as_slice().expect("standard layout"));
-        }
+        self.with_slots(|slots| {
+            for batch in indices.chunks(batch_size.max(1)) {
+                slots.load_inputs(x, batch, &self.network.input_shape);
+                self.network.forward(slots);
+                out.extend_from_slice(slots.output().as_slice().expect("standard layout"));
+            }
+        });
         Ok(ArrayD::from_shape_vec(IxDyn(&shape), out).expect("sizes match"))
     }
 }

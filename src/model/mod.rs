@@ -60,6 +60,9 @@ pub struct Sequential {
     compiled: Option<Compiled>,
     /// The model's own slots for training (it is replica 0).
     slots: Slots,
+    /// Slots for inference, lent to one `&self` call at a time and kept
+    /// for the next, so that repeated calls do not allocate.
+    spare_slots: std::sync::Mutex<Vec<Slots>>,
     /// Optimizer steps taken so far (Dropout keys its draws on it).
     steps: u64,
     reducer: Box<dyn GradientReducer>,
@@ -94,6 +97,7 @@ impl Sequential {
             ready: false,
             compiled: None,
             slots: Slots::default(),
+            spare_slots: Default::default(),
             steps: 0,
             reducer: Box::new(InProcessSum),
         }
