@@ -18,6 +18,9 @@ const WIDE_TAPS: usize = 6;
 const NARROW_PIXELS: usize = 8;
 
 /// `max(sums, 0)` if the layer fuses relu into its forward pass.
+///
+/// # Safety
+/// The CPU supports AVX2 and FMA (code compiled without them calls this in `unsafe`).
 #[target_feature(enable = "avx2,fma")]
 fn relu(s: &Shape, sums: __m256) -> __m256 {
     if s.relu {
@@ -28,6 +31,9 @@ fn relu(s: &Shape, sums: __m256) -> __m256 {
 }
 
 /// The mask of the first `filters` (at most 8) lanes.
+///
+/// # Safety
+/// The CPU supports AVX2 and FMA (code compiled without them calls this in `unsafe`).
 #[target_feature(enable = "avx2,fma")]
 fn lanes(filters: usize) -> __m256i {
     let index = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);

@@ -33,6 +33,9 @@ const ROW_BLOCK_INPUTS: usize = 16;
 /// of the top output row and kernel row `r - 1` of the bottom one. Pixel
 /// (or pair) `p` reads `inputs[STEP · p + kx]` at tap `kx`, and
 /// `weights(ky, kx)` loads the tap's weight vector.
+///
+/// # Safety
+/// The CPU supports AVX-512F (code compiled without it calls this in `unsafe`).
 #[target_feature(enable = "avx512f")]
 #[inline]
 fn add_input_row<const P: usize, const KW: usize, const STEP: usize>(
@@ -62,6 +65,9 @@ fn first_lanes(n: usize) -> __mmask16 {
 }
 
 /// `max(sums, 0)` if the layer fuses relu into its forward pass.
+///
+/// # Safety
+/// The CPU supports AVX-512F (code compiled without it calls this in `unsafe`).
 #[target_feature(enable = "avx512f")]
 fn relu(s: &Shape, sums: __m512) -> __m512 {
     if s.relu {
@@ -491,6 +497,9 @@ fn interleave_kernel<'a>(
 
 /// The index that gathers a pair's lanes into NHWC order: the first
 /// pixel's filters, then the second's.
+///
+/// # Safety
+/// The CPU supports AVX-512F (code compiled without it calls this in `unsafe`).
 #[target_feature(enable = "avx512f")]
 fn to_pixels(filters: usize) -> __m512i {
     let mut index = [0i32; LANES];
@@ -737,6 +746,9 @@ pub unsafe fn pair_forward_pooled(
 /// The index that packs two pooled windows' maxima side by side: lane
 /// 2f holds filter f's left pixel, lane 2f + 1 its right one, and the
 /// maxima land in the even lanes.
+///
+/// # Safety
+/// The CPU supports AVX-512F (code compiled without it calls this in `unsafe`).
 #[target_feature(enable = "avx512f")]
 fn pack_maxima(filters: usize) -> __m512i {
     let mut index = [0i32; LANES];
@@ -788,6 +800,9 @@ unsafe fn pool_pairs(
 /// One 2x2 window per filter from its top and bottom pixel pairs, in the
 /// pair layout: in the even lanes, `max(window, 0)` and the winning
 /// position (see [`pool_window`]).
+///
+/// # Safety
+/// The CPU supports AVX-512F (code compiled without it calls this in `unsafe`).
 #[target_feature(enable = "avx512f")]
 fn pool_pair_window(top: __m512, bottom: __m512) -> (__m512, __m512i) {
     // Each lane pair swapped: the right pixel in the even lane.
@@ -802,6 +817,9 @@ fn pool_pair_window(top: __m512, bottom: __m512) -> (__m512, __m512i) {
 /// row: `max(window, 0)` and the winning position 0 1 / 2 3 by the rule of
 /// `kernels::pool` (the right pixel wins only if strictly larger, then the
 /// bottom row only if strictly larger than the top).
+///
+/// # Safety
+/// The CPU supports AVX-512F (code compiled without it calls this in `unsafe`).
 #[target_feature(enable = "avx512f")]
 fn pool_window(
     (top_left, top_right): (__m512, __m512),

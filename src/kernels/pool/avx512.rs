@@ -130,6 +130,9 @@ pub unsafe fn backward_2x2(
 /// The 16 winner bytes from `at`, widened to 32-bit lanes (bytes past the
 /// end of `winners` read as 0; the lanes they fill are masked off by the
 /// caller).
+///
+/// # Safety
+/// The CPU supports AVX-512F (code compiled without it calls this in `unsafe`).
 #[target_feature(enable = "avx512f")]
 pub(crate) fn load_winners(winners: &[u8], at: usize) -> __m512i {
     let bytes = if let Some(bytes) = winners.get(at..at + 16) {
