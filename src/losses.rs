@@ -71,10 +71,48 @@ impl Loss {
         )))
     }
 
+    /// Checks the values of a batch of `targets` for predictions of `width`
+    /// values per sample. For [`Loss::SparseCategoricalCrossentropy`], whose
+    /// targets hold one class index per sample, each must be a whole number
+    /// in `0..width`: a label that is negative, too large, fractional or NaN
+    /// is an [`Error::InvalidArgument`] naming the value, its sample (counted
+    /// from the start of `targets`) and the valid range, where
+    /// [`Loss::compute`] would silently give a wrong loss and gradient. Other
+    /// losses take any values: they always pass. One pass over the targets.
+    ///
+    /// ```
+    /// use convnet::Loss;
+    ///
+    /// let sparse = Loss::SparseCategoricalCrossentropy;
+    /// assert!(sparse.check_labels(&[0.0, 9.0, 3.0], 10).is_ok());
+    /// let err = sparse.check_labels(&[0.0, 10.0], 10).unwrap_err();
+    /// assert!(err.to_string().contains("sample 1"), "{err}");
+    /// // One-hot (or soft) targets are not class indices: anything goes.
+    /// assert!(Loss::CategoricalCrossentropy.check_labels(&[0.25, 0.75], 2).is_ok());
+    /// ```
+    pub fn check_labels(self, targets: &[f32], width: usize) -> Result<()> {
+        if self != Loss::SparseCategoricalCrossentropy {
+            return Ok(());
+        }
+        let classes = width as f32;
+        // NaN fails both comparisons.
+        let is_class = |&label: &f32| label >= 0.0 && label < classes && label.fract() == 0.0;
+        match targets.iter().position(|label| !is_class(label)) {
+            None => Ok(()),
+            Some(sample) => Err(Error::InvalidArgument(format!(
+                "{}: the target of sample {sample} is {}, not a class index: each label must \
+                 be a whole number in 0..{width}, one of the model's {width} classes",
+                self.name(),
+                targets[sample]
+            ))),
+        }
+    }
+
     /// The summed (not yet averaged) loss of the `pred` rows of `width`
     /// values against `target`, and, if `grad` is given, the gradient of the
     /// *mean* loss over `batch` samples with respect to `pred` (or, when
-    /// `fused_softmax`, with respect to the softmax's input).
+    /// `fused_softmax`, with respect to the softmax's input). Sparse targets
+    /// are taken to be valid class indices: see [`Loss::check_labels`].
     pub fn compute(
         self,
         pred: &[f32],
@@ -173,4 +211,78 @@ fn squared_error(p: &[f32], y: &[f32], scale: f32, grad: Option<&mut [f32]>) -> 
     }
     let sum: f64 = p.iter().zip(y).map(|(p, y)| ((p - y) as f64).powi(2)).sum();
     sum / width as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SPARSE: Loss = Loss::SparseCategoricalCrossentropy;
+
+    /// The message of `check_labels`'s error, which must be an invalid argument.
+    fn refusal(targets: &[f32], width: usize) -> String {
+        match SPARSE.check_labels(targets, width) {
+            Err(err @ Error::InvalidArgument(_)) => err.to_string(),
+            other => panic!("{targets:?} with {width} classes gave {other:?}"),
+        }
+    }
+
+    #[test]
+    fn valid_sparse_labels_pass() {
+        assert!(SPARSE.check_labels(&[0.0, 1.0, 9.0, 5.0, 0.0], 10).is_ok());
+        assert!(SPARSE.check_labels(&[], 10).is_ok());
+        assert!(SPARSE.check_labels(&[0.0], 1).is_ok());
+        assert!(SPARSE.check_labels(&[-0.0], 2).is_ok());
+    }
+
+    #[test]
+    fn a_label_past_the_last_class_is_refused() {
+        let message = refusal(&[3.0, 9.0, 10.0, 42.0], 10);
+        for part in [
+            "sample 2",
+            "is 10",
+            "0..10",
+            "10 classes",
+            "sparse_categorical_crossentropy",
+        ] {
+            assert!(message.contains(part), "no {part:?} in: {message}");
+        }
+        assert!(refusal(&[0.0], 0).contains("0..0"));
+    }
+
+    #[test]
+    fn a_negative_label_is_refused() {
+        let message = refusal(&[0.0, -1.0], 10);
+        assert!(
+            message.contains("sample 1") && message.contains("is -1"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn a_fractional_label_is_refused() {
+        let message = refusal(&[2.5, 1.0], 10);
+        assert!(
+            message.contains("sample 0") && message.contains("is 2.5"),
+            "{message}"
+        );
+        assert!(refusal(&[9.5], 10).contains("is 9.5"));
+    }
+
+    #[test]
+    fn a_nan_label_is_refused() {
+        let message = refusal(&[1.0, 2.0, f32::NAN], 10);
+        assert!(
+            message.contains("sample 2") && message.contains("is NaN"),
+            "{message}"
+        );
+        assert!(refusal(&[f32::INFINITY], 10).contains("is inf"));
+    }
+
+    #[test]
+    fn other_losses_take_any_targets() {
+        for loss in [Loss::CategoricalCrossentropy, Loss::MeanSquaredError] {
+            assert!(loss.check_labels(&[-1.0, 0.5, f32::NAN, 12.0], 2).is_ok());
+        }
+    }
 }

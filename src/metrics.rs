@@ -19,7 +19,9 @@ impl Metric {
         }
     }
 
-    /// How many of the `pred` rows of `width` values are right.
+    /// How many of the `pred` rows of `width` values are right. Sparse
+    /// targets are taken to be valid class indices: see
+    /// [`Loss::check_labels`](crate::Loss::check_labels).
     pub fn count_correct(self, pred: &[f32], target: &[f32], width: usize) -> usize {
         let batch = pred.len() / width;
         let target_width = target.len() / batch.max(1);

@@ -70,6 +70,10 @@ pub fn load_data() -> Result<MnistData> {
 /// Loads MNIST from `dir`; `verify` checks the SHA-256 of each file against
 /// the canonical release (turn it off only for other data in IDX format,
 /// such as Fashion-MNIST).
+///
+/// A missing file is an [`Error::Io`] of kind
+/// [`NotFound`](std::io::ErrorKind::NotFound); a file whose contents are wrong
+/// (not gzip, wrong header, checksum mismatch) is an [`Error::Data`].
 pub fn load_data_from(dir: &Path, verify: bool) -> Result<MnistData> {
     let read = |i: usize| read_idx(dir, FILES[i].0, verify.then_some(FILES[i].1));
     let train_images = images(read(0)?)?;
@@ -117,19 +121,22 @@ fn read_idx(dir: &Path, name: &str, sha256: Option<&str>) -> Result<(PathBuf, Ve
         let bytes = std::fs::read(&plain).map_err(|e| Error::io(&plain, e))?;
         (plain, bytes)
     } else {
-        return Err(Error::Data(format!(
-            "MNIST file {} not found (nor {name} uncompressed); point --data-dir or CONVNET_DATA \
-             at the folder holding the four MNIST IDX files",
-            gz.display()
-        )));
+        let message = format!(
+            "MNIST file not found (nor {name} uncompressed); pass the folder holding the four \
+             MNIST IDX files to load_data_from, or point CONVNET_DATA at it for load_data"
+        );
+        return Err(Error::io(
+            gz,
+            std::io::Error::new(std::io::ErrorKind::NotFound, message),
+        ));
     };
     if let Some(want) = sha256 {
         let got = hex(&Sha256::digest(&bytes));
         if got != want {
             return Err(Error::Data(format!(
                 "{}: checksum mismatch (SHA-256 of the contents is {got}, MNIST's is {want}); \
-                 the file is corrupt or is not MNIST: copy it again, or pass --skip-checksum \
-                 for other data in IDX format",
+                 the file is corrupt or is not MNIST: copy it again, or, for other data in \
+                 IDX format, load it without this check (load_data_from with verify false)",
                 path.display()
             )));
         }
@@ -184,4 +191,23 @@ fn labels((path, bytes): (PathBuf, Vec<u8>)) -> Result<Array1<u8>> {
         )));
     }
     Ok(Array1::from_shape_vec(shape[0], data).expect("sizes checked"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_file_is_a_not_found_error_naming_the_api_not_a_flag() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = load_data_from(dir.path(), true).unwrap_err();
+        let message = err.to_string();
+        assert!(
+            matches!(&err, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound),
+            "{err:?}"
+        );
+        assert!(message.contains("train-images-idx3-ubyte.gz"), "{message}");
+        assert!(message.contains("load_data_from"), "{message}");
+        assert!(!message.contains("--"), "{message}");
+    }
 }

@@ -212,6 +212,7 @@ mod simd {
     }
 
     /// `acc += Σ_taps input[tap] · weights[tap]`, element-wise over a block.
+    ///
     /// # Safety
     /// The taps must have passed [`check`] for a `last_start` of at least
     /// `start`, with `input` and `weights` as its slices.
@@ -237,6 +238,7 @@ mod simd {
     }
 
     /// `acc[tap] += input[tap] · g` for every tap, element-wise over a block.
+    ///
     /// # Safety
     /// The taps must have passed [`check`] for a `last_start` of at least
     /// `start`, with `input` and `acc` as its slices.
@@ -269,6 +271,13 @@ mod simd {
 
         const REGS: usize = LANES / 8;
 
+        /// [`super::multiply_add_taps`] with AVX2 and FMA.
+        ///
+        /// # Safety
+        /// The CPU supports AVX2 and FMA, and for every tap `(i, w)`,
+        /// `i + start + LANES <= input.len()` and `w + start + LANES <=
+        /// weights.len()` (as [`super::check`] asserts): the loads are
+        /// unchecked.
         #[target_feature(enable = "avx2,fma")]
         pub unsafe fn multiply_add_taps(
             acc: &mut [f32; LANES],
@@ -299,6 +308,13 @@ mod simd {
             }
         }
 
+        /// [`super::accumulate_taps`] with AVX2 and FMA.
+        ///
+        /// # Safety
+        /// The CPU supports AVX2 and FMA, and for every tap `(i, a)`,
+        /// `i + start + LANES <= input.len()` and `a + start + LANES <=
+        /// acc.len()` (as [`super::check`] asserts): the loads and stores
+        /// are unchecked.
         #[target_feature(enable = "avx2,fma")]
         pub unsafe fn accumulate_taps(
             acc: &mut [f32],

@@ -273,6 +273,9 @@ fn accumulate_row<T: Element>(out: &mut [T], source: &[T], taps: &[(usize, T)]) 
 
 /// The same loop compiled for AVX2: twice the vector width of the x86-64
 /// baseline. No FMA is enabled, so the rounding is identical.
+///
+/// # Safety
+/// The CPU supports AVX2 (code compiled without it calls this in `unsafe`).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 fn accumulate_row_avx2<T: Element>(out: &mut [T], source: &[T], taps: &[(usize, T)]) {

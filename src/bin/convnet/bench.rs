@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use clap::Args;
 use convnet::data::{Rescaled, Samples};
-use convnet::datasets::{mnist, to_categorical};
+use convnet::datasets::to_categorical;
 use convnet::optimizers::Adam;
 use convnet::{Error, Fit, Loss, Metric, Result, Sequential};
 use ndarray::{Array2, Array4, Axis, s};
@@ -212,11 +212,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
         Some(n) => n,
         None => std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
-    let dir = args
-        .data_dir
-        .as_deref()
-        .map_or_else(mnist::default_dir, mnist::resolve);
-    let ((train_x, train_y), (test_x, _)) = mnist::load_data_from(&dir, true)?;
+    let ((train_x, train_y), (test_x, _)) =
+        super::train::load_mnist(args.data_dir.as_deref(), true)?;
     let images = args
         .images
         .clamp(args.batch_size.max(1), train_x.len_of(Axis(0)));

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 use convnet::data::Rescaled;
-use convnet::datasets::{mnist, to_categorical};
+use convnet::datasets::to_categorical;
 use convnet::optimizers::Adam;
 use convnet::{Loss, Metric, Result};
 use ndarray::{Axis, s};
@@ -34,11 +34,7 @@ pub fn run(args: EvaluateArgs) -> Result<()> {
         &[Metric::Accuracy],
     )?;
     model.load_weights(&args.weights)?;
-    let dir = args
-        .data_dir
-        .as_deref()
-        .map_or_else(mnist::default_dir, mnist::resolve);
-    let (_, (test_x, test_y)) = mnist::load_data_from(&dir, true)?;
+    let (_, (test_x, test_y)) = super::train::load_mnist(args.data_dir.as_deref(), true)?;
     let test_x = super::train::first(&test_x, args.test_limit);
     let test_y = to_categorical(&test_y.slice(s![..test_x.len_of(Axis(0))]), 10)?;
     let score = model.evaluate(&Rescaled::new(&test_x, 1.0 / 255.0), &test_y)?;

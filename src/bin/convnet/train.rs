@@ -1,6 +1,7 @@
 //! `convnet train`: the reference Keras program, in one command.
 
-use std::path::PathBuf;
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
 
 use clap::Args;
 use convnet::data::Rescaled;
@@ -69,6 +70,23 @@ pub fn first(images: &Array3<u8>, limit: Option<usize>) -> ndarray::Array4<u8> {
         .insert_axis(Axis(3))
 }
 
+/// Loads MNIST from `data_dir` (`--data-dir`; default: $CONVNET_DATA, else
+/// data/mnist). The library's messages speak of its own API; a missing file's
+/// gets the flag that points elsewhere.
+pub fn load_mnist(data_dir: Option<&Path>, verify: bool) -> Result<mnist::MnistData> {
+    let dir = data_dir.map_or_else(mnist::default_dir, mnist::resolve);
+    mnist::load_data_from(&dir, verify).map_err(|e| match e {
+        Error::Io { path, source } if source.kind() == ErrorKind::NotFound => {
+            let source = std::io::Error::new(
+                ErrorKind::NotFound,
+                format!("{source} (use --data-dir DIR)"),
+            );
+            Error::Io { path, source }
+        }
+        other => other,
+    })
+}
+
 pub fn run(args: TrainArgs) -> Result<()> {
     super::set_threads(args.threads)?;
     for path in [&args.metrics_out, &args.save_weights]
@@ -77,11 +95,14 @@ pub fn run(args: TrainArgs) -> Result<()> {
     {
         check_writable_folder(path)?;
     }
-    let dir = args
-        .data_dir
-        .as_deref()
-        .map_or_else(mnist::default_dir, mnist::resolve);
-    let ((train_x, train_y), (test_x, test_y)) = mnist::load_data_from(&dir, !args.skip_checksum)?;
+    let ((train_x, train_y), (test_x, test_y)) =
+        load_mnist(args.data_dir.as_deref(), !args.skip_checksum).map_err(|e| match e {
+            // The library's wording (tests/cli.rs checks it).
+            Error::Data(message) if message.contains("checksum mismatch") => {
+                Error::Data(format!("{message} (use --skip-checksum)"))
+            }
+            other => other,
+        })?;
     let (train_x, test_x) = (
         first(&train_x, args.train_limit),
         first(&test_x, args.test_limit),

@@ -1,5 +1,11 @@
 //! The AVX2 + FMA kernels of `filter_conv`: wide layers (groups of 16
 //! filters, two vectors) and narrow ones (up to 8 filters, one masked vector).
+//!
+//! Every `# Safety` section below takes `s` to be a [`Shape`] made by
+//! `Shape::new` (with any `relu`): a layer that `filter_conv::applies`, whose
+//! padded image ([`padded_len`] values) is `out_h + k_h - 1` rows of
+//! `row_len` values, and `row_taps = k_w · channels`. Counts of values are
+//! `f32`s.
 
 use super::{GROUP, MAX_BLOCK, Shape, VEC, bias_output, padded_len};
 use std::arch::x86_64::*;
@@ -12,6 +18,9 @@ const WIDE_TAPS: usize = 6;
 const NARROW_PIXELS: usize = 8;
 
 /// `max(sums, 0)` if the layer fuses relu into its forward pass.
+///
+/// # Safety
+/// The CPU supports AVX2 and FMA (code compiled without them calls this in `unsafe`).
 #[target_feature(enable = "avx2,fma")]
 fn relu(s: &Shape, sums: __m256) -> __m256 {
     if s.relu {
@@ -22,6 +31,9 @@ fn relu(s: &Shape, sums: __m256) -> __m256 {
 }
 
 /// The mask of the first `filters` (at most 8) lanes.
+///
+/// # Safety
+/// The CPU supports AVX2 and FMA (code compiled without them calls this in `unsafe`).
 #[target_feature(enable = "avx2,fma")]
 fn lanes(filters: usize) -> __m256i {
     let index = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
@@ -31,8 +43,10 @@ fn lanes(filters: usize) -> __m256i {
 /// Output row `oy` of one padded image.
 ///
 /// # Safety
-/// AVX2 and FMA present; `image` is one padded image, `kernel` and `bias`
-/// the layer's, `row` one whole output row.
+/// The CPU supports AVX2 and FMA; `image` holds at least one padded image
+/// ([`padded_len`] values), `oy < out_h`, `kernel` holds the layer's
+/// `patch_len · filters` values and `bias` its `filters`, and `row` is one
+/// whole output row (`out_w · filters` values).
 #[target_feature(enable = "avx2,fma")]
 pub unsafe fn forward_row(
     s: &Shape,
@@ -71,6 +85,16 @@ pub unsafe fn forward_row(
 
 /// 16 filters of `P` output pixels: `x` points at the first pixel's
 /// window, `kernel`, `bias` and `out` at the group's first filter.
+///
+/// # Safety
+/// The CPU supports AVX2 and FMA. Every tap of the `P` consecutive output
+/// pixels is readable from `x`: `(k_h - 1) · row_len + (P - 1) · channels +
+/// row_taps` values (the pixels' windows in one padded image). `kernel` and
+/// `bias` point at filter `group` of the layer's kernel and bias with
+/// `group + 16 <= filters`: 16 values readable at `tap · filters` for every
+/// `tap < patch_len`, and 16 bias values. `out` points at filter `group` of
+/// the first pixel of a row that holds all `P`: 16 values writable at `p ·
+/// filters` for `p < P`, overlapping none of the inputs.
 #[target_feature(enable = "avx2,fma")]
 unsafe fn wide_sums<const P: usize>(
     s: &Shape,
@@ -101,6 +125,11 @@ unsafe fn wide_sums<const P: usize>(
     }
 }
 
+/// [`narrow_sums`] for any channel count (`C = 0`), with one const
+/// parameter, as `unrolled!` calls it.
+///
+/// # Safety
+/// As [`narrow_sums`].
 #[target_feature(enable = "avx2,fma")]
 unsafe fn narrow_sums_any<const P: usize>(
     s: &Shape,
@@ -114,6 +143,15 @@ unsafe fn narrow_sums_any<const P: usize>(
 
 /// All (up to 8) filters of `P` output pixels, as [`wide_sums`]; `C` is
 /// the channel count when known at compile time, else 0.
+///
+/// # Safety
+/// The CPU supports AVX2 and FMA; the layer is narrow (`filters <= 8`: the
+/// masked loads and stores touch `filters` lanes) and `C` is 0 or
+/// `channels`. As for [`wide_sums`], `(k_h - 1) · row_len + (P - 1) ·
+/// channels + row_taps` values are readable from `x`; `kernel` and `bias`
+/// are the layer's whole kernel (`patch_len · filters` values) and bias
+/// (`filters`), and `P · filters` values are writable from `out`, which
+/// overlaps none of the inputs.
 #[target_feature(enable = "avx2,fma")]
 unsafe fn narrow_sums<const P: usize, const C: usize>(
     s: &Shape,
@@ -145,8 +183,11 @@ unsafe fn narrow_sums<const P: usize, const C: usize>(
 /// The kernel and bias gradients of a chunk, written.
 ///
 /// # Safety
-/// AVX2 and FMA present; `padded` and `dy` hold the same images,
-/// `d_kernel` has the kernel's length and `d_bias` one value per filter.
+/// The CPU supports AVX2 and FMA; `d_kernel` holds at least the kernel's
+/// `patch_len · filters` values and `d_bias` at least `filters` (both are
+/// written through pointers). `padded` and `dy` should hold the same images
+/// (whole padded images and whole output gradients: the loops stop at the
+/// shorter).
 #[target_feature(enable = "avx2,fma")]
 pub unsafe fn kernel_grad(
     s: &Shape,
@@ -179,6 +220,13 @@ pub unsafe fn kernel_grad(
 /// Taps `first..first + T` of kernel row `ky`, filters `group..group +
 /// 16`: `at = (ky, first, group)`; and, unless `bias` is null, the sums of
 /// `dy` for the group's bias gradient.
+///
+/// # Safety
+/// The CPU supports AVX2 and FMA; `ky < k_h`, `first + T <= row_taps` and
+/// `group + 16 <= filters` (the reads of `padded` and `dy` then stay inside
+/// each image's); `d_kernel` is writable for the kernel's `patch_len ·
+/// filters` values, and `bias` is null or writable for `filters` values;
+/// neither overlaps `padded` or `dy`.
 #[target_feature(enable = "avx2,fma")]
 unsafe fn wide_grad<const T: usize>(
     s: &Shape,
@@ -227,6 +275,10 @@ unsafe fn wide_grad<const T: usize>(
 }
 
 /// As [`wide_grad`], for all (up to 8) filters in one masked vector.
+///
+/// # Safety
+/// As [`wide_grad`], with the layer narrow (`filters <= 8`) instead of the
+/// condition on `group` (which is ignored).
 #[target_feature(enable = "avx2,fma")]
 unsafe fn narrow_grad<const T: usize>(
     s: &Shape,

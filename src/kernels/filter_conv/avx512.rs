@@ -1,6 +1,14 @@
 //! The AVX-512 kernels of `filter_conv`, for wide layers: 16 filters are
 //! one vector, so a block holds twice the sums of the AVX2 kernels and each
 //! instruction does twice the work.
+//!
+//! Every `# Safety` section below takes `s` to be a [`Shape`] made by
+//! `Shape::new` (with any `relu`): a layer that `filter_conv::applies`, whose
+//! padded image ([`padded_len`] values) is `out_h + k_h - 1` rows of
+//! `row_len = (out_w + k_w) · channels` values (a spare column, so that a
+//! pair's second pixel may read one value past the last tap), and
+//! `row_taps = k_w · channels`. Counts of values are `f32`s. "Narrow grey"
+//! means `filters <= 8` and `channels == 1`, as the pair kernels need.
 
 use super::{GROUP, MAX_BLOCK, Shape, bias_output, padded_len, row_vectors};
 use crate::kernels::pool::load_winners;
@@ -25,6 +33,9 @@ const ROW_BLOCK_INPUTS: usize = 16;
 /// of the top output row and kernel row `r - 1` of the bottom one. Pixel
 /// (or pair) `p` reads `inputs[STEP · p + kx]` at tap `kx`, and
 /// `weights(ky, kx)` loads the tap's weight vector.
+///
+/// # Safety
+/// The CPU supports AVX-512F (code compiled without it calls this in `unsafe`).
 #[target_feature(enable = "avx512f")]
 #[inline]
 fn add_input_row<const P: usize, const KW: usize, const STEP: usize>(
@@ -54,6 +65,9 @@ fn first_lanes(n: usize) -> __mmask16 {
 }
 
 /// `max(sums, 0)` if the layer fuses relu into its forward pass.
+///
+/// # Safety
+/// The CPU supports AVX-512F (code compiled without it calls this in `unsafe`).
 #[target_feature(enable = "avx512f")]
 fn relu(s: &Shape, sums: __m512) -> __m512 {
     if s.relu {
@@ -66,8 +80,11 @@ fn relu(s: &Shape, sums: __m512) -> __m512 {
 /// Output row `oy` of one padded image.
 ///
 /// # Safety
-/// AVX-512F present; `image` is one padded image, `kernel` and `bias` the
-/// layer's, `row` one whole output row; the layer is wide.
+/// The CPU supports AVX-512F; `image` holds at least one padded image
+/// ([`padded_len`] values), `oy < out_h`, `kernel` holds the layer's
+/// `patch_len · filters` values and `bias` its `filters`, and `row` is one
+/// whole output row (`out_w · filters` values). (That the layer is wide is
+/// asserted.)
 #[target_feature(enable = "avx512f")]
 pub unsafe fn forward_row(
     s: &Shape,
@@ -100,6 +117,16 @@ pub unsafe fn forward_row(
 
 /// 16 filters of `P` output pixels: `x` points at the first pixel's
 /// window, `kernel`, `bias` and `out` at the group's first filter.
+///
+/// # Safety
+/// The CPU supports AVX-512F. Every tap of the `P` consecutive output
+/// pixels is readable from `x`: `(k_h - 1) · row_len + (P - 1) · channels +
+/// row_taps` values (the pixels' windows in one padded image). `kernel` and
+/// `bias` point at filter `group` of the layer's kernel and bias with
+/// `group + 16 <= filters`: 16 values readable at `tap · filters` for every
+/// `tap < patch_len`, and 16 bias values. `out` points at filter `group` of
+/// the first pixel of a row that holds all `P`: 16 values writable at `p ·
+/// filters` for `p < P`, overlapping none of the inputs.
 #[target_feature(enable = "avx512f")]
 unsafe fn sums<const P: usize>(
     s: &Shape,
@@ -130,6 +157,9 @@ unsafe fn sums<const P: usize>(
 /// the `P + KW - 1` input values under the block are broadcast once each
 /// and kept in registers for all `KW` taps (instead of one broadcast load
 /// per multiply-add).
+///
+/// # Safety
+/// As [`sums`], with `KW == k_w` (the taps are found from `KW`).
 #[target_feature(enable = "avx512f")]
 unsafe fn sums_kw<const P: usize, const KW: usize>(
     s: &Shape,
@@ -167,7 +197,10 @@ unsafe fn sums_kw<const P: usize, const KW: usize>(
 /// width allows ([`wide_two_row_sums`]), then the odd one.
 ///
 /// # Safety
-/// As [`forward_row`], `out` the image's whole output.
+/// The CPU supports AVX-512F; `image` holds at least one padded image
+/// ([`padded_len`] values), `kernel` holds the layer's `patch_len ·
+/// filters` values and `bias` its `filters`. (That the layer is wide and
+/// `out` the image's whole output are asserted.)
 #[target_feature(enable = "avx512f")]
 pub unsafe fn forward_image(
     s: &Shape,
@@ -223,8 +256,11 @@ pub unsafe fn forward_image(
 /// comparisons per window.
 ///
 /// # Safety
-/// AVX-512F present; the lengths as `filter_conv::forward_pooled` asserts;
-/// the layer is wide and `two_rows_apply`.
+/// The CPU supports AVX-512F; `kernel` holds the layer's `patch_len ·
+/// filters` values and `bias` its `filters` (both are read through
+/// pointers). The images are whole chunks of `padded`, `pooled` and
+/// `winners` (`(out_h / 2) · (out_w / 2) · filters` values each); that the
+/// layer is wide and `two_rows_apply` is asserted.
 #[target_feature(enable = "avx512f")]
 pub unsafe fn forward_pooled(
     s: &Shape,
@@ -295,7 +331,10 @@ type WideRowPairSums = [[__m512; ROW_PAIR_PIXELS]; 2];
 /// both FMA units busy.
 ///
 /// # Safety
-/// As [`sums_kw`], for two rows; a kernel `KW` wide (`two_rows_apply`).
+/// As [`sums_kw`] (`KW == k_w`, `kernel` and `bias` at filter `group` with
+/// `group + 16 <= filters`), for two rows: every tap of both rows' `P`
+/// pixels is readable from `x`, `k_h · row_len + (P + KW - 1) · channels`
+/// values (so `oy + 1 < out_h`).
 #[target_feature(enable = "avx512f")]
 unsafe fn wide_two_row_sums<const P: usize, const KW: usize>(
     s: &Shape,
@@ -333,8 +372,11 @@ unsafe fn wide_two_row_sums<const P: usize, const KW: usize>(
 /// The kernel and bias gradients of a chunk, written.
 ///
 /// # Safety
-/// AVX-512F present; `padded` and `dy` hold the same images, `d_kernel`
-/// has the kernel's length and `d_bias` one value per filter; the layer is wide.
+/// The CPU supports AVX-512F; `d_kernel` holds at least the kernel's
+/// `patch_len · filters` values and `d_bias` at least `filters` (both are
+/// written through pointers). `padded` and `dy` should hold the same images
+/// (whole padded images and whole output gradients: the loops stop at the
+/// shorter). That the layer is wide is asserted.
 #[target_feature(enable = "avx512f")]
 pub unsafe fn kernel_grad(
     s: &Shape,
@@ -360,6 +402,13 @@ pub unsafe fn kernel_grad(
 /// Taps `first..first + T` of kernel row `ky`, filters `group..group +
 /// 16`: `at = (ky, first, group)`; and, unless `bias` is null, the sums of
 /// `dy` for the group's bias gradient.
+///
+/// # Safety
+/// The CPU supports AVX-512F; `ky < k_h`, `first + T <= row_taps` and
+/// `group + 16 <= filters` (the reads of `padded` and `dy` then stay inside
+/// each image's); `d_kernel` is writable for the kernel's `patch_len ·
+/// filters` values, and `bias` is null or writable for `filters` values;
+/// neither overlaps `padded` or `dy`.
 #[target_feature(enable = "avx512f")]
 unsafe fn grad<const T: usize>(
     s: &Shape,
@@ -448,6 +497,9 @@ fn interleave_kernel<'a>(
 
 /// The index that gathers a pair's lanes into NHWC order: the first
 /// pixel's filters, then the second's.
+///
+/// # Safety
+/// The CPU supports AVX-512F (code compiled without it calls this in `unsafe`).
 #[target_feature(enable = "avx512f")]
 fn to_pixels(filters: usize) -> __m512i {
     let mut index = [0i32; LANES];
@@ -460,6 +512,10 @@ fn to_pixels(filters: usize) -> __m512i {
 }
 
 /// Both input values of a pair at `x`, in every lane pair.
+///
+/// # Safety
+/// The CPU supports AVX-512F; two `f32` values are readable at `x` (any
+/// alignment).
 #[target_feature(enable = "avx512f")]
 unsafe fn pair_at(x: *const f32) -> __m512 {
     // SAFETY: the caller vouches for two values at `x`.
@@ -469,8 +525,10 @@ unsafe fn pair_at(x: *const f32) -> __m512 {
 /// The forward pass of a chunk of padded grey images.
 ///
 /// # Safety
-/// AVX-512F present; the lengths as `filter_conv::forward` asserts, rows
-/// padded with a spare column; `scratch` has [`pair_scratch_len`] values.
+/// The CPU supports AVX-512F and `scratch` holds at least
+/// [`pair_scratch_len`] values (the interleaved bias is read as one whole
+/// vector). The images are whole chunks of `padded` and `y`; that the
+/// layer is narrow grey is asserted.
 #[target_feature(enable = "avx512f")]
 pub unsafe fn pair_forward(
     s: &Shape,
@@ -545,6 +603,15 @@ pub unsafe fn pair_forward(
 
 /// `P` pairs of output pixels (`pixels` of them real): `x` points at the
 /// first pixel's window; `weights` and `bias` are interleaved.
+///
+/// # Safety
+/// The CPU supports AVX-512F and the layer is narrow grey. Every tap of
+/// the `P` pairs, and the value after the last, is readable from `x`:
+/// `(k_h - 1) · row_len + 2 · P + k_w - 1` values of one padded image.
+/// `weights` holds the interleaved kernel (`patch_len · 16` values) and
+/// `bias` the interleaved bias (16), as `interleave_kernel` lays them out.
+/// `pixels` is `2 · P - 1` or `2 · P`, and `out` is writable for `pixels ·
+/// filters` values, overlapping none of the inputs.
 #[target_feature(enable = "avx512f")]
 unsafe fn pair_sums<const P: usize>(
     s: &Shape,
@@ -570,6 +637,12 @@ unsafe fn pair_sums<const P: usize>(
 
 /// Stores the sums of pixel pairs (`pixels` of them real, from `out` on),
 /// each pair's lanes put back in NHWC order by `index`.
+///
+/// # Safety
+/// The CPU supports AVX-512F; `filters <= 8` (a pair's two pixels fill at
+/// most 16 lanes); no pair starts past the real pixels (`2 · (acc.len() -
+/// 1) <= pixels`), and `out` is writable for `pixels · filters` values (or
+/// `2 · acc.len() · filters`, if fewer).
 #[target_feature(enable = "avx512f")]
 unsafe fn store_pairs(s: &Shape, acc: &[__m512], index: __m512i, out: *mut f32, pixels: usize) {
     let filters = s.filters;
@@ -584,6 +657,9 @@ unsafe fn store_pairs(s: &Shape, acc: &[__m512], index: __m512i, out: *mut f32, 
 /// As [`pair_sums`] for a kernel `KW` wide: the `2P + KW - 2` input pairs
 /// of each kernel row are loaded once each and kept in registers for all
 /// `KW` taps (pair `p` at tap `kx` reads pair `2p + kx`).
+///
+/// # Safety
+/// As [`pair_sums`], with `KW == k_w`.
 #[target_feature(enable = "avx512f")]
 unsafe fn pair_sums_kw<const P: usize, const KW: usize>(
     s: &Shape,
@@ -624,9 +700,11 @@ unsafe fn pair_sums_kw<const P: usize, const KW: usize>(
 /// there the gradient is zero (max pooling applies relu's derivative).
 ///
 /// # Safety
-/// AVX-512F present; the lengths as `filter_conv::forward_pooled` asserts,
-/// rows padded with a spare column; `scratch` has [`pair_scratch_len`]
-/// values; `two_rows_apply`.
+/// The CPU supports AVX-512F and `scratch` holds at least
+/// [`pair_scratch_len`] values (the interleaved bias is read as one whole
+/// vector). The images are whole chunks of `padded`, `pooled` and
+/// `winners`; that the layer is narrow grey and `two_rows_apply` is
+/// asserted.
 #[target_feature(enable = "avx512f")]
 pub unsafe fn pair_forward_pooled(
     s: &Shape,
@@ -668,6 +746,9 @@ pub unsafe fn pair_forward_pooled(
 /// The index that packs two pooled windows' maxima side by side: lane
 /// 2f holds filter f's left pixel, lane 2f + 1 its right one, and the
 /// maxima land in the even lanes.
+///
+/// # Safety
+/// The CPU supports AVX-512F (code compiled without it calls this in `unsafe`).
 #[target_feature(enable = "avx512f")]
 fn pack_maxima(filters: usize) -> __m512i {
     let mut index = [0i32; LANES];
@@ -685,6 +766,11 @@ fn pack_maxima(filters: usize) -> __m512i {
 /// Max-pools the first `windows` pairs of a row pair's sums, then relu:
 /// `filters` values (and winners) per window from `out` on, packed by
 /// `index` ([`pack_maxima`]).
+///
+/// # Safety
+/// The CPU supports AVX-512F; `filters <= 8` (two windows fill at most 16
+/// lanes); `pooled` is writable for `windows · filters` values and
+/// `winners` for as many bytes, neither overlapping `sums`.
 #[target_feature(enable = "avx512f")]
 unsafe fn pool_pairs(
     (filters, index): (usize, __m512i),
@@ -714,6 +800,9 @@ unsafe fn pool_pairs(
 /// One 2x2 window per filter from its top and bottom pixel pairs, in the
 /// pair layout: in the even lanes, `max(window, 0)` and the winning
 /// position (see [`pool_window`]).
+///
+/// # Safety
+/// The CPU supports AVX-512F (code compiled without it calls this in `unsafe`).
 #[target_feature(enable = "avx512f")]
 fn pool_pair_window(top: __m512, bottom: __m512) -> (__m512, __m512i) {
     // Each lane pair swapped: the right pixel in the even lane.
@@ -728,6 +817,9 @@ fn pool_pair_window(top: __m512, bottom: __m512) -> (__m512, __m512i) {
 /// row: `max(window, 0)` and the winning position 0 1 / 2 3 by the rule of
 /// `kernels::pool` (the right pixel wins only if strictly larger, then the
 /// bottom row only if strictly larger than the top).
+///
+/// # Safety
+/// The CPU supports AVX-512F (code compiled without it calls this in `unsafe`).
 #[target_feature(enable = "avx512f")]
 fn pool_window(
     (top_left, top_right): (__m512, __m512),
@@ -766,7 +858,10 @@ pub fn two_rows_apply(w: &super::Window2d) -> bool {
 /// Each sum adds its taps in the order [`pair_sums`] does.
 ///
 /// # Safety
-/// As [`pair_sums_kw`], for two rows; a kernel `KW` wide (`two_rows_apply`).
+/// As [`pair_sums_kw`] (narrow grey, `KW == k_w`, interleaved `weights` and
+/// `bias`), for two rows: every tap of both rows' `P` pairs, and the value
+/// after the last, is readable from `x`, `k_h · row_len + 2 · P + KW - 1`
+/// values (so `oy + 1 < out_h`).
 #[target_feature(enable = "avx512f")]
 unsafe fn two_row_sums<const P: usize, const KW: usize>(
     s: &Shape,
@@ -800,8 +895,11 @@ unsafe fn two_row_sums<const P: usize, const KW: usize>(
 /// The kernel gradient of a chunk of padded grey images, written.
 ///
 /// # Safety
-/// AVX-512F present; the lengths as `filter_conv::kernel_grad` asserts,
-/// rows padded with a spare column; `scratch` has [`pair_scratch_len`] values.
+/// The CPU supports AVX-512F and `scratch` holds at least
+/// [`pair_scratch_len`] values (the bias sums are written as one whole
+/// vector after the kernel's). `padded` and `dy` should hold the same
+/// images (whole padded images and whole output gradients: the loops stop
+/// at the shorter); that the layer is narrow grey is asserted.
 #[target_feature(enable = "avx512f")]
 pub unsafe fn pair_kernel_grad(
     s: &Shape,
@@ -875,9 +973,10 @@ pub fn pooled_grad_scratch_len(s: &Shape) -> usize {
 /// gradient serves three rows of taps).
 ///
 /// # Safety
-/// AVX-512F present; `padded` holds the chunk's padded images (rows with a
-/// spare column), `grad`, `pooled` and `winners` their pooled outputs;
-/// `scratch` has [`pooled_grad_scratch_len`] values; `two_rows_apply`.
+/// The CPU supports AVX-512F. The rest is asserted: a narrow grey layer
+/// that `two_rows_apply`, `padded` whole padded images, `grad`, `pooled`
+/// and `winners` their pooled outputs, and `scratch`
+/// [`pooled_grad_scratch_len`] values.
 #[target_feature(enable = "avx512f")]
 pub unsafe fn pair_kernel_grad_pooled(
     s: &Shape,
@@ -934,6 +1033,12 @@ const MAX_ROW_BLOCK_TAPS: usize = 15;
 /// window's winner, which gets the window's gradient if its pooled value
 /// is positive (relu's derivative). `winners` starts at the image's and
 /// may run on past them.
+///
+/// # Safety
+/// The CPU supports AVX-512F; `filters <= 8`; `grad` and `pooled` hold at
+/// least the image's `(out_h / 2) · (out_w / 2) · filters` values; `dy` is
+/// aligned to 64 bytes (the stores are aligned) and holds at least
+/// [`pair_dy_len`] values.
 #[target_feature(enable = "avx512f")]
 unsafe fn pool_grad_to_pairs(
     s: &Shape,
@@ -977,6 +1082,10 @@ unsafe fn pool_grad_to_pairs(
 /// Kernel rows `first..first + rows` (at most [`MAX_ROW_BLOCK_TAPS`]
 /// taps) of one image, added to `sums` (interleaved) and, unless `bias` is
 /// null, its bias sums; `dy` the image's gradient in pair layout.
+///
+/// # Safety
+/// As [`rows_grad`] with `R = rows` (a `(rows, k_w)` it does not list
+/// panics).
 #[target_feature(enable = "avx512f")]
 unsafe fn pair_rows_grad(
     s: &Shape,
@@ -997,6 +1106,14 @@ unsafe fn pair_rows_grad(
 }
 
 /// [`pair_rows_grad`] for `R` kernel rows `KW` wide.
+///
+/// # Safety
+/// The CPU supports AVX-512F; `KW == k_w` and `first + R <= k_h` (the reads
+/// of `image`, one padded image, then stay inside it: a pair's second pixel
+/// reads at most the spare column); `dy` is aligned to 64 bytes (the loads
+/// are aligned; the lengths of `image` and `dy` are asserted); `sums` is
+/// readable and writable for `R · KW · 16` values and `bias` null or
+/// readable and writable for 16, neither overlapping `image` or `dy`.
 #[target_feature(enable = "avx512f")]
 unsafe fn rows_grad<const R: usize, const KW: usize>(
     s: &Shape,
@@ -1050,6 +1167,13 @@ unsafe fn rows_grad<const R: usize, const KW: usize>(
 /// Taps `first..first + T` of kernel row `ky`, summed over the chunk into
 /// `sums` (interleaved, `LANES` values per tap), written; and, unless
 /// `bias` is null, the sums of `dy` (interleaved too).
+///
+/// # Safety
+/// The CPU supports AVX-512F; `filters <= 8`, `ky < k_h` and `first + T <=
+/// row_taps` (the reads of `padded` and `dy` then stay inside each
+/// image's: a pair's second pixel reads at most the spare column); `sums`
+/// is writable for `T · 16` values and `bias` null or writable for 16,
+/// neither overlapping `padded` or `dy`.
 #[target_feature(enable = "avx512f")]
 unsafe fn pair_grad<const T: usize>(
     s: &Shape,
@@ -1114,11 +1238,12 @@ pub const MAX_WINDOW_VECTORS: usize = MAX_BLOCK;
 /// `row_vectors` whole vectors.
 ///
 /// # Safety
-/// AVX-512F present; the layer is wide (`filters` a multiple of 16) with
-/// `k_h · row_vectors <= MAX_WINDOW_VECTORS`; `dy` is one image's output
-/// gradient, `kernel_t` `filters · k_h · row_vectors · 16` values, and
-/// `dx` holds every window: `(out_h - 1 + k_h) · row_len` values with
-/// `row_len >= (out_w - 1 + k_w) · channels`.
+/// The CPU supports AVX-512F. The rest is asserted: the layer is wide
+/// (`filters` a multiple of 16) with `k_h · row_vectors <=
+/// MAX_WINDOW_VECTORS`; `dy` is one image's output gradient, `kernel_t`
+/// holds `filters · k_h · row_vectors · 16` values, and `dx` every window:
+/// `(out_h - 1 + k_h) · row_len` values with `row_len >= (out_w - 1 + k_w)
+/// · channels`.
 #[target_feature(enable = "avx512f")]
 pub unsafe fn input_grad(s: &Shape, dy: &[f32], kernel_t: &[f32], dx: &mut [f32], row_len: usize) {
     let (w, filters, vectors) = (&s.w, s.filters, row_vectors(&s.w));
@@ -1151,6 +1276,12 @@ pub unsafe fn input_grad(s: &Shape, dy: &[f32], kernel_t: &[f32], dx: &mut [f32]
 }
 
 /// One output pixel's share of [`input_grad`]: `V` vectors of sums.
+///
+/// # Safety
+/// The CPU supports AVX-512F; `filters` is a multiple of 16 and at most
+/// `g.len()`; `kernel_t` holds at least `filters · V · 16` values; for each
+/// `j < V`, the lanes of `masks[j]` from `dx + offsets[j]` are readable and
+/// writable, and overlap neither `g` nor `kernel_t`.
 #[target_feature(enable = "avx512f")]
 unsafe fn add_window<const V: usize>(
     filters: usize,

@@ -17,8 +17,10 @@ fn groups(c: usize) -> impl Iterator<Item = (usize, __mmask16)> {
 /// `max_pool_2x2` on whole images.
 ///
 /// # Safety
-/// AVX-512F present; `w` is a 2x2 window moved by 2 that stays inside the
-/// image; `input` holds whole images, `output` and `winners` their outputs.
+/// The CPU supports AVX-512F. The rest is asserted: `output` and `winners`
+/// hold the outputs of the whole images in `input`, and the `out_h x out_w`
+/// windows, 2x2 moved by 2, stay inside the image. (`w` should be such a
+/// window, see `pool::is_2x2`, for the result to be its max pooling.)
 #[target_feature(enable = "avx512f")]
 pub unsafe fn forward_2x2(w: &Window2d, input: &[f32], output: &mut [f32], winners: &mut [u8]) {
     let (c, row, out_len) = (w.channels, w.in_w * w.channels, w.out_pixels() * w.channels);
@@ -78,8 +80,10 @@ pub unsafe fn forward_2x2(w: &Window2d, input: &[f32], output: &mut [f32], winne
 /// layer before.
 ///
 /// # Safety
-/// As [`forward_2x2`]; `winners`, `grad_output` (and `relu_output`) of
-/// the images in `grad_input`.
+/// The CPU supports AVX-512F. The rest is asserted: `winners`,
+/// `grad_output` (and `relu_output`) hold the outputs of the whole images
+/// in `grad_input`, and the windows stay inside the image, as for
+/// [`forward_2x2`].
 #[target_feature(enable = "avx512f")]
 pub unsafe fn backward_2x2(
     w: &Window2d,
@@ -126,6 +130,9 @@ pub unsafe fn backward_2x2(
 /// The 16 winner bytes from `at`, widened to 32-bit lanes (bytes past the
 /// end of `winners` read as 0; the lanes they fill are masked off by the
 /// caller).
+///
+/// # Safety
+/// The CPU supports AVX-512F (code compiled without it calls this in `unsafe`).
 #[target_feature(enable = "avx512f")]
 pub(crate) fn load_winners(winners: &[u8], at: usize) -> __m512i {
     let bytes = if let Some(bytes) = winners.get(at..at + 16) {
