@@ -296,3 +296,29 @@ fn predict_runs_on_shared_references_from_several_threads() {
     });
     assert!(model.evaluate(&x, &y).unwrap().loss.is_finite());
 }
+
+/// A sparse label outside `0..classes` stops `fit` and `evaluate` with an
+/// error naming it, instead of a silent zero loss.
+#[test]
+fn sparse_labels_outside_the_classes_are_an_error() {
+    let mut model = Sequential::with_seed(1);
+    model.add(Dense::new(3).activation(Softmax).input_shape(&[2]));
+    let loss = Loss::SparseCategoricalCrossentropy;
+    model.compile(loss, Adam::default(), &[]).unwrap();
+    let x = random(&[4, 2], &mut rng(1));
+    let y = ndarray::arr2(&[[0.0f32], [2.0], [3.0], [1.0]]).into_dyn();
+    let error = model
+        .fit(
+            &x,
+            &y,
+            Fit {
+                verbose: 0,
+                ..Fit::default()
+            },
+        )
+        .unwrap_err();
+    assert!(error.to_string().contains('3'), "{error}");
+    assert!(model.evaluate(&x, &y).is_err());
+    let y = ndarray::arr2(&[[0.0f32], [2.0], [1.0], [1.0]]).into_dyn();
+    assert!(model.evaluate(&x, &y).is_ok());
+}

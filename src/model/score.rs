@@ -72,7 +72,7 @@ impl Scoring {
         let batch = output.shape()[0].max(1);
         let width = output.len() / batch;
         let pred = output.as_slice().expect("standard layout");
-        // MERGE: self.loss.check_labels(targets, width)?;
+        self.loss.check_labels(targets, width)?;
         let grad = grad_scale.map(|_| {
             let slot = gradients.last_mut().expect("a slot per layer output");
             crate::layers::resize(slot, output.shape());

@@ -134,18 +134,23 @@ pub fn run(args: TrainArgs) -> Result<()> {
             args.seed
         );
     }
-    let history = model.fit(
-        &train_x,
-        &train_y,
-        Fit {
-            batch_size: args.batch_size,
-            epochs: args.epochs,
-            verbose: args.verbose,
-            validation_data: Some((&test_x, &test_y)),
-            shuffle: true,
-            replicas: args.replicas,
-        },
-    )?;
+    let history = model
+        .fit(
+            &train_x,
+            &train_y,
+            Fit {
+                batch_size: args.batch_size,
+                epochs: args.epochs,
+                verbose: args.verbose,
+                validation_data: Some((&test_x, &test_y)),
+                shuffle: true,
+                replicas: args.replicas,
+            },
+        )
+        .map_err(|e| match e {
+            Error::NonFinite(message) => Error::NonFinite(format!("{message} (use --lr)")),
+            other => other,
+        })?;
     let score = model.evaluate(&test_x, &test_y)?;
     let accuracy = score.accuracy().expect("compiled with accuracy");
     println!("Test loss: {:.4}", score.loss);
