@@ -7,6 +7,7 @@
 use rayon::prelude::*;
 
 use crate::layers::Param;
+use crate::layers::config::Config;
 use crate::{Error, Result};
 
 /// Updates parameters from their gradients.
@@ -17,6 +18,116 @@ pub trait Optimizer: Send + Sync {
     fn learning_rate(&self) -> f32;
     /// One update of every parameter, from the gradients they hold.
     fn step(&mut self, params: &mut [&mut Param]);
+
+    /// The settings, as a Keras optimizer config (`{"name": "adam",
+    /// "learning_rate": 0.001, "beta_1": 0.9, ...}`), from which
+    /// [`from_config`] makes the same optimizer.
+    fn config(&self) -> Config;
+
+    /// What the optimizer has learnt so far (moments, step count): what a
+    /// checkpoint keeps so that training resumes exactly.
+    fn state(&self) -> OptimizerState;
+
+    /// Restores [`Optimizer::state`]; an error if it is not this
+    /// optimizer's.
+    fn set_state(&mut self, state: OptimizerState) -> Result<()>;
+
+    /// Sets named settings of a config (`beta_1`, `momentum`, ...); an
+    /// error for a name the optimizer does not have.
+    fn apply_settings(&mut self, settings: &[(String, f32)]) -> Result<()>;
+}
+
+/// The state of an optimizer: its step count, and per slot (`"m"` and
+/// `"v"` for Adam, `"velocity"` for SGD, `"average"` for RMSprop) one
+/// vector per parameter, empty before the first step.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct OptimizerState {
+    /// Steps taken.
+    pub iterations: u64,
+    /// `(slot name, one vector per parameter)`.
+    pub slots: Vec<(String, Vec<Vec<f32>>)>,
+}
+
+impl OptimizerState {
+    fn new(iterations: u64, slots: &[(&str, &Vec<Vec<f32>>)]) -> Self {
+        let slots = slots.iter().map(|(n, v)| (n.to_string(), (*v).clone()));
+        OptimizerState {
+            iterations,
+            slots: slots.collect(),
+        }
+    }
+
+    /// The vectors of slot `name`, moved out; an error if there is none.
+    fn take(&mut self, name: &str, optimizer: &str) -> Result<Vec<Vec<f32>>> {
+        let at = self
+            .slots
+            .iter()
+            .position(|(n, _)| n == name)
+            .ok_or_else(|| {
+                Error::Data(format!(
+                    "the {optimizer} optimizer state has no slot {name:?}"
+                ))
+            })?;
+        Ok(self.slots.remove(at).1)
+    }
+}
+
+/// Sets each of `settings` on the field of that name in `fields`.
+fn set_fields(
+    optimizer: &str,
+    settings: &[(String, f32)],
+    fields: &mut [(&str, &mut f32)],
+) -> Result<()> {
+    let known: Vec<&str> = fields.iter().map(|(name, _)| *name).collect();
+    for (key, value) in settings {
+        let Some(field) = fields.iter_mut().find(|(name, _)| name == key) else {
+            return Err(Error::InvalidArgument(format!(
+                "the {optimizer} optimizer has no setting {key:?} (it has learning_rate, {})",
+                known.join(", ")
+            )));
+        };
+        *field.1 = *value;
+    }
+    Ok(())
+}
+
+/// A config of `name` and the given numeric settings.
+fn optimizer_config(name: &str, settings: &[(&str, f64)]) -> Config {
+    let mut config = Config::new();
+    config.insert("name".into(), name.into());
+    for (key, value) in settings {
+        config.insert(key.to_string(), (*value).into());
+    }
+    config
+}
+
+/// The optimizer a config of [`Optimizer::config`] describes; settings
+/// left out take Keras's defaults.
+pub fn from_config(config: &Config) -> Result<Box<dyn Optimizer>> {
+    let number = |key: &str| -> Result<Option<f32>> {
+        match config.get(key) {
+            None => Ok(None),
+            // Flags (SGD's nesterov) are settings too: true is 1.
+            Some(v) => v
+                .as_f64()
+                .or(v.as_bool().map(f64::from))
+                .map(|x| Some(x as f32))
+                .ok_or_else(|| {
+                    Error::InvalidArgument(format!(
+                        "optimizer field {key:?} must be a number, not {v}"
+                    ))
+                }),
+        }
+    };
+    let name = config.get("name").and_then(|v| v.as_str()).unwrap_or("");
+    let mut optimizer = by_name(name, number("learning_rate")?)?;
+    let settings: Vec<(String, f32)> = config
+        .keys()
+        .filter(|k| !matches!(k.as_str(), "name" | "learning_rate"))
+        .map(|k| Ok((k.clone(), number(k)?.expect("present"))))
+        .collect::<Result<_>>()?;
+    optimizer.apply_settings(&settings)?;
+    Ok(optimizer)
 }
 
 /// One state vector per parameter, created (zeroed) on first use.
@@ -108,6 +219,41 @@ impl Optimizer for SGD {
         "sgd"
     }
 
+    fn config(&self) -> Config {
+        let mut config = optimizer_config(
+            "sgd",
+            &[
+                ("learning_rate", self.learning_rate.into()),
+                ("momentum", self.momentum.into()),
+            ],
+        );
+        config.insert("nesterov".into(), self.nesterov.into());
+        config
+    }
+
+    fn state(&self) -> OptimizerState {
+        OptimizerState::new(0, &[("velocity", &self.velocity)])
+    }
+
+    fn set_state(&mut self, mut state: OptimizerState) -> Result<()> {
+        self.velocity = state.take("velocity", "sgd")?;
+        Ok(())
+    }
+
+    fn apply_settings(&mut self, settings: &[(String, f32)]) -> Result<()> {
+        let mut nesterov = f32::from(u8::from(self.nesterov));
+        set_fields(
+            "sgd",
+            settings,
+            &mut [
+                ("momentum", &mut self.momentum),
+                ("nesterov", &mut nesterov),
+            ],
+        )?;
+        self.nesterov = nesterov != 0.0;
+        Ok(())
+    }
+
     fn learning_rate(&self) -> f32 {
         self.learning_rate
     }
@@ -185,6 +331,44 @@ impl Default for Adam {
 impl Optimizer for Adam {
     fn name(&self) -> &'static str {
         "adam"
+    }
+
+    fn config(&self) -> Config {
+        optimizer_config(
+            "adam",
+            &[
+                ("learning_rate", self.learning_rate.into()),
+                ("beta_1", self.beta_1.into()),
+                ("beta_2", self.beta_2.into()),
+                ("epsilon", self.epsilon.into()),
+            ],
+        )
+    }
+
+    fn state(&self) -> OptimizerState {
+        let iterations = u64::try_from(self.iterations).unwrap_or(0);
+        OptimizerState::new(iterations, &[("m", &self.m), ("v", &self.v)])
+    }
+
+    fn set_state(&mut self, mut state: OptimizerState) -> Result<()> {
+        let (m, v) = (state.take("m", "adam")?, state.take("v", "adam")?);
+        self.iterations = i32::try_from(state.iterations).map_err(|_| {
+            Error::Data(format!(
+                "adam state: {} steps is more than it counts",
+                state.iterations
+            ))
+        })?;
+        (self.m, self.v) = (m, v);
+        Ok(())
+    }
+
+    fn apply_settings(&mut self, settings: &[(String, f32)]) -> Result<()> {
+        let fields = &mut [
+            ("beta_1", &mut self.beta_1),
+            ("beta_2", &mut self.beta_2),
+            ("epsilon", &mut self.epsilon),
+        ];
+        set_fields("adam", settings, fields)
     }
 
     fn learning_rate(&self) -> f32 {
@@ -292,6 +476,31 @@ impl Default for RMSprop {
 impl Optimizer for RMSprop {
     fn name(&self) -> &'static str {
         "rmsprop"
+    }
+
+    fn config(&self) -> Config {
+        optimizer_config(
+            "rmsprop",
+            &[
+                ("learning_rate", self.learning_rate.into()),
+                ("rho", self.rho.into()),
+                ("epsilon", self.epsilon.into()),
+            ],
+        )
+    }
+
+    fn state(&self) -> OptimizerState {
+        OptimizerState::new(0, &[("average", &self.average)])
+    }
+
+    fn set_state(&mut self, mut state: OptimizerState) -> Result<()> {
+        self.average = state.take("average", "rmsprop")?;
+        Ok(())
+    }
+
+    fn apply_settings(&mut self, settings: &[(String, f32)]) -> Result<()> {
+        let fields = &mut [("rho", &mut self.rho), ("epsilon", &mut self.epsilon)];
+        set_fields("rmsprop", settings, fields)
     }
 
     fn learning_rate(&self) -> f32 {

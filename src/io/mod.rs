@@ -1,8 +1,12 @@
-//! Saving files without ever leaving a half-written one behind, and model
-//! weights.
+//! Saving files without ever leaving a half-written one behind, model
+//! weights, one-file models and checkpoints.
 
+mod model_file;
 mod weights;
 
+pub use model_file::{
+    Checkpoint, FORMAT_VERSION, load_checkpoint, load_model, save_checkpoint, save_model,
+};
 pub use weights::{load_weights, save_weights};
 
 use std::io::Write;

@@ -1,7 +1,8 @@
 //! Model weights in the safetensors format: one `f32` tensor per parameter
 //! and per state buffer, named `<layer>.<param>` as Keras names them
 //! (`conv2d.kernel`, `dense_2.bias`, `batch_normalization.moving_mean`),
-//! little-endian, readable by PyTorch, JAX and friends.
+//! little-endian, readable by PyTorch, JAX and friends. The same tensors
+//! make up the weights of a one-file model ([`super::model_file`]).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -12,98 +13,138 @@ use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use super::write_atomic;
 use crate::{Error, Result, Sequential};
 
-/// Every tensor a weights file holds: the parameters, then the state.
-fn named_tensors(model: &Sequential) -> Vec<(String, &ArrayD<f32>)> {
+/// A tensor to write: name, shape, values.
+pub(crate) type Tensor = (String, Vec<usize>, Vec<f32>);
+
+/// Every tensor of the model's weights: the parameters, then the state.
+pub(crate) fn weight_tensors(model: &Sequential) -> Vec<Tensor> {
     let params = model.named_params().into_iter().map(|(n, p)| (n, &p.value));
     let buffers = model
         .named_buffers()
         .into_iter()
         .map(|(n, b)| (n, &b.value));
-    params.chain(buffers).collect()
+    params
+        .chain(buffers)
+        .map(|(name, value)| {
+            (
+                name,
+                value.shape().to_vec(),
+                value.iter().copied().collect(),
+            )
+        })
+        .collect()
 }
 
-/// Writes every parameter and state buffer of `model` to `path` (atomically).
-pub fn save_weights(model: &Sequential, path: &Path) -> Result<()> {
-    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = named_tensors(model)
-        .into_iter()
-        .map(|(name, value)| {
-            let data = value.iter().flat_map(|v| v.to_le_bytes()).collect();
-            (name, value.shape().to_vec(), data)
-        })
-        .collect();
-    let views = bytes
+/// The bytes of a safetensors file holding `tensors` and `metadata`.
+pub(crate) fn encode(tensors: &[Tensor], metadata: HashMap<String, String>) -> Result<Vec<u8>> {
+    let bytes: Vec<Vec<u8>> = tensors
         .iter()
-        .map(|(name, shape, data)| {
+        .map(|(_, _, values)| values.iter().flat_map(|v| v.to_le_bytes()).collect())
+        .collect();
+    let views = tensors
+        .iter()
+        .zip(&bytes)
+        .map(|((name, shape, _), data)| {
             let view = TensorView::new(Dtype::F32, shape.clone(), data).map_err(encoding)?;
             Ok((name.clone(), view))
         })
         .collect::<Result<Vec<_>>>()?;
-    let metadata = HashMap::from([("format".to_string(), "convnet".to_string())]);
-    let file = safetensors::serialize(views, Some(metadata)).map_err(encoding)?;
-    write_atomic(path, &file)
+    safetensors::serialize(views, Some(metadata)).map_err(encoding)
 }
 
 fn encoding(e: safetensors::SafeTensorError) -> Error {
     Error::Data(format!("cannot encode the weights: {e}"))
 }
 
+/// Writes every parameter and state buffer of `model` to `path` (atomically).
+pub fn save_weights(model: &Sequential, path: &Path) -> Result<()> {
+    let metadata = HashMap::from([("format".to_string(), "convnet".to_string())]);
+    write_atomic(path, &encode(&weight_tensors(model), metadata)?)
+}
+
+/// The tensors of the safetensors file `bytes` read from `path`.
+pub(crate) fn decode<'a>(bytes: &'a [u8], path: &Path) -> Result<SafeTensors<'a>> {
+    SafeTensors::deserialize(bytes).map_err(|e| {
+        Error::Data(format!(
+            "{}: not a readable safetensors file ({e}); the file is corrupt, truncated or of \
+             another format",
+            path.display()
+        ))
+    })
+}
+
+/// The values of tensor `name`, which must be `f32` of `shape` and finite.
+pub(crate) fn read_tensor(
+    tensors: &SafeTensors,
+    name: &str,
+    shape: &[usize],
+    path: &Path,
+) -> Result<Vec<f32>> {
+    let tensor = tensors.tensor(name).map_err(|_| {
+        Error::Shape(format!(
+            "{}: has no tensor {name:?}; was it saved from another model?",
+            path.display()
+        ))
+    })?;
+    if tensor.dtype() != Dtype::F32 || tensor.shape() != shape {
+        return Err(Error::Shape(format!(
+            "{}: tensor {name:?} is {:?} {:?} but the model needs F32 {shape:?}",
+            path.display(),
+            tensor.dtype(),
+            tensor.shape(),
+        )));
+    }
+    let floats: Vec<f32> = tensor
+        .data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes")))
+        .collect();
+    if let Some(bad) = floats.iter().find(|v| !v.is_finite()) {
+        return Err(Error::Data(format!(
+            "{}: tensor {name:?} holds {bad}, not a finite number",
+            path.display()
+        )));
+    }
+    Ok(floats)
+}
+
 /// Reads weights saved by [`save_weights`] into `model`, which must have
 /// the same layers (names and shapes). Nothing is changed on error.
 pub fn load_weights(model: &mut Sequential, path: &Path) -> Result<()> {
     let file = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let tensors = SafeTensors::deserialize(&file).map_err(|e| {
-        Error::Data(format!(
-            "{}: not a readable safetensors weights file ({e}); the file is corrupt or of \
-             another format",
-            path.display()
-        ))
-    })?;
-    // Check everything first, so that a bad file leaves the model untouched.
-    let mut values = Vec::new();
-    for (name, value) in named_tensors(model) {
-        let tensor = tensors.tensor(&name).map_err(|_| {
-            Error::Shape(format!(
-                "{}: has no tensor {name:?}; were these weights saved from another model?",
-                path.display()
-            ))
-        })?;
-        if tensor.dtype() != Dtype::F32 || tensor.shape() != value.shape() {
-            return Err(Error::Shape(format!(
-                "{}: tensor {name:?} is {:?} {:?} but the model needs F32 {:?}",
-                path.display(),
-                tensor.dtype(),
-                tensor.shape(),
-                value.shape()
-            )));
-        }
-        let floats: Vec<f32> = tensor
-            .data()
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes")))
-            .collect();
-        if let Some(bad) = floats.iter().find(|v| !v.is_finite()) {
-            return Err(Error::Data(format!(
-                "{}: tensor {name:?} holds {bad}, not a finite number",
-                path.display()
-            )));
-        }
-        values.push(floats);
-    }
-    let params = model.params_mut().into_iter().map(|p| &mut p.value);
-    let targets: Vec<&mut ArrayD<f32>> = params.collect();
+    set_weights(model, &decode(&file, path)?, path)
+}
+
+/// Sets the model's parameters and state from `tensors` (of `path`),
+/// checking every one first, so that a bad file changes nothing.
+pub(crate) fn set_weights(
+    model: &mut Sequential,
+    tensors: &SafeTensors,
+    path: &Path,
+) -> Result<()> {
+    let values = weight_tensors(model)
+        .iter()
+        .map(|(name, shape, _)| read_tensor(tensors, name, shape, path))
+        .collect::<Result<Vec<_>>>()?;
     let mut values = values.into_iter();
-    for (target, floats) in targets.into_iter().zip(values.by_ref()) {
-        target
-            .as_slice_mut()
-            .expect("standard layout")
-            .copy_from_slice(&floats);
+    for param in model.params_mut() {
+        copy_into(
+            &mut param.value,
+            &values.next().expect("a value per tensor"),
+        );
     }
-    for (buffer, floats) in model.buffers_mut().into_iter().zip(values) {
-        buffer
-            .value
-            .as_slice_mut()
-            .expect("standard layout")
-            .copy_from_slice(&floats);
+    for buffer in model.buffers_mut() {
+        copy_into(
+            &mut buffer.value,
+            &values.next().expect("a value per tensor"),
+        );
     }
     Ok(())
+}
+
+fn copy_into(target: &mut ArrayD<f32>, floats: &[f32]) {
+    target
+        .as_slice_mut()
+        .expect("standard layout")
+        .copy_from_slice(floats);
 }

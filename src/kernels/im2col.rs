@@ -20,6 +20,16 @@ pub enum Padding {
     Same,
 }
 
+impl Padding {
+    /// The Keras name: `"valid"` or `"same"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Padding::Valid => "valid",
+            Padding::Same => "same",
+        }
+    }
+}
+
 impl std::str::FromStr for Padding {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {

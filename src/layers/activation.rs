@@ -2,6 +2,7 @@
 
 use ndarray::ArrayD;
 
+use super::config::{Config, Fields, config, with_input_shape};
 use super::{Layer, OutputActivation, PlanRole, resize, values, values_mut};
 use crate::initializers::Rng;
 use crate::{Activation, Result};
@@ -26,6 +27,14 @@ impl ActivationLayer {
             output_activation: OutputActivation::new(activation),
             input_shape: None,
         }
+    }
+
+    /// The layer of a Keras config ([`Layer::config`]).
+    pub(crate) fn from_config(fields: &Fields) -> Result<Self> {
+        Ok(ActivationLayer {
+            input_shape: fields.input_shape()?,
+            ..ActivationLayer::new(fields.activation("activation")?)
+        })
     }
 
     /// The shape of one input sample; needed on the first layer of a model.
@@ -85,6 +94,14 @@ impl Layer for ActivationLayer {
 
     fn skip_activation_derivative(&mut self, skip: bool) {
         self.output_activation.derivative_skipped = skip;
+    }
+
+    fn config(&self) -> Option<Config> {
+        let fields = config([(
+            "activation",
+            self.output_activation.activation.name().into(),
+        )]);
+        Some(with_input_shape(fields, self.input_shape.as_deref()))
     }
 
     fn plan_role(&self) -> PlanRole<'_> {

@@ -31,6 +31,7 @@
 use ndarray::{ArrayD, IxDyn};
 use rayon::prelude::*;
 
+use super::config::{Config, Fields, config, pair, with_input_shape};
 use super::{
     Layer, OutputActivation, Padding, Param, PlanRole, PoolingConv, TrainingStep, kernel_and_bias,
     kernel_and_bias_mut, resize, resize_buffer, samples_per_chunk, values, values_mut,
@@ -151,6 +152,20 @@ impl Conv2D {
 
     fn window(&self) -> Window2d {
         self.window.expect("Conv2D used before build")
+    }
+
+    /// The layer of a Keras config ([`Layer::config`]).
+    pub(crate) fn from_config(fields: &Fields) -> Result<Self> {
+        let mut layer = Conv2D::new(
+            fields.count("filters", None)?,
+            fields.pair("kernel_size", None)?,
+        )
+        .strides(fields.pair("strides", Some((1, 1)))?)
+        .padding(fields.padding()?)
+        .activation(fields.activation("activation")?)
+        .use_bias(fields.flag("use_bias", true)?);
+        layer.input_shape = fields.input_shape()?;
+        Ok(layer)
     }
 
     /// How the training passes compute: forward and backward must agree,
@@ -658,6 +673,21 @@ impl Layer for Conv2D {
 
     fn plan_role(&self) -> PlanRole<'_> {
         PlanRole::Convolution(self)
+    }
+
+    fn config(&self) -> Option<Config> {
+        let fields = config([
+            ("filters", self.filters.into()),
+            ("kernel_size", pair(self.kernel_size)),
+            ("strides", pair(self.strides)),
+            ("padding", self.padding.name().into()),
+            (
+                "activation",
+                self.output_activation.activation.name().into(),
+            ),
+            ("use_bias", self.use_bias.into()),
+        ]);
+        Some(with_input_shape(fields, self.input_shape.as_deref()))
     }
 
     fn as_pooling_conv(&mut self) -> Option<&mut dyn PoolingConv> {

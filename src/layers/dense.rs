@@ -8,6 +8,7 @@
 use ndarray::{ArrayD, IxDyn};
 use rayon::prelude::*;
 
+use super::config::{Config, Fields, config, with_input_shape};
 use super::{
     Layer, OutputActivation, Param, kernel_and_bias, kernel_and_bias_mut, resize,
     samples_per_chunk, values, values_mut,
@@ -58,6 +59,15 @@ impl Dense {
             kernel: empty("kernel"),
             bias: empty("bias"),
         }
+    }
+
+    /// The layer of a Keras config ([`Layer::config`]).
+    pub(crate) fn from_config(fields: &Fields) -> Result<Self> {
+        let mut layer = Dense::new(fields.count("units", None)?)
+            .activation(fields.activation("activation")?)
+            .use_bias(fields.flag("use_bias", true)?);
+        layer.input_shape = fields.input_shape()?;
+        Ok(layer)
     }
 
     /// The activation applied to the output.
@@ -196,5 +206,17 @@ impl Layer for Dense {
 
     fn skip_activation_derivative(&mut self, skip: bool) {
         self.output_activation.derivative_skipped = skip;
+    }
+
+    fn config(&self) -> Option<Config> {
+        let fields = config([
+            ("units", self.units.into()),
+            (
+                "activation",
+                self.output_activation.activation.name().into(),
+            ),
+            ("use_bias", self.use_bias.into()),
+        ]);
+        Some(with_input_shape(fields, self.input_shape.as_deref()))
     }
 }

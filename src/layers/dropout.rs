@@ -12,6 +12,7 @@
 use ndarray::ArrayD;
 use rand::{Rng as _, RngExt, SeedableRng};
 
+use super::config::{Config, Fields, config};
 use super::{Layer, TrainingStep, resize, resize_buffer, values, values_mut};
 use crate::initializers::Rng;
 use crate::{Error, Result};
@@ -39,6 +40,11 @@ impl Dropout {
             seed: 0,
             mask: Vec::new(),
         }
+    }
+
+    /// The layer of a Keras config ([`Layer::config`]).
+    pub(crate) fn from_config(fields: &Fields) -> Result<Self> {
+        Ok(Dropout::new(fields.number("rate", None)?))
     }
 
     /// The mask of a batch of `len` values (`sample_len` per sample) at
@@ -70,6 +76,10 @@ impl Layer for Dropout {
 
     fn replicate(&self) -> Option<Box<dyn Layer>> {
         Some(Box::new(self.clone()))
+    }
+
+    fn config(&self) -> Option<Config> {
+        Some(config([("rate", self.rate.into())]))
     }
 
     fn build(&mut self, input_shape: &[usize], rng: &mut Rng) -> Result<Vec<usize>> {

@@ -3,6 +3,7 @@
 
 use ndarray::ArrayD;
 
+use super::config::{Config, Fields, with_input_shape};
 use super::{Layer, resize, values, values_mut};
 use crate::Result;
 use crate::initializers::Rng;
@@ -17,6 +18,13 @@ impl Flatten {
     /// A flatten layer.
     pub fn new() -> Self {
         Flatten::default()
+    }
+
+    /// The layer of a Keras config ([`Layer::config`]).
+    pub(crate) fn from_config(fields: &Fields) -> Result<Self> {
+        Ok(Flatten {
+            input_shape: fields.input_shape()?,
+        })
     }
 
     /// The shape of one input sample; needed on the first layer of a model.
@@ -41,6 +49,10 @@ impl Layer for Flatten {
 
     fn build(&mut self, input_shape: &[usize], _rng: &mut Rng) -> Result<Vec<usize>> {
         Ok(vec![input_shape.iter().product()])
+    }
+
+    fn config(&self) -> Option<Config> {
+        Some(with_input_shape(Config::new(), self.input_shape.as_deref()))
     }
 
     fn forward(&self, input: &ArrayD<f32>, output: &mut ArrayD<f32>) {

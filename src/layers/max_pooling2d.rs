@@ -11,6 +11,7 @@
 use ndarray::ArrayD;
 use rayon::prelude::*;
 
+use super::config::{Config, Fields, config, pair, with_input_shape};
 use super::{
     Layer, Padding, PlanRole, TrainingStep, resize, resize_buffer, samples_per_chunk, values,
     values_mut,
@@ -72,6 +73,16 @@ impl MaxPooling2D {
 
     fn window(&self) -> Window2d {
         self.window.expect("MaxPooling2D used before build")
+    }
+
+    /// The layer of a Keras config ([`Layer::config`]).
+    pub(crate) fn from_config(fields: &Fields) -> Result<Self> {
+        Ok(MaxPooling2D {
+            strides: fields.optional_pair("strides")?,
+            padding: fields.padding()?,
+            input_shape: fields.input_shape()?,
+            ..MaxPooling2D::new(fields.pair("pool_size", Some((2, 2)))?)
+        })
     }
 
     /// Images per parallel chunk: pooling's work grows with the input size.
@@ -199,6 +210,16 @@ impl Layer for MaxPooling2D {
             relu_output,
             grad_input,
         );
+    }
+
+    fn config(&self) -> Option<Config> {
+        let strides = self.strides.unwrap_or(self.pool_size);
+        let fields = config([
+            ("pool_size", pair(self.pool_size)),
+            ("strides", pair(strides)),
+            ("padding", self.padding.name().into()),
+        ]);
+        Some(with_input_shape(fields, self.input_shape.as_deref()))
     }
 
     fn plan_role(&self) -> PlanRole<'_> {

@@ -14,6 +14,7 @@
 //! a training step allocates nothing once the batch size is steady.
 
 mod activation;
+pub mod config;
 mod conv2d;
 mod dense;
 mod dropout;
@@ -267,6 +268,14 @@ pub trait Layer: Send + Sync {
     /// layer before is then told to [`Layer::skip_activation_derivative`].
     fn take_relu_derivative_of_input(&mut self, _take: bool) -> bool {
         false
+    }
+
+    /// The layer's arguments as a Keras config (see [`config`]), from
+    /// which [`config::from_config`] rebuilds it: what a model file keeps
+    /// of the architecture. `None` (the default) for a layer that cannot
+    /// be rebuilt that way; a model holding one saves only its weights.
+    fn config(&self) -> Option<config::Config> {
+        None
     }
 
     /// How the execution planner sees this layer (default: on its own).

@@ -48,6 +48,11 @@ impl Sequential {
     /// plans again) before it is next used; the other layers keep their
     /// weights.
     pub fn add(&mut self, layer: impl Layer + 'static) {
+        self.add_boxed(Box::new(layer));
+    }
+
+    /// [`Sequential::add`] for a layer chosen at run time.
+    pub fn add_boxed(&mut self, layer: Box<dyn Layer>) {
         let base = snake_case(layer.class_name());
         let entries = &mut self.network.entries;
         let same = entries
@@ -61,7 +66,7 @@ impl Sequential {
         };
         entries.push(Entry {
             name,
-            layer: Box::new(layer),
+            layer,
             output_shape: Vec::new(),
         });
         self.ready = false;

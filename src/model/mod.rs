@@ -9,6 +9,7 @@
 //! evaluates and predicts on `&self`; `profile` times the layers.
 
 mod build;
+mod config;
 mod infer;
 mod network;
 mod plan;
@@ -127,9 +128,49 @@ impl Sequential {
         self.network.entries.last().map_or(&[], |e| &e.output_shape)
     }
 
+    /// The seed of the initial weights and of the order of the samples.
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+
     /// Optimizer steps taken so far by `fit`, over the model's life.
     pub fn steps(&self) -> u64 {
         self.steps
+    }
+
+    /// Sets the step count (when a model is read back from a file).
+    pub(crate) fn set_steps(&mut self, steps: u64) {
+        self.steps = steps;
+    }
+
+    /// The optimizer's state, once compiled.
+    pub(crate) fn optimizer_state(&self) -> Option<crate::optimizers::OptimizerState> {
+        self.compiled.as_ref().map(|c| c.optimizer.state())
+    }
+
+    /// Restores the optimizer's state (from a checkpoint).
+    pub(crate) fn set_optimizer_state(
+        &mut self,
+        state: crate::optimizers::OptimizerState,
+    ) -> Result<()> {
+        let compiled = self
+            .compiled
+            .as_mut()
+            .ok_or_else(|| crate::Error::InvalidArgument("the model is not compiled".into()))?;
+        compiled.optimizer.set_state(state)
+    }
+
+    /// Saves the whole model to one safetensors file: architecture,
+    /// weights, state and compile settings (Keras `model.save`).
+    pub fn save(&mut self, path: impl AsRef<std::path::Path>) -> Result<()> {
+        self.prepare()?;
+        crate::io::save_model(self, path.as_ref())
+    }
+
+    /// Reads a model saved by [`Sequential::save`] (Keras
+    /// `load_model`): it predicts exactly as the saved one did.
+    pub fn load(path: impl AsRef<std::path::Path>) -> Result<Sequential> {
+        crate::io::load_model(path.as_ref())
     }
 
     /// Replaces the point where data-parallel replicas meet (default:

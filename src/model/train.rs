@@ -29,8 +29,13 @@ use crate::{Error, Result};
 pub struct Fit<'a> {
     /// Samples per gradient step (default 32).
     pub batch_size: usize,
-    /// Passes over the training data (default 1).
+    /// The epoch to stop after, counted from the start of training as
+    /// Keras counts it (default 1).
     pub epochs: usize,
+    /// The epoch to start at (default 0), as Keras's `initial_epoch`: to
+    /// resume a run that stopped after that many epochs. The samples are
+    /// visited in the order the uninterrupted run would have used.
+    pub initial_epoch: usize,
     /// 0 silent, 1 progress bar, 2 one line per epoch (default 1).
     pub verbose: u8,
     /// Data (x, y) evaluated after every epoch.
@@ -50,6 +55,7 @@ impl Default for Fit<'_> {
         Fit {
             batch_size: 32,
             epochs: 1,
+            initial_epoch: 0,
             verbose: 1,
             validation_data: None,
             shuffle: true,
@@ -60,7 +66,7 @@ impl Default for Fit<'_> {
 
 /// What `fit` returns: per-epoch values of the loss and metrics (Keras's
 /// `history.history`), plus the training time of each epoch.
-#[derive(Clone, Debug, Default, serde::Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct History {
     /// `"loss"`, `"accuracy"`, `"val_loss"`, `"val_accuracy"`: one value per epoch.
     pub history: BTreeMap<String, Vec<f64>>,
@@ -71,6 +77,19 @@ pub struct History {
 }
 
 impl Sequential {
+    /// The order of `samples` samples after `epochs` shuffled epochs, and
+    /// the shuffler's state then: each `fit` starts from the model's seed
+    /// and replays the epochs it skips, so that a resumed run visits the
+    /// samples as the uninterrupted one would.
+    fn visiting_order(&self, samples: usize, epochs: usize, shuffle: bool) -> (Vec<usize>, Rng) {
+        let mut order: Vec<usize> = (0..samples).collect();
+        let mut shuffler = Rng::seed_from_u64(self.seed ^ 0x5eed_5eed_5eed_5eed);
+        for _ in 0..epochs * usize::from(shuffle) {
+            order.shuffle(&mut shuffler);
+        }
+        (order, shuffler)
+    }
+
     /// Trains the model on `(x, y)` for `options.epochs` epochs.
     ///
     /// Each batch is split between [`Fit::replicas`] replicas: the model
@@ -100,10 +119,10 @@ impl Sequential {
             replicas: copies.as_ref().map_or(1, |r| r.copies.len() + 1),
             ..History::default()
         };
-        let mut order: Vec<usize> = (0..x.len()).collect();
-        let mut shuffler = Rng::seed_from_u64(self.seed ^ 0x5eed_5eed_5eed_5eed);
+        let (mut order, mut shuffler) =
+            self.visiting_order(x.len(), options.initial_epoch, options.shuffle);
         let steps = x.len().div_ceil(options.batch_size);
-        for epoch in 1..=options.epochs {
+        for epoch in options.initial_epoch + 1..=options.epochs {
             if options.shuffle {
                 order.shuffle(&mut shuffler);
             }

@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_convolve;
+mod checkpoints;
 mod convolve;
 mod evaluate;
 mod summary;

@@ -4,8 +4,11 @@ use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
 use clap::Args;
-use convnet::data::Rescaled;
+
+use super::checkpoints;
+use convnet::data::{Rescaled, Samples};
 use convnet::datasets::{mnist, to_categorical};
+use convnet::io::Checkpoint;
 use convnet::{Error, Fit, Loss, Metric, Result, optimizers};
 use ndarray::{Array3, Axis, s};
 
@@ -59,6 +62,20 @@ pub struct TrainArgs {
     /// Save the trained weights to this safetensors file.
     #[arg(long)]
     save_weights: Option<PathBuf>,
+    /// Save the whole trained model (architecture, weights, optimizer
+    /// settings) to this one safetensors file, for `convnet predict` and
+    /// `convnet evaluate --model-file`.
+    #[arg(long)]
+    save: Option<PathBuf>,
+    /// Write a checkpoint after every epoch into this folder
+    /// (last.safetensors, and best.safetensors for the lowest val_loss).
+    #[arg(long)]
+    checkpoint_dir: Option<PathBuf>,
+    /// Resume the run whose checkpoints are in this folder, up to --epochs
+    /// counted from its start (the model, optimizer and seed come from the
+    /// checkpoint); checkpoints go on being written there.
+    #[arg(long)]
+    resume: Option<PathBuf>,
 }
 
 /// The first `limit` images as `(N, 28, 28, 1)`, kept as bytes.
@@ -89,7 +106,7 @@ pub fn load_mnist(data_dir: Option<&Path>, verify: bool) -> Result<mnist::MnistD
 
 pub fn run(args: TrainArgs) -> Result<()> {
     super::set_threads(args.threads)?;
-    for path in [&args.metrics_out, &args.save_weights]
+    for path in [&args.metrics_out, &args.save_weights, &args.save]
         .into_iter()
         .flatten()
     {
@@ -115,13 +132,14 @@ pub fn run(args: TrainArgs) -> Result<()> {
         Rescaled::new(&test_x, 1.0 / 255.0),
     );
 
-    let mut model = convnet::models::by_name(&args.model, args.seed)?;
-    let optimizer = optimizers::by_name(&args.optimizer, args.lr)?;
-    model.compile_boxed(
-        Loss::CategoricalCrossentropy,
-        optimizer,
-        &[Metric::Accuracy],
-    )?;
+    let checkpoint_dir = args.checkpoint_dir.as_ref().or(args.resume.as_ref());
+    if let Some(dir) = checkpoint_dir {
+        checkpoints::prepare_dir(dir)?;
+    }
+    let (mut model, done) = match &args.resume {
+        Some(dir) => checkpoints::resume(dir, |seed| convnet::models::by_name(&args.model, seed))?,
+        None => (new_model(&args)?, Checkpoint::default()),
+    };
     if args.verbose > 0 {
         println!(
             "Training {} on {} MNIST images ({} test), batch {}, {} epochs, {} threads, seed {}",
@@ -134,23 +152,27 @@ pub fn run(args: TrainArgs) -> Result<()> {
             args.seed
         );
     }
-    let history = model
-        .fit(
-            &train_x,
-            &train_y,
-            Fit {
-                batch_size: args.batch_size,
-                epochs: args.epochs,
-                verbose: args.verbose,
-                validation_data: Some((&test_x, &test_y)),
-                shuffle: true,
-                replicas: args.replicas,
-            },
-        )
-        .map_err(|e| match e {
-            Error::NonFinite(message) => Error::NonFinite(format!("{message} (use --lr)")),
-            other => other,
-        })?;
+    let options = |initial_epoch, epochs| Fit {
+        batch_size: args.batch_size,
+        epochs,
+        initial_epoch,
+        verbose: args.verbose,
+        validation_data: Some((&test_x as &dyn Samples, &test_y as &dyn Samples)),
+        shuffle: true,
+        replicas: args.replicas,
+    };
+    let data = (&train_x as &dyn Samples, &train_y as &dyn Samples);
+    let history = match checkpoint_dir {
+        Some(dir) => {
+            let per_epoch = |epoch| options(epoch, epoch + 1);
+            checkpoints::fit_with_checkpoints(&mut model, data, per_epoch, (args.epochs, done), dir)
+        }
+        None => model.fit(data.0, data.1, options(0, args.epochs)),
+    }
+    .map_err(|e| match e {
+        Error::NonFinite(message) => Error::NonFinite(format!("{message} (use --lr)")),
+        other => other,
+    })?;
     let score = model.evaluate(&test_x, &test_y)?;
     let accuracy = score.accuracy().expect("compiled with accuracy");
     println!("Test loss: {:.4}", score.loss);
@@ -158,6 +180,9 @@ pub fn run(args: TrainArgs) -> Result<()> {
 
     if let Some(path) = &args.save_weights {
         model.save_weights(path)?;
+    }
+    if let Some(path) = &args.save {
+        model.save(path)?;
     }
     if let Some(path) = &args.metrics_out {
         let mut history_json = serde_json::to_value(&history.history).map_err(json_error)?;
@@ -179,6 +204,18 @@ pub fn run(args: TrainArgs) -> Result<()> {
         convnet::io::write_atomic(path, text.as_bytes())?;
     }
     Ok(())
+}
+
+/// The model `--model` names, compiled as the flags say.
+fn new_model(args: &TrainArgs) -> Result<convnet::Sequential> {
+    let mut model = convnet::models::by_name(&args.model, args.seed)?;
+    let optimizer = optimizers::by_name(&args.optimizer, args.lr)?;
+    model.compile_boxed(
+        Loss::CategoricalCrossentropy,
+        optimizer,
+        &[Metric::Accuracy],
+    )?;
+    Ok(model)
 }
 
 /// Fails early, before a long training run, if `path` cannot be written.

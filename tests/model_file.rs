@@ -1,0 +1,413 @@
+//! One-file models and checkpoints: save then load predicts the same bit
+//! for bit; a resumed run equals an uninterrupted one; every bad file is a
+//! clear error.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::{Command, Output};
+
+use common::{random, rng};
+use convnet::Activation::{Relu, Softmax, Tanh};
+use convnet::layers::{ActivationLayer, Conv2D, Dense, Dropout, Flatten, MaxPooling2D, Padding};
+use convnet::optimizers::{Adam, SGD};
+use convnet::{Fit, Loss, Metric, Sequential};
+use ndarray::{ArrayD, IxDyn};
+
+fn one_hot(samples: usize, classes: usize) -> ArrayD<f32> {
+    ArrayD::from_shape_fn(IxDyn(&[samples, classes]), |i| {
+        ((i[0] * 5) % classes == i[1]) as u8 as f32
+    })
+}
+
+/// Every layer kind and argument: strides, same padding, 3x3/2 pooling,
+/// an Activation layer, Dropout, no bias. An AlexNet in small.
+fn every_layer_kind() -> Sequential {
+    let mut model = Sequential::with_seed(3);
+    model.add(
+        Conv2D::new(8, (5, 5))
+            .strides((2, 2))
+            .activation(Relu)
+            .input_shape(&[23, 23, 3]),
+    );
+    model.add(MaxPooling2D::new((3, 3)).strides((2, 2)));
+    model.add(
+        Conv2D::new(16, (3, 3))
+            .padding(Padding::Same)
+            .use_bias(false),
+    );
+    model.add(ActivationLayer::new(Relu));
+    model.add(MaxPooling2D::new((2, 2)));
+    model.add(Flatten::new());
+    model.add(Dense::new(12).activation(Tanh));
+    model.add(Dropout::new(0.3));
+    model.add(Dense::new(4).activation(Softmax));
+    model
+}
+
+/// Trains `model` briefly, saves it, loads it back: the same predictions
+/// bit for bit, the same summary, and it goes on training the same way.
+fn round_trip(mut model: Sequential, input: &[usize], classes: usize) {
+    model
+        .compile(
+            Loss::CategoricalCrossentropy,
+            SGD::new(0.05).momentum(0.9),
+            &[Metric::Accuracy],
+        )
+        .unwrap();
+    let x = random(&[&[10], input].concat(), &mut rng(1));
+    let y = one_hot(10, classes);
+    let fit = || Fit {
+        batch_size: 4,
+        verbose: 0,
+        ..Fit::default()
+    };
+    model.fit(&x, &y, fit()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("model.safetensors");
+    model.save(&path).unwrap();
+    let mut loaded = Sequential::load(&path).unwrap();
+    assert_eq!(loaded.predict(&x).unwrap(), model.predict(&x).unwrap());
+    assert_eq!(
+        loaded.summary_string().unwrap(),
+        model.summary_string().unwrap()
+    );
+    assert_eq!(
+        loaded.evaluate(&x, &y).unwrap(),
+        model.evaluate(&x, &y).unwrap()
+    );
+    assert_eq!(loaded.steps(), model.steps());
+    // A model file keeps the optimizer's settings, not its state (a
+    // checkpoint keeps both): both go on from fresh momentum.
+    let saved = dir.path().join("again.safetensors");
+    loaded.save(&saved).unwrap();
+    assert_eq!(
+        Sequential::load(&saved).unwrap().to_json().unwrap(),
+        model.to_json().unwrap()
+    );
+}
+
+#[test]
+fn saved_models_predict_exactly_as_before() {
+    round_trip(convnet::models::lenet(2), &[28, 28, 1], 10);
+    round_trip(every_layer_kind(), &[23, 23, 3], 4);
+}
+
+#[test]
+fn the_architecture_round_trips_through_json() {
+    let alexnet = convnet::models::alexnet(1);
+    let json = alexnet.to_json().unwrap();
+    let mut copy = Sequential::from_json(&json).unwrap();
+    copy.build().unwrap();
+    assert_eq!(copy.count_params(), 62_378_344);
+    assert_eq!(copy.to_json().unwrap(), json);
+    let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(
+        value["config"]["layers"][0]["config"]["batch_input_shape"],
+        serde_json::json!([null, 227, 227, 3])
+    );
+    assert_eq!(
+        value["config"]["layers"][0]["config"]["strides"],
+        serde_json::json!([4, 4])
+    );
+    assert_eq!(
+        value["config"]["layers"][1]["config"]["name"],
+        "max_pooling2d"
+    );
+}
+
+#[test]
+fn malformed_architectures_are_clear_errors() {
+    let cases = [
+        ("not json", "architecture JSON"),
+        (r#"{"class_name": "Functional"}"#, "\"Sequential\""),
+        (
+            r#"{"class_name": "Sequential", "config": {}}"#,
+            "\"layers\"",
+        ),
+        (
+            r#"{"class_name": "Sequential", "config": {"layers": [{"class_name": "Conv3D"}]}}"#,
+            "unknown layer class \"Conv3D\"",
+        ),
+        (
+            r#"{"class_name": "Sequential", "config": {"layers": [{"class_name": "Dense", "config": {}}]}}"#,
+            "field \"units\" is missing",
+        ),
+        (
+            r#"{"class_name": "Sequential", "config": {"layers": [{"class_name": "Dense", "config": {"units": "ten"}}]}}"#,
+            "field \"units\" must be",
+        ),
+        (
+            r#"{"class_name": "Sequential", "config": {"layers": [{"class_name": "Conv2D", "config": {"filters": 4, "kernel_size": [3, 0]}}]}}"#,
+            "\"kernel_size\"",
+        ),
+        (
+            r#"{"class_name": "Sequential", "config": {"layers": [{"class_name": "Dense", "config": {"units": 3, "activation": "swish"}}]}}"#,
+            "unknown activation",
+        ),
+        (
+            r#"{"class_name": "Sequential", "config": {"layers": [{"class_name": "Flatten", "config": {"name": "flat"}}]}}"#,
+            "named \"flat\"",
+        ),
+        (
+            r#"{"class_name": "Sequential", "seed": -1, "config": {"layers": []}}"#,
+            "\"seed\"",
+        ),
+    ];
+    for (json, needle) in cases {
+        let error = Sequential::from_json(json)
+            .err()
+            .unwrap_or_else(|| panic!("{json} was accepted"));
+        assert!(error.to_string().contains(needle), "{json}: {error}");
+    }
+}
+
+/// A safetensors file with `metadata` and one tensor per `(name, shape)`.
+fn write_file(path: &Path, metadata: HashMap<String, String>, tensors: &[(&str, Vec<usize>)]) {
+    let data: Vec<Vec<u8>> = tensors
+        .iter()
+        .map(|(_, s)| vec![0u8; 4 * s.iter().product::<usize>()])
+        .collect();
+    let views = tensors.iter().zip(&data).map(|((name, shape), bytes)| {
+        let view =
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), bytes)
+                .unwrap();
+        (name.to_string(), view)
+    });
+    let bytes = safetensors::serialize(views, Some(metadata)).unwrap();
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn bad_model_files_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut model = Sequential::with_seed(1);
+    model.add(Dense::new(2).input_shape(&[3]));
+    let good = dir.path().join("good.safetensors");
+    model.save(&good).unwrap();
+    let bytes = std::fs::read(&good).unwrap();
+    let metadata = |pairs: &[(&str, &str)]| -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    let architecture = model.to_json().unwrap();
+    let tensors = [("dense.kernel", vec![3, 2]), ("dense.bias", vec![2])];
+    let check = |name: &str, needles: &[&str]| {
+        let path = dir.path().join(name);
+        let error = Sequential::load(&path)
+            .err()
+            .unwrap_or_else(|| panic!("{name} was accepted"))
+            .to_string();
+        for needle in needles {
+            assert!(
+                error.contains(needle),
+                "{name}: missing {needle:?} in {error}"
+            );
+        }
+    };
+    std::fs::write(dir.path().join("truncated"), &bytes[..bytes.len() - 5]).unwrap();
+    check("truncated", &["truncated"]);
+    std::fs::write(dir.path().join("text"), "hello").unwrap();
+    check("text", &["not a readable safetensors file"]);
+    check("missing", &["missing"]);
+    check("", &["is a folder"]);
+    let v1 = [
+        ("format", "convnet"),
+        ("format_version", "1"),
+        ("steps", "0"),
+    ];
+    write_file(
+        &dir.path().join("newer"),
+        metadata(&[("format", "convnet"), ("format_version", "2")]),
+        &tensors,
+    );
+    check("newer", &["newer convnet", "format version 2"]);
+    write_file(
+        &dir.path().join("weights-only"),
+        metadata(&[("format", "convnet")]),
+        &tensors,
+    );
+    check("weights-only", &["weights only", "load_weights"]);
+    write_file(&dir.path().join("foreign"), metadata(&[]), &tensors);
+    check("foreign", &["not a convnet model file"]);
+    let broken = [&v1[..], &[("architecture", "{\"class_name\": \"Sequential\", \"config\": {\"layers\": [{\"class_name\": \"Dense\"}]}}")]].concat();
+    write_file(
+        &dir.path().join("bad-architecture"),
+        metadata(&broken),
+        &tensors,
+    );
+    check(
+        "bad-architecture",
+        &["bad-architecture", "\"units\" is missing"],
+    );
+    let with_arch = [&v1[..], &[("architecture", architecture.as_str())]].concat();
+    write_file(
+        &dir.path().join("wrong-shape"),
+        metadata(&with_arch),
+        &[("dense.kernel", vec![2, 3]), ("dense.bias", vec![2])],
+    );
+    check("wrong-shape", &["dense.kernel", "[3, 2]"]);
+    write_file(
+        &dir.path().join("no-bias"),
+        metadata(&with_arch),
+        &tensors[..1],
+    );
+    check("no-bias", &["no tensor \"dense.bias\""]);
+}
+
+/// A checkpoint restores the optimizer's moments and the step count:
+/// training on from it equals training on without stopping.
+#[test]
+fn a_checkpoint_resumes_training_exactly() {
+    let make = || {
+        let mut model = every_layer_kind();
+        model
+            .compile(Loss::CategoricalCrossentropy, Adam::default(), &[])
+            .unwrap();
+        model
+    };
+    let x = random(&[12, 23, 23, 3], &mut rng(2));
+    let y = one_hot(12, 4);
+    let fit = |initial_epoch, epochs| Fit {
+        batch_size: 5,
+        initial_epoch,
+        epochs,
+        verbose: 0,
+        ..Fit::default()
+    };
+    let mut whole = make();
+    let history = whole.fit(&x, &y, fit(0, 3)).unwrap();
+
+    let mut first = make();
+    let before = first.fit(&x, &y, fit(0, 1)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("checkpoint.safetensors");
+    let checkpoint = convnet::io::Checkpoint {
+        epoch: 1,
+        history: before.clone(),
+    };
+    convnet::io::save_checkpoint(&first, &checkpoint, &path).unwrap();
+    let (mut resumed, checkpoint) = convnet::io::load_checkpoint(&path).unwrap();
+    assert_eq!(checkpoint.epoch, 1);
+    assert_eq!(checkpoint.history, before);
+    let after = resumed.fit(&x, &y, fit(1, 3)).unwrap();
+    assert_eq!(
+        before.history["loss"]
+            .iter()
+            .chain(&after.history["loss"])
+            .copied()
+            .collect::<Vec<_>>(),
+        history.history["loss"]
+    );
+    for (a, b) in resumed.params().iter().zip(whole.params()) {
+        assert_eq!(a.value, b.value);
+    }
+    // A model file (no optimizer state) would not resume exactly.
+    assert!(convnet::io::load_checkpoint(&dir.path().join("none")).is_err());
+}
+
+fn convnet(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_convnet"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env_remove("CONVNET_DATA")
+        .output()
+        .expect("the binary runs")
+}
+
+fn metrics(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// `--epochs 1 --checkpoint-dir D`, then `--epochs 2 --resume D`, gives
+/// the history, test scores and model of `--epochs 2` in one run.
+#[test]
+fn the_cli_resumes_a_run_bit_for_bit() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    let tiny = [
+        "--train-limit",
+        "700",
+        "--test-limit",
+        "200",
+        "--batch-size",
+        "64",
+        "--verbose",
+        "0",
+    ];
+    let run = |extra: &[&str]| {
+        let out = convnet(&[&["train"], &tiny[..], extra].concat());
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[
+        "--epochs",
+        "2",
+        "--metrics-out",
+        &path("whole.json"),
+        "--save",
+        &path("whole.model"),
+    ]);
+    run(&["--epochs", "1", "--checkpoint-dir", &path("ck")]);
+    assert!(dir.path().join("ck/last.safetensors").is_file());
+    assert!(dir.path().join("ck/best.safetensors").is_file());
+    run(&[
+        "--epochs",
+        "2",
+        "--resume",
+        &path("ck"),
+        "--metrics-out",
+        &path("resumed.json"),
+        "--save",
+        &path("resumed.model"),
+    ]);
+    let (whole, resumed) = (
+        metrics(&dir.path().join("whole.json")),
+        metrics(&dir.path().join("resumed.json")),
+    );
+    for key in ["loss", "accuracy", "val_loss", "val_accuracy"] {
+        assert_eq!(whole["history"][key], resumed["history"][key], "{key}");
+    }
+    assert_eq!(whole["test_loss"], resumed["test_loss"]);
+    let (a, b) = (
+        Sequential::load(path("whole.model")).unwrap(),
+        Sequential::load(path("resumed.model")).unwrap(),
+    );
+    for (a, b) in a.params().iter().zip(b.params()) {
+        assert_eq!(a.value, b.value);
+    }
+
+    // Resuming with another model, or from a folder with no checkpoint.
+    let out = convnet(
+        &[
+            &["train"],
+            &tiny[..],
+            &[
+                "--epochs",
+                "3",
+                "--resume",
+                &path("ck"),
+                "--model",
+                "alexnet",
+            ],
+        ]
+        .concat(),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("another model") && !stderr.contains("panicked"),
+        "{stderr}"
+    );
+    let out = convnet(&[&["train"], &tiny[..], &["--resume", &path("empty")]].concat());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("no checkpoint"),
+        "{stderr}"
+    );
+}
