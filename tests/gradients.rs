@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{agrees, check_gradients, random, rng};
+use common::{agrees, check_gradients, check_training_gradients, random, rng};
 use convnet::Activation::{self, *};
 use convnet::Loss;
 use convnet::layers::{
@@ -473,4 +473,16 @@ fn gradients_of_every_fused_stage_at_any_depth() {
         );
         check_model_gradients(model, &[12, 11, 1], 4);
     }
+}
+
+/// BatchNormalization's backward pass (batch statistics: the probes run
+/// as training), over images and flat features, with and without gamma
+/// and beta.
+#[test]
+fn batch_normalization_gradients() {
+    use convnet::layers::BatchNormalization;
+    check_training_gradients(&mut BatchNormalization::new(), &[3, 4, 5], 3, 70);
+    check_training_gradients(&mut BatchNormalization::new(), &[7], 6, 71);
+    let plain = BatchNormalization::new().center(false).scale(false);
+    check_training_gradients(&mut plain.clone(), &[2, 2, 3], 4, 72);
 }

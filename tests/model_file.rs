@@ -10,7 +10,9 @@ use std::process::{Command, Output};
 
 use common::{random, rng};
 use convnet::Activation::{Relu, Softmax, Tanh};
-use convnet::layers::{ActivationLayer, Conv2D, Dense, Dropout, Flatten, MaxPooling2D, Padding};
+use convnet::layers::{
+    ActivationLayer, BatchNormalization, Conv2D, Dense, Dropout, Flatten, MaxPooling2D, Padding,
+};
 use convnet::optimizers::{Adam, SGD};
 use convnet::{Fit, Loss, Metric, Sequential};
 use ndarray::{ArrayD, IxDyn};
@@ -22,7 +24,8 @@ fn one_hot(samples: usize, classes: usize) -> ArrayD<f32> {
 }
 
 /// Every layer kind and argument: strides, same padding, 3x3/2 pooling,
-/// an Activation layer, Dropout, no bias. An AlexNet in small.
+/// BatchNormalization, an Activation layer, Dropout, no bias. An AlexNet
+/// in small.
 fn every_layer_kind() -> Sequential {
     let mut model = Sequential::with_seed(3);
     model.add(

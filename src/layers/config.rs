@@ -8,7 +8,10 @@
 
 use serde_json::{Map, Value};
 
-use super::{ActivationLayer, Conv2D, Dense, Dropout, Flatten, Layer, MaxPooling2D, Padding};
+use super::{
+    ActivationLayer, BatchNormalization, Conv2D, Dense, Dropout, Flatten, Layer, MaxPooling2D,
+    Padding,
+};
 use crate::{Activation, Error, Result};
 
 /// A layer's arguments, by their Keras names.
@@ -25,10 +28,11 @@ pub fn from_config(class: &str, config: &Config) -> Result<Box<dyn Layer>> {
         "Dense" => Box::new(Dense::from_config(&fields)?),
         "Activation" => Box::new(ActivationLayer::from_config(&fields)?),
         "Dropout" => Box::new(Dropout::from_config(&fields)?),
+        "BatchNormalization" => Box::new(BatchNormalization::from_config(&fields)?),
         _ => {
             return Err(Error::InvalidArgument(format!(
                 "unknown layer class {class:?}: convnet has Conv2D, MaxPooling2D, Flatten, \
-                 Dense, Activation and Dropout"
+                 Dense, Activation, Dropout and BatchNormalization"
             )));
         }
     })

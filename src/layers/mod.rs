@@ -14,6 +14,7 @@
 //! a training step allocates nothing once the batch size is steady.
 
 mod activation;
+mod batch_normalization;
 pub mod config;
 mod conv2d;
 mod dense;
@@ -23,6 +24,7 @@ pub(crate) mod max_pooling2d;
 
 pub use crate::kernels::im2col::Padding;
 pub use activation::ActivationLayer;
+pub use batch_normalization::BatchNormalization;
 pub use conv2d::Conv2D;
 pub use dense::Dense;
 pub use dropout::Dropout;

@@ -42,8 +42,38 @@ pub fn agrees(analytic: f64, plus: f64, minus: f64, centre: f64, h: f64, toleran
 }
 
 /// Checks a layer's input and parameter gradients against finite
-/// differences of `Σ output · r` for a random `r`.
+/// differences of `Σ output · r` for a random `r`, the probes run as
+/// inference (which must agree with training).
 pub fn check_gradients(layer: &mut dyn Layer, sample_shape: &[usize], batch: usize, seed: u64) {
+    check_gradients_of(layer, sample_shape, (batch, seed), false);
+}
+
+/// [`check_gradients`] for a layer whose training output is not its
+/// inference output (BatchNormalization): the probes run as training.
+pub fn check_training_gradients(
+    layer: &mut dyn Layer,
+    sample_shape: &[usize],
+    batch: usize,
+    seed: u64,
+) {
+    check_gradients_of(layer, sample_shape, (batch, seed), true);
+}
+
+fn check_gradients_of(
+    layer: &mut dyn Layer,
+    sample_shape: &[usize],
+    (batch, seed): (usize, u64),
+    training_probes: bool,
+) {
+    let probe = |layer: &mut dyn Layer, x: &ArrayD<f32>| {
+        if training_probes {
+            let mut y = ArrayD::zeros(IxDyn(&[0]));
+            layer.forward_train(x, &mut y, convnet::layers::TrainingStep::default());
+            y
+        } else {
+            forward(layer, x)
+        }
+    };
     let mut rng = rng(seed);
     let out_shape = layer.build(sample_shape, &mut rng).expect("layer builds");
     let mut x_shape = vec![batch];
@@ -59,7 +89,12 @@ pub fn check_gradients(layer: &mut dyn Layer, sample_shape: &[usize], batch: usi
     layer.forward_train(&x, &mut y, convnet::layers::TrainingStep::default());
     assert_eq!(y.shape(), &y_shape[..], "output shape");
     // Inference may use another kernel (another summation order): agree closely.
-    for (a, b) in y.iter().zip(forward(layer, &x).iter()) {
+    let inference = if training_probes {
+        y.clone()
+    } else {
+        forward(layer, &x)
+    };
+    for (a, b) in y.iter().zip(inference.iter()) {
         assert!(
             (a - b).abs() <= 1e-5 * (1.0 + a.abs()),
             "training and inference outputs differ: {a} vs {b}"
@@ -77,9 +112,9 @@ pub fn check_gradients(layer: &mut dyn Layer, sample_shape: &[usize], batch: usi
     for i in 0..x.len() {
         let mut xp = x.clone();
         xp.as_slice_mut().unwrap()[i] += h as f32;
-        let plus = weighted_sum(&forward(layer, &xp), &r);
+        let plus = weighted_sum(&probe(layer, &xp), &r);
         xp.as_slice_mut().unwrap()[i] -= 2.0 * h as f32;
-        let minus = weighted_sum(&forward(layer, &xp), &r);
+        let minus = weighted_sum(&probe(layer, &xp), &r);
         let analytic = dx.as_slice().unwrap()[i] as f64;
         if !agrees(analytic, plus, minus, centre, h, tolerance) {
             failures.push(format!(
@@ -96,9 +131,9 @@ pub fn check_gradients(layer: &mut dyn Layer, sample_shape: &[usize], batch: usi
                 layer.params_mut()[p].value.as_slice_mut().unwrap()[i] += by;
             };
             nudge(layer, h as f32);
-            let plus = weighted_sum(&forward(layer, &x), &r);
+            let plus = weighted_sum(&probe(layer, &x), &r);
             nudge(layer, -2.0 * h as f32);
-            let minus = weighted_sum(&forward(layer, &x), &r);
+            let minus = weighted_sum(&probe(layer, &x), &r);
             nudge(layer, h as f32);
             let analytic = grad.as_slice().unwrap()[i] as f64;
             if !agrees(analytic, plus, minus, centre, h, tolerance) {
