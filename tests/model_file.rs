@@ -40,6 +40,7 @@ fn every_layer_kind() -> Sequential {
             .padding(Padding::Same)
             .use_bias(false),
     );
+    model.add(BatchNormalization::new().momentum(0.9));
     model.add(ActivationLayer::new(Relu));
     model.add(MaxPooling2D::new((2, 2)));
     model.add(Flatten::new());

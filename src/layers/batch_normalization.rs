@@ -144,14 +144,21 @@ impl BatchNormalization {
     }
 }
 
-/// Per channel, `Σ f(row values)` over the rows (pixels) of `x`, in
-/// parallel chunks added in a fixed order (the same on any thread count).
-fn channel_sums(x: &[f32], channels: usize, f: impl Fn(&[f32], &mut [f64]) + Sync) -> Vec<f64> {
+/// Per channel, `Σ f(row of x, row of y)` over the rows (pixels) of `x`
+/// and `y` side by side, in parallel chunks added in a fixed order (the
+/// same on any thread count).
+fn channel_sums(
+    (x, y): (&[f32], &[f32]),
+    channels: usize,
+    f: impl Fn(&[f32], &[f32], &mut [f64]) + Sync,
+) -> Vec<f64> {
     let partials: Vec<Vec<f64>> = x
         .par_chunks(ROWS_PER_CHUNK * channels)
-        .map(|chunk| {
+        .zip(y.par_chunks(ROWS_PER_CHUNK * channels))
+        .map(|(x, y)| {
             let mut sums = vec![0.0; channels];
-            chunk.chunks(channels).for_each(|row| f(row, &mut sums));
+            let rows = x.chunks(channels).zip(y.chunks(channels));
+            rows.for_each(|(x, y)| f(x, y, &mut sums));
             sums
         })
         .collect();
@@ -191,7 +198,7 @@ impl Layer for BatchNormalization {
                 "BatchNormalization needs inputs with a channel axis, got {input_shape:?}"
             )));
         };
-        if !(0.0..1.0).contains(&self.momentum) || !(self.epsilon > 0.0) {
+        if !(0.0..1.0).contains(&self.momentum) || self.epsilon.is_nan() || self.epsilon <= 0.0 {
             return Err(Error::InvalidArgument(format!(
                 "BatchNormalization needs momentum in [0, 1) and epsilon > 0, got {} and {}",
                 self.momentum, self.epsilon
@@ -215,7 +222,7 @@ impl Layer for BatchNormalization {
         let channels = self.channels();
         let x = values(input);
         let n = (x.len() / channels).max(1) as f64;
-        let mean: Vec<f64> = channel_sums(x, channels, |row, s| {
+        let mean: Vec<f64> = channel_sums((x, x), channels, |row, _, s| {
             row.iter()
                 .zip(s.iter_mut())
                 .for_each(|(&v, s)| *s += f64::from(v))
@@ -223,7 +230,7 @@ impl Layer for BatchNormalization {
         .iter()
         .map(|s| s / n)
         .collect();
-        let variance: Vec<f64> = channel_sums(x, channels, |row, s| {
+        let variance: Vec<f64> = channel_sums((x, x), channels, |row, _, s| {
             for ((&v, s), m) in row.iter().zip(s.iter_mut()).zip(&mean) {
                 let d = f64::from(v) - m;
                 *s += d * d;
@@ -266,32 +273,16 @@ impl Layer for BatchNormalization {
         let channels = self.channels();
         let dy = values(grad_output);
         let x_hat = &self.normalized;
-        let sum_dy = channel_sums(dy, channels, |row, s| {
+        let sum_dy = channel_sums((dy, dy), channels, |row, _, s| {
             row.iter()
                 .zip(s.iter_mut())
                 .for_each(|(&g, s)| *s += f64::from(g))
         });
-        // Σ dy·x̂ per channel: the rows of dy and x̂ side by side.
-        let sum_dy_xhat = {
-            let pairs: Vec<Vec<f64>> = dy
-                .par_chunks(ROWS_PER_CHUNK * channels)
-                .zip(x_hat.par_chunks(ROWS_PER_CHUNK * channels))
-                .map(|(dy, xh)| {
-                    let mut sums = vec![0.0; channels];
-                    for (dy, xh) in dy.chunks(channels).zip(xh.chunks(channels)) {
-                        for c in 0..channels {
-                            sums[c] += f64::from(dy[c]) * f64::from(xh[c]);
-                        }
-                    }
-                    sums
-                })
-                .collect();
-            let mut total = vec![0.0; channels];
-            pairs
-                .iter()
-                .for_each(|p| total.iter_mut().zip(p).for_each(|(t, v)| *t += v));
-            total
-        };
+        let sum_dy_xhat = channel_sums((dy, x_hat), channels, |dy, xh, s| {
+            for c in 0..dy.len() {
+                s[c] += f64::from(dy[c]) * f64::from(xh[c]);
+            }
+        });
         let as_f32 = |v: &[f64]| v.iter().map(|&s| s as f32).collect::<Vec<f32>>();
         values_mut(&mut self.gamma.grad).copy_from_slice(&as_f32(&sum_dy_xhat));
         values_mut(&mut self.beta.grad).copy_from_slice(&as_f32(&sum_dy));
