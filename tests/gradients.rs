@@ -486,3 +486,16 @@ fn batch_normalization_gradients() {
     let plain = BatchNormalization::new().center(false).scale(false);
     check_training_gradients(&mut plain.clone(), &[2, 2, 3], 4, 72);
 }
+
+#[test]
+fn global_pooling_gradients() {
+    use convnet::layers::{GlobalAveragePooling2D, GlobalMaxPooling2D};
+    check_gradients(&mut GlobalAveragePooling2D::new(), &[3, 4, 5], 3, 80);
+    check_gradients(&mut GlobalMaxPooling2D::new(), &[3, 4, 5], 3, 81);
+    let mut pool = GlobalMaxPooling2D::new();
+    pool.build(&[2, 2, 1], &mut rng(0)).unwrap();
+    let x = ArrayD::from_shape_vec(IxDyn(&[1, 2, 2, 1]), vec![1.0, 4.0, 4.0, -2.0]).unwrap();
+    let mut y = ArrayD::zeros(IxDyn(&[0]));
+    pool.forward(&x, &mut y);
+    assert_eq!(y.as_slice().unwrap(), &[4.0]);
+}

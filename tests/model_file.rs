@@ -11,7 +11,8 @@ use std::process::{Command, Output};
 use common::{random, rng};
 use convnet::Activation::{Relu, Softmax, Tanh};
 use convnet::layers::{
-    ActivationLayer, BatchNormalization, Conv2D, Dense, Dropout, Flatten, MaxPooling2D, Padding,
+    ActivationLayer, BatchNormalization, Conv2D, Dense, Dropout, Flatten, GlobalAveragePooling2D,
+    GlobalMaxPooling2D, MaxPooling2D, Padding,
 };
 use convnet::optimizers::{Adam, SGD};
 use convnet::{Fit, Loss, Metric, Sequential};
@@ -96,6 +97,21 @@ fn round_trip(mut model: Sequential, input: &[usize], classes: usize) {
 fn saved_models_predict_exactly_as_before() {
     round_trip(convnet::models::lenet(2), &[28, 28, 1], 10);
     round_trip(every_layer_kind(), &[23, 23, 3], 4);
+    for global_max in [false, true] {
+        let mut model = Sequential::with_seed(4);
+        model.add(
+            Conv2D::new(5, (3, 3))
+                .activation(Relu)
+                .input_shape(&[9, 9, 2]),
+        );
+        if global_max {
+            model.add(GlobalMaxPooling2D::new());
+        } else {
+            model.add(GlobalAveragePooling2D::new());
+        }
+        model.add(Dense::new(3).activation(Softmax));
+        round_trip(model, &[9, 9, 2], 3);
+    }
 }
 
 #[test]

@@ -9,8 +9,8 @@
 use serde_json::{Map, Value};
 
 use super::{
-    ActivationLayer, BatchNormalization, Conv2D, Dense, Dropout, Flatten, Layer, MaxPooling2D,
-    Padding,
+    ActivationLayer, BatchNormalization, Conv2D, Dense, Dropout, Flatten, GlobalAveragePooling2D,
+    GlobalMaxPooling2D, Layer, MaxPooling2D, Padding,
 };
 use crate::{Activation, Error, Result};
 
@@ -29,10 +29,13 @@ pub fn from_config(class: &str, config: &Config) -> Result<Box<dyn Layer>> {
         "Activation" => Box::new(ActivationLayer::from_config(&fields)?),
         "Dropout" => Box::new(Dropout::from_config(&fields)?),
         "BatchNormalization" => Box::new(BatchNormalization::from_config(&fields)?),
+        "GlobalAveragePooling2D" => Box::new(GlobalAveragePooling2D::from_config(&fields)?),
+        "GlobalMaxPooling2D" => Box::new(GlobalMaxPooling2D::from_config(&fields)?),
         _ => {
             return Err(Error::InvalidArgument(format!(
                 "unknown layer class {class:?}: convnet has Conv2D, MaxPooling2D, Flatten, \
-                 Dense, Activation, Dropout and BatchNormalization"
+                 Dense, Activation, Dropout, BatchNormalization, GlobalAveragePooling2D and \
+                 GlobalMaxPooling2D"
             )));
         }
     })

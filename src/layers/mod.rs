@@ -20,6 +20,7 @@ mod conv2d;
 mod dense;
 mod dropout;
 mod flatten;
+mod global_pooling2d;
 pub(crate) mod max_pooling2d;
 
 pub use crate::kernels::im2col::Padding;
@@ -29,6 +30,7 @@ pub use conv2d::Conv2D;
 pub use dense::Dense;
 pub use dropout::Dropout;
 pub use flatten::Flatten;
+pub use global_pooling2d::{GlobalAveragePooling2D, GlobalMaxPooling2D};
 pub use max_pooling2d::MaxPooling2D;
 
 use ndarray::{ArrayD, IxDyn};
