@@ -431,3 +431,17 @@ fn the_cli_resumes_a_run_bit_for_bit() {
         "{stderr}"
     );
 }
+
+/// Sizes in an architecture are checked before anything is allocated.
+#[test]
+fn huge_layers_in_an_architecture_are_errors_not_allocations() {
+    let huge_dense = r#"{"class_name": "Sequential", "config": {"layers": [
+        {"class_name": "Dense", "config": {"units": 100000000000, "batch_input_shape": [null, 100000]}}]}}"#;
+    let huge_input = r#"{"class_name": "Sequential", "config": {"layers": [
+        {"class_name": "Flatten", "config": {"batch_input_shape": [null, 100000, 100000, 1000]}}]}}"#;
+    for json in [huge_dense, huge_input] {
+        let mut model = Sequential::from_json(json).unwrap();
+        let error = model.build().unwrap_err().to_string();
+        assert!(error.contains("more than"), "{error}");
+    }
+}

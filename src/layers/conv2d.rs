@@ -609,9 +609,10 @@ impl Layer for Conv2D {
         let window = Window2d::new((h, w, c), self.kernel_size, self.strides, self.padding)?;
         let (k_h, k_w) = self.kernel_size;
         let kernel_shape = [k_h, k_w, c, self.filters];
+        let len = super::tensor_len("the Conv2D kernel", &kernel_shape)?;
         let fan_in = k_h * k_w * c;
         let fan_out = k_h * k_w * self.filters;
-        let kernel = glorot_uniform(rng, fan_in * self.filters, fan_in, fan_out);
+        let kernel = glorot_uniform(rng, len, fan_in, fan_out);
         self.kernel = Param::new(
             "kernel",
             ArrayD::from_shape_vec(IxDyn(&kernel_shape), kernel).unwrap(),

@@ -117,7 +117,8 @@ impl Layer for Dense {
             )));
         }
         self.inputs = inputs;
-        let kernel = glorot_uniform(rng, inputs * self.units, inputs, self.units);
+        let len = super::tensor_len("the Dense kernel", &[inputs, self.units])?;
+        let kernel = glorot_uniform(rng, len, inputs, self.units);
         let kernel = ArrayD::from_shape_vec(IxDyn(&[inputs, self.units]), kernel).unwrap();
         self.kernel = Param::new("kernel", kernel);
         self.bias = Param::new("bias", ArrayD::zeros(IxDyn(&[self.units])));

@@ -353,6 +353,24 @@ pub(crate) fn kernel_and_bias_mut<'a>(
     }
 }
 
+/// The most values one weight tensor may hold (4 GiB of `f32`): a bound
+/// checked before any is allocated, so that a hostile architecture file
+/// gets an error instead of exhausting memory.
+pub const MAX_TENSOR_VALUES: usize = 1 << 30;
+
+/// The number of values of a weight tensor of `dims`, or an error naming
+/// `what` if it overflows or passes [`MAX_TENSOR_VALUES`].
+pub(crate) fn tensor_len(what: &str, dims: &[usize]) -> Result<usize> {
+    dims.iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .filter(|&n| n <= MAX_TENSOR_VALUES)
+        .ok_or_else(|| {
+            crate::Error::InvalidArgument(format!(
+                "{what} of shape {dims:?} would hold more than {MAX_TENSOR_VALUES} values"
+            ))
+        })
+}
+
 /// Makes `array` have `shape`, reallocating only when the shape changes.
 pub(crate) fn resize(array: &mut ArrayD<f32>, shape: &[usize]) {
     if array.shape() != shape {

@@ -119,6 +119,9 @@ impl Sequential {
             self.network.input_shape = shape.to_vec();
         }
         let entries = &mut self.network.entries;
+        if self.built == 0 {
+            crate::layers::tensor_len("one input sample", &self.network.input_shape)?;
+        }
         let mut shape = match self.built {
             0 => self.network.input_shape.clone(),
             n => entries[n - 1].output_shape.clone(),
@@ -131,6 +134,8 @@ impl Sequential {
                     Error::Shape(msg) => Error::Shape(format!("layer {}: {msg}", entry.name)),
                     other => other,
                 })?;
+            let what = format!("the output of layer {} for one sample", entry.name);
+            crate::layers::tensor_len(&what, &shape)?;
             entry.output_shape = shape.clone();
             self.built += 1;
         }
