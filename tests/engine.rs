@@ -322,3 +322,66 @@ fn sparse_labels_outside_the_classes_are_an_error() {
     let y = ndarray::arr2(&[[0.0f32], [2.0], [1.0], [1.0]]).into_dyn();
     assert!(model.evaluate(&x, &y).is_ok());
 }
+
+/// At inference a BatchNormalization folds into the convolution before it
+/// (with the relu and 2x2 pooling after it, where the kernels allow): the
+/// predictions are those of the layers run one by one, up to rounding.
+#[test]
+fn batch_normalization_folds_into_the_convolution_at_inference() {
+    use convnet::Activation::Linear;
+    use convnet::layers::{ActivationLayer, BatchNormalization};
+    let mut model = Sequential::with_seed(4);
+    model.add(Conv2D::new(16, (3, 3)).input_shape(&[12, 12, 1]));
+    model.add(BatchNormalization::new().momentum(0.5));
+    model.add(ActivationLayer::new(Relu));
+    model.add(MaxPooling2D::new((2, 2)));
+    model.add(Conv2D::new(8, (3, 3)).activation(Linear));
+    model.add(BatchNormalization::new().momentum(0.5));
+    model.add(Flatten::new());
+    model.add(Dense::new(3).activation(Softmax));
+    model
+        .compile(Loss::CategoricalCrossentropy, Adam::default(), &[])
+        .unwrap();
+    let x = random(&[24, 12, 12, 1], &mut rng(12));
+    let y = one_hot(24, 3);
+    model
+        .fit(
+            &x,
+            &y,
+            Fit {
+                batch_size: 8,
+                epochs: 2,
+                verbose: 0,
+                ..Fit::default()
+            },
+        )
+        .unwrap();
+    let plan = model.plan_string().unwrap();
+    assert!(
+        plan.contains("inference: conv2d_1 + batch_normalization_1 folded into one convolution\n"),
+        "{plan}"
+    );
+    let pools = convnet::kernels::has_avx512();
+    let first = "inference: conv2d + batch_normalization + activation + max_pooling2d folded into one convolution that pools";
+    let first_alone =
+        "inference: conv2d + batch_normalization + activation folded into one convolution\n";
+    assert!(
+        plan.contains(if pools { first } else { first_alone }),
+        "{plan}"
+    );
+
+    let mut expected = x.clone();
+    for layer in model.layers() {
+        let mut out = ArrayD::zeros(IxDyn(&[0]));
+        layer.forward(&expected, &mut out);
+        expected = out;
+    }
+    let predicted = model.predict(&x).unwrap();
+    for (a, b) in predicted.iter().zip(&expected) {
+        assert!((a - b).abs() <= 1e-5, "{a} vs {b}");
+    }
+    assert!(
+        model.buffers()[0].value.iter().any(|&v| v != 0.0),
+        "the moving mean moved"
+    );
+}

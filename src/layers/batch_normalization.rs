@@ -20,7 +20,10 @@ use ndarray::{ArrayD, IxDyn};
 use rayon::prelude::*;
 
 use super::config::{Config, Fields, config, with_input_shape};
-use super::{Buffer, Layer, Param, TrainingStep, resize, resize_buffer, values, values_mut};
+use super::{
+    Buffer, ChannelAffine, Layer, Param, PlanRole, TrainingStep, resize, resize_buffer, values,
+    values_mut,
+};
 use crate::initializers::Rng;
 use crate::{Error, Result};
 
@@ -122,11 +125,15 @@ impl BatchNormalization {
             ..BatchNormalization::new()
         })
     }
+}
 
+impl BatchNormalization {
     fn channels(&self) -> usize {
         self.gamma.len()
     }
+}
 
+impl ChannelAffine for BatchNormalization {
     /// Per channel, the multiplier and offset of inference:
     /// `y = a·x + b` with `a = γ/sqrt(var + ε)`, `b = β - a·mean`.
     fn inference_affine(&self) -> (Vec<f32>, Vec<f32>) {
@@ -337,6 +344,10 @@ impl Layer for BatchNormalization {
 
     fn replicate(&self) -> Option<Box<dyn Layer>> {
         Some(Box::new(self.clone()))
+    }
+
+    fn plan_role(&self) -> PlanRole<'_> {
+        PlanRole::ChannelAffine(self)
     }
 
     fn config(&self) -> Option<Config> {

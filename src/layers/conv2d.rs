@@ -154,6 +154,12 @@ impl Conv2D {
         self.window.expect("Conv2D used before build")
     }
 
+    /// This layer with the geometry `window` (of a built twin).
+    fn with_window(mut self, window: Option<Window2d>) -> Self {
+        self.window = window;
+        self
+    }
+
     /// The layer of a Keras config ([`Layer::config`]).
     pub(crate) fn from_config(fields: &Fields) -> Result<Self> {
         let mut layer = Conv2D::new(
@@ -726,6 +732,33 @@ impl PoolingConv for Conv2D {
 
     fn conv_activation(&self) -> Activation {
         self.output_activation.activation
+    }
+
+    fn folded(&self, (scale, shift): (&[f32], &[f32]), activation: Activation) -> Box<dyn Layer> {
+        // y = s·(W·x + b) + t = (s·W)·x + (s·b + t), per filter (the last axis).
+        let mut kernel = self.kernel.value.clone();
+        let filters = self.filters;
+        values_mut(&mut kernel)
+            .chunks_mut(filters)
+            .for_each(|taps| taps.iter_mut().zip(scale).for_each(|(w, s)| *w *= s));
+        let bias = values(&self.bias.value);
+        let folded_bias: Vec<f32> = (0..filters)
+            .map(|f| scale[f] * bias[f] + shift[f])
+            .collect();
+        let folded_bias =
+            ArrayD::from_shape_vec(IxDyn(&[filters]), folded_bias).expect("a bias per filter");
+        Box::new(
+            Conv2D {
+                kernel: Param::new("kernel", kernel),
+                bias: Param::new("bias", folded_bias),
+                use_bias: true,
+                output_activation: OutputActivation::new(activation),
+                ..Conv2D::new(filters, self.kernel_size)
+                    .strides(self.strides)
+                    .padding(self.padding)
+            }
+            .with_window(self.window),
+        )
     }
 
     fn conv_output_shape(&self) -> [usize; 3] {

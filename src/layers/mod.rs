@@ -119,6 +119,16 @@ pub enum PlanRole<'a> {
     MaxPool2x2,
     /// A convolution that may pool its output as it computes it.
     Convolution(&'a dyn PoolingConv),
+    /// A per-channel affine map at inference (BatchNormalization), which a
+    /// convolution before it can take into its own weights.
+    ChannelAffine(&'a dyn ChannelAffine),
+}
+
+/// A layer that, at inference, multiplies each channel by a constant and
+/// adds another: `y[.., c] = scale[c] · x[.., c] + shift[c]`.
+pub trait ChannelAffine: Send + Sync {
+    /// `(scale, shift)`, one value per channel.
+    fn inference_affine(&self) -> (Vec<f32>, Vec<f32>);
 }
 
 /// A convolution that can apply relu and 2x2 max pooling to its output as
@@ -135,6 +145,12 @@ pub trait PoolingConv: Send + Sync {
 
     /// The activation of the convolution's own output.
     fn conv_activation(&self) -> Activation;
+
+    /// A copy of the convolution, for inference only, whose output is
+    /// `activation(scale · conv(x) + shift)` per filter: a [`ChannelAffine`]
+    /// after it folded into its kernel and bias. Its own activation must be
+    /// linear.
+    fn folded(&self, affine: (&[f32], &[f32]), activation: Activation) -> Box<dyn Layer>;
 
     /// The shape of the convolution's output for one image, `[h, w, filters]`.
     fn conv_output_shape(&self) -> [usize; 3];

@@ -7,7 +7,7 @@ use ndarray::{ArrayD, IxDyn};
 
 use super::plan::{Plan, Stage, StageKind, pooling_conv};
 use crate::data::Samples;
-use crate::layers::{Layer, TrainingStep, max_pooling2d, resize};
+use crate::layers::{Layer, PlanRole, TrainingStep, max_pooling2d, resize};
 
 /// A layer with its Keras name and the shape of its output (per sample).
 pub(crate) struct Entry {
@@ -46,7 +46,7 @@ impl Slots {
         Slots {
             activations: (0..slots).map(|_| empty()).collect(),
             gradients: (0..slots).map(|_| empty()).collect(),
-            winners: vec![Vec::new(); network.plan.stages.len()],
+            winners: vec![Vec::new(); network.plan.stages.len().max(network.plan.inference.len())],
             targets: Vec::new(),
         }
     }
@@ -83,11 +83,20 @@ impl Network {
         (&inputs[stage.layers.start], &mut outputs[0])
     }
 
-    /// Inference: the batch in the input slot through every stage.
+    /// Inference: the batch in the input slot through every stage of the
+    /// inference plan.
     pub fn forward(&self, slots: &mut Slots) {
-        for (s, stage) in self.plan.stages.iter().enumerate() {
+        for (s, stage) in self.plan.inference.iter().enumerate() {
             let (input, output) = Self::stage_io(stage, &mut slots.activations);
             let first = self.entries[stage.layers.start].layer.as_ref();
+            // A folded stage runs a copy of its convolution that carries
+            // the affine layer in its weights (made per batch: the weights
+            // may have changed since the last).
+            let folded = stage.fold.map(|fold| {
+                let (scale, shift) = channel_affine(self.entries[fold.affine].layer.as_ref());
+                pooling_conv(first).folded((&scale, &shift), fold.activation)
+            });
+            let first = folded.as_deref().unwrap_or(first);
             match stage.kind {
                 StageKind::Layer => first.forward(input, output),
                 StageKind::ConvPool { .. } => {
@@ -169,6 +178,14 @@ impl Network {
                 fused(first).backward_linear(&slots.activations[start], conv_grad, grad_input);
             }
         }
+    }
+}
+
+/// The inference `(scale, shift)` of a layer the plan folded.
+fn channel_affine(layer: &dyn Layer) -> (Vec<f32>, Vec<f32>) {
+    match layer.plan_role() {
+        PlanRole::ChannelAffine(affine) => affine.inference_affine(),
+        _ => unreachable!("the plan folds only channel-affine layers"),
     }
 }
 

@@ -40,12 +40,29 @@ pub(crate) struct Stage {
     /// The layers, by index.
     pub layers: Range<usize>,
     pub kind: StageKind,
+    /// At inference only: a per-channel affine layer (BatchNormalization)
+    /// after the convolution, folded into its weights.
+    pub fold: Option<Fold>,
+}
+
+/// A [`ChannelAffine`] layer folded into the convolution before it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Fold {
+    /// The affine layer's index.
+    pub affine: usize,
+    /// The activation the folded convolution applies (of the layer after
+    /// the affine one, if it is an Activation layer).
+    pub activation: Activation,
 }
 
 /// The stages of a model, in order, and why convolutions did not fuse.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Plan {
+    /// The stages of training.
     pub stages: Vec<Stage>,
+    /// The stages of inference: those of training, but where a
+    /// BatchNormalization folds into the convolution before it.
+    pub inference: Vec<Stage>,
     /// `(layer index, reason)` for each convolution that runs on its own.
     pub unfused: Vec<(usize, String)>,
 }
@@ -65,12 +82,14 @@ impl Plan {
                     Stage {
                         layers: i..i + 1,
                         kind: StageKind::Layer,
+                        fold: None,
                     }
                 }
             };
             i = stage.layers.end;
             plan.stages.push(stage);
         }
+        plan.inference = inference_stages(entries, &plan.stages);
         plan
     }
 
@@ -101,6 +120,18 @@ impl Plan {
                     names(&stage.layers)
                 );
             }
+        }
+        for stage in self.inference.iter().filter(|s| s.fold.is_some()) {
+            let pooled = matches!(stage.kind, StageKind::ConvPool { .. });
+            out += &format!(
+                "  inference: {} folded into one convolution{}\n",
+                names(&stage.layers),
+                if pooled {
+                    " that pools as it computes"
+                } else {
+                    ""
+                }
+            );
         }
         for (i, reason) in &self.unfused {
             out += &format!("  not fused: {}: {reason}\n", entries[*i].name);
@@ -155,6 +186,69 @@ fn conv_pool(entries: &[Entry], i: usize) -> Result<Stage, Option<String>> {
             // gradient is all its backward pass computes.
             backward_fused: i == 0 && conv.pooled_backward_applies(),
         },
+        fold: None,
+    })
+}
+
+/// The inference stages: `training`'s, except that a convolution with no
+/// activation followed by a [`ChannelAffine`] layer (and maybe an
+/// Activation layer, and then relu's 2x2 max pooling) runs as one
+/// convolution with the affine map in its weights.
+fn inference_stages(entries: &[Entry], training: &[Stage]) -> Vec<Stage> {
+    let mut stages = Vec::new();
+    let mut i = 0;
+    while i < entries.len() {
+        let stage = folded_stage(entries, i)
+            .or_else(|| training.iter().find(|s| s.layers.start == i).cloned())
+            .unwrap_or(Stage {
+                layers: i..i + 1,
+                kind: StageKind::Layer,
+                fold: None,
+            });
+        i = stage.layers.end;
+        stages.push(stage);
+    }
+    stages
+}
+
+/// The folded stage starting at convolution `i`, if there is one.
+fn folded_stage(entries: &[Entry], i: usize) -> Option<Stage> {
+    let PlanRole::Convolution(conv) = entries[i].layer.plan_role() else {
+        return None;
+    };
+    let affine = entries.get(i + 1)?;
+    if conv.conv_activation() != Activation::Linear
+        || !matches!(affine.layer.plan_role(), PlanRole::ChannelAffine(_))
+    {
+        return None;
+    }
+    let mut end = i + 2;
+    let mut activation = Activation::Linear;
+    if let Some(PlanRole::Activation(a)) = entries.get(end).map(|e| e.layer.plan_role()) {
+        activation = a;
+        end += 1;
+    }
+    let pools = activation == Activation::Relu
+        && entries
+            .get(end)
+            .is_some_and(|e| matches!(e.layer.plan_role(), PlanRole::MaxPool2x2))
+        && conv.pooled_forward_unavailable().is_none();
+    let kind = if pools {
+        end += 1;
+        StageKind::ConvPool {
+            pool: pool_window(conv),
+            backward_fused: false,
+        }
+    } else {
+        StageKind::Layer
+    };
+    Some(Stage {
+        layers: i..end,
+        kind,
+        fold: Some(Fold {
+            affine: i + 1,
+            activation,
+        }),
     })
 }
 
