@@ -4,6 +4,7 @@ mod bench;
 mod bench_convolve;
 mod convolve;
 mod evaluate;
+mod model_args;
 mod picture;
 mod summary;
 mod train;
