@@ -127,7 +127,7 @@ fn probabilities(model: &Sequential, picture: Array2<f32>) -> Result<Vec<f32>> {
 }
 
 /// `--json`'s object, or a line such as
-/// `seven.png: digit 7 (7: 99.1%, 2: 0.5%, 3: 0.2%)`.
+/// `seven.png: digit 7 (7: 99.1%, 2: 0.5%, 3: <0.1%)`.
 fn line(prediction: &Prediction, json: bool) -> Result<String> {
     if json {
         return serde_json::to_string(prediction)
@@ -143,7 +143,7 @@ fn line(prediction: &Prediction, json: bool) -> Result<String> {
     let top: Vec<String> = ranked
         .iter()
         .take(3)
-        .map(|(class, p)| format!("{class}: {:.1}%", p * 100.0))
+        .map(|&(class, p)| format!("{class}: {}", percent(p)))
         .collect();
     let kind = if prediction.digit.is_some() {
         "digit"
@@ -156,4 +156,14 @@ fn line(prediction: &Prediction, json: bool) -> Result<String> {
         prediction.class,
         top.join(", ")
     ))
+}
+
+/// A probability as a percentage to one decimal; "<0.1%" rather than a
+/// misleading "0.0%" for the small ones.
+fn percent(p: f32) -> String {
+    if p < 0.0005 {
+        "<0.1%".to_string()
+    } else {
+        format!("{:.1}%", p * 100.0)
+    }
 }
