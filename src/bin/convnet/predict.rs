@@ -167,3 +167,46 @@ fn percent(p: f32) -> String {
         format!("{:.1}%", p * 100.0)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn prediction(digit: Option<usize>, probabilities: &[f32]) -> Prediction<'_> {
+        Prediction {
+            file: "a.png".into(),
+            digit,
+            class: 1,
+            probabilities,
+        }
+    }
+
+    #[test]
+    fn lines_show_the_three_likeliest_classes() {
+        let p = [0.01, 0.9, 0.0001, 0.0899];
+        assert_eq!(
+            line(&prediction(Some(1), &p), false).unwrap(),
+            "a.png: digit 1 (1: 90.0%, 3: 9.0%, 0: 1.0%)"
+        );
+        assert_eq!(
+            line(&prediction(None, &p[..2]), false).unwrap(),
+            "a.png: class 1 (1: 90.0%, 0: 1.0%)"
+        );
+        assert_eq!(percent(0.0004), "<0.1%");
+        assert_eq!(percent(0.0006), "0.1%");
+    }
+
+    #[test]
+    fn json_has_a_digit_only_for_digit_models() {
+        let digit = line(&prediction(Some(1), &[0.25, 0.75]), true).unwrap();
+        assert_eq!(
+            digit,
+            r#"{"file":"a.png","digit":1,"class":1,"probabilities":[0.25,0.75]}"#
+        );
+        let other = line(&prediction(None, &[0.25, 0.75]), true).unwrap();
+        assert_eq!(
+            other,
+            r#"{"file":"a.png","class":1,"probabilities":[0.25,0.75]}"#
+        );
+    }
+}
