@@ -1,6 +1,6 @@
 //! A trained LeNet reads digits from pictures: `convnet predict` on MNIST
 //! test digits drawn in the ways people draw them (dark on light, enlarged,
-//! off-centre, noisy, colour, JPEG), its errors, and `convnet evaluate`'s
+//! off-centre, dusty, noisy, colour, JPEG), its errors, and `convnet evaluate`'s
 //! report.
 
 use std::path::{Path, PathBuf};
@@ -80,10 +80,11 @@ fn enlarged(picture: &GrayImage, side: u32) -> GrayImage {
 }
 
 /// The ways a digit is drawn here, each written as a file in `dir`.
-const FORMS: [&str; 6] = [
+const FORMS: [&str; 7] = [
     "light-on-dark",
     "dark-on-light",
     "enlarged",
+    "dusty",
     "off-centre",
     "noisy",
     "blue-ink-jpeg",
@@ -97,6 +98,16 @@ fn write_form(dir: &Path, form: &str, i: usize, rng: &mut rand_chacha::ChaCha8Rn
         "dark-on-light" => inverted(&digit),
         // 2.5 times larger, dark on light, in a 100x80 frame.
         "enlarged" => on_canvas(&inverted(&enlarged(&digit, 70)), 100, 80, 18, 4, 255),
+        // Enlarged, with three specks of dust far from the digit.
+        "dusty" => {
+            let mut dusty = on_canvas(&inverted(&enlarged(&digit, 70)), 100, 80, 18, 4, 255);
+            for (x, y) in [(3, 3), (95, 40), (6, 74)] {
+                for (dx, dy) in [(0, 0), (1, 0), (0, 1), (1, 1)] {
+                    dusty.put_pixel(x + dx, y + dy, Luma([40]));
+                }
+            }
+            dusty
+        }
         // Light on dark, pushed into the bottom-left corner of 64x72.
         "off-centre" => on_canvas(&digit, 64, 72, 0, 42, 0),
         // Dark on grey paper with speckle of up to 25 grey levels, 2x.
