@@ -68,20 +68,7 @@ pub fn run(args: EvaluateArgs) -> Result<()> {
     let confusion = confusion_matrix(outputs.view(), &labels)?;
     let report = ClassReport::new(&confusion);
     if args.json {
-        let evaluation = Evaluation {
-            loss: score.loss,
-            accuracy,
-            confusion: confusion.rows().into_iter().map(|r| r.to_vec()).collect(),
-            report: &report,
-            macro_average: MacroAverage {
-                precision: report.macro_precision(),
-                recall: report.macro_recall(),
-                f1: report.macro_f1(),
-            },
-        };
-        let text = serde_json::to_string(&evaluation)
-            .map_err(|e| Error::Data(format!("cannot encode the scores as JSON: {e}")))?;
-        println!("{text}");
+        println!("{}", json(score.loss, accuracy, &confusion, &report)?);
     } else {
         println!("Test loss: {:.4}", score.loss);
         println!("Test accuracy: {accuracy:.4}");
@@ -92,6 +79,28 @@ pub fn run(args: EvaluateArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// `--json`'s object, on one line.
+fn json(
+    loss: f64,
+    accuracy: f64,
+    confusion: &Array2<usize>,
+    report: &ClassReport,
+) -> Result<String> {
+    let evaluation = Evaluation {
+        loss,
+        accuracy,
+        confusion: confusion.rows().into_iter().map(|r| r.to_vec()).collect(),
+        report,
+        macro_average: MacroAverage {
+            precision: report.macro_precision(),
+            recall: report.macro_recall(),
+            f1: report.macro_f1(),
+        },
+    };
+    serde_json::to_string(&evaluation)
+        .map_err(|e| Error::Data(format!("cannot encode the scores as JSON: {e}")))
 }
 
 /// The confusion matrix with a header row and column of digits.
