@@ -29,7 +29,7 @@ struct Cli {
 enum Command {
     /// Train a model on MNIST (default: the classic Keras LeNet recipe).
     Train(train::TrainArgs),
-    /// Test loss and accuracy on MNIST of weights saved by `train --save-weights`.
+    /// Test scores on MNIST of weights saved by `train --save-weights`, per digit too.
     Evaluate(evaluate::EvaluateArgs),
     /// Classify pictures of digits (PNG, JPEG) with weights saved by `train --save-weights`.
     Predict(predict::PredictArgs),
