@@ -3,39 +3,11 @@
 
 use std::io::{Read, Write};
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
-fn convnet(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_convnet"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env_remove("CONVNET_DATA")
-        .output()
-        .expect("the binary runs")
-}
+mod common;
 
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Asserts a clean failure whose message contains every one of `needles`.
-fn assert_error(out: &Output, needles: &[&str]) {
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success(),
-        "expected a failure, got success; stderr: {stderr}"
-    );
-    assert!(
-        stderr.starts_with("error: ")
-            || stderr.contains("\nerror: ")
-            || stderr.starts_with("error:"),
-        "{stderr}"
-    );
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    for needle in needles {
-        assert!(stderr.contains(needle), "missing {needle:?} in: {stderr}");
-    }
-}
+use common::cli::{assert_error, convnet, stdout};
 
 const TINY: [&str; 8] = [
     "--train-limit",

@@ -1,6 +1,9 @@
 //! End to end: LeNet learns MNIST; the model API checks its inputs; the same
 //! seed gives the same run.
 
+mod common;
+
+use common::compiled_lenet;
 use convnet::data::Rescaled;
 use convnet::datasets::{mnist, to_categorical};
 use convnet::layers::{Conv2D, Dense, Flatten};
@@ -33,14 +36,7 @@ fn mnist_subset(train: usize, test: usize) -> Subset {
 }
 
 fn train_lenet(data: &Subset, seed: u64, epochs: usize) -> (History, f64) {
-    let mut model = convnet::models::lenet(seed);
-    model
-        .compile(
-            Loss::CategoricalCrossentropy,
-            Adam::default(),
-            &[Metric::Accuracy],
-        )
-        .unwrap();
+    let mut model = compiled_lenet(seed);
     let train_x = Rescaled::new(&data.train_x, 1.0 / 255.0);
     let test_x = Rescaled::new(&data.test_x, 1.0 / 255.0);
     let options = Fit {
@@ -111,14 +107,7 @@ fn a_run_does_not_depend_on_the_thread_count() {
 #[test]
 fn predict_returns_probabilities_matching_evaluate() {
     let data = mnist_subset(500, 300);
-    let mut model = convnet::models::lenet(3);
-    model
-        .compile(
-            Loss::CategoricalCrossentropy,
-            Adam::default(),
-            &[Metric::Accuracy],
-        )
-        .unwrap();
+    let model = compiled_lenet(3);
     let x = data.test_x.mapv(|v| v as f32 / 255.0);
     let p = model.predict(&x).unwrap();
     assert_eq!(p.shape(), &[300, 10]);
@@ -218,21 +207,9 @@ fn every_optimizer_and_loss_reduces_the_loss() {
     }
 }
 
-fn compiled_lenet() -> Sequential {
-    let mut model = convnet::models::lenet(1);
-    model
-        .compile(
-            Loss::CategoricalCrossentropy,
-            Adam::default(),
-            &[Metric::Accuracy],
-        )
-        .unwrap();
-    model
-}
-
 #[test]
 fn fit_rejects_inputs_that_do_not_fit() {
-    let mut model = compiled_lenet();
+    let mut model = compiled_lenet(1);
     let x = Array4::<f32>::zeros((10, 28, 28, 1));
     let y = Array2::<f32>::zeros((9, 10));
     let err = model.fit(&x, &y, Fit::default()).unwrap_err();
@@ -335,7 +312,7 @@ fn summary_matches_keras() {
 fn weights_survive_a_save_and_load() {
     let data = mnist_subset(300, 100);
     let x = data.test_x.mapv(|v| v as f32 / 255.0);
-    let mut trained = compiled_lenet();
+    let mut trained = compiled_lenet(1);
     let train_x = Rescaled::new(&data.train_x, 1.0 / 255.0);
     trained
         .fit(
@@ -352,14 +329,7 @@ fn weights_survive_a_save_and_load() {
     let path = dir.path().join("w.safetensors");
     trained.save_weights(&path).unwrap();
 
-    let mut fresh = convnet::models::lenet(99);
-    fresh
-        .compile(
-            Loss::CategoricalCrossentropy,
-            Adam::default(),
-            &[Metric::Accuracy],
-        )
-        .unwrap();
+    let mut fresh = compiled_lenet(99);
     assert_ne!(fresh.predict(&x).unwrap(), trained.predict(&x).unwrap());
     fresh.load_weights(&path).unwrap();
     assert_eq!(fresh.predict(&x).unwrap(), trained.predict(&x).unwrap());

@@ -1,13 +1,31 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+#[cfg(feature = "cli")]
+pub mod cli;
+
 use convnet::initializers::Rng;
 use convnet::layers::Layer;
+use convnet::optimizers::Adam;
+use convnet::{Loss, Metric, Sequential};
 use ndarray::{ArrayD, IxDyn};
 use rand::{RngExt, SeedableRng};
 
 pub fn rng(seed: u64) -> Rng {
     Rng::seed_from_u64(seed)
+}
+
+/// LeNet-5 with the reference recipe's loss, optimizer and metric.
+pub fn compiled_lenet(seed: u64) -> Sequential {
+    let mut model = convnet::models::lenet(seed);
+    model
+        .compile(
+            Loss::CategoricalCrossentropy,
+            Adam::default(),
+            &[Metric::Accuracy],
+        )
+        .unwrap();
+    model
 }
 
 /// An array of `shape` with values uniform in `[-1, 1)`.

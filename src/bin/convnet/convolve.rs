@@ -9,6 +9,8 @@ use convnet::{Error, Result};
 use image::{GrayImage, ImageFormat, Luma};
 use ndarray::Array2;
 
+use super::picture;
+
 /// The kernel of the lesson: a diagonal edge detector.
 const DEFAULT_KERNEL: &str = "-1 -1 0; -1 0 1; 0 1 1";
 
@@ -132,7 +134,7 @@ pub fn run(args: ConvolveArgs) -> Result<()> {
         (None, None) => parse_kernel(DEFAULT_KERNEL)?,
     };
     let output = output_path(&args)?;
-    let grey = read_grey(&args.image)?;
+    let grey = picture::read_grey(&args.image)?;
     let result = convolve(&grey, &kernel, &args)?;
     let picture = to_grey_image(&result, args.normalize);
     let picture = if args.side_by_side {
@@ -215,33 +217,6 @@ fn parse_kernel_row(number: usize, row: &str, example: &str) -> Result<Vec<f64>>
         )));
     }
     Ok(values)
-}
-
-/// Reads a PNG or JPEG as grey levels 0..255 with the BT.601 luma weights,
-/// rounded to whole levels as OpenCV's grayscale read does.
-fn read_grey(path: &Path) -> Result<Array2<f64>> {
-    let decoded = image::open(path).map_err(|e| match e {
-        image::ImageError::IoError(source) if source.kind() == std::io::ErrorKind::NotFound => {
-            Error::InvalidArgument(format!(
-                "the image {} does not exist; check the path",
-                path.display()
-            ))
-        }
-        image::ImageError::IoError(source) => Error::io(path, source),
-        other => Error::Image(format!(
-            "{}: cannot read this image ({other}); convnet convolve reads PNG and JPEG files",
-            path.display()
-        )),
-    })?;
-    let rgb = decoded.to_rgb8();
-    let (width, height) = rgb.dimensions();
-    Ok(Array2::from_shape_fn(
-        (height as usize, width as usize),
-        |(y, x)| {
-            let [r, g, b] = rgb.get_pixel(x as u32, y as u32).0.map(f64::from);
-            (0.299 * r + 0.587 * g + 0.114 * b).round()
-        },
-    ))
 }
 
 fn convolve(grey: &Array2<f64>, kernel: &Array2<f64>, args: &ConvolveArgs) -> Result<Array2<f64>> {

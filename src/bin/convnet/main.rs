@@ -5,6 +5,9 @@ mod bench_convolve;
 mod checkpoints;
 mod convolve;
 mod evaluate;
+mod model_args;
+mod picture;
+mod predict;
 mod summary;
 mod train;
 
@@ -27,8 +30,10 @@ struct Cli {
 enum Command {
     /// Train a model on MNIST (default: the classic Keras LeNet recipe).
     Train(train::TrainArgs),
-    /// Test loss and accuracy on MNIST of weights saved by `train --save-weights`.
+    /// Test scores on MNIST of weights saved by `train --save-weights`, per digit too.
     Evaluate(evaluate::EvaluateArgs),
+    /// Classify pictures of digits (PNG, JPEG) with weights saved by `train --save-weights`.
+    Predict(predict::PredictArgs),
     /// Print a model's layers, output shapes and parameter counts.
     Summary(summary::SummaryArgs),
     /// Convolve a photo with a kernel (edge detection by default) and write a PNG.
@@ -55,6 +60,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Train(args) => train::run(args),
         Command::Evaluate(args) => evaluate::run(args),
+        Command::Predict(args) => predict::run(args),
         Command::Summary(args) => summary::run(args),
         Command::Convolve(args) => convolve::run(args),
         Command::Bench(args) => bench::run(args),

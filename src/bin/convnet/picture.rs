@@ -1,0 +1,55 @@
+//! Reading pictures, for the subcommands that take one (convolve, predict).
+
+use std::io::ErrorKind;
+use std::path::Path;
+
+use convnet::{Error, Result};
+use image::{DynamicImage, ImageReader};
+use ndarray::Array2;
+
+/// Reads a PNG or JPEG (recognised by its contents, whatever its name) as
+/// grey levels 0..255 with the BT.601 luma weights, rounded to whole levels
+/// as OpenCV's grayscale read does. Transparent pixels are laid on white,
+/// as a viewer shows them: a drawing on a transparent canvas is dark ink on
+/// light paper, not ink on black.
+pub fn read_grey(path: &Path) -> Result<Array2<f64>> {
+    let rgba = decode(path)?.to_rgba8();
+    let (width, height) = rgba.dimensions();
+    Ok(Array2::from_shape_fn(
+        (height as usize, width as usize),
+        |(y, x)| {
+            let [r, g, b, a] = rgba.get_pixel(x as u32, y as u32).0.map(f64::from);
+            let on_white = |c: f64| (c * a + 255.0 * (255.0 - a)) / 255.0;
+            (0.299 * on_white(r) + 0.587 * on_white(g) + 0.114 * on_white(b)).round()
+        },
+    ))
+}
+
+fn decode(path: &Path) -> Result<DynamicImage> {
+    let unreadable = |problem: String| {
+        Error::Image(format!(
+            "{}: cannot read this image ({problem}); convnet reads PNG and JPEG files",
+            path.display()
+        ))
+    };
+    let size = std::fs::metadata(path).map_err(|source| match source.kind() {
+        ErrorKind::NotFound => Error::InvalidArgument(format!(
+            "the image {} does not exist; check the path",
+            path.display()
+        )),
+        _ => Error::io(path, source),
+    })?;
+    if size.len() == 0 {
+        return Err(unreadable("the file is empty".into()));
+    }
+    let reader = ImageReader::open(path)
+        .and_then(ImageReader::with_guessed_format)
+        .map_err(|e| Error::io(path, e))?;
+    reader.decode().map_err(|e| match e {
+        image::ImageError::IoError(source) if source.kind() == ErrorKind::UnexpectedEof => {
+            unreadable("the file is cut short".into())
+        }
+        image::ImageError::IoError(source) => Error::io(path, source),
+        other => unreadable(other.to_string()),
+    })
+}
