@@ -403,6 +403,35 @@ fn the_cli_resumes_a_run_bit_for_bit() {
         assert_eq!(a.value, b.value);
     }
 
+    // evaluate and predict take the model file alone.
+    let out = convnet(&[
+        "evaluate",
+        "--model-file",
+        &path("whole.model"),
+        "--test-limit",
+        "200",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["loss"], whole["test_loss"]);
+    let out = convnet(&[
+        "predict",
+        "--model-file",
+        &path("whole.model"),
+        "data/images/three.png",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("three.png: digit"));
+
     // Resuming with another model, or from a folder with no checkpoint.
     let out = convnet(
         &[

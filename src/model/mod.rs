@@ -128,6 +128,11 @@ impl Sequential {
         self.network.entries.last().map_or(&[], |e| &e.output_shape)
     }
 
+    /// Whether `compile` has been called.
+    pub fn is_compiled(&self) -> bool {
+        self.compiled.is_some()
+    }
+
     /// The seed of the initial weights and of the order of the samples.
     pub fn seed(&self) -> u64 {
         self.seed

@@ -4,18 +4,22 @@ use std::path::PathBuf;
 
 use clap::Args;
 use convnet::optimizers::Adam;
-use convnet::{Loss, Metric, Result, Sequential};
+use convnet::{Error, Loss, Metric, Result, Sequential};
 
-/// The trained model: weights saved by `convnet train --save-weights`,
-/// loaded into a freshly built model of the named architecture.
+/// The trained model: a one-file model saved by `convnet train --save`,
+/// or weights saved by `convnet train --save-weights`, loaded into a
+/// freshly built model of the named architecture.
 #[derive(Args)]
 pub struct ModelArgs {
-    /// Weights saved by `convnet train --save-weights`.
+    /// A whole model saved by `convnet train --save` (architecture and weights).
+    #[arg(long, conflicts_with_all = ["weights", "model"])]
+    model_file: Option<PathBuf>,
+    /// Weights saved by `convnet train --save-weights` (with --model).
     #[arg(long)]
-    weights: PathBuf,
-    /// The model the weights belong to.
-    #[arg(long, default_value = "lenet")]
-    model: String,
+    weights: Option<PathBuf>,
+    /// The model the --weights belong to.
+    #[arg(long)]
+    model: Option<String>,
 }
 
 impl ModelArgs {
@@ -23,13 +27,27 @@ impl ModelArgs {
     /// holding the trained weights: the one place that knows where a
     /// trained model comes from.
     pub fn load(&self) -> Result<Sequential> {
-        let mut model = convnet::models::by_name(&self.model, 0)?;
-        model.compile(
-            Loss::CategoricalCrossentropy,
-            Adam::default(),
-            &[Metric::Accuracy],
-        )?;
-        model.load_weights(&self.weights)?;
+        let mut model = match (&self.model_file, &self.weights) {
+            (Some(file), _) => Sequential::load(file)?,
+            (None, Some(weights)) => {
+                let mut model =
+                    convnet::models::by_name(self.model.as_deref().unwrap_or("lenet"), 0)?;
+                model.build()?;
+                model.load_weights(weights)?;
+                model
+            }
+            (None, None) => {
+                return Err(Error::InvalidArgument(
+                    "no trained model given: use --model-file FILE (from train --save) or \
+                     --weights FILE (from train --save-weights)"
+                        .into(),
+                ));
+            }
+        };
+        if !model.is_compiled() {
+            let metrics = [Metric::Accuracy];
+            model.compile(Loss::CategoricalCrossentropy, Adam::default(), &metrics)?;
+        }
         Ok(model)
     }
 }
