@@ -43,6 +43,7 @@ pub mod metrics;
 pub mod model;
 pub mod models;
 pub mod optimizers;
+pub mod schedules;
 pub mod signal;
 pub mod summary;
 
