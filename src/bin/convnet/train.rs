@@ -145,6 +145,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
                 validation_data: Some((&test_x, &test_y)),
                 shuffle: true,
                 replicas: args.replicas,
+                ..Fit::default()
             },
         )
         .map_err(|e| match e {
