@@ -10,19 +10,33 @@
 //! that cannot be written) ends `fit` with it.
 //!
 //! ```
-//! use convnet::callbacks::{CSVLogger, EarlyStopping, ReduceLROnPlateau};
-//! use convnet::Fit;
+//! use convnet::callbacks::{CSVLogger, EarlyStopping};
+//! use convnet::layers::Dense;
+//! use convnet::optimizers::Adam;
+//! use convnet::schedules::CosineDecay;
+//! use convnet::{Fit, Loss::MeanSquaredError, Sequential};
+//! use ndarray::Array2;
 //!
-//! let options = Fit {
+//! let train_x = Array2::from_shape_fn((50, 2), |(i, j)| ((3 * i + j) % 7) as f32 / 7.0);
+//! let train_y = Array2::from_shape_fn((50, 1), |(i, _)| train_x[[i, 0]] - train_x[[i, 1]]);
+//! let mut model = Sequential::with_seed(1);
+//! model.add(Dense::new(1).input_shape(&[2]));
+//!
+//! let optimizer = Adam::with_schedule(CosineDecay { alpha: 0.1, ..CosineDecay::new(1e-3, 10_000) })?;
+//! model.compile(MeanSquaredError, optimizer, &[])?;
+//! let mut early = EarlyStopping::new().patience(3).restore_best_weights(true);
+//! # let folder = tempfile::tempdir().unwrap();
+//! # std::env::set_current_dir(folder.path()).unwrap();
+//! model.fit(&train_x, &train_y, Fit {
 //!     epochs: 50,
-//!     validation_split: 0.2,
-//!     callbacks: vec![
-//!         Box::new(EarlyStopping::new().patience(3).restore_best_weights(true)),
-//!         Box::new(ReduceLROnPlateau::new().patience(2)),
-//!         Box::new(CSVLogger::new("training.csv")),
-//!     ],
+//!     validation_split: 0.1, // the last 10% of the samples validate
+//!     callbacks: vec![Box::new(&mut early), Box::new(CSVLogger::new("history.csv"))],
+//!     verbose: 0,
 //!     ..Fit::default()
-//! };
+//! })?;
+//! println!("stopped after epoch {:?}", early.stopped_epoch());
+//! # assert!(std::fs::read_to_string("history.csv").unwrap().starts_with("epoch,loss,val_loss\n0,"));
+//! # Ok::<(), convnet::Error>(())
 //! ```
 //!
 //! To read a callback after `fit` (say [`EarlyStopping::stopped_epoch`]),
