@@ -26,16 +26,16 @@
 //! model.compile(MeanSquaredError, optimizer, &[])?;
 //! let mut early = EarlyStopping::new().patience(3).restore_best_weights(true);
 //! # let folder = tempfile::tempdir().unwrap();
-//! # std::env::set_current_dir(folder.path()).unwrap();
+//! # let history_csv = folder.path().join("history.csv");
 //! model.fit(&train_x, &train_y, Fit {
 //!     epochs: 50,
 //!     validation_split: 0.1, // the last 10% of the samples validate
-//!     callbacks: vec![Box::new(&mut early), Box::new(CSVLogger::new("history.csv"))],
+//!     callbacks: vec![Box::new(&mut early), Box::new(CSVLogger::new(&history_csv))],
 //!     verbose: 0,
 //!     ..Fit::default()
 //! })?;
 //! println!("stopped after epoch {:?}", early.stopped_epoch());
-//! # assert!(std::fs::read_to_string("history.csv").unwrap().starts_with("epoch,loss,val_loss\n0,"));
+//! # assert!(std::fs::read_to_string(&history_csv).unwrap().starts_with("epoch,loss,val_loss\n0,"));
 //! # Ok::<(), convnet::Error>(())
 //! ```
 //!
