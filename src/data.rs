@@ -200,3 +200,32 @@ pub fn training_count(n: usize, fraction: f32) -> usize {
     let fraction: f64 = fraction.to_string().parse().unwrap_or(fraction as f64);
     (n as f64 * (1.0 - fraction)).floor() as usize
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::Array2;
+
+    #[test]
+    fn a_slice_maps_indices_and_refuses_a_range_past_the_end() {
+        let x = Array2::from_shape_fn((6, 1), |(i, _)| i as f32);
+        let slice = Slice::new(&x, 2, 3).unwrap();
+        let mut out = vec![0.0; 3];
+        slice.gather(&[2, 0, 1], &mut out);
+        assert_eq!(out, [4.0, 2.0, 3.0]);
+        assert_eq!(slice.sample_shape(), [1]);
+        assert!(Slice::new(&x, 4, 3).is_err());
+        assert!(Slice::new(&x, usize::MAX, 2).is_err());
+        assert!(Slice::new(&x, 6, 0).is_ok_and(|s| s.is_empty()));
+    }
+
+    /// Keras computes in float64: int(600 · (1 - 0.2)) = 480, and
+    /// int(10 · (1 - 0.95)) = int(0.5) = 0.
+    #[test]
+    fn training_counts_follow_keras() {
+        assert_eq!(training_count(600, 0.2), 480);
+        assert_eq!(training_count(60_000, 0.1), 54_000);
+        assert_eq!(training_count(10, 0.95), 0);
+        assert_eq!(training_count(10, 0.0), 10);
+    }
+}

@@ -152,6 +152,7 @@ impl Sequential {
     /// as one replica.
     pub fn fit(&mut self, x: &dyn Samples, y: &dyn Samples, options: Fit) -> Result<History> {
         self.prepare()?;
+        self.compiled()?;
         self.check_pair(x, y, "fit")?;
         let split = Split::of((x, y), &options)?;
         let (train, validation): (Pair, Option<Pair>) = match &split {
