@@ -132,3 +132,100 @@ impl<S: Data<Elem = u8> + Sync, D: Dimension + RemoveAxis> Samples for Rescaled<
         gather_with(self.bytes, indices, out, |v| v as f32 * scale);
     }
 }
+
+/// The samples `start..start + len` of other samples, without a copy: what
+/// `fit` trains and validates on with a `validation_split`.
+///
+/// ```
+/// use convnet::data::{Samples, Slice};
+/// use ndarray::Array2;
+/// let x = Array2::from_shape_fn((5, 2), |(i, j)| (10 * i + j) as f32);
+/// let last_two = Slice::new(&x, 3, 2)?;
+/// let mut out = vec![0.0; 2];
+/// last_two.gather(&[1], &mut out);
+/// assert_eq!((last_two.len(), out), (2, vec![40.0, 41.0]));
+/// # Ok::<(), convnet::Error>(())
+/// ```
+#[derive(Clone, Copy)]
+pub struct Slice<'a> {
+    samples: &'a dyn Samples,
+    start: usize,
+    len: usize,
+}
+
+impl<'a> Slice<'a> {
+    /// The samples `start..start + len` of `samples`; an error if they
+    /// are not all there.
+    pub fn new(samples: &'a dyn Samples, start: usize, len: usize) -> crate::Result<Self> {
+        if start.checked_add(len).is_none_or(|end| end > samples.len()) {
+            return Err(crate::Error::InvalidArgument(format!(
+                "samples {start}..{start}+{len} are out of range: there are {}",
+                samples.len()
+            )));
+        }
+        Ok(Slice {
+            samples,
+            start,
+            len,
+        })
+    }
+}
+
+impl Samples for Slice<'_> {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn sample_shape(&self) -> Vec<usize> {
+        self.samples.sample_shape()
+    }
+
+    fn gather(&self, indices: &[usize], out: &mut [f32]) {
+        let moved: Vec<usize> = indices.iter().map(|i| self.start + i).collect();
+        self.samples.gather(&moved, out);
+    }
+}
+
+/// How many of `n` samples train under `Fit::validation_split = fraction`:
+/// `floor(n · (1 - fraction))`, as Keras computes it. The fraction is
+/// taken as the decimal it prints as (0.2, not the `f32` nearest to it,
+/// 0.200000003), so that 600 samples split 480 + 120 as in Keras, not
+/// 479 + 121.
+///
+/// ```
+/// assert_eq!(convnet::data::training_count(600, 0.2), 480);
+/// assert_eq!(convnet::data::training_count(10, 0.25), 7);
+/// ```
+pub fn training_count(n: usize, fraction: f32) -> usize {
+    let fraction: f64 = fraction.to_string().parse().unwrap_or(fraction as f64);
+    (n as f64 * (1.0 - fraction)).floor() as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::Array2;
+
+    #[test]
+    fn a_slice_maps_indices_and_refuses_a_range_past_the_end() {
+        let x = Array2::from_shape_fn((6, 1), |(i, _)| i as f32);
+        let slice = Slice::new(&x, 2, 3).unwrap();
+        let mut out = vec![0.0; 3];
+        slice.gather(&[2, 0, 1], &mut out);
+        assert_eq!(out, [4.0, 2.0, 3.0]);
+        assert_eq!(slice.sample_shape(), [1]);
+        assert!(Slice::new(&x, 4, 3).is_err());
+        assert!(Slice::new(&x, usize::MAX, 2).is_err());
+        assert!(Slice::new(&x, 6, 0).is_ok_and(|s| s.is_empty()));
+    }
+
+    /// Keras computes in float64: int(600 · (1 - 0.2)) = 480, and
+    /// int(10 · (1 - 0.95)) = int(0.5) = 0.
+    #[test]
+    fn training_counts_follow_keras() {
+        assert_eq!(training_count(600, 0.2), 480);
+        assert_eq!(training_count(60_000, 0.1), 54_000);
+        assert_eq!(training_count(10, 0.95), 0);
+        assert_eq!(training_count(10, 0.0), 10);
+    }
+}

@@ -44,6 +44,7 @@ pub mod model;
 pub mod models;
 pub mod optimizers;
 pub mod preprocess;
+pub mod schedules;
 pub mod signal;
 pub mod summary;
 

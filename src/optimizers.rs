@@ -3,19 +3,37 @@
 //! An optimizer reads each parameter's gradient from [`Param::grad`] and
 //! updates [`Param::value`] in place. Its state (moments, velocities) is kept
 //! per parameter, in the order the model lists them.
+//!
+//! The learning rate is fixed, or follows a schedule from
+//! [`crate::schedules`], given as in Keras to the optimizer:
+//! `Adam::with_schedule(CosineDecay::new(1e-3, 1000))` is Keras's
+//! `Adam(learning_rate=CosineDecay(1e-3, 1000))`.
+
+use std::sync::Arc;
 
 use rayon::prelude::*;
 
 use crate::layers::Param;
 use crate::layers::config::Config;
+use crate::schedules::LearningRateSchedule;
 use crate::{Error, Result};
 
 /// Updates parameters from their gradients.
 pub trait Optimizer: Send + Sync {
     /// The Keras name: `"adam"`, `"sgd"`, `"rmsprop"`.
     fn name(&self) -> &'static str;
-    /// The learning rate.
+    /// The learning rate of the next step (with a schedule, its rate at
+    /// the steps taken so far).
     fn learning_rate(&self) -> f32;
+    /// Sets a fixed learning rate (what Keras callbacks do with
+    /// `optimizer.learning_rate = lr`). An error if `lr` is not a finite
+    /// number >= 0, or if the optimizer follows a schedule (as in Keras).
+    fn set_learning_rate(&mut self, lr: f32) -> Result<()>;
+    /// Makes the learning rate follow `schedule`, from the optimizer's
+    /// steps so far. An error if the schedule's arguments are invalid.
+    fn set_schedule(&mut self, schedule: Box<dyn LearningRateSchedule>) -> Result<()>;
+    /// Optimizer steps taken so far (Keras `optimizer.iterations`).
+    fn iterations(&self) -> u64;
     /// One update of every parameter, from the gradients they hold.
     fn step(&mut self, params: &mut [&mut Param]);
 
@@ -130,6 +148,91 @@ pub fn from_config(config: &Config) -> Result<Box<dyn Optimizer>> {
     Ok(optimizer)
 }
 
+/// A fixed learning rate, or a schedule of the steps taken.
+#[derive(Clone, Debug)]
+struct LearningRate {
+    fixed: f32,
+    schedule: Option<Arc<dyn LearningRateSchedule>>,
+}
+
+impl LearningRate {
+    fn fixed(fixed: f32) -> Self {
+        LearningRate {
+            fixed,
+            schedule: None,
+        }
+    }
+
+    /// The rate of the step after `iterations` steps.
+    fn at(&self, iterations: u64) -> f32 {
+        self.schedule
+            .as_ref()
+            .map_or(self.fixed, |s| s.rate(iterations))
+    }
+
+    fn set(&mut self, lr: f32) -> Result<()> {
+        if self.schedule.is_some() {
+            return Err(Error::InvalidArgument(
+                "the optimizer follows a learning-rate schedule, so its rate cannot be set".into(),
+            ));
+        }
+        if !(lr.is_finite() && lr >= 0.0) {
+            return Err(Error::InvalidArgument(format!(
+                "learning rate must be a finite number >= 0, got {lr}"
+            )));
+        }
+        self.fixed = lr;
+        Ok(())
+    }
+
+    fn follow(&mut self, schedule: Box<dyn LearningRateSchedule>) -> Result<()> {
+        schedule.validate()?;
+        self.schedule = Some(Arc::from(schedule));
+        Ok(())
+    }
+}
+
+/// The trait's learning-rate methods, for an optimizer with fields
+/// `learning_rate: LearningRate` and `iterations`.
+macro_rules! learning_rate_methods {
+    () => {
+        fn learning_rate(&self) -> f32 {
+            self.learning_rate.at(self.iterations)
+        }
+
+        fn set_learning_rate(&mut self, lr: f32) -> Result<()> {
+            self.learning_rate.set(lr)
+        }
+
+        fn set_schedule(&mut self, schedule: Box<dyn LearningRateSchedule>) -> Result<()> {
+            self.learning_rate.follow(schedule)
+        }
+
+        fn iterations(&self) -> u64 {
+            self.iterations
+        }
+    };
+}
+
+/// `with_schedule`, for an optimizer type whose `Default` has Keras's
+/// other arguments.
+macro_rules! with_schedule {
+    ($optimizer:ident) => {
+        impl $optimizer {
+            #[doc = concat!(
+                        "`", stringify!($optimizer), "` whose learning rate follows `schedule` ",
+                        "(Keras `", stringify!($optimizer), "(learning_rate=schedule)`); an error ",
+                        "if the schedule's arguments are invalid."
+                    )]
+            pub fn with_schedule(schedule: impl LearningRateSchedule + 'static) -> Result<Self> {
+                let mut optimizer = $optimizer::default();
+                optimizer.set_schedule(Box::new(schedule))?;
+                Ok(optimizer)
+            }
+        }
+    };
+}
+
 /// One state vector per parameter, created (zeroed) on first use.
 fn slots<'a>(state: &'a mut Vec<Vec<f32>>, params: &[&mut Param]) -> &'a mut [Vec<f32>] {
     if state.len() != params.len() {
@@ -178,7 +281,8 @@ fn update_in_parallel(
 /// Nesterov `w += momentum · v - lr · g`.
 #[derive(Clone, Debug)]
 pub struct SGD {
-    learning_rate: f32,
+    learning_rate: LearningRate,
+    iterations: u64,
     momentum: f32,
     nesterov: bool,
     velocity: Vec<Vec<f32>>,
@@ -188,7 +292,8 @@ impl SGD {
     /// Plain SGD with the given learning rate (Keras default 0.01).
     pub fn new(learning_rate: f32) -> Self {
         SGD {
-            learning_rate,
+            learning_rate: LearningRate::fixed(learning_rate),
+            iterations: 0,
             momentum: 0.0,
             nesterov: false,
             velocity: Vec::new(),
@@ -223,7 +328,7 @@ impl Optimizer for SGD {
         let mut config = optimizer_config(
             "sgd",
             &[
-                ("learning_rate", self.learning_rate.into()),
+                ("learning_rate", self.learning_rate.fixed.into()),
                 ("momentum", self.momentum.into()),
             ],
         );
@@ -232,11 +337,12 @@ impl Optimizer for SGD {
     }
 
     fn state(&self) -> OptimizerState {
-        OptimizerState::new(0, &[("velocity", &self.velocity)])
+        OptimizerState::new(self.iterations, &[("velocity", &self.velocity)])
     }
 
     fn set_state(&mut self, mut state: OptimizerState) -> Result<()> {
         self.velocity = state.take("velocity", "sgd")?;
+        self.iterations = state.iterations;
         Ok(())
     }
 
@@ -253,13 +359,11 @@ impl Optimizer for SGD {
         self.nesterov = nesterov != 0.0;
         Ok(())
     }
-
-    fn learning_rate(&self) -> f32 {
-        self.learning_rate
-    }
+    learning_rate_methods!();
 
     fn step(&mut self, params: &mut [&mut Param]) {
-        let (lr, momentum, nesterov) = (self.learning_rate, self.momentum, self.nesterov);
+        let (lr, momentum, nesterov) = (self.learning_rate(), self.momentum, self.nesterov);
+        self.iterations += 1;
         let velocity = slots(&mut self.velocity, params);
         for (p, v) in params.iter_mut().zip(velocity) {
             let (w, g) = values_and_grads(p);
@@ -279,11 +383,11 @@ impl Optimizer for SGD {
 /// `v = β2 v + (1-β2) g²`, `w -= lr · sqrt(1-β2^t)/(1-β1^t) · m / (sqrt(v) + ε)`.
 #[derive(Clone, Debug)]
 pub struct Adam {
-    learning_rate: f32,
+    learning_rate: LearningRate,
     beta_1: f32,
     beta_2: f32,
     epsilon: f32,
-    iterations: i32,
+    iterations: u64,
     m: Vec<Vec<f32>>,
     v: Vec<Vec<f32>>,
 }
@@ -292,7 +396,7 @@ impl Adam {
     /// Adam with the given learning rate and Keras's other defaults.
     pub fn new(learning_rate: f32) -> Self {
         Adam {
-            learning_rate,
+            learning_rate: LearningRate::fixed(learning_rate),
             beta_1: 0.9,
             beta_2: 0.999,
             epsilon: 1e-7,
@@ -337,7 +441,7 @@ impl Optimizer for Adam {
         optimizer_config(
             "adam",
             &[
-                ("learning_rate", self.learning_rate.into()),
+                ("learning_rate", self.learning_rate.fixed.into()),
                 ("beta_1", self.beta_1.into()),
                 ("beta_2", self.beta_2.into()),
                 ("epsilon", self.epsilon.into()),
@@ -346,18 +450,12 @@ impl Optimizer for Adam {
     }
 
     fn state(&self) -> OptimizerState {
-        let iterations = u64::try_from(self.iterations).unwrap_or(0);
-        OptimizerState::new(iterations, &[("m", &self.m), ("v", &self.v)])
+        OptimizerState::new(self.iterations, &[("m", &self.m), ("v", &self.v)])
     }
 
     fn set_state(&mut self, mut state: OptimizerState) -> Result<()> {
         let (m, v) = (state.take("m", "adam")?, state.take("v", "adam")?);
-        self.iterations = i32::try_from(state.iterations).map_err(|_| {
-            Error::Data(format!(
-                "adam state: {} steps is more than it counts",
-                state.iterations
-            ))
-        })?;
+        self.iterations = state.iterations;
         (self.m, self.v) = (m, v);
         Ok(())
     }
@@ -370,16 +468,15 @@ impl Optimizer for Adam {
         ];
         set_fields("adam", settings, fields)
     }
-
-    fn learning_rate(&self) -> f32 {
-        self.learning_rate
-    }
+    learning_rate_methods!();
 
     fn step(&mut self, params: &mut [&mut Param]) {
+        let lr = self.learning_rate();
         self.iterations += 1;
-        let t = self.iterations;
+        // Beyond 2^31 steps the powers are 0 anyway.
+        let t = self.iterations.min(i32::MAX as u64) as i32;
         let (b1, b2, eps) = (self.beta_1, self.beta_2, self.epsilon);
-        let alpha = self.learning_rate * (1.0 - b2.powi(t)).sqrt() / (1.0 - b1.powi(t));
+        let alpha = lr * (1.0 - b2.powi(t)).sqrt() / (1.0 - b1.powi(t));
         slots(&mut self.m, params);
         slots(&mut self.v, params);
         let rule = AdamRule { alpha, b1, b2, eps };
@@ -442,7 +539,8 @@ fn flush_tiny(x: f32) -> f32 {
 /// `a = ρ a + (1-ρ) g²`, `w -= lr · g / (sqrt(a) + ε)`.
 #[derive(Clone, Debug)]
 pub struct RMSprop {
-    learning_rate: f32,
+    learning_rate: LearningRate,
+    iterations: u64,
     rho: f32,
     epsilon: f32,
     average: Vec<Vec<f32>>,
@@ -452,7 +550,8 @@ impl RMSprop {
     /// RMSprop with the given learning rate, ρ 0.9 and ε 1e-7.
     pub fn new(learning_rate: f32) -> Self {
         RMSprop {
-            learning_rate,
+            learning_rate: LearningRate::fixed(learning_rate),
+            iterations: 0,
             rho: 0.9,
             epsilon: 1e-7,
             average: Vec::new(),
@@ -482,7 +581,7 @@ impl Optimizer for RMSprop {
         optimizer_config(
             "rmsprop",
             &[
-                ("learning_rate", self.learning_rate.into()),
+                ("learning_rate", self.learning_rate.fixed.into()),
                 ("rho", self.rho.into()),
                 ("epsilon", self.epsilon.into()),
             ],
@@ -490,11 +589,12 @@ impl Optimizer for RMSprop {
     }
 
     fn state(&self) -> OptimizerState {
-        OptimizerState::new(0, &[("average", &self.average)])
+        OptimizerState::new(self.iterations, &[("average", &self.average)])
     }
 
     fn set_state(&mut self, mut state: OptimizerState) -> Result<()> {
         self.average = state.take("average", "rmsprop")?;
+        self.iterations = state.iterations;
         Ok(())
     }
 
@@ -502,13 +602,11 @@ impl Optimizer for RMSprop {
         let fields = &mut [("rho", &mut self.rho), ("epsilon", &mut self.epsilon)];
         set_fields("rmsprop", settings, fields)
     }
-
-    fn learning_rate(&self) -> f32 {
-        self.learning_rate
-    }
+    learning_rate_methods!();
 
     fn step(&mut self, params: &mut [&mut Param]) {
-        let (lr, rho, eps) = (self.learning_rate, self.rho, self.epsilon);
+        let (lr, rho, eps) = (self.learning_rate(), self.rho, self.epsilon);
+        self.iterations += 1;
         let average = slots(&mut self.average, params);
         for (p, a) in params.iter_mut().zip(average) {
             let (w, g) = values_and_grads(p);
@@ -524,6 +622,10 @@ impl Optimizer for RMSprop {
         }
     }
 }
+
+with_schedule!(SGD);
+with_schedule!(Adam);
+with_schedule!(RMSprop);
 
 /// An optimizer by its Keras name (`adam`, `sgd`, `rmsprop`), with the
 /// given learning rate or its default.
@@ -545,4 +647,64 @@ pub fn by_name(name: &str, learning_rate: Option<f32>) -> Result<Box<dyn Optimiz
             )));
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schedules::PiecewiseConstantDecay;
+    use ndarray::ArrayD;
+
+    fn param(value: f32, grad: f32) -> Param {
+        let mut p = Param::new("w", ArrayD::from_elem(vec![1], value));
+        p.grad.fill(grad);
+        p
+    }
+
+    fn all() -> Vec<Box<dyn Optimizer>> {
+        vec![
+            Box::new(SGD::new(0.5)),
+            Box::new(Adam::new(0.5)),
+            Box::new(RMSprop::new(0.5)),
+        ]
+    }
+
+    #[test]
+    fn set_learning_rate_changes_the_rate_and_rejects_bad_values() {
+        for mut optimizer in all() {
+            assert_eq!(optimizer.learning_rate(), 0.5);
+            optimizer.set_learning_rate(0.25).unwrap();
+            assert_eq!(optimizer.learning_rate(), 0.25, "{}", optimizer.name());
+            for bad in [-1.0, f32::NAN, f32::INFINITY] {
+                assert!(optimizer.set_learning_rate(bad).is_err());
+            }
+            assert_eq!(optimizer.learning_rate(), 0.25);
+        }
+    }
+
+    /// Plain SGD moves w by lr · g: with the schedule 0.1 for the first
+    /// step (step 0) and 0.01 after it, w goes 1 → 0.9 → 0.89.
+    #[test]
+    fn a_schedule_sets_the_rate_of_each_step() {
+        let schedule = PiecewiseConstantDecay::new(vec![0], vec![0.1, 0.01]);
+        let mut sgd = SGD::with_schedule(schedule).unwrap();
+        let mut w = param(1.0, 1.0);
+        assert_eq!(sgd.learning_rate(), 0.1);
+        sgd.step(&mut [&mut w]);
+        assert!((w.value[[0]] - 0.9).abs() < 1e-7);
+        assert_eq!((sgd.iterations(), sgd.learning_rate()), (1, 0.01));
+        sgd.step(&mut [&mut w]);
+        assert!((w.value[[0]] - 0.89).abs() < 1e-7);
+        assert!(
+            sgd.set_learning_rate(0.1).is_err(),
+            "a schedule's rate is not settable"
+        );
+    }
+
+    #[test]
+    fn an_invalid_schedule_is_an_error() {
+        let bad = PiecewiseConstantDecay::new(vec![10], vec![0.1]);
+        assert!(Adam::with_schedule(bad.clone()).is_err());
+        assert!(RMSprop::default().set_schedule(Box::new(bad)).is_err());
+    }
 }

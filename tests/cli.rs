@@ -21,6 +21,11 @@ const TINY: [&str; 8] = [
 ];
 
 fn train_json(dir: &Path, name: &str, extra: &[&str]) -> serde_json::Value {
+    train_json_on(dir, name, &TINY, extra)
+}
+
+/// `convnet train` with the flags `base` and `extra`: its metrics JSON.
+fn train_json_on(dir: &Path, name: &str, base: &[&str], extra: &[&str]) -> serde_json::Value {
     let path = dir.join(name);
     let mut args = vec![
         "train",
@@ -29,7 +34,7 @@ fn train_json(dir: &Path, name: &str, extra: &[&str]) -> serde_json::Value {
         "--metrics-out",
         path.to_str().unwrap(),
     ];
-    args.extend_from_slice(&TINY);
+    args.extend_from_slice(base);
     args.extend_from_slice(extra);
     let out = convnet(&args);
     assert!(
@@ -300,4 +305,76 @@ fn corrupt_or_foreign_weight_files_are_refused() {
         &convnet(&["evaluate", "--weights", missing.to_str().unwrap()]),
         &["missing.safetensors"],
     );
+}
+
+#[test]
+fn early_stopping_schedules_and_a_validation_split_train() {
+    let dir = tempfile::tempdir().unwrap();
+    for schedule in ["cosine", "onecycle", "step"] {
+        let extra = [
+            "--train-limit",
+            "600",
+            "--test-limit",
+            "200",
+            "--epochs",
+            "3",
+            "--early-stopping",
+            "0",
+            "--lr-schedule",
+            schedule,
+            "--validation-split",
+            "0.25",
+        ];
+        let json = train_json_on(dir.path(), &format!("{schedule}.json"), &[], &extra);
+        let val_loss: Vec<f64> = json["history"]["val_loss"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        assert!((1..=3).contains(&val_loss.len()), "{schedule}: {json}");
+        // Patience 0: a run ends at the first epoch that is not the best.
+        let best = val_loss.iter().copied().fold(f64::INFINITY, f64::min);
+        let stopped = val_loss.len() < 3;
+        assert_eq!(stopped, val_loss.last() != Some(&best), "{val_loss:?}");
+        // Validation is on the 150 held-out images, the test on the 200
+        // test images: the validation accuracy counts 150ths.
+        let val_accuracy = json["history"]["val_accuracy"][0].as_f64().unwrap();
+        let count = val_accuracy * 150.0;
+        assert!((count - count.round()).abs() < 1e-6, "{val_accuracy}");
+        assert!(json["test_accuracy"].as_f64().unwrap() > 0.0);
+    }
+}
+
+#[test]
+fn the_validation_split_is_said_and_bad_values_are_refused() {
+    let mut args = vec!["train", "--validation-split", "0.25"];
+    args.extend_from_slice(&TINY);
+    let out = convnet(&args);
+    assert!(out.status.success());
+    assert!(
+        stdout(&out).contains("on 450 MNIST images (150 held out for validation, 200 test)"),
+        "{}",
+        stdout(&out)
+    );
+    let bad: [(&[&str], &[&str]); 4] = [
+        (
+            &["--validation-split", "1"],
+            &["--validation-split", "[0, 1)"],
+        ),
+        (&["--validation-split", "-0.5"], &["--validation-split"]),
+        (&["--lr-schedule", "linear"], &["--lr-schedule", "cosine"]),
+        (&["--early-stopping", "two"], &["--early-stopping"]),
+    ];
+    for (extra, needles) in bad {
+        let mut args = vec!["train"];
+        args.extend_from_slice(&TINY);
+        args.extend_from_slice(extra);
+        assert_error(&convnet(&args), needles);
+    }
+    let none_left = ["train", "--train-limit", "1", "--validation-split", "0.5"];
+    assert_error(&convnet(&none_left), &["--validation-split", "0 training"]);
+    // 1 image in batches of 128, 2 epochs: 2 steps, too few for a cycle.
+    let few = ["train", "--train-limit", "1", "--lr-schedule", "onecycle"];
+    assert_error(&convnet(&few), &["--lr-schedule", "OneCycle"]);
 }

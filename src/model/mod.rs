@@ -67,6 +67,8 @@ pub struct Sequential {
     /// Optimizer steps taken so far (Dropout keys its draws on it).
     steps: u64,
     reducer: Box<dyn GradientReducer>,
+    /// Set by a callback to end `fit` after the current batch.
+    stop_training: bool,
 }
 
 impl Default for Sequential {
@@ -101,6 +103,7 @@ impl Sequential {
             spare_slots: Default::default(),
             steps: 0,
             reducer: Box::new(InProcessSum),
+            stop_training: false,
         }
     }
 
@@ -176,6 +179,41 @@ impl Sequential {
     /// `load_model`): it predicts exactly as the saved one did.
     pub fn load(path: impl AsRef<std::path::Path>) -> Result<Sequential> {
         crate::io::load_model(path.as_ref())
+    }
+
+    /// The optimizer chosen by `compile` (Keras `model.optimizer`), e.g.
+    /// to read or set its learning rate; an error before `compile`.
+    pub fn optimizer(&self) -> Result<&dyn Optimizer> {
+        Ok(self.compiled()?.optimizer.as_ref())
+    }
+
+    /// The optimizer, mutably (see [`Sequential::optimizer`]).
+    ///
+    /// ```
+    /// # use convnet::{layers::Dense, Loss, Sequential, optimizers::SGD};
+    /// let mut model = Sequential::with_seed(1);
+    /// model.add(Dense::new(1).input_shape(&[2]));
+    /// model.compile(Loss::MeanSquaredError, SGD::new(0.1), &[])?;
+    /// model.optimizer_mut()?.set_learning_rate(0.01)?;
+    /// assert_eq!(model.optimizer()?.learning_rate(), 0.01);
+    /// # Ok::<(), convnet::Error>(())
+    /// ```
+    pub fn optimizer_mut(&mut self) -> Result<&mut dyn Optimizer> {
+        self.compiled()?;
+        let compiled = self.compiled.as_mut().expect("checked above");
+        Ok(compiled.optimizer.as_mut())
+    }
+
+    /// Asks `fit` to stop after the current batch (Keras
+    /// `model.stop_training = True`, what callbacks such as
+    /// [`crate::callbacks::EarlyStopping`] do); `fit` clears it when it starts.
+    pub fn set_stop_training(&mut self, stop: bool) {
+        self.stop_training = stop;
+    }
+
+    /// Whether a stop has been asked for (see [`Sequential::set_stop_training`]).
+    pub fn stop_training(&self) -> bool {
+        self.stop_training
     }
 
     /// Replaces the point where data-parallel replicas meet (default:

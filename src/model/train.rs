@@ -14,8 +14,8 @@ use super::infer::DEFAULT_EVAL_BATCH_SIZE;
 use super::network::{Network, Slots};
 use super::replicas::{self, Replicas};
 use super::score::{Scoring, Tally};
-use crate::callbacks::EpochProgress;
-use crate::data::Samples;
+use crate::callbacks::{Callback, EpochProgress};
+use crate::data::{Samples, Slice};
 use crate::initializers::Rng;
 use crate::layers::{Param, TrainingStep};
 use crate::{Error, Result};
@@ -23,8 +23,15 @@ use crate::{Error, Result};
 /// Options of [`Sequential::fit`], with Keras's defaults.
 ///
 /// ```
+/// use convnet::callbacks::EarlyStopping;
 /// use convnet::Fit;
 /// let options = Fit { batch_size: 128, epochs: 2, ..Fit::default() };
+/// let options = Fit {
+///     epochs: 20,
+///     validation_split: 0.1,
+///     callbacks: vec![Box::new(EarlyStopping::new().patience(2))],
+///     ..Fit::default()
+/// };
 /// ```
 pub struct Fit<'a> {
     /// Samples per gradient step (default 32).
@@ -40,6 +47,11 @@ pub struct Fit<'a> {
     pub verbose: u8,
     /// Data (x, y) evaluated after every epoch.
     pub validation_data: Option<(&'a dyn Samples, &'a dyn Samples)>,
+    /// The fraction of the samples, in `[0, 1)`, held out to validate on
+    /// after every epoch instead of training: the last ones of x and y, as
+    /// given (before any shuffling), as in Keras (default 0: none). Not
+    /// together with `validation_data`.
+    pub validation_split: f32,
     /// Whether to shuffle the training samples before each epoch (default true).
     pub shuffle: bool,
     /// Data-parallel replicas that each batch is split between (default
@@ -48,6 +60,9 @@ pub struct Fit<'a> {
     /// through the order in which gradients are added, and never on the
     /// number of threads.
     pub replicas: Option<usize>,
+    /// Code run at set points of training, in this order (default none):
+    /// see [`crate::callbacks`].
+    pub callbacks: Vec<Box<dyn Callback + 'a>>,
 }
 
 impl Default for Fit<'_> {
@@ -58,8 +73,10 @@ impl Default for Fit<'_> {
             initial_epoch: 0,
             verbose: 1,
             validation_data: None,
+            validation_split: 0.0,
             shuffle: true,
             replicas: None,
+            callbacks: Vec::new(),
         }
     }
 }
@@ -76,6 +93,59 @@ pub struct History {
     pub replicas: usize,
 }
 
+/// Pairs of samples: training or validation data.
+type Pair<'a> = (&'a dyn Samples, &'a dyn Samples);
+
+/// The training and validation parts of x and y under a `validation_split`.
+struct Split<'a> {
+    train: (Slice<'a>, Slice<'a>),
+    validation: (Slice<'a>, Slice<'a>),
+}
+
+impl<'a> Split<'a> {
+    /// Keras's split: the first [`crate::data::training_count`] samples
+    /// train, the rest validate. `None` for a fraction of 0.
+    fn of((x, y): Pair<'a>, options: &Fit) -> Result<Option<Self>> {
+        let fraction = options.validation_split;
+        if fraction == 0.0 {
+            return Ok(None);
+        }
+        if !(0.0..1.0).contains(&fraction) {
+            return Err(Error::InvalidArgument(format!(
+                "validation_split must be in [0, 1), got {fraction}"
+            )));
+        }
+        if options.validation_data.is_some() {
+            return Err(Error::InvalidArgument(
+                "give validation_data or validation_split, not both".into(),
+            ));
+        }
+        let n = x.len();
+        let train = crate::data::training_count(n, fraction);
+        if train == 0 || train == n {
+            let which = if train == 0 { "training" } else { "validation" };
+            return Err(Error::InvalidArgument(format!(
+                "validation_split {fraction} of {n} samples leaves no {which} sample"
+            )));
+        }
+        Ok(Some(Split {
+            train: (Slice::new(x, 0, train)?, Slice::new(y, 0, train)?),
+            validation: (
+                Slice::new(x, train, n - train)?,
+                Slice::new(y, train, n - train)?,
+            ),
+        }))
+    }
+}
+
+/// Runs `hook` on every callback, in order, stopping at the first error.
+fn each<'a>(
+    callbacks: &mut [Box<dyn Callback + 'a>],
+    mut hook: impl FnMut(&mut dyn Callback) -> Result<()>,
+) -> Result<()> {
+    callbacks.iter_mut().try_for_each(|c| hook(c.as_mut()))
+}
+
 impl Sequential {
     /// The order of `samples` samples after `epochs` shuffled epochs, and
     /// the shuffler's state then: each `fit` starts from the model's seed
@@ -90,7 +160,8 @@ impl Sequential {
         (order, shuffler)
     }
 
-    /// Trains the model on `(x, y)` for `options.epochs` epochs.
+    /// Trains the model on `(x, y)` for `options.epochs` epochs, or until
+    /// a callback stops it ([`Sequential::set_stop_training`]).
     ///
     /// Each batch is split between [`Fit::replicas`] replicas: the model
     /// and copies of its layers, which run at the same time; their
@@ -100,8 +171,16 @@ impl Sequential {
     /// as one replica.
     pub fn fit(&mut self, x: &dyn Samples, y: &dyn Samples, options: Fit) -> Result<History> {
         self.prepare()?;
+        self.compiled()?;
         self.check_pair(x, y, "fit")?;
-        if let Some((vx, vy)) = options.validation_data {
+        let split = Split::of((x, y), &options)?;
+        let (train, validation): (Pair, Option<Pair>) = match &split {
+            Some(Split { train, validation }) => {
+                ((&train.0, &train.1), Some((&validation.0, &validation.1)))
+            }
+            None => ((x, y), options.validation_data),
+        };
+        if let Some((vx, vy)) = validation {
             self.check_pair(vx, vy, "validation_data")?;
         }
         if options.batch_size == 0 {
@@ -112,7 +191,18 @@ impl Sequential {
         if options.replicas == Some(0) {
             return Err(Error::InvalidArgument("replicas must be at least 1".into()));
         }
-        let metrics = self.compiled()?.scoring.metrics.clone();
+        self.fit_checked(train, validation, options)
+    }
+
+    /// `fit` on checked data and options: the epochs, with the callbacks'
+    /// hooks around them.
+    fn fit_checked(
+        &mut self,
+        train: Pair,
+        validation: Option<Pair>,
+        options: Fit,
+    ) -> Result<History> {
+        let Fit { mut callbacks, .. } = options;
         let count = replicas::replica_count(options.batch_size, options.replicas);
         let mut copies = Replicas::of(&self.network, count);
         let mut history = History {
@@ -120,32 +210,80 @@ impl Sequential {
             ..History::default()
         };
         let (mut order, mut shuffler) =
-            self.visiting_order(x.len(), options.initial_epoch, options.shuffle);
-        let steps = x.len().div_ceil(options.batch_size);
-        for epoch in options.initial_epoch + 1..=options.epochs {
+            self.visiting_order(train.0.len(), options.initial_epoch, options.shuffle);
+        self.stop_training = false;
+        each(&mut callbacks, |c| c.on_train_begin(self))?;
+        let mut logs = Vec::new();
+        for epoch in options.initial_epoch..options.epochs {
+            each(&mut callbacks, |c| c.on_epoch_begin(self, epoch))?;
             if options.shuffle {
                 order.shuffle(&mut shuffler);
             }
-            let progress = EpochProgress::start(options.verbose, epoch, options.epochs, steps);
             let started = Instant::now();
-            let mut tally = Tally::new(metrics.len());
-            for (step, batch) in order.chunks(options.batch_size).enumerate() {
-                self.train_step((x, y), batch, copies.as_mut(), &mut tally)?;
-                progress.update(step + 1, || tally.logs(&metrics, ""));
-            }
+            let progress = EpochProgress::start(
+                options.verbose,
+                epoch + 1,
+                options.epochs,
+                order.len().div_ceil(options.batch_size),
+            );
+            let tally = self.train_epoch(
+                train,
+                &order,
+                (options.batch_size, copies.as_mut()),
+                &mut callbacks,
+                &progress,
+            )?;
             history.epoch_seconds.push(started.elapsed().as_secs_f64());
-            let mut logs = tally.logs(&metrics, "");
-            if let Some((vx, vy)) = options.validation_data {
-                let val = self.tally(vx, vy, DEFAULT_EVAL_BATCH_SIZE)?;
-                logs.extend(val.logs(&metrics, "val_"));
-            }
+            logs = self.epoch_logs(&tally, validation)?;
             for (name, value) in &logs {
                 let values = history.history.entry(name.clone()).or_default();
                 values.push(*value);
             }
             progress.finish(&logs);
+            each(&mut callbacks, |c| c.on_epoch_end(self, epoch, &logs))?;
+            if self.stop_training {
+                break;
+            }
         }
+        each(&mut callbacks, |c| c.on_train_end(self, &logs))?;
         Ok(history)
+    }
+
+    /// One pass over the samples at `order`, batch by batch, ending early
+    /// if a callback asks for a stop: the epoch's tally.
+    fn train_epoch<'a>(
+        &mut self,
+        data: Pair,
+        order: &[usize],
+        (batch_size, mut copies): (usize, Option<&mut Replicas>),
+        callbacks: &mut [Box<dyn Callback + 'a>],
+        progress: &EpochProgress,
+    ) -> Result<Tally> {
+        let metrics = self.compiled()?.scoring.metrics.clone();
+        let mut tally = Tally::new(metrics.len());
+        for (step, batch) in order.chunks(batch_size).enumerate() {
+            self.train_step(data, batch, copies.as_deref_mut(), &mut tally)?;
+            progress.update(step + 1, || tally.logs(&metrics, ""));
+            if !callbacks.is_empty() {
+                let logs = tally.logs(&metrics, "");
+                each(callbacks, |c| c.on_train_batch_end(self, step, &logs))?;
+            }
+            if self.stop_training {
+                break;
+            }
+        }
+        Ok(tally)
+    }
+
+    /// The epoch's training logs, then the validation ones (`val_`).
+    fn epoch_logs(&self, tally: &Tally, validation: Option<Pair>) -> Result<Vec<(String, f64)>> {
+        let metrics = &self.compiled()?.scoring.metrics;
+        let mut logs = tally.logs(metrics, "");
+        if let Some((vx, vy)) = validation {
+            let val = self.tally(vx, vy, DEFAULT_EVAL_BATCH_SIZE)?;
+            logs.extend(val.logs(metrics, "val_"));
+        }
+        Ok(logs)
     }
 
     /// One step of training on the samples at `batch`, split between the

@@ -1,13 +1,15 @@
 //! `convnet train --checkpoint-dir DIR` and `--resume DIR`: a checkpoint
 //! after every epoch (`last.safetensors`, and `best.safetensors` for the
-//! lowest validation loss so far), and a run resumed from the last one
-//! exactly as if it had never stopped.
+//! lowest validation loss so far), written by a callback, and a run
+//! resumed from the last one exactly as if it had never stopped.
 
 use std::path::{Path, PathBuf};
 
-use convnet::data::Samples;
+use std::time::Instant;
+
+use convnet::callbacks::{Callback, Logs};
 use convnet::io::{Checkpoint, load_checkpoint, save_checkpoint};
-use convnet::{Error, Fit, History, Result, Sequential};
+use convnet::{Error, History, Result, Sequential};
 
 /// The checkpoint a run resumes from, in `dir`.
 pub fn last(dir: &Path) -> PathBuf {
@@ -49,31 +51,59 @@ pub fn prepare_dir(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))
 }
 
-/// Trains from `done.epoch` to `epochs`, one `fit` per epoch (with the
-/// options `options(epoch)` gives for that epoch alone), writing a
-/// checkpoint after each into `dir`; returns the history of every epoch,
-/// those before the resume included.
-pub fn fit_with_checkpoints<'a>(
-    model: &mut Sequential,
-    (x, y): (&dyn Samples, &dyn Samples),
-    options: impl Fn(usize) -> Fit<'a>,
-    (epochs, mut done): (usize, Checkpoint),
-    dir: &Path,
-) -> Result<History> {
-    for epoch in done.epoch..epochs {
-        let history = model.fit(x, y, options(epoch))?;
-        append(&mut done.history, &history);
-        done.epoch = epoch + 1;
-        save_checkpoint(model, &done, &last(dir))?;
-        if is_best(&done.history) {
-            save_checkpoint(model, &done, &best(dir))?;
+/// The callback that writes a checkpoint after every epoch into a folder,
+/// carrying on the history of the epochs before a resume.
+pub struct Writer {
+    dir: PathBuf,
+    done: Checkpoint,
+    started: Option<Instant>,
+}
+
+impl Writer {
+    /// Writes into `dir`, after the epochs of `done`.
+    pub fn new(dir: &Path, done: Checkpoint) -> Self {
+        Writer {
+            dir: dir.to_path_buf(),
+            done,
+            started: None,
         }
     }
-    Ok(done.history)
+}
+
+impl Callback for Writer {
+    fn on_epoch_begin(&mut self, _: &mut Sequential, _: usize) -> Result<()> {
+        self.started = Some(Instant::now());
+        Ok(())
+    }
+
+    fn on_epoch_end(&mut self, model: &mut Sequential, epoch: usize, logs: &Logs) -> Result<()> {
+        let history = &mut self.done.history;
+        for (name, value) in logs {
+            history
+                .history
+                .entry(name.clone())
+                .or_default()
+                .push(*value);
+        }
+        let seconds = self.started.map_or(0.0, |t| t.elapsed().as_secs_f64());
+        history.epoch_seconds.push(seconds);
+        self.done.epoch = epoch + 1;
+        save_checkpoint(model, &self.done, &last(&self.dir))?;
+        if is_best(&self.done.history) {
+            save_checkpoint(model, &self.done, &best(&self.dir))?;
+        }
+        Ok(())
+    }
+}
+
+/// The history of a resumed run: the epochs before it, then `more`.
+pub fn joined(mut history: History, more: &History) -> History {
+    append(&mut history, more);
+    history
 }
 
 /// Adds the epochs of `more` to `history`.
-pub fn append(history: &mut History, more: &History) {
+fn append(history: &mut History, more: &History) {
     for (name, values) in &more.history {
         history
             .history

@@ -3,12 +3,15 @@
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
-use clap::Args;
+use clap::{Args, ValueEnum};
 
 use super::checkpoints;
-use convnet::data::{Rescaled, Samples};
+use convnet::callbacks::{Callback, EarlyStopping};
+use convnet::data::Rescaled;
 use convnet::datasets::{mnist, to_categorical};
 use convnet::io::Checkpoint;
+use convnet::optimizers::Optimizer;
+use convnet::schedules::{CosineDecay, ExponentialDecay, LearningRateSchedule, OneCycle};
 use convnet::{Error, Fit, Loss, Metric, Result, optimizers};
 use ndarray::{Array3, Axis, s};
 
@@ -76,6 +79,46 @@ pub struct TrainArgs {
     /// checkpoint); checkpoints go on being written there.
     #[arg(long)]
     resume: Option<PathBuf>,
+    /// Stop when val_loss has not improved for PATIENCE epochs, and keep
+    /// the weights of the best epoch (even without a stop).
+    #[arg(long, value_name = "PATIENCE")]
+    early_stopping: Option<usize>,
+    /// Change the learning rate (--lr, or the optimizer's default) at
+    /// every step.
+    #[arg(long, value_enum)]
+    lr_schedule: Option<Schedule>,
+    /// Validate on this fraction of the training images, the last ones,
+    /// instead of on the test images (which still give the final test
+    /// scores).
+    #[arg(long, value_name = "F", allow_negative_numbers = true)]
+    validation_split: Option<f32>,
+}
+
+/// The choices of `--lr-schedule`.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Schedule {
+    /// Cosine decay from the rate to 0 over all the steps of all the epochs.
+    Cosine,
+    /// One cycle over all the steps: up from rate/25 to the rate in the
+    /// first 30%, then down to rate/25/1e4 (PyTorch's OneCycleLR).
+    Onecycle,
+    /// The rate halved after every epoch (a staircase exponential decay).
+    Step,
+}
+
+impl Schedule {
+    /// The schedule from `lr`, for `epochs` epochs of `steps` steps.
+    fn of(self, lr: f32, epochs: usize, steps: usize) -> Box<dyn LearningRateSchedule> {
+        let total = (epochs * steps) as u64;
+        match self {
+            Schedule::Cosine => Box::new(CosineDecay::new(lr, total)),
+            Schedule::Onecycle => Box::new(OneCycle::new(lr, total)),
+            Schedule::Step => Box::new(ExponentialDecay {
+                staircase: true,
+                ..ExponentialDecay::new(lr, steps as u64, 0.5)
+            }),
+        }
+    }
 }
 
 /// The first `limit` images as `(N, 28, 28, 1)`, kept as bytes.
@@ -106,6 +149,13 @@ pub fn load_mnist(data_dir: Option<&Path>, verify: bool) -> Result<mnist::MnistD
 
 pub fn run(args: TrainArgs) -> Result<()> {
     super::set_threads(args.threads)?;
+    if let Some(fraction) = args.validation_split
+        && !(0.0..1.0).contains(&fraction)
+    {
+        return Err(Error::InvalidArgument(format!(
+            "--validation-split must be in [0, 1), got {fraction}"
+        )));
+    }
     for path in [&args.metrics_out, &args.save_weights, &args.save]
         .into_iter()
         .flatten()
@@ -132,6 +182,16 @@ pub fn run(args: TrainArgs) -> Result<()> {
         Rescaled::new(&test_x, 1.0 / 255.0),
     );
 
+    let split = args.validation_split.unwrap_or(0.0);
+    let train_count = convnet::data::training_count(train_y.nrows(), split);
+    if split > 0.0 && (train_count == 0 || train_count == train_y.nrows()) {
+        return Err(Error::InvalidArgument(format!(
+            "--validation-split {split} of {} images leaves {} training and {} validation images",
+            train_y.nrows(),
+            train_count,
+            train_y.nrows() - train_count
+        )));
+    }
     let checkpoint_dir = args.checkpoint_dir.as_ref().or(args.resume.as_ref());
     if let Some(dir) = checkpoint_dir {
         checkpoints::prepare_dir(dir)?;
@@ -140,11 +200,14 @@ pub fn run(args: TrainArgs) -> Result<()> {
         Some(dir) => checkpoints::resume(dir, |seed| convnet::models::by_name(&args.model, seed))?,
         None => (new_model(&args)?, Checkpoint::default()),
     };
+    // A checkpoint keeps the base rate, not the schedule: given again here.
+    set_schedule(model.optimizer_mut()?, &args, train_count)?;
     if args.verbose > 0 {
         println!(
-            "Training {} on {} MNIST images ({} test), batch {}, {} epochs, {} threads, seed {}",
+            "Training {} on {} MNIST images ({}{} test), batch {}, {} epochs, {} threads, seed {}",
             args.model,
-            train_y.nrows(),
+            train_count,
+            held_out(train_y.nrows() - train_count),
             test_y.nrows(),
             args.batch_size,
             args.epochs,
@@ -152,27 +215,38 @@ pub fn run(args: TrainArgs) -> Result<()> {
             args.seed
         );
     }
-    let options = |initial_epoch, epochs| Fit {
-        batch_size: args.batch_size,
-        epochs,
-        initial_epoch,
-        verbose: args.verbose,
-        validation_data: Some((&test_x as &dyn Samples, &test_y as &dyn Samples)),
-        shuffle: true,
-        replicas: args.replicas,
-    };
-    let data = (&train_x as &dyn Samples, &train_y as &dyn Samples);
-    let history = match checkpoint_dir {
-        Some(dir) => {
-            let per_epoch = |epoch| options(epoch, epoch + 1);
-            checkpoints::fit_with_checkpoints(&mut model, data, per_epoch, (args.epochs, done), dir)
-        }
-        None => model.fit(data.0, data.1, options(0, args.epochs)),
+    let mut callbacks: Vec<Box<dyn Callback>> = Vec::new();
+    if let Some(patience) = args.early_stopping {
+        let early = EarlyStopping::new().patience(patience);
+        callbacks.push(Box::new(
+            early.restore_best_weights(true).verbose(args.verbose),
+        ));
     }
-    .map_err(|e| match e {
-        Error::NonFinite(message) => Error::NonFinite(format!("{message} (use --lr)")),
-        other => other,
-    })?;
+    let before = done.history.clone();
+    if let Some(dir) = checkpoint_dir {
+        callbacks.push(Box::new(checkpoints::Writer::new(dir, done.clone())));
+    }
+    let history = model
+        .fit(
+            &train_x,
+            &train_y,
+            Fit {
+                batch_size: args.batch_size,
+                epochs: args.epochs,
+                initial_epoch: done.epoch,
+                verbose: args.verbose,
+                validation_data: (split == 0.0).then_some((&test_x as _, &test_y as _)),
+                validation_split: split,
+                shuffle: true,
+                replicas: args.replicas,
+                callbacks,
+            },
+        )
+        .map_err(|e| match e {
+            Error::NonFinite(message) => Error::NonFinite(format!("{message} (use --lr)")),
+            other => other,
+        })?;
+    let history = checkpoints::joined(before, &history);
     let score = model.evaluate(&test_x, &test_y)?;
     let accuracy = score.accuracy().expect("compiled with accuracy");
     println!("Test loss: {:.4}", score.loss);
@@ -216,6 +290,30 @@ fn new_model(args: &TrainArgs) -> Result<convnet::Sequential> {
         &[Metric::Accuracy],
     )?;
     Ok(model)
+}
+
+/// `"N held out for validation, "`, or nothing without a validation split.
+fn held_out(count: usize) -> String {
+    match count {
+        0 => String::new(),
+        _ => format!("{count} held out for validation, "),
+    }
+}
+
+/// Gives `optimizer` the `--lr-schedule`, over the steps of training on
+/// `train_count` images.
+fn set_schedule(optimizer: &mut dyn Optimizer, args: &TrainArgs, train_count: usize) -> Result<()> {
+    let Some(schedule) = args.lr_schedule else {
+        return Ok(());
+    };
+    let steps = train_count.div_ceil(args.batch_size.max(1));
+    let schedule = schedule.of(optimizer.learning_rate(), args.epochs, steps);
+    optimizer.set_schedule(schedule).map_err(|e| match e {
+        Error::InvalidArgument(message) => {
+            Error::InvalidArgument(format!("--lr-schedule: {message}"))
+        }
+        other => other,
+    })
 }
 
 /// Fails early, before a long training run, if `path` cannot be written.

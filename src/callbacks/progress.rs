@@ -1,4 +1,5 @@
-//! Training progress, printed the way Keras prints it:
+//! Training progress, printed the way Keras prints it (Keras's
+//! `ProgbarLogger`, which `fit` runs itself):
 //!
 //! ```text
 //! Epoch 1/2
