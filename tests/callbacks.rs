@@ -322,6 +322,9 @@ fn model_checkpoint_saves_the_best_epochs_only() {
         .load_weights(folder.path().join("epoch-2.safetensors"))
         .unwrap();
     assert_eq!(first_weight(&model), 1.0, "epoch 2 (from 1) had weights 1");
+    // The default saves the whole model, which loads on its own.
+    let whole = Sequential::load(folder.path().join("epoch-4.safetensors")).unwrap();
+    assert_eq!(whole.to_json().unwrap(), model.to_json().unwrap());
 }
 
 #[test]

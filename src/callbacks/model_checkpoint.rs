@@ -80,10 +80,11 @@ impl ModelCheckpoint {
         if self.verbose > 0 {
             println!("Saving model to {}", path.display());
         }
-        // With save_weights_only false this is to save the whole model, with
-        // `Sequential::save` (in progress on another branch): switch to it
-        // then. Until that exists both save the weights.
-        model.save_weights(path)
+        if self.save_weights_only {
+            model.save_weights(path)
+        } else {
+            model.save(path)
+        }
     }
 }
 
