@@ -6,8 +6,8 @@ mod common;
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::process::{Command, Output};
 
+use common::cli::convnet;
 use common::{random, rng};
 use convnet::Activation::{Relu, Softmax, Tanh};
 use convnet::layers::{
@@ -327,15 +327,6 @@ fn a_checkpoint_resumes_training_exactly() {
     }
     // A model file (no optimizer state) would not resume exactly.
     assert!(convnet::io::load_checkpoint(&dir.path().join("none")).is_err());
-}
-
-fn convnet(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_convnet"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env_remove("CONVNET_DATA")
-        .output()
-        .expect("the binary runs")
 }
 
 fn metrics(path: &Path) -> serde_json::Value {

@@ -68,9 +68,9 @@ impl GlobalAveragePooling2D {
 
     /// The layer of a Keras config ([`Layer::config`]).
     pub(crate) fn from_config(fields: &Fields) -> Result<Self> {
-        keepdims_unsupported(fields, "GlobalAveragePooling2D")?;
+        let input_shape = input_shape_of(fields, "GlobalAveragePooling2D")?;
         Ok(GlobalAveragePooling2D {
-            input_shape: fields.input_shape()?,
+            input_shape,
             ..Self::default()
         })
     }
@@ -90,9 +90,9 @@ impl GlobalMaxPooling2D {
 
     /// The layer of a Keras config ([`Layer::config`]).
     pub(crate) fn from_config(fields: &Fields) -> Result<Self> {
-        keepdims_unsupported(fields, "GlobalMaxPooling2D")?;
+        let input_shape = input_shape_of(fields, "GlobalMaxPooling2D")?;
         Ok(GlobalMaxPooling2D {
-            input_shape: fields.input_shape()?,
+            input_shape,
             ..Self::default()
         })
     }
@@ -126,14 +126,15 @@ impl GlobalMaxPooling2D {
     }
 }
 
-/// Keras's `keepdims=True` (output `(1, 1, c)`) is not supported.
-fn keepdims_unsupported(fields: &Fields, class: &str) -> Result<()> {
+/// The `input_shape` of a config; Keras's `keepdims=True` (output
+/// `(1, 1, c)`) is not supported.
+fn input_shape_of(fields: &Fields, class: &str) -> Result<Option<Vec<usize>>> {
     if fields.flag("keepdims", false)? {
         return Err(Error::InvalidArgument(format!(
-            "layer {class}: keepdims true is not supported; add a Reshape after it"
+            "layer {class}: keepdims true is not supported"
         )));
     }
-    Ok(())
+    fields.input_shape()
 }
 
 impl Layer for GlobalAveragePooling2D {

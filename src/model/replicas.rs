@@ -12,7 +12,7 @@
 use rayon::prelude::*;
 
 use super::network::{Entry, Network, Slots};
-use crate::layers::{Buffer, Param};
+use crate::layers::{Buffer, Layer, Param};
 
 /// Samples per replica when [`crate::Fit::replicas`] is left to `fit`.
 pub const SAMPLES_PER_REPLICA: usize = 64;
@@ -158,27 +158,36 @@ pub(crate) fn split(batch: &[usize], replicas: usize) -> std::slice::Chunks<'_, 
 pub(crate) fn gradients<'a>(
     networks: impl Iterator<Item = &'a mut Network>,
 ) -> Vec<Vec<&'a mut [f32]>> {
-    networks
-        .map(|n| {
-            n.entries
-                .iter_mut()
-                .flat_map(|e| e.layer.params_mut())
-                .map(|p| p.grad.as_slice_mut().expect("standard layout"))
-                .collect()
-        })
-        .collect()
+    per_replica(networks, |layer| {
+        let grads = layer.params_mut().into_iter().map(|p| &mut p.grad);
+        grads
+            .map(|g| g.as_slice_mut().expect("standard layout"))
+            .collect()
+    })
 }
 
 /// Every replica's non-trainable state, as `parts[replica][tensor]`.
 pub(crate) fn states<'a>(
     networks: impl Iterator<Item = &'a mut Network>,
 ) -> Vec<Vec<&'a mut [f32]>> {
+    per_replica(networks, |layer| {
+        let values = layer.buffers_mut().into_iter().map(|b| &mut b.value);
+        values
+            .map(|v| v.as_slice_mut().expect("standard layout"))
+            .collect()
+    })
+}
+
+/// `tensors(layer)` of every layer of every replica, replica by replica.
+fn per_replica<'a>(
+    networks: impl Iterator<Item = &'a mut Network>,
+    tensors: impl Fn(&'a mut dyn Layer) -> Vec<&'a mut [f32]>,
+) -> Vec<Vec<&'a mut [f32]>> {
     networks
         .map(|n| {
             n.entries
                 .iter_mut()
-                .flat_map(|e| e.layer.buffers_mut())
-                .map(|b| b.value.as_slice_mut().expect("standard layout"))
+                .flat_map(|e| tensors(e.layer.as_mut()))
                 .collect()
         })
         .collect()
