@@ -499,3 +499,18 @@ fn global_pooling_gradients() {
     pool.forward(&x, &mut y);
     assert_eq!(y.as_slice().unwrap(), &[4.0]);
 }
+
+#[test]
+fn rescaling_and_reshape_gradients() {
+    use convnet::layers::{Rescaling, Reshape};
+    check_gradients(&mut Rescaling::new(0.5, -1.0), &[2, 3], 3, 90);
+    check_gradients(&mut Reshape::new(&[Some(3), None]), &[2, 3, 2], 2, 91);
+    let mut reshape = Reshape::new(&[Some(5), None]);
+    let error = reshape.build(&[2, 3], &mut rng(0)).unwrap_err().to_string();
+    assert!(
+        error.contains("cannot make samples of shape [2, 3]"),
+        "{error}"
+    );
+    let mut two_free = Reshape::new(&[None, None]);
+    assert!(two_free.build(&[4], &mut rng(0)).is_err());
+}

@@ -12,7 +12,7 @@ use common::{random, rng};
 use convnet::Activation::{Relu, Softmax, Tanh};
 use convnet::layers::{
     ActivationLayer, BatchNormalization, Conv2D, Dense, Dropout, Flatten, GlobalAveragePooling2D,
-    GlobalMaxPooling2D, MaxPooling2D, Padding,
+    GlobalMaxPooling2D, MaxPooling2D, Padding, Rescaling, Reshape,
 };
 use convnet::optimizers::{Adam, SGD};
 use convnet::{Fit, Loss, Metric, Sequential};
@@ -99,18 +99,16 @@ fn saved_models_predict_exactly_as_before() {
     round_trip(every_layer_kind(), &[23, 23, 3], 4);
     for global_max in [false, true] {
         let mut model = Sequential::with_seed(4);
-        model.add(
-            Conv2D::new(5, (3, 3))
-                .activation(Relu)
-                .input_shape(&[9, 9, 2]),
-        );
+        model.add(Reshape::new(&[Some(9), Some(9), None]).input_shape(&[162]));
+        model.add(Rescaling::new(2.0, -0.5));
+        model.add(Conv2D::new(5, (3, 3)).activation(Relu));
         if global_max {
             model.add(GlobalMaxPooling2D::new());
         } else {
             model.add(GlobalAveragePooling2D::new());
         }
         model.add(Dense::new(3).activation(Softmax));
-        round_trip(model, &[9, 9, 2], 3);
+        round_trip(model, &[162], 3);
     }
 }
 

@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 
 use super::{
     ActivationLayer, BatchNormalization, Conv2D, Dense, Dropout, Flatten, GlobalAveragePooling2D,
-    GlobalMaxPooling2D, Layer, MaxPooling2D, Padding,
+    GlobalMaxPooling2D, Layer, MaxPooling2D, Padding, Rescaling, Reshape,
 };
 use crate::{Activation, Error, Result};
 
@@ -31,11 +31,13 @@ pub fn from_config(class: &str, config: &Config) -> Result<Box<dyn Layer>> {
         "BatchNormalization" => Box::new(BatchNormalization::from_config(&fields)?),
         "GlobalAveragePooling2D" => Box::new(GlobalAveragePooling2D::from_config(&fields)?),
         "GlobalMaxPooling2D" => Box::new(GlobalMaxPooling2D::from_config(&fields)?),
+        "Rescaling" => Box::new(Rescaling::from_config(&fields)?),
+        "Reshape" => Box::new(Reshape::from_config(&fields)?),
         _ => {
             return Err(Error::InvalidArgument(format!(
                 "unknown layer class {class:?}: convnet has Conv2D, MaxPooling2D, Flatten, \
-                 Dense, Activation, Dropout, BatchNormalization, GlobalAveragePooling2D and \
-                 GlobalMaxPooling2D"
+                 Dense, Activation, Dropout, BatchNormalization, GlobalAveragePooling2D, \
+                 GlobalMaxPooling2D, Rescaling and Reshape"
             )));
         }
     })
@@ -101,6 +103,22 @@ impl Fields<'_> {
     pub fn number(&self, key: &str, default: Option<f32>) -> Result<f32> {
         let parse = |v: &Value| v.as_f64().map(|x| x as f32);
         self.value(key, default, parse, "a number")
+    }
+
+    /// A list of sizes, `-1` (or null) for one to be worked out.
+    pub fn dims(&self, key: &str) -> Result<Vec<Option<usize>>> {
+        let one = |v: &Value| match v {
+            Value::Null => Some(None),
+            v if v.as_i64() == Some(-1) => Some(None),
+            v => v.as_u64().filter(|&n| n >= 1).map(|n| Some(n as usize)),
+        };
+        let parse = |v: &Value| v.as_array()?.iter().map(one).collect::<Option<Vec<_>>>();
+        self.value(
+            key,
+            None,
+            parse,
+            "a list of sizes of at least 1, or -1, e.g. [28, 28, -1]",
+        )
     }
 
     /// true or false.

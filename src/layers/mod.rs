@@ -22,6 +22,8 @@ mod dropout;
 mod flatten;
 mod global_pooling2d;
 pub(crate) mod max_pooling2d;
+mod rescaling;
+mod reshape;
 
 pub use crate::kernels::im2col::Padding;
 pub use activation::ActivationLayer;
@@ -32,6 +34,8 @@ pub use dropout::Dropout;
 pub use flatten::Flatten;
 pub use global_pooling2d::{GlobalAveragePooling2D, GlobalMaxPooling2D};
 pub use max_pooling2d::MaxPooling2D;
+pub use rescaling::Rescaling;
+pub use reshape::Reshape;
 
 use ndarray::{ArrayD, IxDyn};
 
