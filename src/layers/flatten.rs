@@ -4,7 +4,7 @@
 use ndarray::ArrayD;
 
 use super::config::{Config, Fields, with_input_shape};
-use super::{Layer, resize, values, values_mut};
+use super::{Layer, reshaped, reshaped_back};
 use crate::Result;
 use crate::initializers::Rng;
 
@@ -57,8 +57,7 @@ impl Layer for Flatten {
 
     fn forward(&self, input: &ArrayD<f32>, output: &mut ArrayD<f32>) {
         let batch = input.shape()[0];
-        resize(output, &[batch, input.len() / batch.max(1)]);
-        values_mut(output).copy_from_slice(values(input));
+        reshaped(input, output, &[input.len() / batch.max(1)]);
     }
 
     fn backward(
@@ -68,9 +67,6 @@ impl Layer for Flatten {
         grad_output: &mut ArrayD<f32>,
         grad_input: Option<&mut ArrayD<f32>>,
     ) {
-        if let Some(grad_input) = grad_input {
-            resize(grad_input, input.shape());
-            values_mut(grad_input).copy_from_slice(values(grad_output));
-        }
+        reshaped_back(input, grad_output, grad_input);
     }
 }

@@ -398,6 +398,28 @@ pub(crate) fn resize(array: &mut ArrayD<f32>, shape: &[usize]) {
     }
 }
 
+/// The forward pass of a layer that only gives samples another shape
+/// (Flatten, Reshape): the values, copied, as samples of `sample_shape`.
+pub(crate) fn reshaped(input: &ArrayD<f32>, output: &mut ArrayD<f32>, sample_shape: &[usize]) {
+    let shape: Vec<usize> = std::iter::once(input.shape()[0])
+        .chain(sample_shape.iter().copied())
+        .collect();
+    resize(output, &shape);
+    values_mut(output).copy_from_slice(values(input));
+}
+
+/// The backward pass of such a layer: the gradient, in the input's shape.
+pub(crate) fn reshaped_back(
+    input: &ArrayD<f32>,
+    grad_output: &ArrayD<f32>,
+    grad_input: Option<&mut ArrayD<f32>>,
+) {
+    if let Some(grad_input) = grad_input {
+        resize(grad_input, input.shape());
+        values_mut(grad_input).copy_from_slice(values(grad_output));
+    }
+}
+
 /// Makes `buffer` hold `len` values, reallocating only when it must grow.
 pub(crate) fn resize_buffer<T: Clone + Default>(buffer: &mut Vec<T>, len: usize) {
     buffer.resize(len, T::default());

@@ -6,7 +6,7 @@ use ndarray::ArrayD;
 use serde_json::Value;
 
 use super::config::{Config, Fields, config, with_input_shape};
-use super::{Layer, resize, values, values_mut};
+use super::{Layer, reshaped, reshaped_back};
 use crate::initializers::Rng;
 use crate::{Error, Result};
 
@@ -93,11 +93,7 @@ impl Layer for Reshape {
     }
 
     fn forward(&self, input: &ArrayD<f32>, output: &mut ArrayD<f32>) {
-        let shape: Vec<usize> = std::iter::once(input.shape()[0])
-            .chain(self.output_shape.iter().copied())
-            .collect();
-        resize(output, &shape);
-        values_mut(output).copy_from_slice(values(input));
+        reshaped(input, output, &self.output_shape);
     }
 
     fn backward(
@@ -107,10 +103,7 @@ impl Layer for Reshape {
         grad_output: &mut ArrayD<f32>,
         grad_input: Option<&mut ArrayD<f32>>,
     ) {
-        if let Some(grad_input) = grad_input {
-            resize(grad_input, input.shape());
-            values_mut(grad_input).copy_from_slice(values(grad_output));
-        }
+        reshaped_back(input, grad_output, grad_input);
     }
 
     fn replicate(&self) -> Option<Box<dyn Layer>> {
