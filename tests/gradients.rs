@@ -514,3 +514,16 @@ fn rescaling_and_reshape_gradients() {
     let mut two_free = Reshape::new(&[None, None]);
     assert!(two_free.build(&[4], &mut rng(0)).is_err());
 }
+
+#[test]
+fn zero_padding_gradients_and_layout() {
+    use convnet::layers::ZeroPadding2D;
+    check_gradients(&mut ZeroPadding2D::new(((1, 2), (0, 1))), &[2, 3, 2], 2, 95);
+    let mut pad = ZeroPadding2D::new(((1, 0), (0, 1)));
+    pad.build(&[1, 2, 1], &mut rng(0)).unwrap();
+    let x = ArrayD::from_shape_vec(IxDyn(&[1, 1, 2, 1]), vec![5.0, 6.0]).unwrap();
+    let mut y = ArrayD::zeros(IxDyn(&[0]));
+    pad.forward(&x, &mut y);
+    assert_eq!(y.shape(), &[1, 2, 3, 1]);
+    assert_eq!(y.as_slice().unwrap(), &[0.0, 0.0, 0.0, 5.0, 6.0, 0.0]);
+}

@@ -12,7 +12,7 @@ use common::{random, rng};
 use convnet::Activation::{Relu, Softmax, Tanh};
 use convnet::layers::{
     ActivationLayer, BatchNormalization, Conv2D, Dense, Dropout, Flatten, GlobalAveragePooling2D,
-    GlobalMaxPooling2D, MaxPooling2D, Padding, Rescaling, Reshape,
+    GlobalMaxPooling2D, MaxPooling2D, Padding, Rescaling, Reshape, ZeroPadding2D,
 };
 use convnet::optimizers::{Adam, SGD};
 use convnet::{Fit, Loss, Metric, Sequential};
@@ -101,6 +101,7 @@ fn saved_models_predict_exactly_as_before() {
         let mut model = Sequential::with_seed(4);
         model.add(Reshape::new(&[Some(9), Some(9), None]).input_shape(&[162]));
         model.add(Rescaling::new(2.0, -0.5));
+        model.add(ZeroPadding2D::new(((1, 0), (2, 1))));
         model.add(Conv2D::new(5, (3, 3)).activation(Relu));
         if global_max {
             model.add(GlobalMaxPooling2D::new());

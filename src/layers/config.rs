@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 
 use super::{
     ActivationLayer, BatchNormalization, Conv2D, Dense, Dropout, Flatten, GlobalAveragePooling2D,
-    GlobalMaxPooling2D, Layer, MaxPooling2D, Padding, Rescaling, Reshape,
+    GlobalMaxPooling2D, Layer, MaxPooling2D, Padding, Rescaling, Reshape, ZeroPadding2D,
 };
 use crate::{Activation, Error, Result};
 
@@ -33,11 +33,12 @@ pub fn from_config(class: &str, config: &Config) -> Result<Box<dyn Layer>> {
         "GlobalMaxPooling2D" => Box::new(GlobalMaxPooling2D::from_config(&fields)?),
         "Rescaling" => Box::new(Rescaling::from_config(&fields)?),
         "Reshape" => Box::new(Reshape::from_config(&fields)?),
+        "ZeroPadding2D" => Box::new(ZeroPadding2D::from_config(&fields)?),
         _ => {
             return Err(Error::InvalidArgument(format!(
                 "unknown layer class {class:?}: convnet has Conv2D, MaxPooling2D, Flatten, \
                  Dense, Activation, Dropout, BatchNormalization, GlobalAveragePooling2D, \
-                 GlobalMaxPooling2D, Rescaling and Reshape"
+                 GlobalMaxPooling2D, Rescaling, Reshape and ZeroPadding2D"
             )));
         }
     })
@@ -103,6 +104,21 @@ impl Fields<'_> {
     pub fn number(&self, key: &str, default: Option<f32>) -> Result<f32> {
         let parse = |v: &Value| v.as_f64().map(|x| x as f32);
         self.value(key, default, parse, "a number")
+    }
+
+    /// A pair of whole numbers (0 allowed), default `(0, 0)`.
+    pub fn pair_or_zero(&self, key: &str) -> Result<(usize, usize)> {
+        let one = |v: &Value| v.as_u64().map(|n| n as usize);
+        let parse = |v: &Value| match v.as_array()?.as_slice() {
+            [a, b] => Some((one(a)?, one(b)?)),
+            _ => None,
+        };
+        self.value(
+            key,
+            Some((0, 0)),
+            parse,
+            "a pair of whole numbers, e.g. [1, 1]",
+        )
     }
 
     /// A list of sizes, `-1` (or null) for one to be worked out.

@@ -24,6 +24,7 @@ mod global_pooling2d;
 pub(crate) mod max_pooling2d;
 mod rescaling;
 mod reshape;
+mod zero_padding2d;
 
 pub use crate::kernels::im2col::Padding;
 pub use activation::ActivationLayer;
@@ -36,6 +37,7 @@ pub use global_pooling2d::{GlobalAveragePooling2D, GlobalMaxPooling2D};
 pub use max_pooling2d::MaxPooling2D;
 pub use rescaling::Rescaling;
 pub use reshape::Reshape;
+pub use zero_padding2d::ZeroPadding2D;
 
 use ndarray::{ArrayD, IxDyn};
 
