@@ -464,3 +464,20 @@ fn huge_layers_in_an_architecture_are_errors_not_allocations() {
         assert!(error.contains("more than"), "{error}");
     }
 }
+
+#[test]
+fn keras_padding_forms_are_read() {
+    for (padding, shape) in [
+        ("2", [6, 6, 1]),
+        ("[1, 2]", [4, 6, 1]),
+        ("[[0, 1], [2, 0]]", [3, 4, 1]),
+    ] {
+        let json = format!(
+            r#"{{"class_name": "Sequential", "config": {{"layers": [{{"class_name": "ZeroPadding2D",
+               "config": {{"padding": {padding}, "batch_input_shape": [null, 2, 2, 1]}}}}]}}}}"#
+        );
+        let mut model = Sequential::from_json(&json).unwrap();
+        model.build().unwrap();
+        assert_eq!(model.output_shape(), shape, "{padding}");
+    }
+}

@@ -106,19 +106,21 @@ impl Fields<'_> {
         self.value(key, default, parse, "a number")
     }
 
-    /// A pair of whole numbers (0 allowed), default `(0, 0)`.
-    pub fn pair_or_zero(&self, key: &str) -> Result<(usize, usize)> {
+    /// Keras's 2-D padding amounts: `n`, `[rows, columns]` or `[[top,
+    /// bottom], [left, right]]` (default 1 everywhere), as
+    /// `((top, bottom), (left, right))`.
+    pub fn padding_amounts(&self, key: &str) -> Result<((usize, usize), (usize, usize))> {
         let one = |v: &Value| v.as_u64().map(|n| n as usize);
-        let parse = |v: &Value| match v.as_array()?.as_slice() {
-            [a, b] => Some((one(a)?, one(b)?)),
-            _ => None,
+        let side = |v: &Value| match v {
+            Value::Array(two) if two.len() == 2 => Some((one(&two[0])?, one(&two[1])?)),
+            v => one(v).map(|n| (n, n)),
         };
-        self.value(
-            key,
-            Some((0, 0)),
-            parse,
-            "a pair of whole numbers, e.g. [1, 1]",
-        )
+        let parse = |v: &Value| match v {
+            Value::Array(two) if two.len() == 2 => Some((side(&two[0])?, side(&two[1])?)),
+            v => one(v).map(|n| ((n, n), (n, n))),
+        };
+        let expected = "n, [rows, columns] or [[top, bottom], [left, right]] of whole numbers";
+        self.value(key, Some(((1, 1), (1, 1))), parse, expected)
     }
 
     /// A list of sizes, `-1` (or null) for one to be worked out.

@@ -4,6 +4,7 @@
 
 use ndarray::ArrayD;
 use rayon::prelude::*;
+use serde_json::Value;
 
 use super::config::{Config, Fields, config, pair, with_input_shape};
 use super::{Layer, resize, tensor_len, values, values_mut};
@@ -42,14 +43,12 @@ impl ZeroPadding2D {
         self
     }
 
-    /// The layer of a Keras config ([`Layer::config`]): `padding` as
-    /// `[[top, bottom], [left, right]]`.
+    /// The layer of a Keras config ([`Layer::config`]): `padding` as `n`,
+    /// `[rows, columns]` or `[[top, bottom], [left, right]]`.
     pub(crate) fn from_config(fields: &Fields) -> Result<Self> {
-        let (top, bottom) = fields.pair_or_zero("top_bottom")?;
-        let (left, right) = fields.pair_or_zero("left_right")?;
         Ok(ZeroPadding2D {
             input_shape: fields.input_shape()?,
-            ..ZeroPadding2D::new(((top, bottom), (left, right)))
+            ..ZeroPadding2D::new(fields.padding_amounts("padding")?)
         })
     }
 
@@ -136,10 +135,8 @@ impl Layer for ZeroPadding2D {
 
     fn config(&self) -> Option<Config> {
         let ((top, bottom), (left, right)) = self.padding;
-        let fields = config([
-            ("top_bottom", pair((top, bottom))),
-            ("left_right", pair((left, right))),
-        ]);
+        let padding = Value::from(vec![pair((top, bottom)), pair((left, right))]);
+        let fields = config([("padding", padding)]);
         Some(with_input_shape(fields, self.input_shape.as_deref()))
     }
 }
