@@ -98,6 +98,12 @@ fn set_fields(
 ) -> Result<()> {
     let known: Vec<&str> = fields.iter().map(|(name, _)| *name).collect();
     for (key, value) in settings {
+        // Every setting (betas, rho, momentum, epsilon, nesterov) lies in [0, 1].
+        if !(0.0..=1.0).contains(value) {
+            return Err(Error::InvalidArgument(format!(
+                "the {optimizer} optimizer's {key} must be in [0, 1], got {value}"
+            )));
+        }
         let Some(field) = fields.iter_mut().find(|(name, _)| name == key) else {
             return Err(Error::InvalidArgument(format!(
                 "the {optimizer} optimizer has no setting {key:?} (it has learning_rate, {})",
@@ -138,7 +144,11 @@ pub fn from_config(config: &Config) -> Result<Box<dyn Optimizer>> {
         }
     };
     let name = config.get("name").and_then(|v| v.as_str()).unwrap_or("");
-    let mut optimizer = by_name(name, number("learning_rate")?)?;
+    // Any finite rate >= 0 that set_learning_rate takes (0 included).
+    let mut optimizer = by_name(name, None)?;
+    if let Some(rate) = number("learning_rate")? {
+        optimizer.set_learning_rate(rate)?;
+    }
     let settings: Vec<(String, f32)> = config
         .keys()
         .filter(|k| !matches!(k.as_str(), "name" | "learning_rate"))
@@ -234,8 +244,11 @@ macro_rules! with_schedule {
 }
 
 /// One state vector per parameter, created (zeroed) on first use.
+/// (A state that does not fit the parameters, one restored from elsewhere,
+/// starts afresh rather than being read out of bounds.)
 fn slots<'a>(state: &'a mut Vec<Vec<f32>>, params: &[&mut Param]) -> &'a mut [Vec<f32>] {
-    if state.len() != params.len() {
+    let fits = |s: &Vec<Vec<f32>>| s.iter().zip(params).all(|(v, p)| v.len() == p.len());
+    if state.len() != params.len() || !fits(state) {
         *state = params.iter().map(|p| vec![0.0; p.len()]).collect();
     }
     state
@@ -328,7 +341,7 @@ impl Optimizer for SGD {
         let mut config = optimizer_config(
             "sgd",
             &[
-                ("learning_rate", self.learning_rate.fixed.into()),
+                ("learning_rate", self.learning_rate().into()),
                 ("momentum", self.momentum.into()),
             ],
         );
@@ -441,7 +454,7 @@ impl Optimizer for Adam {
         optimizer_config(
             "adam",
             &[
-                ("learning_rate", self.learning_rate.fixed.into()),
+                ("learning_rate", self.learning_rate().into()),
                 ("beta_1", self.beta_1.into()),
                 ("beta_2", self.beta_2.into()),
                 ("epsilon", self.epsilon.into()),
@@ -581,7 +594,7 @@ impl Optimizer for RMSprop {
         optimizer_config(
             "rmsprop",
             &[
-                ("learning_rate", self.learning_rate.fixed.into()),
+                ("learning_rate", self.learning_rate().into()),
                 ("rho", self.rho.into()),
                 ("epsilon", self.epsilon.into()),
             ],

@@ -213,48 +213,50 @@ fn layer_state_is_counted_replicated_and_saved() {
 /// and planned before `fit`; until then the `&self` methods say so.
 #[test]
 fn a_layer_added_after_compile_is_built_before_use() {
-    let mut model = Sequential::with_seed(5);
-    model.add(Dense::new(3).activation(Softmax).input_shape(&[4]));
-    model
-        .compile(Loss::CategoricalCrossentropy, Adam::default(), &[])
-        .unwrap();
-    let first = model.params()[0].value.clone();
-    model.add(Dense::new(2).activation(Softmax));
-    let x = random(&[6, 4], &mut rng(4));
-    let y = one_hot(6, 2);
-    let error = model.evaluate(&x, &y).unwrap_err().to_string();
-    assert!(error.contains("not built yet"), "{error}");
-    assert!(model.predict(&x).is_err());
+    // The new last layer is a softmax (the loss takes over its derivative
+    // now, the first layer's own is back) or a sigmoid (the loss takes over
+    // nothing any more).
+    for last in [Softmax, convnet::Activation::Sigmoid] {
+        let mut model = Sequential::with_seed(5);
+        model.add(Dense::new(3).activation(Softmax).input_shape(&[4]));
+        let loss = Loss::CategoricalCrossentropy;
+        model.compile(loss, Adam::default(), &[]).unwrap();
+        let first = model.params()[0].value.clone();
+        model.add(Dense::new(2).activation(last));
+        let x = random(&[6, 4], &mut rng(4));
+        let y = one_hot(6, 2);
+        let error = model.evaluate(&x, &y).unwrap_err().to_string();
+        assert!(error.contains("not built yet"), "{error}");
+        assert!(model.predict(&x).is_err());
 
-    // Built by profile_step: the gradients are those of a model made with
-    // both layers from the start (softmax's derivative, handed to the loss
-    // when the first layer was the last, is the first layer's own again).
-    model.profile_step(&x, &y, &[0, 1, 2, 3, 4, 5]).unwrap();
-    assert_eq!(
-        model.params()[0].value,
-        first,
-        "the first layer keeps its weights"
-    );
-    let mut fresh = Sequential::with_seed(5);
-    fresh.add(Dense::new(3).activation(Softmax).input_shape(&[4]));
-    fresh.add(Dense::new(2).activation(Softmax));
-    fresh
-        .compile(Loss::CategoricalCrossentropy, Adam::default(), &[])
-        .unwrap();
-    for (mine, theirs) in fresh.params_mut().into_iter().zip(model.params()) {
-        mine.value.assign(&theirs.value);
+        // Built by profile_step: the gradients are those of a model made
+        // with both layers from the start.
+        let batch = [0, 1, 2, 3, 4, 5];
+        model.profile_step(&x, &y, &batch).unwrap();
+        assert_eq!(
+            model.params()[0].value,
+            first,
+            "the first layer keeps its weights"
+        );
+        let mut fresh = Sequential::with_seed(5);
+        fresh.add(Dense::new(3).activation(Softmax).input_shape(&[4]));
+        fresh.add(Dense::new(2).activation(last));
+        fresh.compile(loss, Adam::default(), &[]).unwrap();
+        for (mine, theirs) in fresh.params_mut().into_iter().zip(model.params()) {
+            mine.value.assign(&theirs.value);
+        }
+        fresh.profile_step(&x, &y, &batch).unwrap();
+        for (a, b) in model.params().iter().zip(fresh.params()) {
+            assert_eq!(a.grad, b.grad, "last layer {last:?}");
+        }
+        let options = Fit {
+            epochs: 2,
+            verbose: 0,
+            ..Fit::default()
+        };
+        model.fit(&x, &y, options).unwrap();
+        assert_eq!(model.predict(&x).unwrap().shape(), &[6, 2]);
     }
-    fresh.profile_step(&x, &y, &[0, 1, 2, 3, 4, 5]).unwrap();
-    for (a, b) in model.params().iter().zip(fresh.params()) {
-        assert_eq!(a.grad, b.grad);
-    }
-    let options = Fit {
-        epochs: 2,
-        verbose: 0,
-        ..Fit::default()
-    };
-    model.fit(&x, &y, options).unwrap();
-    assert_eq!(model.predict(&x).unwrap().shape(), &[6, 2]);
 }
 
 /// One trained model serves predictions from several threads at once.

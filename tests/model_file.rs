@@ -481,3 +481,88 @@ fn keras_padding_forms_are_read() {
         assert_eq!(model.output_shape(), shape, "{padding}");
     }
 }
+
+/// Found in review: sizes that overflow, a checkpoint claiming too many
+/// epochs, optimizer state that does not fit, a rate of 0, activations too
+/// large for a batch.
+#[test]
+fn hostile_sizes_and_states_are_errors() {
+    let pool = r#"{"class_name": "Sequential", "config": {"layers": [
+        {"class_name": "MaxPooling2D", "config": {"pool_size": [4294967296, 4294967296], "padding": "same", "batch_input_shape": [null, 4, 4, 1]}}]}}"#;
+    let conv = r#"{"class_name": "Sequential", "config": {"layers": [
+        {"class_name": "Conv2D", "config": {"filters": 1, "kernel_size": [4, 18446744073709551615], "strides": [1, 18446744073709551615], "padding": "same", "batch_input_shape": [null, 4, 4, 1]}}]}}"#;
+    for json in [pool, conv] {
+        let mut model = Sequential::from_json(json).unwrap();
+        assert!(model.build().is_err(), "{json}");
+    }
+
+    // A 1-wide input into 2^29 units: one sample fits, a batch does not.
+    let mut wide = Sequential::with_seed(1);
+    wide.add(Dense::new(1 << 29).input_shape(&[1]));
+    wide.build().unwrap();
+    let x = ArrayD::zeros(IxDyn(&[300, 1]));
+    let error = wide.predict(&x).unwrap_err().to_string();
+    assert!(error.contains("smaller batch size"), "{error}");
+    drop(wide);
+
+    // Optimizer state of the wrong size starts afresh instead of panicking.
+    let mut model = every_layer_kind();
+    model
+        .compile(Loss::CategoricalCrossentropy, Adam::default(), &[])
+        .unwrap();
+    let x = random(&[4, 23, 23, 3], &mut rng(3));
+    let y = one_hot(4, 4);
+    let mut adam = Adam::default();
+    use convnet::optimizers::Optimizer;
+    adam.set_state(convnet::optimizers::OptimizerState {
+        iterations: 3,
+        slots: vec![
+            ("m".into(), vec![vec![0.0; 5]]),
+            ("v".into(), vec![vec![0.0; 5]]),
+        ],
+    })
+    .unwrap();
+    model
+        .compile(Loss::CategoricalCrossentropy, adam, &[])
+        .unwrap();
+    model
+        .fit(
+            &x,
+            &y,
+            Fit {
+                verbose: 0,
+                ..Fit::default()
+            },
+        )
+        .unwrap();
+
+    // A rate of 0 saves and loads.
+    model
+        .compile(Loss::CategoricalCrossentropy, SGD::new(0.1), &[])
+        .unwrap();
+    model
+        .optimizer_mut()
+        .unwrap()
+        .set_learning_rate(0.0)
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("zero.safetensors");
+    model.save(&path).unwrap();
+    assert_eq!(
+        Sequential::load(&path)
+            .unwrap()
+            .optimizer()
+            .unwrap()
+            .learning_rate(),
+        0.0
+    );
+
+    // A checkpoint whose history does not hold its epochs.
+    let checkpoint = convnet::io::Checkpoint {
+        epoch: 1_000_000_000_000,
+        history: Default::default(),
+    };
+    convnet::io::save_checkpoint(&model, &checkpoint, &path).unwrap();
+    let error = convnet::io::load_checkpoint(&path).err().unwrap().to_string();
+    assert!(error.contains("does not hold"), "{error}");
+}

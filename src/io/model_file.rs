@@ -100,8 +100,13 @@ pub fn load_checkpoint(path: &Path) -> Result<(Sequential, Checkpoint)> {
     let epoch = field(&metadata, "epoch", path)?
         .parse()
         .map_err(|_| bad("bad \"epoch\""))?;
-    let history = serde_json::from_str(field(&metadata, "history", path)?)
+    let history: History = serde_json::from_str(field(&metadata, "history", path)?)
         .map_err(|e| bad(&format!("bad \"history\" ({e})")))?;
+    // Each epoch done has its line in the history: a bounded epoch count.
+    let lines = history.history.get("loss").map_or(0, Vec::len);
+    if lines != epoch || history.history.values().any(|values| values.len() != epoch) {
+        return Err(bad(&format!("its history does not hold {epoch} epochs")));
+    }
     if let Some(state) = model.optimizer_state() {
         let iterations = metadata
             .get("optimizer_iterations")

@@ -71,13 +71,19 @@ pub struct Window2d {
     pub out_w: usize,
 }
 
-fn output_len(input: usize, window: usize, stride: usize, padding: Padding) -> (usize, usize) {
+/// `(output length, padding before)`, or `None` when the sizes overflow.
+fn output_len(
+    input: usize,
+    window: usize,
+    stride: usize,
+    padding: Padding,
+) -> Option<(usize, usize)> {
     match padding {
-        Padding::Valid => ((input - window) / stride + 1, 0),
+        Padding::Valid => Some(((input - window) / stride + 1, 0)),
         Padding::Same => {
             let out = input.div_ceil(stride);
-            let pad_total = ((out - 1) * stride + window).saturating_sub(input);
-            (out, pad_total / 2)
+            let covered = (out - 1).checked_mul(stride)?.checked_add(window)?;
+            Some((out, covered.saturating_sub(input) / 2))
         }
     }
 }
@@ -109,8 +115,13 @@ impl Window2d {
                 "input of shape ({in_h}, {in_w}, {channels}) is empty"
             )));
         }
-        let (out_h, pad_top) = output_len(in_h, k_h, strides.0, padding);
-        let (out_w, pad_left) = output_len(in_w, k_w, strides.1, padding);
+        let too_large = || {
+            Error::InvalidArgument(format!(
+                "a {k_h}x{k_w} window with strides {strides:?} is too large for a {in_h}x{in_w} input"
+            ))
+        };
+        let (out_h, pad_top) = output_len(in_h, k_h, strides.0, padding).ok_or_else(too_large)?;
+        let (out_w, pad_left) = output_len(in_w, k_w, strides.1, padding).ok_or_else(too_large)?;
         Ok(Window2d {
             in_h,
             in_w,

@@ -171,7 +171,8 @@ impl Layer for MaxPooling2D {
                 "MaxPooling2D expects images of shape (height, width, channels), got {input_shape:?}"
             )));
         };
-        if self.pool_size.0 * self.pool_size.1 > pool::MAX_WINDOW {
+        let positions = self.pool_size.0.checked_mul(self.pool_size.1);
+        if positions.is_none_or(|n| n > pool::MAX_WINDOW) {
             return Err(Error::InvalidArgument(format!(
                 "MaxPooling2D pool_size {:?} is too large: at most {} positions per window",
                 self.pool_size,

@@ -91,10 +91,14 @@ impl Sequential {
         self.build_new_layers()?;
         let network = &mut self.network;
         network.plan = Plan::new(&network.entries);
-        let fused_softmax = self
-            .compiled
-            .as_ref()
-            .is_some_and(|c| c.scoring.fused_softmax);
+        // The last layer may have changed since compile (a layer added).
+        let last = network.entries.last().map(|e| e.layer.activation());
+        let fused_softmax = self.compiled.as_mut().is_some_and(|c| {
+            let scoring = &mut c.scoring;
+            scoring.fused_softmax =
+                scoring.loss.fuses_with_softmax() && last == Some(Activation::Softmax);
+            scoring.fused_softmax
+        });
         arrange_derivatives(&mut network.entries, fused_softmax);
         self.slots = Slots::for_network(network);
         self.spare_slots = Default::default();
@@ -160,18 +164,12 @@ impl Sequential {
         metrics: &[Metric],
     ) -> Result<()> {
         self.prepare()?;
-        let last = self
-            .network
-            .entries
-            .last()
-            .expect("built models have layers");
-        let fused_softmax =
-            loss.fuses_with_softmax() && last.layer.activation() == Activation::Softmax;
+        // prepare() below decides whether the loss takes over softmax.
         self.compiled = Some(Compiled {
             scoring: Scoring {
                 loss,
                 metrics: metrics.to_vec(),
-                fused_softmax,
+                fused_softmax: false,
             },
             optimizer,
         });
@@ -227,6 +225,24 @@ impl Sequential {
                     e.to_string().trim_start_matches("shape error: ")
                 ))
             })
+    }
+
+    /// An error if batches of `batch` samples would make an activation of
+    /// more than [`crate::layers::MAX_TENSOR_VALUES`] values (checked
+    /// before the passes allocate them).
+    pub(super) fn check_batch(&self, batch: usize, what: &str) -> Result<()> {
+        let shapes = std::iter::once(&self.network.input_shape)
+            .chain(self.network.entries.iter().map(|e| &e.output_shape));
+        let largest = shapes
+            .map(|s| s.iter().product::<usize>())
+            .max()
+            .unwrap_or(0);
+        crate::layers::tensor_len(
+            &format!("{what}: a batch of {batch} samples"),
+            &[batch, largest],
+        )
+        .map(drop)
+        .map_err(|e| Error::InvalidArgument(format!("{e}; use a smaller batch size")))
     }
 
     /// An error unless the model is built and planned for its layers (the

@@ -71,6 +71,7 @@ impl Sequential {
     pub fn evaluate(&self, x: &dyn Samples, y: &dyn Samples) -> Result<Scores> {
         self.check_ready("evaluate")?;
         self.check_pair(x, y, "evaluate")?;
+        self.check_batch(DEFAULT_EVAL_BATCH_SIZE.min(x.len()), "evaluate")?;
         let metrics = &self.compiled()?.scoring.metrics;
         let tally = self.tally(x, y, DEFAULT_EVAL_BATCH_SIZE)?;
         let n = tally.samples as f64;
@@ -98,6 +99,7 @@ impl Sequential {
     ) -> Result<ArrayD<f32>> {
         self.check_ready("predict")?;
         self.check_inputs(x, "predict")?;
+        self.check_batch(batch_size.clamp(1, x.len()), "predict")?;
         let width: usize = self.output_shape().iter().product();
         let mut shape = vec![x.len()];
         shape.extend_from_slice(self.output_shape());

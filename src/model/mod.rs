@@ -161,6 +161,17 @@ impl Sequential {
         &mut self,
         state: crate::optimizers::OptimizerState,
     ) -> Result<()> {
+        let lengths: Vec<usize> = self.params().iter().map(|p| p.len()).collect();
+        for (slot, vectors) in &state.slots {
+            let fits = vectors.is_empty()
+                || (vectors.len() == lengths.len()
+                    && vectors.iter().zip(&lengths).all(|(v, &n)| v.len() == n));
+            if !fits {
+                return Err(crate::Error::Data(format!(
+                    "optimizer state {slot:?} does not fit the model's parameters"
+                )));
+            }
+        }
         let compiled = self
             .compiled
             .as_mut()

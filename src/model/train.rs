@@ -56,9 +56,10 @@ pub struct Fit<'a> {
     pub shuffle: bool,
     /// Data-parallel replicas that each batch is split between (default
     /// `None`: one per [`super::SAMPLES_PER_REPLICA`] samples of a batch,
-    /// at most [`super::MAX_REPLICAS`]). The results depend on it only
-    /// through the order in which gradients are added, and never on the
-    /// number of threads.
+    /// at most [`super::MAX_REPLICAS`]). The results never depend on the
+    /// number of threads; on this, only through the order in which
+    /// gradients are added, and through BatchNormalization, which
+    /// normalises each replica's part of the batch by its own statistics.
     pub replicas: Option<usize>,
     /// Code run at set points of training, in this order (default none):
     /// see [`crate::callbacks`].
@@ -151,9 +152,17 @@ impl Sequential {
     /// the shuffler's state then: each `fit` starts from the model's seed
     /// and replays the epochs it skips, so that a resumed run visits the
     /// samples as the uninterrupted one would.
-    fn visiting_order(&self, samples: usize, epochs: usize, shuffle: bool) -> (Vec<usize>, Rng) {
+    fn visiting_order(
+        &self,
+        samples: usize,
+        (epochs, last): (usize, usize),
+        shuffle: bool,
+    ) -> (Vec<usize>, Rng) {
         let mut order: Vec<usize> = (0..samples).collect();
         let mut shuffler = Rng::seed_from_u64(self.seed ^ 0x5eed_5eed_5eed_5eed);
+        // No replay when there is nothing left to train (a resumed run
+        // already past its last epoch).
+        let epochs = if epochs >= last { 0 } else { epochs };
         for _ in 0..epochs * usize::from(shuffle) {
             order.shuffle(&mut shuffler);
         }
@@ -191,6 +200,8 @@ impl Sequential {
         if options.replicas == Some(0) {
             return Err(Error::InvalidArgument("replicas must be at least 1".into()));
         }
+        self.check_batch(options.batch_size.min(x.len()), "fit")?;
+        self.check_batch(DEFAULT_EVAL_BATCH_SIZE.min(x.len()), "fit (validation)")?;
         self.fit_checked(train, validation, options)
     }
 
@@ -209,8 +220,11 @@ impl Sequential {
             replicas: copies.as_ref().map_or(1, |r| r.copies.len() + 1),
             ..History::default()
         };
-        let (mut order, mut shuffler) =
-            self.visiting_order(train.0.len(), options.initial_epoch, options.shuffle);
+        let (mut order, mut shuffler) = self.visiting_order(
+            train.0.len(),
+            (options.initial_epoch, options.epochs),
+            options.shuffle,
+        );
         self.stop_training = false;
         each(&mut callbacks, |c| c.on_train_begin(self))?;
         let mut logs = Vec::new();

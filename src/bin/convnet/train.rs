@@ -192,8 +192,15 @@ pub fn run(args: TrainArgs) -> Result<()> {
             train_y.nrows() - train_count
         )));
     }
+    if args.resume.is_some() && args.early_stopping.is_some() {
+        return Err(Error::InvalidArgument(
+            "--early-stopping cannot be resumed (a checkpoint does not keep its patience): \
+             resume without it"
+                .into(),
+        ));
+    }
     let checkpoint_dir = args.checkpoint_dir.as_ref().or(args.resume.as_ref());
-    if let Some(dir) = checkpoint_dir {
+    if let Some(dir) = &args.checkpoint_dir {
         checkpoints::prepare_dir(dir)?;
     }
     let (mut model, done) = match &args.resume {
@@ -212,7 +219,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
             args.batch_size,
             args.epochs,
             rayon::current_num_threads(),
-            args.seed
+            model.seed()
         );
     }
     let mut callbacks: Vec<Box<dyn Callback>> = Vec::new();
@@ -266,7 +273,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
             "version": env!("CARGO_PKG_VERSION"),
             "model": args.model,
             "threads": rayon::current_num_threads(),
-            "seed": args.seed,
+            "seed": model.seed(),
             "batch_size": args.batch_size,
             "replicas": history.replicas,
             "epochs": args.epochs,
@@ -307,7 +314,13 @@ fn set_schedule(optimizer: &mut dyn Optimizer, args: &TrainArgs, train_count: us
         return Ok(());
     };
     let steps = train_count.div_ceil(args.batch_size.max(1));
-    let schedule = schedule.of(optimizer.learning_rate(), args.epochs, steps);
+    // The schedule starts from --lr or the optimizer's default, not from
+    // the rate a resumed checkpoint had reached.
+    let base = match args.lr {
+        Some(lr) => lr,
+        None => optimizers::by_name(optimizer.name(), None)?.learning_rate(),
+    };
+    let schedule = schedule.of(base, args.epochs, steps);
     optimizer.set_schedule(schedule).map_err(|e| match e {
         Error::InvalidArgument(message) => {
             Error::InvalidArgument(format!("--lr-schedule: {message}"))
