@@ -16,6 +16,7 @@ use safetensors::SafeTensors;
 
 use super::weights::{Tensor, decode, encode, read_tensor, set_weights, weight_tensors};
 use super::write_atomic;
+use crate::layers::Layer;
 use crate::optimizers::OptimizerState;
 use crate::{Error, History, Result, Sequential};
 
@@ -206,6 +207,31 @@ fn field<'a>(metadata: &'a HashMap<String, String>, key: &str, path: &Path) -> R
         .ok_or_else(|| Error::Data(format!("{}: its metadata has no {key:?}", path.display())))
 }
 
+/// An error unless the file holds every weight of `layer` (named `name`)
+/// in its shape.
+fn layer_in_file(name: &str, layer: &dyn Layer, tensors: &SafeTensors, path: &Path) -> Result<()> {
+    let weights = layer
+        .params()
+        .into_iter()
+        .map(|p| (p.name, p.value.shape()));
+    let state = layer
+        .buffers()
+        .into_iter()
+        .map(|b| (b.name, b.value.shape()));
+    for (weight, shape) in weights.chain(state) {
+        let tensor = format!("{name}.{weight}");
+        let found = tensors.tensor(&tensor).map(|t| t.shape().to_vec());
+        if found.as_deref().ok() != Some(shape) {
+            return Err(Error::Data(format!(
+                "{}: the architecture's {tensor} is {shape:?} but the file holds {}",
+                path.display(),
+                found.map_or("no such tensor".into(), |s| format!("{s:?}"))
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// The model of a file's architecture, weights and compile config.
 fn model_of(
     tensors: &SafeTensors,
@@ -215,7 +241,12 @@ fn model_of(
     let in_file = |e: Error| Error::Data(format!("{}: {e}", path.display()));
     let mut model =
         Sequential::from_json(field(metadata, "architecture", path)?).map_err(in_file)?;
-    model.build().map_err(in_file)?;
+    model
+        .build_checked(|name, layer| layer_in_file(name, layer, tensors, path))
+        .map_err(|e| match e {
+            Error::Data(_) => e,
+            other => in_file(other),
+        })?;
     if let Some(compile) = metadata.get("compile") {
         model.compile_from_json(compile).map_err(in_file)?;
     }

@@ -109,6 +109,29 @@ impl Sequential {
     /// Builds layers `self.built..`, each from the output shape of the one
     /// before.
     fn build_new_layers(&mut self) -> Result<()> {
+        self.build_new_layers_checked(|_, _| Ok(()))
+    }
+
+    /// [`Sequential::build`] that calls `check(name, layer)` after each
+    /// layer is built and stops at its first error: a model read from a
+    /// file checks each layer's weights against the file before building
+    /// the next, so that a hostile architecture allocates at most one
+    /// oversized layer.
+    pub(crate) fn build_checked(
+        &mut self,
+        check: impl FnMut(&str, &dyn Layer) -> Result<()>,
+    ) -> Result<()> {
+        self.built = 0;
+        self.init_rng = init_rng(self.seed);
+        self.ready = false;
+        self.build_new_layers_checked(check)?;
+        self.prepare()
+    }
+
+    fn build_new_layers_checked(
+        &mut self,
+        mut check: impl FnMut(&str, &dyn Layer) -> Result<()>,
+    ) -> Result<()> {
         let entries = &mut self.network.entries;
         let first = entries.first().ok_or_else(|| {
             Error::InvalidArgument("the model has no layers: add some with `add`".into())
@@ -141,6 +164,7 @@ impl Sequential {
             let what = format!("the output of layer {} for one sample", entry.name);
             crate::layers::tensor_len(&what, &shape)?;
             entry.output_shape = shape.clone();
+            check(&entry.name, entry.layer.as_ref())?;
             self.built += 1;
         }
         Ok(())
