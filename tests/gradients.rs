@@ -527,3 +527,21 @@ fn zero_padding_gradients_and_layout() {
     assert_eq!(y.shape(), &[1, 2, 3, 1]);
     assert_eq!(y.as_slice().unwrap(), &[0.0, 0.0, 0.0, 5.0, 6.0, 0.0]);
 }
+
+#[test]
+fn average_pooling_gradients_and_same_padding() {
+    use convnet::layers::AveragePooling2D;
+    check_gradients(&mut AveragePooling2D::new((2, 2)), &[4, 5, 3], 2, 100);
+    let same = AveragePooling2D::new((3, 2))
+        .strides((2, 1))
+        .padding(Padding::Same);
+    check_gradients(&mut same.clone(), &[5, 4, 2], 2, 101);
+    // Keras averages a border window over the pixels inside the image.
+    let mut pool = AveragePooling2D::new((2, 2)).padding(Padding::Same);
+    pool.build(&[3, 3, 1], &mut rng(0)).unwrap();
+    let x =
+        ArrayD::from_shape_vec(IxDyn(&[1, 3, 3, 1]), (1..=9).map(|v| v as f32).collect()).unwrap();
+    let mut y = ArrayD::zeros(IxDyn(&[0]));
+    pool.forward(&x, &mut y);
+    assert_eq!(y.as_slice().unwrap(), &[3.0, 4.5, 7.5, 9.0]);
+}

@@ -11,8 +11,9 @@ use common::cli::convnet;
 use common::{random, rng};
 use convnet::Activation::{Relu, Softmax, Tanh};
 use convnet::layers::{
-    ActivationLayer, BatchNormalization, Conv2D, Dense, Dropout, Flatten, GlobalAveragePooling2D,
-    GlobalMaxPooling2D, MaxPooling2D, Padding, Rescaling, Reshape, ZeroPadding2D,
+    ActivationLayer, AveragePooling2D, BatchNormalization, Conv2D, Dense, Dropout, Flatten,
+    GlobalAveragePooling2D, GlobalMaxPooling2D, MaxPooling2D, Padding, Rescaling, Reshape,
+    ZeroPadding2D,
 };
 use convnet::optimizers::{Adam, SGD};
 use convnet::{Fit, Loss, Metric, Sequential};
@@ -35,7 +36,11 @@ fn every_layer_kind() -> Sequential {
             .activation(Relu)
             .input_shape(&[23, 23, 3]),
     );
-    model.add(MaxPooling2D::new((3, 3)).strides((2, 2)));
+    model.add(
+        AveragePooling2D::new((3, 3))
+            .strides((2, 2))
+            .padding(Padding::Same),
+    );
     model.add(
         Conv2D::new(16, (3, 3))
             .padding(Padding::Same)

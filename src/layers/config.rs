@@ -9,8 +9,9 @@
 use serde_json::{Map, Value};
 
 use super::{
-    ActivationLayer, BatchNormalization, Conv2D, Dense, Dropout, Flatten, GlobalAveragePooling2D,
-    GlobalMaxPooling2D, Layer, MaxPooling2D, Padding, Rescaling, Reshape, ZeroPadding2D,
+    ActivationLayer, AveragePooling2D, BatchNormalization, Conv2D, Dense, Dropout, Flatten,
+    GlobalAveragePooling2D, GlobalMaxPooling2D, Layer, MaxPooling2D, Padding, Rescaling, Reshape,
+    ZeroPadding2D,
 };
 use crate::{Activation, Error, Result};
 
@@ -34,11 +35,12 @@ pub fn from_config(class: &str, config: &Config) -> Result<Box<dyn Layer>> {
         "Rescaling" => Box::new(Rescaling::from_config(&fields)?),
         "Reshape" => Box::new(Reshape::from_config(&fields)?),
         "ZeroPadding2D" => Box::new(ZeroPadding2D::from_config(&fields)?),
+        "AveragePooling2D" => Box::new(AveragePooling2D::from_config(&fields)?),
         _ => {
             return Err(Error::InvalidArgument(format!(
                 "unknown layer class {class:?}: convnet has Conv2D, MaxPooling2D, Flatten, \
                  Dense, Activation, Dropout, BatchNormalization, GlobalAveragePooling2D, \
-                 GlobalMaxPooling2D, Rescaling, Reshape and ZeroPadding2D"
+                 GlobalMaxPooling2D, Rescaling, Reshape, ZeroPadding2D and AveragePooling2D"
             )));
         }
     })

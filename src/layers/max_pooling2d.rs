@@ -11,7 +11,8 @@
 use ndarray::ArrayD;
 use rayon::prelude::*;
 
-use super::config::{Config, Fields, config, pair, with_input_shape};
+use super::config::{Config, Fields};
+use super::pooling::Pooling;
 use super::{
     Layer, Padding, PlanRole, TrainingStep, resize, resize_buffer, samples_per_chunk, values,
     values_mut,
@@ -28,11 +29,7 @@ use crate::{Error, Result};
 /// ```
 #[derive(Clone, Debug)]
 pub struct MaxPooling2D {
-    pool_size: (usize, usize),
-    strides: Option<(usize, usize)>,
-    padding: Padding,
-    input_shape: Option<Vec<usize>>,
-    window: Option<Window2d>,
+    pooling: Pooling,
     winners: Vec<u8>,
     /// Whether `backward` applies the relu derivative of the layer before.
     relu_input: bool,
@@ -43,11 +40,7 @@ impl MaxPooling2D {
     /// padding `"valid"`: the Keras defaults.
     pub fn new(pool_size: (usize, usize)) -> Self {
         MaxPooling2D {
-            pool_size,
-            strides: None,
-            padding: Padding::Valid,
-            input_shape: None,
-            window: None,
+            pooling: Pooling::new(pool_size),
             winners: Vec::new(),
             relu_input: false,
         }
@@ -55,33 +48,31 @@ impl MaxPooling2D {
 
     /// Step of the window (default: the pool size).
     pub fn strides(mut self, strides: (usize, usize)) -> Self {
-        self.strides = Some(strides);
+        self.pooling.strides = Some(strides);
         self
     }
 
     /// `Padding::Valid` (default) or `Padding::Same`.
     pub fn padding(mut self, padding: Padding) -> Self {
-        self.padding = padding;
+        self.pooling.padding = padding;
         self
     }
 
     /// The shape of one input image; needed on the first layer of a model.
     pub fn input_shape(mut self, shape: &[usize]) -> Self {
-        self.input_shape = Some(shape.to_vec());
+        self.pooling.input_shape = Some(shape.to_vec());
         self
     }
 
     fn window(&self) -> Window2d {
-        self.window.expect("MaxPooling2D used before build")
+        self.pooling.window()
     }
 
     /// The layer of a Keras config ([`Layer::config`]).
     pub(crate) fn from_config(fields: &Fields) -> Result<Self> {
         Ok(MaxPooling2D {
-            strides: fields.optional_pair("strides")?,
-            padding: fields.padding()?,
-            input_shape: fields.input_shape()?,
-            ..MaxPooling2D::new(fields.pair("pool_size", Some((2, 2)))?)
+            pooling: Pooling::from_config(fields)?,
+            ..MaxPooling2D::new((2, 2))
         })
     }
 
@@ -162,27 +153,19 @@ impl Layer for MaxPooling2D {
     }
 
     fn declared_input_shape(&self) -> Option<&[usize]> {
-        self.input_shape.as_deref()
+        self.pooling.input_shape.as_deref()
     }
 
     fn build(&mut self, input_shape: &[usize], _rng: &mut Rng) -> Result<Vec<usize>> {
-        let &[h, w, c] = input_shape else {
-            return Err(Error::Shape(format!(
-                "MaxPooling2D expects images of shape (height, width, channels), got {input_shape:?}"
-            )));
-        };
-        let positions = self.pool_size.0.checked_mul(self.pool_size.1);
-        if positions.is_none_or(|n| n > pool::MAX_WINDOW) {
+        let (h, w) = self.pooling.pool_size;
+        if h.checked_mul(w).is_none_or(|n| n > pool::MAX_WINDOW) {
             return Err(Error::InvalidArgument(format!(
                 "MaxPooling2D pool_size {:?} is too large: at most {} positions per window",
-                self.pool_size,
+                self.pooling.pool_size,
                 pool::MAX_WINDOW
             )));
         }
-        let strides = self.strides.unwrap_or(self.pool_size);
-        let window = Window2d::new((h, w, c), self.pool_size, strides, self.padding)?;
-        self.window = Some(window);
-        Ok(vec![window.out_h, window.out_w, c])
+        self.pooling.build("MaxPooling2D", input_shape)
     }
 
     fn forward(&self, input: &ArrayD<f32>, output: &mut ArrayD<f32>) {
@@ -214,13 +197,7 @@ impl Layer for MaxPooling2D {
     }
 
     fn config(&self) -> Option<Config> {
-        let strides = self.strides.unwrap_or(self.pool_size);
-        let fields = config([
-            ("pool_size", pair(self.pool_size)),
-            ("strides", pair(strides)),
-            ("padding", self.padding.name().into()),
-        ]);
-        Some(with_input_shape(fields, self.input_shape.as_deref()))
+        Some(self.pooling.config())
     }
 
     fn plan_role(&self) -> PlanRole<'_> {

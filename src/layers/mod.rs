@@ -14,6 +14,7 @@
 //! a training step allocates nothing once the batch size is steady.
 
 mod activation;
+mod average_pooling2d;
 mod batch_normalization;
 pub mod config;
 mod conv2d;
@@ -22,12 +23,14 @@ mod dropout;
 mod flatten;
 mod global_pooling2d;
 pub(crate) mod max_pooling2d;
+mod pooling;
 mod rescaling;
 mod reshape;
 mod zero_padding2d;
 
 pub use crate::kernels::im2col::Padding;
 pub use activation::ActivationLayer;
+pub use average_pooling2d::AveragePooling2D;
 pub use batch_normalization::BatchNormalization;
 pub use conv2d::Conv2D;
 pub use dense::Dense;
