@@ -22,9 +22,7 @@ use crate::{Error, Result};
 /// ```
 #[derive(Clone, Debug, Default)]
 pub struct GlobalAveragePooling2D {
-    input_shape: Option<Vec<usize>>,
-    /// `(pixels, channels)` of an input image, set by `build`.
-    geometry: (usize, usize),
+    image: Images,
 }
 
 /// Maximum of each channel over the image (Keras `GlobalMaxPooling2D`).
@@ -35,19 +33,50 @@ pub struct GlobalAveragePooling2D {
 /// ```
 #[derive(Clone, Debug, Default)]
 pub struct GlobalMaxPooling2D {
-    input_shape: Option<Vec<usize>>,
-    geometry: (usize, usize),
+    image: Images,
     /// Per output value of the last training batch: the winning pixel.
     winners: Vec<u32>,
 }
 
-/// `(pixels, channels)` of images of `shape`, or an error naming `class`.
-fn geometry(class: &str, shape: &[usize]) -> Result<(usize, usize)> {
-    match *shape {
-        [h, w, c] if h * w > 0 && c > 0 && h * w <= u32::MAX as usize => Ok((h * w, c)),
-        _ => Err(Error::Shape(format!(
-            "{class} expects images of shape (height, width, channels), got {shape:?}"
-        ))),
+/// What both global poolings know of their input: its declared shape,
+/// and `(pixels, channels)` of an image, set by `build`.
+#[derive(Clone, Debug, Default)]
+struct Images {
+    input_shape: Option<Vec<usize>>,
+    geometry: (usize, usize),
+}
+
+impl Images {
+    /// The `input_shape` of a config of layer `class`; Keras's
+    /// `keepdims=True` (output `(1, 1, c)`) is not supported.
+    fn from_config(fields: &Fields, class: &str) -> Result<Self> {
+        if fields.flag("keepdims", false)? {
+            return Err(Error::InvalidArgument(format!(
+                "layer {class}: keepdims true is not supported"
+            )));
+        }
+        Ok(Images {
+            input_shape: fields.input_shape()?,
+            geometry: (0, 0),
+        })
+    }
+
+    /// The geometry of images of `shape` (an error naming `class`), and
+    /// the output shape: one value per channel.
+    fn build(&mut self, class: &str, shape: &[usize]) -> Result<Vec<usize>> {
+        self.geometry = match *shape {
+            [h, w, c] if h * w > 0 && c > 0 && h * w <= u32::MAX as usize => (h * w, c),
+            _ => {
+                return Err(Error::Shape(format!(
+                    "{class} expects images of shape (height, width, channels), got {shape:?}"
+                )));
+            }
+        };
+        Ok(vec![self.geometry.1])
+    }
+
+    fn config(&self) -> Config {
+        with_input_shape(Config::new(), self.input_shape.as_deref())
     }
 }
 
@@ -62,17 +91,14 @@ impl GlobalAveragePooling2D {
 
     /// The shape of one input image; needed on the first layer of a model.
     pub fn input_shape(mut self, shape: &[usize]) -> Self {
-        self.input_shape = Some(shape.to_vec());
+        self.image.input_shape = Some(shape.to_vec());
         self
     }
 
     /// The layer of a Keras config ([`Layer::config`]).
     pub(crate) fn from_config(fields: &Fields) -> Result<Self> {
-        let input_shape = input_shape_of(fields, "GlobalAveragePooling2D")?;
-        Ok(GlobalAveragePooling2D {
-            input_shape,
-            ..Self::default()
-        })
+        let image = Images::from_config(fields, "GlobalAveragePooling2D")?;
+        Ok(GlobalAveragePooling2D { image })
     }
 }
 
@@ -84,22 +110,22 @@ impl GlobalMaxPooling2D {
 
     /// The shape of one input image; needed on the first layer of a model.
     pub fn input_shape(mut self, shape: &[usize]) -> Self {
-        self.input_shape = Some(shape.to_vec());
+        self.image.input_shape = Some(shape.to_vec());
         self
     }
 
     /// The layer of a Keras config ([`Layer::config`]).
     pub(crate) fn from_config(fields: &Fields) -> Result<Self> {
-        let input_shape = input_shape_of(fields, "GlobalMaxPooling2D")?;
+        let image = Images::from_config(fields, "GlobalMaxPooling2D")?;
         Ok(GlobalMaxPooling2D {
-            input_shape,
+            image,
             ..Self::default()
         })
     }
 
     /// The maxima of each image's channels, and where they are.
     fn pool(&self, input: &ArrayD<f32>, output: &mut ArrayD<f32>, winners: &mut Vec<u32>) {
-        let (pixels, channels) = self.geometry;
+        let (pixels, channels) = self.image.geometry;
         let batch = input.shape()[0];
         resize(output, &[batch, channels]);
         resize_buffer(winners, batch * channels);
@@ -126,33 +152,21 @@ impl GlobalMaxPooling2D {
     }
 }
 
-/// The `input_shape` of a config; Keras's `keepdims=True` (output
-/// `(1, 1, c)`) is not supported.
-fn input_shape_of(fields: &Fields, class: &str) -> Result<Option<Vec<usize>>> {
-    if fields.flag("keepdims", false)? {
-        return Err(Error::InvalidArgument(format!(
-            "layer {class}: keepdims true is not supported"
-        )));
-    }
-    fields.input_shape()
-}
-
 impl Layer for GlobalAveragePooling2D {
     fn class_name(&self) -> &'static str {
         "GlobalAveragePooling2D"
     }
 
     fn declared_input_shape(&self) -> Option<&[usize]> {
-        self.input_shape.as_deref()
+        self.image.input_shape.as_deref()
     }
 
     fn build(&mut self, input_shape: &[usize], _rng: &mut Rng) -> Result<Vec<usize>> {
-        self.geometry = geometry(self.class_name(), input_shape)?;
-        Ok(vec![self.geometry.1])
+        self.image.build(self.class_name(), input_shape)
     }
 
     fn forward(&self, input: &ArrayD<f32>, output: &mut ArrayD<f32>) {
-        let (pixels, channels) = self.geometry;
+        let (pixels, channels) = self.image.geometry;
         let batch = input.shape()[0];
         resize(output, &[batch, channels]);
         let scale = 1.0 / pixels as f32;
@@ -178,7 +192,7 @@ impl Layer for GlobalAveragePooling2D {
         grad_input: Option<&mut ArrayD<f32>>,
     ) {
         let Some(grad_input) = grad_input else { return };
-        let (pixels, channels) = self.geometry;
+        let (pixels, channels) = self.image.geometry;
         resize(grad_input, input.shape());
         let scale = 1.0 / pixels as f32;
         values_mut(grad_input)
@@ -196,7 +210,7 @@ impl Layer for GlobalAveragePooling2D {
     }
 
     fn config(&self) -> Option<Config> {
-        Some(with_input_shape(Config::new(), self.input_shape.as_deref()))
+        Some(self.image.config())
     }
 }
 
@@ -206,12 +220,11 @@ impl Layer for GlobalMaxPooling2D {
     }
 
     fn declared_input_shape(&self) -> Option<&[usize]> {
-        self.input_shape.as_deref()
+        self.image.input_shape.as_deref()
     }
 
     fn build(&mut self, input_shape: &[usize], _rng: &mut Rng) -> Result<Vec<usize>> {
-        self.geometry = geometry(self.class_name(), input_shape)?;
-        Ok(vec![self.geometry.1])
+        self.image.build(self.class_name(), input_shape)
     }
 
     fn forward(&self, input: &ArrayD<f32>, output: &mut ArrayD<f32>) {
@@ -232,7 +245,7 @@ impl Layer for GlobalMaxPooling2D {
         grad_input: Option<&mut ArrayD<f32>>,
     ) {
         let Some(grad_input) = grad_input else { return };
-        let (pixels, channels) = self.geometry;
+        let (pixels, channels) = self.image.geometry;
         resize(grad_input, input.shape());
         values_mut(grad_input)
             .par_chunks_mut(pixels * channels)
@@ -251,6 +264,6 @@ impl Layer for GlobalMaxPooling2D {
     }
 
     fn config(&self) -> Option<Config> {
-        Some(with_input_shape(Config::new(), self.input_shape.as_deref()))
+        Some(self.image.config())
     }
 }

@@ -76,10 +76,7 @@ impl Sequential {
     /// and plans how the layers run. Called by `compile` and `summary`;
     /// calling it again re-initialises every weight.
     pub fn build(&mut self) -> Result<()> {
-        self.built = 0;
-        self.init_rng = init_rng(self.seed);
-        self.ready = false;
-        self.prepare()
+        self.build_checked(|_, _| Ok(()))
     }
 
     /// Builds the layers not built yet, then plans and arranges the
