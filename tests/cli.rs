@@ -152,6 +152,27 @@ fn metrics_are_not_written_into_a_missing_folder() {
     assert!(!path.exists());
 }
 
+/// An output that names a folder, or checkpoints that name a file, fail
+/// before any training and touch nothing.
+#[test]
+fn outputs_that_are_folders_or_files_are_refused_up_front() {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().to_str().unwrap();
+    for flag in ["--save", "--save-weights", "--metrics-out"] {
+        let mut args = vec!["train", flag, folder];
+        args.extend_from_slice(&TINY);
+        let out = convnet(&args);
+        assert_error(&out, &["is a folder"]);
+        assert!(!stdout(&out).contains("Epoch"), "{flag}: trained first");
+    }
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "keep me").unwrap();
+    let mut args = vec!["train", "--checkpoint-dir", file.to_str().unwrap()];
+    args.extend_from_slice(&TINY);
+    assert_error(&convnet(&args), &["is a file, not a folder"]);
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep me");
+}
+
 /// A copy of the MNIST files in a fresh folder, for corrupting.
 fn mnist_copy() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();

@@ -48,6 +48,12 @@ pub fn resume(
 /// Makes `dir` (and its parents) before the run, so that a bad path fails
 /// before any training.
 pub fn prepare_dir(dir: &Path) -> Result<()> {
+    if dir.exists() && !dir.is_dir() {
+        return Err(Error::InvalidArgument(format!(
+            "{} is a file, not a folder for checkpoints",
+            dir.display()
+        )));
+    }
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))
 }
 

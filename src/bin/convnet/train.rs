@@ -331,6 +331,12 @@ fn set_schedule(optimizer: &mut dyn Optimizer, args: &TrainArgs, train_count: us
 
 /// Fails early, before a long training run, if `path` cannot be written.
 fn check_writable_folder(path: &std::path::Path) -> Result<()> {
+    if path.is_dir() {
+        return Err(Error::InvalidArgument(format!(
+            "{} is a folder: name a file to write",
+            path.display()
+        )));
+    }
     let folder = path.parent().filter(|p| !p.as_os_str().is_empty());
     match folder {
         Some(folder) if !folder.is_dir() => Err(Error::InvalidArgument(format!(
