@@ -22,8 +22,16 @@ pub trait Samples: Sync {
     fn sample_shape(&self) -> Vec<usize>;
 
     /// Writes the samples at `indices`, one after another, into `out`
-    /// (`indices.len()` times the sample size).
-    fn gather(&self, indices: &[usize], out: &mut [f32]);
+    /// (`indices.len()` times the sample size). In-memory samples never
+    /// fail; samples read from files do when a file cannot be read.
+    fn gather(&self, indices: &[usize], out: &mut [f32]) -> crate::Result<()>;
+
+    /// Whether `fit` should gather batches ahead, in a background thread,
+    /// while it trains on the current one (default false): true for
+    /// samples decoded from files, where gathering takes real time.
+    fn prefers_prefetch(&self) -> bool {
+        false
+    }
 }
 
 fn sample_len(shape: &[usize]) -> usize {
@@ -43,8 +51,9 @@ where
         self.shape()[1..].to_vec()
     }
 
-    fn gather(&self, indices: &[usize], out: &mut [f32]) {
+    fn gather(&self, indices: &[usize], out: &mut [f32]) -> crate::Result<()> {
         gather_with(self, indices, out, |v| v);
+        Ok(())
     }
 }
 
@@ -103,8 +112,9 @@ fn copy_sample<T: Copy, S: Data<Elem = T>, D: Dimension + RemoveAxis>(
 /// let pixels = Array4::<u8>::from_elem((2, 28, 28, 1), 255);
 /// let x = Rescaled::new(&pixels, 1.0 / 255.0);
 /// let mut batch = vec![0.0; 784];
-/// x.gather(&[1], &mut batch);
+/// x.gather(&[1], &mut batch)?;
 /// assert_eq!(batch[0], 1.0);
+/// # Ok::<(), convnet::Error>(())
 /// ```
 pub struct Rescaled<'a, S: Data<Elem = u8>, D: Dimension> {
     bytes: &'a ArrayBase<S, D>,
@@ -127,9 +137,10 @@ impl<S: Data<Elem = u8> + Sync, D: Dimension + RemoveAxis> Samples for Rescaled<
         self.bytes.shape()[1..].to_vec()
     }
 
-    fn gather(&self, indices: &[usize], out: &mut [f32]) {
+    fn gather(&self, indices: &[usize], out: &mut [f32]) -> crate::Result<()> {
         let scale = self.scale;
         gather_with(self.bytes, indices, out, |v| v as f32 * scale);
+        Ok(())
     }
 }
 
@@ -142,7 +153,7 @@ impl<S: Data<Elem = u8> + Sync, D: Dimension + RemoveAxis> Samples for Rescaled<
 /// let x = Array2::from_shape_fn((5, 2), |(i, j)| (10 * i + j) as f32);
 /// let last_two = Slice::new(&x, 3, 2)?;
 /// let mut out = vec![0.0; 2];
-/// last_two.gather(&[1], &mut out);
+/// last_two.gather(&[1], &mut out)?;
 /// assert_eq!((last_two.len(), out), (2, vec![40.0, 41.0]));
 /// # Ok::<(), convnet::Error>(())
 /// ```
@@ -180,9 +191,13 @@ impl Samples for Slice<'_> {
         self.samples.sample_shape()
     }
 
-    fn gather(&self, indices: &[usize], out: &mut [f32]) {
+    fn gather(&self, indices: &[usize], out: &mut [f32]) -> crate::Result<()> {
         let moved: Vec<usize> = indices.iter().map(|i| self.start + i).collect();
-        self.samples.gather(&moved, out);
+        self.samples.gather(&moved, out)
+    }
+
+    fn prefers_prefetch(&self) -> bool {
+        self.samples.prefers_prefetch()
     }
 }
 
@@ -211,7 +226,7 @@ mod tests {
         let x = Array2::from_shape_fn((6, 1), |(i, _)| i as f32);
         let slice = Slice::new(&x, 2, 3).unwrap();
         let mut out = vec![0.0; 3];
-        slice.gather(&[2, 0, 1], &mut out);
+        slice.gather(&[2, 0, 1], &mut out).unwrap();
         assert_eq!(out, [4.0, 2.0, 3.0]);
         assert_eq!(slice.sample_shape(), [1]);
         assert!(Slice::new(&x, 4, 3).is_err());

@@ -1,5 +1,8 @@
 //! Data sets that ship with the repository, and helpers to prepare them.
 
+pub mod cifar10;
+#[cfg(feature = "images")]
+pub mod image_folder;
 pub mod mnist;
 
 use ndarray::{Array2, ArrayBase, Data, Ix1};

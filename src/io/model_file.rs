@@ -43,6 +43,11 @@ fn model_metadata(model: &Sequential) -> Result<HashMap<String, String>> {
     if let Some(compile) = model.compile_json() {
         metadata.insert("compile".into(), compile);
     }
+    if !model.class_names().is_empty() {
+        let names = serde_json::to_string(model.class_names())
+            .map_err(|e| Error::Data(format!("cannot encode the class names: {e}")))?;
+        metadata.insert("class_names".into(), names);
+    }
     Ok(metadata)
 }
 
@@ -256,5 +261,10 @@ fn model_of(
         .parse()
         .map_err(|_| in_file(Error::Data(format!("bad \"steps\" {steps:?}"))))?;
     model.set_steps(steps);
+    if let Some(names) = metadata.get("class_names") {
+        let names: Vec<String> = serde_json::from_str(names)
+            .map_err(|e| in_file(Error::Data(format!("bad \"class_names\": {e}"))))?;
+        model.set_class_names(names);
+    }
     Ok(model)
 }

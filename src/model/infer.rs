@@ -58,8 +58,8 @@ impl Sequential {
         let indices: Vec<usize> = (0..x.len()).collect();
         self.with_slots(|slots| {
             for batch in indices.chunks(batch_size.max(1)) {
-                slots.load_inputs(x, batch, &self.network.input_shape);
-                slots.load_targets(y, batch);
+                slots.load_inputs(x, batch, &self.network.input_shape)?;
+                slots.load_targets(y, batch)?;
                 self.network.forward(slots);
                 scoring.score(slots, &mut tally, None)?;
             }
@@ -113,11 +113,12 @@ impl Sequential {
         let indices: Vec<usize> = (0..x.len()).collect();
         self.with_slots(|slots| {
             for batch in indices.chunks(batch_size.max(1)) {
-                slots.load_inputs(x, batch, &self.network.input_shape);
+                slots.load_inputs(x, batch, &self.network.input_shape)?;
                 self.network.forward(slots);
                 out.extend_from_slice(slots.output().as_slice().expect("standard layout"));
             }
-        });
+            Ok::<(), Error>(())
+        })?;
         Ok(ArrayD::from_shape_vec(IxDyn(&shape), out).expect("sizes match"))
     }
 }

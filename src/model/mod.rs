@@ -11,6 +11,7 @@
 mod build;
 mod config;
 mod infer;
+mod loader;
 mod network;
 mod plan;
 mod profile;
@@ -69,6 +70,8 @@ pub struct Sequential {
     reducer: Box<dyn GradientReducer>,
     /// Set by a callback to end `fit` after the current batch.
     stop_training: bool,
+    /// The output classes' names, if known; kept in model files.
+    class_names: Vec<String>,
 }
 
 impl Default for Sequential {
@@ -104,6 +107,7 @@ impl Sequential {
             steps: 0,
             reducer: Box::new(InProcessSum),
             stop_training: false,
+            class_names: Vec::new(),
         }
     }
 
@@ -129,6 +133,24 @@ impl Sequential {
     /// The shape of one output sample (after `build`).
     pub fn output_shape(&self) -> &[usize] {
         self.network.entries.last().map_or(&[], |e| &e.output_shape)
+    }
+
+    /// The names of the output classes, in output order (empty when
+    /// unknown): what `convnet predict` shows. A model file keeps them.
+    pub fn class_names(&self) -> &[String] {
+        &self.class_names
+    }
+
+    /// Names the output classes, e.g. after an image folder's class
+    /// folders.
+    ///
+    /// ```
+    /// let mut model = convnet::Sequential::with_seed(1);
+    /// model.set_class_names(["cat", "dog"]);
+    /// assert_eq!(model.class_names(), ["cat", "dog"]);
+    /// ```
+    pub fn set_class_names<S: Into<String>>(&mut self, names: impl IntoIterator<Item = S>) {
+        self.class_names = names.into_iter().map(Into::into).collect();
     }
 
     /// Whether `compile` has been called.

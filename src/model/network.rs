@@ -6,6 +6,7 @@
 use ndarray::{ArrayD, IxDyn};
 
 use super::plan::{Plan, Stage, StageKind, pooling_conv};
+use crate::Result;
 use crate::data::Samples;
 use crate::layers::{Layer, PlanRole, TrainingStep, max_pooling2d, resize};
 
@@ -57,19 +58,24 @@ impl Slots {
     }
 
     /// Loads the samples at `indices` of `x` into the input slot.
-    pub fn load_inputs(&mut self, x: &dyn Samples, indices: &[usize], input_shape: &[usize]) {
+    pub fn load_inputs(
+        &mut self,
+        x: &dyn Samples,
+        indices: &[usize],
+        input_shape: &[usize],
+    ) -> Result<()> {
         let mut shape = vec![indices.len()];
         shape.extend_from_slice(input_shape);
         resize(&mut self.activations[0], &shape);
         let input = self.activations[0].as_slice_mut().expect("standard layout");
-        x.gather(indices, input);
+        x.gather(indices, input)
     }
 
     /// Loads the targets at `indices` of `y`.
-    pub fn load_targets(&mut self, y: &dyn Samples, indices: &[usize]) {
+    pub fn load_targets(&mut self, y: &dyn Samples, indices: &[usize]) -> Result<()> {
         let width: usize = y.sample_shape().iter().product();
         self.targets.resize(indices.len() * width, 0.0);
-        y.gather(indices, &mut self.targets);
+        y.gather(indices, &mut self.targets)
     }
 }
 

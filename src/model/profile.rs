@@ -23,8 +23,8 @@ impl Sequential {
         self.prepare()?;
         self.check_pair(x, y, "profile_step")?;
         let (network, slots) = (&mut self.network, &mut self.slots);
-        slots.load_inputs(x, indices, &network.input_shape);
-        slots.load_targets(y, indices);
+        slots.load_inputs(x, indices, &network.input_shape)?;
+        slots.load_targets(y, indices)?;
         let mut times: Vec<_> = network
             .entries
             .iter()

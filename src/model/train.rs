@@ -11,6 +11,7 @@ use rand::seq::SliceRandom;
 
 use super::Sequential;
 use super::infer::DEFAULT_EVAL_BATCH_SIZE;
+use super::loader::{self, LoaderTimes};
 use super::network::{Network, Slots};
 use super::replicas::{self, Replicas};
 use super::score::{Scoring, Tally};
@@ -92,6 +93,15 @@ pub struct History {
     pub epoch_seconds: Vec<f64>,
     /// How many replicas each batch was split between.
     pub replicas: usize,
+    /// Seconds, per epoch, that the background loader spent gathering
+    /// batches of samples read from files ([`Samples::prefers_prefetch`]),
+    /// while training went on: 0 for samples in memory.
+    #[serde(default)]
+    pub loading_seconds: Vec<f64>,
+    /// Seconds, per epoch, that training waited for the loader's next
+    /// batch: near 0 when decoding keeps up with training.
+    #[serde(default)]
+    pub waiting_seconds: Vec<f64>,
 }
 
 /// Pairs of samples: training or validation data.
@@ -240,7 +250,7 @@ impl Sequential {
                 options.epochs,
                 order.len().div_ceil(options.batch_size),
             );
-            let tally = self.train_epoch(
+            let (tally, times) = self.train_epoch(
                 train,
                 &order,
                 (options.batch_size, copies.as_mut()),
@@ -248,6 +258,8 @@ impl Sequential {
                 &progress,
             )?;
             history.epoch_seconds.push(started.elapsed().as_secs_f64());
+            history.loading_seconds.push(times.loading.as_secs_f64());
+            history.waiting_seconds.push(times.waiting.as_secs_f64());
             logs = self.epoch_logs(&tally, validation)?;
             for (name, value) in &logs {
                 let values = history.history.entry(name.clone()).or_default();
@@ -264,7 +276,8 @@ impl Sequential {
     }
 
     /// One pass over the samples at `order`, batch by batch, ending early
-    /// if a callback asks for a stop: the epoch's tally.
+    /// if a callback asks for a stop: the epoch's tally, and where its
+    /// input time went when a background loader gathered the batches.
     fn train_epoch<'a>(
         &mut self,
         data: Pair,
@@ -272,21 +285,35 @@ impl Sequential {
         (batch_size, mut copies): (usize, Option<&mut Replicas>),
         callbacks: &mut [Box<dyn Callback + 'a>],
         progress: &EpochProgress,
-    ) -> Result<Tally> {
+    ) -> Result<(Tally, LoaderTimes)> {
         let metrics = self.compiled()?.scoring.metrics.clone();
         let mut tally = Tally::new(metrics.len());
-        for (step, batch) in order.chunks(batch_size).enumerate() {
-            self.train_step(data, batch, copies.as_deref_mut(), &mut tally)?;
+        let mut after_step = |model: &mut Self, step: usize, tally: &Tally| -> Result<bool> {
             progress.update(step + 1, || tally.logs(&metrics, ""));
             if !callbacks.is_empty() {
                 let logs = tally.logs(&metrics, "");
-                each(callbacks, |c| c.on_train_batch_end(self, step, &logs))?;
+                each(callbacks, |c| c.on_train_batch_end(model, step, &logs))?;
             }
-            if self.stop_training {
-                break;
+            Ok(!model.stop_training)
+        };
+        if !(data.0.prefers_prefetch() || data.1.prefers_prefetch()) {
+            for (step, batch) in order.chunks(batch_size).enumerate() {
+                self.train_step(data, batch, copies.as_deref_mut(), &mut tally)?;
+                if !after_step(self, step, &tally)? {
+                    break;
+                }
             }
+            return Ok((tally, LoaderTimes::default()));
         }
-        Ok(tally)
+        // The batch arrives gathered: its samples are 0..n, in order.
+        let positions: Vec<usize> = (0..batch_size).collect();
+        let times = loader::each_batch_prefetched(data, order, batch_size, |step, batch| {
+            let n = batch.x.shape()[0];
+            let data: Pair = (&batch.x, &batch.y);
+            self.train_step(data, &positions[..n], copies.as_deref_mut(), &mut tally)?;
+            after_step(self, step, &tally)
+        })?;
+        Ok((tally, times))
     }
 
     /// The epoch's training logs, then the validation ones (`val_`).
@@ -405,8 +432,8 @@ fn half_step(
     tally: &mut Tally,
     position: TrainingStep,
 ) -> Result<()> {
-    slots.load_inputs(x, indices, &network.input_shape);
-    slots.load_targets(y, indices);
+    slots.load_inputs(x, indices, &network.input_shape)?;
+    slots.load_targets(y, indices)?;
     network.forward_train(slots, position);
     scoring.score(slots, tally, Some(scale))?;
     network.backward(slots);

@@ -13,12 +13,25 @@ use crate::{Activation::*, Sequential};
 /// assert_eq!(model.count_params(), 62_378_344);
 /// ```
 pub fn alexnet(seed: u64) -> Sequential {
+    alexnet_for(seed, [227, 227, 3], 1000)
+}
+
+/// AlexNet for images of `input_shape` (height, width, channels; at least
+/// 67x67) and `classes` classes: the same layers, the first dense layer
+/// sized to what the convolutions leave.
+///
+/// ```
+/// let mut model = convnet::models::alexnet_for(1, [99, 99, 3], 5);
+/// model.build().unwrap();
+/// assert_eq!(model.output_shape(), [5]);
+/// ```
+pub fn alexnet_for(seed: u64, input_shape: [usize; 3], classes: usize) -> Sequential {
     let mut model = Sequential::with_seed(seed);
     model.add(
         Conv2D::new(96, (11, 11))
             .strides((4, 4))
             .activation(Relu)
-            .input_shape(&[227, 227, 3]),
+            .input_shape(&input_shape),
     );
     model.add(MaxPooling2D::new((3, 3)).strides((2, 2)));
     model.add(
@@ -48,6 +61,6 @@ pub fn alexnet(seed: u64) -> Sequential {
     model.add(Dropout::new(0.5));
     model.add(Dense::new(4096).activation(Relu));
     model.add(Dropout::new(0.5));
-    model.add(Dense::new(1000).activation(Softmax));
+    model.add(Dense::new(classes).activation(Softmax));
     model
 }

@@ -118,6 +118,8 @@ fn append(history: &mut History, more: &History) {
             .extend(values);
     }
     history.epoch_seconds.extend(&more.epoch_seconds);
+    history.loading_seconds.extend(&more.loading_seconds);
+    history.waiting_seconds.extend(&more.waiting_seconds);
     history.replicas = more.replicas;
 }
 

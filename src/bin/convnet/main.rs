@@ -6,10 +6,12 @@ mod checkpoints;
 mod convolve;
 mod evaluate;
 mod model_args;
+mod model_spec;
 mod picture;
 mod predict;
 mod summary;
 mod train;
+mod train_data;
 
 use std::process::ExitCode;
 
@@ -28,7 +30,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Train a model on MNIST (default: the classic Keras LeNet recipe).
+    /// Train a model on MNIST (the classic Keras LeNet recipe), CIFAR-10 or your own image folder.
     Train(train::TrainArgs),
     /// Test scores on MNIST of weights saved by `train --save-weights`, per digit too.
     Evaluate(evaluate::EvaluateArgs),

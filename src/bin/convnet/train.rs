@@ -6,21 +6,25 @@ use std::path::{Path, PathBuf};
 use clap::{Args, ValueEnum};
 
 use super::checkpoints;
+use super::model_spec::ModelSpec;
+use super::train_data::{self, DataKind, DataRequest, TrainingData};
 use convnet::callbacks::{Callback, EarlyStopping};
-use convnet::data::Rescaled;
-use convnet::datasets::{mnist, to_categorical};
+use convnet::datasets::image_folder::ColorMode;
+use convnet::datasets::mnist;
 use convnet::io::Checkpoint;
 use convnet::optimizers::Optimizer;
 use convnet::schedules::{CosineDecay, ExponentialDecay, LearningRateSchedule, OneCycle};
-use convnet::{Error, Fit, Loss, Metric, Result, optimizers};
+use convnet::{Error, Fit, Loss, Metric, Result, Sequential, optimizers};
 use ndarray::{Array3, Axis, s};
 
 /// Arguments of `convnet train`; the defaults are the reference program's.
 #[derive(Args)]
 pub struct TrainArgs {
-    /// The model: lenet (alexnet expects 227x227x3 images, not MNIST).
+    /// The model: lenet, vgg-small or alexnet, made for the data's
+    /// pictures and classes; or an architecture file (FILE.json, as
+    /// Sequential::to_json writes it) whose input and output fit them.
     #[arg(long, default_value = "lenet")]
-    model: String,
+    pub model: String,
     /// Passes over the training data.
     #[arg(long, default_value_t = 2)]
     epochs: usize,
@@ -44,13 +48,30 @@ pub struct TrainArgs {
     /// --threads, only on this.
     #[arg(long)]
     replicas: Option<usize>,
-    /// Folder with the four MNIST IDX files (default: $CONVNET_DATA, else data/mnist).
+    /// The data: a folder with the four MNIST IDX files (the default:
+    /// $CONVNET_DATA, else data/mnist), with CIFAR-10's binary files
+    /// (data_batch_1.bin...), or an image folder: one sub-folder of
+    /// pictures (PNG, JPEG, BMP) per class, named after it.
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// An image folder of test pictures, with the same class folders as
+    /// --data-dir's, scored after training.
+    #[arg(long, value_name = "DIR")]
+    test_dir: Option<PathBuf>,
+    /// The size image-folder pictures are resized to: N (square) or
+    /// HEIGHTxWIDTH (default: the model's input, e.g. 28 for lenet, 32 for
+    /// vgg-small).
+    #[arg(long, value_name = "SIZE", value_parser = parse_image_size)]
+    pub image_size: Option<(usize, usize)>,
+    /// grayscale or rgb: the colours of image-folder pictures (default:
+    /// the model's, grayscale for lenet, rgb for vgg-small and alexnet).
+    #[arg(long, value_parser = parse_color_mode)]
+    pub color_mode: Option<ColorMode>,
     /// Don't check the files' SHA-256 against MNIST's (for other IDX data).
     #[arg(long)]
     skip_checksum: bool,
-    /// Train on the first N training images only.
+    /// Train on the first N training images only (for an image folder,
+    /// the first N after shuffling).
     #[arg(long)]
     train_limit: Option<usize>,
     /// Validate and test on the first N test images only.
@@ -92,6 +113,24 @@ pub struct TrainArgs {
     /// scores).
     #[arg(long, value_name = "F", allow_negative_numbers = true)]
     validation_split: Option<f32>,
+}
+
+/// `--image-size`: `N` or `HEIGHTxWIDTH`.
+fn parse_image_size(text: &str) -> std::result::Result<(usize, usize), String> {
+    let side = |s: &str| match s.trim().parse::<usize>() {
+        Ok(n) if (1..=8192).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "{text:?} is not a picture size: give N or HEIGHTxWIDTH, sides of 1 to 8192 pixels"
+        )),
+    };
+    match text.split_once(['x', 'X']) {
+        Some((height, width)) => Ok((side(height)?, side(width)?)),
+        None => side(text).map(|n| (n, n)),
+    }
+}
+
+fn parse_color_mode(text: &str) -> std::result::Result<ColorMode, String> {
+    text.parse().map_err(|e: Error| e.to_string())
 }
 
 /// The choices of `--lr-schedule`.
@@ -162,36 +201,6 @@ pub fn run(args: TrainArgs) -> Result<()> {
     {
         check_writable_folder(path)?;
     }
-    let ((train_x, train_y), (test_x, test_y)) =
-        load_mnist(args.data_dir.as_deref(), !args.skip_checksum).map_err(|e| match e {
-            // The library's wording (tests/cli.rs checks it).
-            Error::Data(message) if message.contains("checksum mismatch") => {
-                Error::Data(format!("{message} (use --skip-checksum)"))
-            }
-            other => other,
-        })?;
-    let (train_x, test_x) = (
-        first(&train_x, args.train_limit),
-        first(&test_x, args.test_limit),
-    );
-    let train_y = to_categorical(&train_y.slice(s![..train_x.len_of(Axis(0))]), 10)?;
-    let test_y = to_categorical(&test_y.slice(s![..test_x.len_of(Axis(0))]), 10)?;
-    // Pixels stay bytes in memory; each batch is divided by 255 as it is used.
-    let (train_x, test_x) = (
-        Rescaled::new(&train_x, 1.0 / 255.0),
-        Rescaled::new(&test_x, 1.0 / 255.0),
-    );
-
-    let split = args.validation_split.unwrap_or(0.0);
-    let train_count = convnet::data::training_count(train_y.nrows(), split);
-    if split > 0.0 && (train_count == 0 || train_count == train_y.nrows()) {
-        return Err(Error::InvalidArgument(format!(
-            "--validation-split {split} of {} images leaves {} training and {} validation images",
-            train_y.nrows(),
-            train_count,
-            train_y.nrows() - train_count
-        )));
-    }
     if args.resume.is_some() && args.early_stopping.is_some() {
         return Err(Error::InvalidArgument(
             "--early-stopping cannot be resumed (a checkpoint does not keep its patience): \
@@ -199,23 +208,36 @@ pub fn run(args: TrainArgs) -> Result<()> {
                 .into(),
         ));
     }
+    let spec = ModelSpec::parse(&args.model)?;
+    let data = train_data::load(&data_request(&args, &spec)?).map_err(|e| match e {
+        // The library's wording (tests/cli.rs checks it).
+        Error::Data(message) if message.contains("checksum mismatch") => {
+            Error::Data(format!("{message} (use --skip-checksum)"))
+        }
+        other => other,
+    })?;
+    let train_count = data.train.len();
     let checkpoint_dir = args.checkpoint_dir.as_ref().or(args.resume.as_ref());
     if let Some(dir) = &args.checkpoint_dir {
         checkpoints::prepare_dir(dir)?;
     }
     let (mut model, done) = match &args.resume {
-        Some(dir) => checkpoints::resume(dir, |seed| convnet::models::by_name(&args.model, seed))?,
-        None => (new_model(&args)?, Checkpoint::default()),
+        Some(dir) => checkpoints::resume(dir, |seed| spec.model_for(&data, seed))?,
+        None => (new_model(&args, &spec, &data)?, Checkpoint::default()),
     };
+    model.set_class_names(data.class_names.iter().cloned());
     // A checkpoint keeps the base rate, not the schedule: given again here.
     set_schedule(model.optimizer_mut()?, &args, train_count)?;
     if args.verbose > 0 {
         println!(
-            "Training {} on {} MNIST images ({}{} test), batch {}, {} epochs, {} threads, seed {}",
-            args.model,
+            "Training {} on {} {} ({}{}), batch {}, {} epochs, {} threads, seed {}",
+            spec.name(),
             train_count,
-            held_out(train_y.nrows() - train_count),
-            test_y.nrows(),
+            data.kind,
+            held_out(data.held_out()),
+            data.test
+                .as_ref()
+                .map_or("no test".into(), |t| format!("{} test", t.len())),
             args.batch_size,
             args.epochs,
             rayon::current_num_threads(),
@@ -233,17 +255,18 @@ pub fn run(args: TrainArgs) -> Result<()> {
     if let Some(dir) = checkpoint_dir {
         callbacks.push(Box::new(checkpoints::Writer::new(dir, done.clone())));
     }
+    let validation = data.validation.as_ref().or(data.test.as_ref());
     let history = model
         .fit(
-            &train_x,
-            &train_y,
+            &data.train.x,
+            &data.train.y,
             Fit {
                 batch_size: args.batch_size,
                 epochs: args.epochs,
                 initial_epoch: done.epoch,
                 verbose: args.verbose,
-                validation_data: (split == 0.0).then_some((&test_x as _, &test_y as _)),
-                validation_split: split,
+                validation_data: validation.map(|v| (&v.x as _, &v.y as _)),
+                validation_split: 0.0,
                 shuffle: true,
                 replicas: args.replicas,
                 callbacks,
@@ -253,11 +276,21 @@ pub fn run(args: TrainArgs) -> Result<()> {
             Error::NonFinite(message) => Error::NonFinite(format!("{message} (use --lr)")),
             other => other,
         })?;
+    report_loading(&history, args.verbose);
     let history = checkpoints::joined(before, &history);
-    let score = model.evaluate(&test_x, &test_y)?;
-    let accuracy = score.accuracy().expect("compiled with accuracy");
-    println!("Test loss: {:.4}", score.loss);
-    println!("Test accuracy: {:.4}", accuracy);
+    let (scored, final_part) = match (&data.test, &data.validation) {
+        (Some(test), _) => ("Test", Some(test)),
+        (None, Some(validation)) => ("Validation", Some(validation)),
+        (None, None) => ("", None),
+    };
+    let score = match final_part {
+        Some(part) => Some(model.evaluate(&part.x, &part.y)?),
+        None => None,
+    };
+    if let Some(score) = &score {
+        println!("{scored} loss: {:.4}", score.loss);
+        println!("{scored} accuracy: {:.4}", score.accuracy().unwrap_or(0.0));
+    }
 
     if let Some(path) = &args.save_weights {
         model.save_weights(path)?;
@@ -268,28 +301,80 @@ pub fn run(args: TrainArgs) -> Result<()> {
     if let Some(path) = &args.metrics_out {
         let mut history_json = serde_json::to_value(&history.history).map_err(json_error)?;
         history_json["epoch_seconds"] = serde_json::json!(history.epoch_seconds);
-        let report = serde_json::json!({
+        let mut report = serde_json::json!({
             "framework": "convnet",
             "version": env!("CARGO_PKG_VERSION"),
-            "model": args.model,
+            "model": spec.name(),
+            "data": data.kind,
+            "classes": data.class_names,
             "threads": rayon::current_num_threads(),
             "seed": model.seed(),
             "batch_size": args.batch_size,
             "replicas": history.replicas,
             "epochs": args.epochs,
             "history": history_json,
-            "test_loss": score.loss,
-            "test_accuracy": accuracy,
         });
+        if let Some(score) = &score {
+            let key = scored.to_lowercase();
+            report[format!("{key}_loss")] = serde_json::json!(score.loss);
+            report[format!("{key}_accuracy")] = serde_json::json!(score.accuracy());
+        }
         let text = serde_json::to_string_pretty(&report).map_err(json_error)? + "\n";
         convnet::io::write_atomic(path, text.as_bytes())?;
     }
     Ok(())
 }
 
-/// The model `--model` names, compiled as the flags say.
-fn new_model(args: &TrainArgs) -> Result<convnet::Sequential> {
-    let mut model = convnet::models::by_name(&args.model, args.seed)?;
+/// After training on pictures decoded from files: how fast the loader
+/// decoded them, and whether training had to wait for it.
+fn report_loading(history: &convnet::History, verbose: u8) {
+    let loading: f64 = history.loading_seconds.iter().sum();
+    if verbose == 0 || loading == 0.0 {
+        return;
+    }
+    let waiting: f64 = history.waiting_seconds.iter().sum();
+    let training: f64 = history.epoch_seconds.iter().sum();
+    println!(
+        "Input: decoding took {loading:.1} s in the background; training waited {waiting:.1} s \
+         of {training:.1} s for pictures"
+    );
+}
+
+/// Where `train`'s data is and how to read it: the flags, and for an image
+/// folder the picture size and colours the model takes.
+fn data_request<'a>(args: &'a TrainArgs, spec: &ModelSpec) -> Result<DataRequest<'a>> {
+    let dir = args.data_dir.as_deref();
+    let folder = train_data::kind_of(dir) == DataKind::ImageFolder;
+    if !folder && (args.image_size.is_some() || args.color_mode.is_some()) {
+        return Err(Error::InvalidArgument(
+            "--image-size and --color-mode are for image folders; MNIST and CIFAR-10 pictures \
+             keep their size and colours"
+                .into(),
+        ));
+    }
+    let [height, width, channels] = spec.input_for_folders(args)?;
+    let color_mode = ColorMode::with_channels(channels).ok_or_else(|| {
+        Error::InvalidArgument(format!(
+            "the model takes {channels} channels; image folders give 1 (grayscale) or 3 (rgb)"
+        ))
+    })?;
+    Ok(DataRequest {
+        dir,
+        verify: !args.skip_checksum,
+        train_limit: args.train_limit,
+        test_limit: args.test_limit,
+        validation_split: args.validation_split.unwrap_or(0.0),
+        image_size: (height, width),
+        color_mode,
+        seed: args.seed,
+        test_dir: args.test_dir.as_deref(),
+    })
+}
+
+/// The model `--model` names (a ready-made one, or an architecture file),
+/// for the data's pictures and classes, compiled as the flags say.
+fn new_model(args: &TrainArgs, spec: &ModelSpec, data: &TrainingData) -> Result<Sequential> {
+    let mut model = spec.model_for(data, args.seed)?;
     let optimizer = optimizers::by_name(&args.optimizer, args.lr)?;
     model.compile_boxed(
         Loss::CategoricalCrossentropy,
