@@ -76,6 +76,22 @@ fn conv2d_gradients_with_strides_same_padding_and_no_bias() {
 }
 
 #[test]
+fn dilated_conv2d_gradients() {
+    let cases = [
+        ((3, 3), (2, 2), Padding::Valid, [7, 8, 2], 3),
+        ((2, 3), (3, 1), Padding::Same, [6, 5, 3], 16),
+        ((3, 2), (1, 2), Padding::Same, [5, 6, 1], 4),
+    ];
+    for (seed, (kernel, rate, padding, shape, filters)) in cases.into_iter().enumerate() {
+        let mut layer = Conv2D::new(filters, kernel)
+            .dilation_rate(rate)
+            .padding(padding)
+            .activation(Tanh);
+        check_gradients(&mut layer, &shape, 2, 110 + seed as u64);
+    }
+}
+
+#[test]
 fn conv2d_gradients_with_16_and_32_filters() {
     // Multiples of 16 filters take the filter-vectorised path on AVX2 CPUs.
     check_gradients(&mut Conv2D::new(16, (3, 3)), &[6, 7, 2], 2, 25);
