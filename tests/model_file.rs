@@ -13,8 +13,8 @@ use convnet::Activation::{Relu, Softmax, Tanh};
 use convnet::initializers::Initializer;
 use convnet::layers::{
     ActivationLayer, AveragePooling2D, BatchNormalization, Conv2D, Dense, Dropout, Flatten,
-    GlobalAveragePooling2D, GlobalMaxPooling2D, MaxPooling2D, Padding, Rescaling, Reshape,
-    ZeroPadding2D,
+    FlipMode, GlobalAveragePooling2D, GlobalMaxPooling2D, MaxPooling2D, Padding, RandomFlip,
+    RandomTranslation, Rescaling, Reshape, ZeroPadding2D,
 };
 use convnet::optimizers::{Adam, SGD};
 use convnet::{Fit, Loss, Metric, Sequential};
@@ -108,6 +108,8 @@ fn saved_models_predict_exactly_as_before() {
         model.add(Reshape::new(&[Some(9), Some(9), None]).input_shape(&[162]));
         model.add(Rescaling::new(2.0, -0.5));
         model.add(ZeroPadding2D::new(((1, 0), (2, 1))));
+        model.add(RandomTranslation::new(0.1, 0.1));
+        model.add(RandomFlip::new(FlipMode::Horizontal));
         model.add(
             Conv2D::new(5, (3, 3))
                 .activation(Relu)

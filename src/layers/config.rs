@@ -10,8 +10,8 @@ use serde_json::{Map, Value};
 
 use super::{
     ActivationLayer, AveragePooling2D, BatchNormalization, Conv2D, Dense, Dropout, Flatten,
-    GlobalAveragePooling2D, GlobalMaxPooling2D, Layer, MaxPooling2D, Padding, Rescaling, Reshape,
-    ZeroPadding2D,
+    GlobalAveragePooling2D, GlobalMaxPooling2D, Layer, MaxPooling2D, Padding, RandomFlip,
+    RandomRotation, RandomTranslation, RandomZoom, Rescaling, Reshape, ZeroPadding2D,
 };
 use crate::{Activation, Error, Result};
 
@@ -36,11 +36,16 @@ pub fn from_config(class: &str, config: &Config) -> Result<Box<dyn Layer>> {
         "Reshape" => Box::new(Reshape::from_config(&fields)?),
         "ZeroPadding2D" => Box::new(ZeroPadding2D::from_config(&fields)?),
         "AveragePooling2D" => Box::new(AveragePooling2D::from_config(&fields)?),
+        "RandomFlip" => Box::new(RandomFlip::from_config(&fields)?),
+        "RandomTranslation" => Box::new(RandomTranslation::from_config(&fields)?),
+        "RandomRotation" => Box::new(RandomRotation::from_config(&fields)?),
+        "RandomZoom" => Box::new(RandomZoom::from_config(&fields)?),
         _ => {
             return Err(Error::InvalidArgument(format!(
                 "unknown layer class {class:?}: convnet has Conv2D, MaxPooling2D, Flatten, \
                  Dense, Activation, Dropout, BatchNormalization, GlobalAveragePooling2D, \
-                 GlobalMaxPooling2D, Rescaling, Reshape, ZeroPadding2D and AveragePooling2D"
+                 GlobalMaxPooling2D, Rescaling, Reshape, ZeroPadding2D, AveragePooling2D, \
+                 RandomFlip, RandomTranslation, RandomRotation and RandomZoom"
             )));
         }
     })
