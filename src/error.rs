@@ -47,3 +47,29 @@ impl Error {
 
 /// `Result` with [`Error`] as its error type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The setting called `name` (any case) in `names`, or an error naming
+/// `what` and every allowed name: the `FromStr` of settings chosen by name
+/// (initialisers, fill modes).
+pub(crate) fn by_name<T: Copy>(what: &str, name: &str, names: &[(T, &str)]) -> Result<T> {
+    let wanted = name.to_ascii_lowercase();
+    names
+        .iter()
+        .find(|(_, n)| *n == wanted)
+        .map(|(value, _)| *value)
+        .ok_or_else(|| {
+            let allowed: Vec<String> = names.iter().map(|(_, n)| format!("{n:?}")).collect();
+            Error::InvalidArgument(format!(
+                "unknown {what} {name:?}: use one of {}",
+                allowed.join(", ")
+            ))
+        })
+}
+
+/// The name of `value` in `names` (the inverse of [`by_name`]).
+pub(crate) fn name_of<T: PartialEq>(value: &T, names: &[(T, &'static str)]) -> &'static str {
+    names
+        .iter()
+        .find(|(v, _)| v == value)
+        .map_or("?", |(_, n)| n)
+}

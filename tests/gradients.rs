@@ -7,7 +7,8 @@ use common::{agrees, check_gradients, check_training_gradients, random, rng};
 use convnet::Activation::{self, *};
 use convnet::Loss;
 use convnet::layers::{
-    ActivationLayer, Conv2D, Dense, Dropout, Flatten, Layer, MaxPooling2D, Padding,
+    ActivationLayer, Conv2D, Dense, Dropout, FillMode, Flatten, FlipMode, Interpolation, Layer,
+    MaxPooling2D, Padding, RandomFlip, RandomRotation, RandomTranslation, RandomZoom,
 };
 use ndarray::{ArrayD, IxDyn};
 
@@ -72,6 +73,22 @@ fn conv2d_gradients_with_strides_same_padding_and_no_bias() {
             .use_bias(use_bias)
             .activation(Tanh);
         check_gradients(&mut layer, &[7, 6, 3], 2, 10 + seed as u64);
+    }
+}
+
+#[test]
+fn dilated_conv2d_gradients() {
+    let cases = [
+        ((3, 3), (2, 2), Padding::Valid, [7, 8, 2], 3),
+        ((2, 3), (3, 1), Padding::Same, [6, 5, 3], 16),
+        ((3, 2), (1, 2), Padding::Same, [5, 6, 1], 4),
+    ];
+    for (seed, (kernel, rate, padding, shape, filters)) in cases.into_iter().enumerate() {
+        let mut layer = Conv2D::new(filters, kernel)
+            .dilation_rate(rate)
+            .padding(padding)
+            .activation(Tanh);
+        check_gradients(&mut layer, &shape, 2, 110 + seed as u64);
     }
 }
 
@@ -238,6 +255,26 @@ fn dropout_scales_kept_values_and_routes_gradients_through_them() {
     // At inference, dropout is the identity.
     layer.forward(&x, &mut y);
     assert_eq!(x, y);
+}
+
+/// The augmentation layers are linear given their draws (which depend on
+/// the step, not the input): their backward passes are exact adjoints.
+/// Probes run as training, with the same step, so the same draws.
+#[test]
+fn augmentation_gradients() {
+    let constant = FillMode::Constant;
+    let layers: Vec<Box<dyn Layer>> = vec![
+        Box::new(RandomFlip::new(FlipMode::HorizontalAndVertical)),
+        Box::new(RandomRotation::new(0.2)),
+        Box::new(RandomRotation::new(0.3).fill_mode(constant).fill_value(0.5)),
+        Box::new(RandomTranslation::new(0.3, (-0.2, 0.4)).fill_mode(FillMode::Wrap)),
+        Box::new(RandomZoom::new(0.4).width_factor((-0.3, 0.2))),
+        Box::new(RandomZoom::new(0.5).fill_mode(FillMode::Nearest)),
+        Box::new(RandomRotation::new(0.5).interpolation(Interpolation::Nearest)),
+    ];
+    for (seed, mut layer) in layers.into_iter().enumerate() {
+        check_training_gradients(layer.as_mut(), &[5, 6, 2], 3, 120 + seed as u64);
+    }
 }
 
 /// Finite-difference check of a loss's gradient with respect to its input:

@@ -10,10 +10,11 @@ use std::path::Path;
 use common::cli::convnet;
 use common::{random, rng};
 use convnet::Activation::{Relu, Softmax, Tanh};
+use convnet::initializers::Initializer;
 use convnet::layers::{
     ActivationLayer, AveragePooling2D, BatchNormalization, Conv2D, Dense, Dropout, Flatten,
-    GlobalAveragePooling2D, GlobalMaxPooling2D, MaxPooling2D, Padding, Rescaling, Reshape,
-    ZeroPadding2D,
+    FlipMode, GlobalAveragePooling2D, GlobalMaxPooling2D, MaxPooling2D, Padding, RandomFlip,
+    RandomTranslation, Rescaling, Reshape, ZeroPadding2D,
 };
 use convnet::optimizers::{Adam, SGD};
 use convnet::{Fit, Loss, Metric, Sequential};
@@ -107,13 +108,24 @@ fn saved_models_predict_exactly_as_before() {
         model.add(Reshape::new(&[Some(9), Some(9), None]).input_shape(&[162]));
         model.add(Rescaling::new(2.0, -0.5));
         model.add(ZeroPadding2D::new(((1, 0), (2, 1))));
-        model.add(Conv2D::new(5, (3, 3)).activation(Relu));
+        model.add(RandomTranslation::new(0.1, 0.1));
+        model.add(RandomFlip::new(FlipMode::Horizontal));
+        model.add(
+            Conv2D::new(5, (3, 3))
+                .activation(Relu)
+                .dilation_rate((2, 1))
+                .kernel_initializer(Initializer::HeNormal),
+        );
         if global_max {
             model.add(GlobalMaxPooling2D::new());
         } else {
             model.add(GlobalAveragePooling2D::new());
         }
-        model.add(Dense::new(3).activation(Softmax));
+        model.add(
+            Dense::new(3)
+                .activation(Softmax)
+                .kernel_initializer(Initializer::LecunUniform),
+        );
         round_trip(model, &[162], 3);
     }
 }
@@ -138,6 +150,44 @@ fn the_architecture_round_trips_through_json() {
     assert_eq!(
         value["config"]["layers"][1]["config"]["name"],
         "max_pooling2d"
+    );
+}
+
+#[test]
+fn conv2d_dilation_and_initializers_round_trip_and_are_checked() {
+    let mut model = Sequential::with_seed(2);
+    model.add(
+        Conv2D::new(4, (3, 3))
+            .dilation_rate((2, 3))
+            .kernel_initializer(Initializer::GlorotNormal)
+            .input_shape(&[12, 12, 1]),
+    );
+    model.add(Conv2D::new(2, (2, 2)).kernel_initializer(Initializer::Zeros));
+    let json = model.to_json().unwrap();
+    let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let first = &value["config"]["layers"][0]["config"];
+    assert_eq!(first["dilation_rate"], serde_json::json!([2, 3]));
+    assert_eq!(first["kernel_initializer"], "glorot_normal");
+    let mut copy = Sequential::from_json(&json).unwrap();
+    assert_eq!(copy.to_json().unwrap(), json);
+    copy.build().unwrap();
+    // Valid windows spanning (3 - 1) · rate + 1 pixels: 12 - 5 + 1 = 8 rows
+    // and 12 - 7 + 1 = 6 columns, then a 2x2 window: 7x5.
+    assert_eq!(copy.output_shape(), [7, 5, 2]);
+    let zeros = copy.layers().nth(1).unwrap().params()[0].value.clone();
+    assert!(zeros.iter().all(|&v| v == 0.0));
+    // Keras refuses strides and dilation together; so does build.
+    let mut strided = Sequential::new();
+    strided.add(
+        Conv2D::new(4, (3, 3))
+            .strides((2, 2))
+            .dilation_rate((2, 2))
+            .input_shape(&[12, 12, 1]),
+    );
+    let error = strided.build().unwrap_err().to_string();
+    assert!(
+        error.contains("dilation rate above 1 needs strides of 1"),
+        "{error}"
     );
 }
 
@@ -177,6 +227,18 @@ fn malformed_architectures_are_clear_errors() {
         (
             r#"{"class_name": "Sequential", "seed": -1, "config": {"layers": []}}"#,
             "\"seed\"",
+        ),
+        (
+            r#"{"class_name": "Sequential", "config": {"layers": [{"class_name": "Conv2D", "config": {"filters": 4, "kernel_size": 3, "kernel_initializer": "he"}}]}}"#,
+            "unknown initializer \"he\": use one of \"glorot_uniform\"",
+        ),
+        (
+            r#"{"class_name": "Sequential", "config": {"layers": [{"class_name": "Dense", "config": {"units": 3, "kernel_initializer": "uniform"}}]}}"#,
+            "\"he_normal\"",
+        ),
+        (
+            r#"{"class_name": "Sequential", "config": {"layers": [{"class_name": "Conv2D", "config": {"filters": 4, "kernel_size": 3, "dilation_rate": [2, 0]}}]}}"#,
+            "\"dilation_rate\"",
         ),
     ];
     for (json, needle) in cases {

@@ -327,3 +327,44 @@ fn conv_relu_pool_pair_in_a_model_matches_its_layers_one_by_one() {
         assert_eq!(got, want, "{what}");
     }
 }
+
+/// `kernel` with `rate - 1` zero taps inserted between its taps: the
+/// undilated kernel a dilated convolution is.
+fn zero_inserted(kernel: &ArrayD<f32>, (rh, rw): (usize, usize)) -> ArrayD<f32> {
+    let &[kh, kw, c, f] = kernel.shape() else {
+        panic!("a 4-D kernel")
+    };
+    let shape = [(kh - 1) * rh + 1, (kw - 1) * rw + 1, c, f];
+    let mut spread = ArrayD::zeros(IxDyn(&shape));
+    for ((i, j, ci, fi), &v) in kernel
+        .view()
+        .into_dimensionality::<ndarray::Ix4>()
+        .unwrap()
+        .indexed_iter()
+    {
+        spread[[i * rh, j * rw, ci, fi]] = v;
+    }
+    spread
+}
+
+#[test]
+fn dilated_conv2d_is_conv2d_with_a_zero_inserted_kernel() {
+    let mut r = rng(90);
+    let cases = [
+        ((3, 3), (2, 2), Padding::Valid, [9, 8, 2], 3),
+        ((2, 3), (3, 1), Padding::Same, [7, 6, 3], 16),
+        ((3, 2), (1, 2), Padding::Same, [5, 8, 1], 5),
+    ];
+    for (case, (kernel_size, rate, padding, shape, filters)) in cases.into_iter().enumerate() {
+        let mut dilated = Conv2D::new(filters, kernel_size)
+            .dilation_rate(rate)
+            .padding(padding);
+        dilated.build(&shape, &mut rng(case as u64)).unwrap();
+        let bias = random(&[filters], &mut r);
+        dilated.params_mut()[1].value.assign(&bias);
+        let x = random(&[2, shape[0], shape[1], shape[2]], &mut r);
+        let kernel = zero_inserted(&dilated.params()[0].value, rate);
+        let want = direct_conv(&x, &kernel, bias.as_slice().unwrap(), (1, 1), padding);
+        assert_close(&forward(&mut dilated, &x), &want, &format!("case {case}"));
+    }
+}

@@ -19,9 +19,10 @@ use super::Window2d;
 /// Values per block: four AVX registers, two AVX-512 ones.
 pub const LANES: usize = 32;
 
-/// Whether [`forward`] and [`kernel_grad`] handle this geometry.
+/// Whether [`forward`] and [`kernel_grad`] handle this geometry (adjacent
+/// taps only: they slide the kernel over contiguous runs).
 pub fn applies(w: &Window2d) -> bool {
-    w.stride_h == 1 && w.stride_w == 1 && w.channels <= 4
+    w.stride_h == 1 && w.stride_w == 1 && w.channels <= 4 && !w.is_dilated()
 }
 
 /// Length of one spread input row of one channel.

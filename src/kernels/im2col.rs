@@ -61,6 +61,10 @@ pub struct Window2d {
     pub stride_h: usize,
     /// Horizontal stride.
     pub stride_w: usize,
+    /// Rows between the window's taps (1: adjacent; Keras `dilation_rate`).
+    pub dilation_h: usize,
+    /// Columns between the window's taps.
+    pub dilation_w: usize,
     /// Zero rows added above the input.
     pub pad_top: usize,
     /// Zero columns added left of the input.
@@ -97,6 +101,19 @@ impl Window2d {
         strides: (usize, usize),
         padding: Padding,
     ) -> Result<Self> {
+        Self::dilated(input, window, strides, (1, 1), padding)
+    }
+
+    /// [`Window2d::new`] with `dilation` (rows, columns) between the
+    /// window's taps: a `k`-tap window then spans `(k - 1) · dilation + 1`
+    /// pixels, which is what the output size and "same" padding follow.
+    pub fn dilated(
+        input: (usize, usize, usize),
+        window: (usize, usize),
+        strides: (usize, usize),
+        dilation: (usize, usize),
+        padding: Padding,
+    ) -> Result<Self> {
         let (in_h, in_w, channels) = input;
         let (k_h, k_w) = window;
         if k_h == 0 || k_w == 0 || strides.0 == 0 || strides.1 == 0 {
@@ -104,9 +121,21 @@ impl Window2d {
                 "window {k_h}x{k_w} with strides {strides:?}: sizes and strides must be at least 1"
             )));
         }
-        if padding == Padding::Valid && (k_h > in_h || k_w > in_w) {
+        if dilation.0 == 0 || dilation.1 == 0 {
+            return Err(Error::InvalidArgument(format!(
+                "dilation rate {dilation:?}: must be at least 1"
+            )));
+        }
+        let span = |k: usize, d: usize| (k - 1).checked_mul(d).and_then(|s| s.checked_add(1));
+        let (Some(span_h), Some(span_w)) = (span(k_h, dilation.0), span(k_w, dilation.1)) else {
+            return Err(Error::InvalidArgument(format!(
+                "a {k_h}x{k_w} window with dilation rate {dilation:?} is too large"
+            )));
+        };
+        if padding == Padding::Valid && (span_h > in_h || span_w > in_w) {
             return Err(Error::Shape(format!(
-                "a {k_h}x{k_w} window does not fit in a {in_h}x{in_w} input with padding \"valid\"; \
+                "a {k_h}x{k_w} window (spanning {span_h}x{span_w}) does not fit in a \
+                 {in_h}x{in_w} input with padding \"valid\"; \
                  use a smaller window or padding \"same\""
             )));
         }
@@ -120,8 +149,10 @@ impl Window2d {
                 "a {k_h}x{k_w} window with strides {strides:?} is too large for a {in_h}x{in_w} input"
             ))
         };
-        let (out_h, pad_top) = output_len(in_h, k_h, strides.0, padding).ok_or_else(too_large)?;
-        let (out_w, pad_left) = output_len(in_w, k_w, strides.1, padding).ok_or_else(too_large)?;
+        let (out_h, pad_top) =
+            output_len(in_h, span_h, strides.0, padding).ok_or_else(too_large)?;
+        let (out_w, pad_left) =
+            output_len(in_w, span_w, strides.1, padding).ok_or_else(too_large)?;
         Ok(Window2d {
             in_h,
             in_w,
@@ -130,6 +161,8 @@ impl Window2d {
             k_w,
             stride_h: strides.0,
             stride_w: strides.1,
+            dilation_h: dilation.0,
+            dilation_w: dilation.1,
             pad_top,
             pad_left,
             out_h,
@@ -152,12 +185,27 @@ impl Window2d {
         self.k_h * self.k_w * self.channels
     }
 
+    /// Whether the taps are spread out (a dilation rate above 1), which
+    /// only im2col and col2im handle: every other kernel needs adjacent taps.
+    pub fn is_dilated(&self) -> bool {
+        self.dilation_h > 1 || self.dilation_w > 1
+    }
+
+    /// Pixels the window spans, (rows, columns).
+    fn span(&self) -> (usize, usize) {
+        (
+            (self.k_h - 1) * self.dilation_h + 1,
+            (self.k_w - 1) * self.dilation_w + 1,
+        )
+    }
+
     /// Whether every window lies inside the image (no padding reaches it).
     pub fn windows_inside(&self) -> bool {
+        let (span_h, span_w) = self.span();
         self.pad_top == 0
             && self.pad_left == 0
-            && (self.out_h - 1) * self.stride_h + self.k_h <= self.in_h
-            && (self.out_w - 1) * self.stride_w + self.k_w <= self.in_w
+            && (self.out_h - 1) * self.stride_h + span_h <= self.in_h
+            && (self.out_w - 1) * self.stride_w + span_w <= self.in_w
     }
 
     /// Top-left corner of the window of output pixel `(oy, ox)` in input
@@ -176,20 +224,21 @@ impl Window2d {
         start..end.max(start)
     }
 
-    /// Input rows covered by the window of output row `oy`.
+    /// Input rows spanned by the window of output row `oy`.
     pub fn rows_of(&self, oy: usize) -> std::ops::Range<usize> {
-        Self::clip(self.origin(oy, 0).0, self.k_h, self.in_h)
+        Self::clip(self.origin(oy, 0).0, self.span().0, self.in_h)
     }
 
-    /// Input columns covered by the window of output column `ox`.
+    /// Input columns spanned by the window of output column `ox`.
     pub fn cols_of(&self, ox: usize) -> std::ops::Range<usize> {
-        Self::clip(self.origin(0, ox).1, self.k_w, self.in_w)
+        Self::clip(self.origin(0, ox).1, self.span().1, self.in_w)
     }
 }
 
 /// Visits, for every output pixel and window row, the matching run of
-/// `k_w * channels` values of the im2col row and, where it lies fully inside
-/// the image, the input offset it comes from.
+/// `k_w * channels` values of the im2col row and, where it is one
+/// contiguous run of the image (inside it, columns not dilated), the input
+/// offset it comes from.
 #[inline]
 fn for_each_window_row(w: &Window2d, mut visit: impl FnMut(usize, Option<usize>)) {
     let c = w.channels;
@@ -198,9 +247,9 @@ fn for_each_window_row(w: &Window2d, mut visit: impl FnMut(usize, Option<usize>)
         for ox in 0..w.out_w {
             let (y0, x0) = w.origin(oy, ox);
             let row_start = (oy * w.out_w + ox) * w.patch_len();
-            let inside_x = x0 >= 0 && x0 as usize + w.k_w <= w.in_w;
+            let inside_x = w.dilation_w == 1 && x0 >= 0 && x0 as usize + w.k_w <= w.in_w;
             for ky in 0..w.k_h {
-                let iy = y0 + ky as isize;
+                let iy = y0 + (ky * w.dilation_h) as isize;
                 let dst = row_start + ky * run;
                 if inside_x && iy >= 0 && (iy as usize) < w.in_h {
                     visit(dst, Some((iy as usize * w.in_w + x0 as usize) * c));
@@ -212,10 +261,12 @@ fn for_each_window_row(w: &Window2d, mut visit: impl FnMut(usize, Option<usize>)
     }
 }
 
-/// Offset in the image of window pixel `kx` of a window row starting at
-/// `(iy, x0)`, or `None` in the padding.
+/// Offset in the image of tap `(ky, kx)` of the window at `(y0, x0)`, or
+/// `None` in the padding.
 #[inline]
-fn pixel_offset(w: &Window2d, iy: isize, x: isize) -> Option<usize> {
+fn pixel_offset(w: &Window2d, (y0, x0): (isize, isize), (ky, kx): (usize, usize)) -> Option<usize> {
+    let iy = y0 + (ky * w.dilation_h) as isize;
+    let x = x0 + (kx * w.dilation_w) as isize;
     let inside = iy >= 0 && (iy as usize) < w.in_h && x >= 0 && (x as usize) < w.in_w;
     inside.then(|| (iy as usize * w.in_w + x as usize) * w.channels)
 }
@@ -239,10 +290,10 @@ pub fn im2col(w: &Window2d, input: &[f32], cols: &mut [f32]) {
         // Window rows that cross the border, filled pixel by pixel.
         for dst in ragged {
             let (pixel, ky) = ((dst / w.patch_len()), (dst % w.patch_len()) / run);
-            let (y0, x0) = w.origin(pixel / w.out_w, pixel % w.out_w);
+            let origin = w.origin(pixel / w.out_w, pixel % w.out_w);
             for kx in 0..w.k_w {
                 let out = &mut cols[dst + kx * c..dst + (kx + 1) * c];
-                match pixel_offset(w, y0 + ky as isize, x0 + kx as isize) {
+                match pixel_offset(w, origin, (ky, kx)) {
                     Some(src) => out.copy_from_slice(&img[src..src + c]),
                     None => out.fill(0.0),
                 }
@@ -267,9 +318,9 @@ pub fn col2im(w: &Window2d, cols: &[f32], grad_input: &mut [f32]) {
         });
         for src in ragged {
             let (pixel, ky) = ((src / w.patch_len()), (src % w.patch_len()) / run);
-            let (y0, x0) = w.origin(pixel / w.out_w, pixel % w.out_w);
+            let origin = w.origin(pixel / w.out_w, pixel % w.out_w);
             for kx in 0..w.k_w {
-                if let Some(dst) = pixel_offset(w, y0 + ky as isize, x0 + kx as isize) {
+                if let Some(dst) = pixel_offset(w, origin, (ky, kx)) {
                     add_assign(
                         &mut img[dst..dst + c],
                         &cols[src + kx * c..src + (kx + 1) * c],
@@ -335,5 +386,21 @@ mod tests {
         assert_eq!(&cols[0..4], &[1.0, 2.0, 4.0, 5.0]);
         assert_eq!(&cols[8..12], &[3.0, 0.0, 6.0, 0.0]);
         assert_eq!(&cols[32..36], &[9.0, 0.0, 0.0, 0.0]);
+    }
+
+    #[test]
+    fn dilated_windows_skip_pixels_and_size_the_output_by_their_span() {
+        // 5x5 image 1..25, 2x2 taps 2 apart (spanning 3x3), valid: 3x3 outputs.
+        let w = Window2d::dilated((5, 5, 1), (2, 2), (1, 1), (2, 2), Padding::Valid).unwrap();
+        assert_eq!((w.out_h, w.out_w), (3, 3));
+        let img: Vec<f32> = (1..=25).map(|v| v as f32).collect();
+        let mut cols = vec![f32::NAN; 9 * 4];
+        im2col(&w, &img, &mut cols);
+        assert_eq!(&cols[0..4], &[1.0, 3.0, 11.0, 13.0]);
+        assert_eq!(&cols[32..36], &[13.0, 15.0, 23.0, 25.0]);
+        // Same padding pads by the span: 1 on each side here.
+        let w = Window2d::dilated((5, 5, 1), (2, 2), (1, 1), (2, 2), Padding::Same).unwrap();
+        assert_eq!((w.out_h, w.pad_top, w.pad_left), (5, 1, 1));
+        assert!(Window2d::dilated((5, 5, 1), (3, 3), (1, 1), (3, 3), Padding::Valid).is_err());
     }
 }

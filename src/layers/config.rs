@@ -10,8 +10,8 @@ use serde_json::{Map, Value};
 
 use super::{
     ActivationLayer, AveragePooling2D, BatchNormalization, Conv2D, Dense, Dropout, Flatten,
-    GlobalAveragePooling2D, GlobalMaxPooling2D, Layer, MaxPooling2D, Padding, Rescaling, Reshape,
-    ZeroPadding2D,
+    GlobalAveragePooling2D, GlobalMaxPooling2D, Layer, MaxPooling2D, Padding, RandomFlip,
+    RandomRotation, RandomTranslation, RandomZoom, Rescaling, Reshape, ZeroPadding2D,
 };
 use crate::{Activation, Error, Result};
 
@@ -36,11 +36,16 @@ pub fn from_config(class: &str, config: &Config) -> Result<Box<dyn Layer>> {
         "Reshape" => Box::new(Reshape::from_config(&fields)?),
         "ZeroPadding2D" => Box::new(ZeroPadding2D::from_config(&fields)?),
         "AveragePooling2D" => Box::new(AveragePooling2D::from_config(&fields)?),
+        "RandomFlip" => Box::new(RandomFlip::from_config(&fields)?),
+        "RandomTranslation" => Box::new(RandomTranslation::from_config(&fields)?),
+        "RandomRotation" => Box::new(RandomRotation::from_config(&fields)?),
+        "RandomZoom" => Box::new(RandomZoom::from_config(&fields)?),
         _ => {
             return Err(Error::InvalidArgument(format!(
                 "unknown layer class {class:?}: convnet has Conv2D, MaxPooling2D, Flatten, \
                  Dense, Activation, Dropout, BatchNormalization, GlobalAveragePooling2D, \
-                 GlobalMaxPooling2D, Rescaling, Reshape, ZeroPadding2D and AveragePooling2D"
+                 GlobalMaxPooling2D, Rescaling, Reshape, ZeroPadding2D, AveragePooling2D, \
+                 RandomFlip, RandomTranslation, RandomRotation and RandomZoom"
             )));
         }
     })
@@ -156,11 +161,34 @@ impl Fields<'_> {
 
     /// "valid" (default) or "same".
     pub fn padding(&self) -> Result<Padding> {
+        self.named("padding", "valid")
+    }
+
+    /// A setting given by name (`"reflect"`, `"he_normal"`), `default`
+    /// when absent, parsed by its `FromStr` (whose error lists the names).
+    pub fn named<T: std::str::FromStr<Err = Error>>(&self, key: &str, default: &str) -> Result<T> {
         let as_name = |v: &Value| v.as_str().map(str::to_string);
-        let expected = "\"valid\" or \"same\"";
-        let name = self.value("padding", Some("valid".into()), as_name, expected)?;
+        let name = self.value(key, Some(default.into()), as_name, "a name")?;
         name.parse()
-            .map_err(|e: Error| self.error("padding", &e.to_string()))
+            .map_err(|e: Error| self.error(key, &e.to_string()))
+    }
+
+    /// Keras's random factor: `f` for `(-f, f)`, or `[lower, upper]`.
+    pub fn range(&self, key: &str, default: Option<(f32, f32)>) -> Result<(f32, f32)> {
+        let number = |v: &Value| v.as_f64().map(|x| x as f32);
+        let parse = |v: &Value| match v {
+            Value::Array(two) if two.len() == 2 => Some((number(&two[0])?, number(&two[1])?)),
+            v => number(v).map(|f| (-f, f)),
+        };
+        self.value(key, default, parse, "a number or [lower, upper]")
+    }
+
+    /// Like [`Fields::range`], absent allowed.
+    pub fn optional_range(&self, key: &str) -> Result<Option<(f32, f32)>> {
+        match self.config.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(_) => self.range(key, None).map(Some),
+        }
     }
 
     /// The `input_shape` of a first layer, from Keras's
@@ -210,4 +238,13 @@ pub(crate) fn with_input_shape(mut config: Config, shape: Option<&[usize]>) -> C
 /// `[a, b]`.
 pub(crate) fn pair(value: (usize, usize)) -> Value {
     Value::from(vec![value.0, value.1])
+}
+
+/// A random factor as Keras writes it: `f` for `(-f, f)`, else `[lower, upper]`.
+pub(crate) fn range((lower, upper): (f32, f32)) -> Value {
+    if lower == -upper {
+        Value::from(upper)
+    } else {
+        Value::from(vec![lower, upper])
+    }
 }

@@ -36,7 +36,7 @@ use super::{
     Layer, OutputActivation, Padding, Param, PlanRole, PoolingConv, TrainingStep, kernel_and_bias,
     kernel_and_bias_mut, resize, resize_buffer, samples_per_chunk, values, values_mut,
 };
-use crate::initializers::{Rng, glorot_uniform};
+use crate::initializers::{Initializer, Rng};
 use crate::kernels::{Window2d, direct_conv, filter_conv, im2col, linear};
 use crate::{Activation, Error, Result};
 
@@ -55,8 +55,10 @@ pub struct Conv2D {
     filters: usize,
     kernel_size: (usize, usize),
     strides: (usize, usize),
+    dilation_rate: (usize, usize),
     padding: Padding,
     use_bias: bool,
+    kernel_initializer: Initializer,
     output_activation: OutputActivation,
     input_shape: Option<Vec<usize>>,
     // Set by `build`.
@@ -100,8 +102,10 @@ impl Conv2D {
             filters,
             kernel_size,
             strides: (1, 1),
+            dilation_rate: (1, 1),
             padding: Padding::Valid,
             use_bias: true,
+            kernel_initializer: Initializer::default(),
             output_activation: OutputActivation::default(),
             input_shape: None,
             window: None,
@@ -122,6 +126,32 @@ impl Conv2D {
     /// Step of the window, (vertical, horizontal).
     pub fn strides(mut self, strides: (usize, usize)) -> Self {
         self.strides = strides;
+        self
+    }
+
+    /// Spacing of the kernel's taps, (rows, columns), default `(1, 1)`: a
+    /// 3x3 kernel with rate 2 sees a 5x5 area through 9 taps (Keras
+    /// `dilation_rate`). As in Keras, a rate above 1 goes with strides of 1
+    /// (`build` refuses both at once).
+    ///
+    /// ```
+    /// use convnet::layers::{Conv2D, Padding};
+    /// let atrous = Conv2D::new(16, (3, 3)).dilation_rate((2, 2)).padding(Padding::Same);
+    /// ```
+    pub fn dilation_rate(mut self, dilation_rate: (usize, usize)) -> Self {
+        self.dilation_rate = dilation_rate;
+        self
+    }
+
+    /// How `build` draws the kernel (default glorot_uniform, as Keras).
+    ///
+    /// ```
+    /// use convnet::initializers::Initializer;
+    /// use convnet::layers::Conv2D;
+    /// let conv = Conv2D::new(16, (3, 3)).kernel_initializer(Initializer::HeNormal);
+    /// ```
+    pub fn kernel_initializer(mut self, initializer: Initializer) -> Self {
+        self.kernel_initializer = initializer;
         self
     }
 
@@ -167,6 +197,8 @@ impl Conv2D {
             fields.pair("kernel_size", None)?,
         )
         .strides(fields.pair("strides", Some((1, 1)))?)
+        .dilation_rate(fields.pair("dilation_rate", Some((1, 1)))?)
+        .kernel_initializer(fields.named("kernel_initializer", "glorot_uniform")?)
         .padding(fields.padding()?)
         .activation(fields.activation("activation")?)
         .use_bias(fields.flag("use_bias", true)?);
@@ -612,13 +644,21 @@ impl Layer for Conv2D {
                 "Conv2D needs at least one filter".into(),
             ));
         }
-        let window = Window2d::new((h, w, c), self.kernel_size, self.strides, self.padding)?;
+        let (strides, dilation) = (self.strides, self.dilation_rate);
+        if strides != (1, 1) && dilation != (1, 1) {
+            return Err(Error::InvalidArgument(format!(
+                "Conv2D with strides {strides:?} and dilation_rate {dilation:?}: as in Keras, \
+                 a dilation rate above 1 needs strides of 1"
+            )));
+        }
+        let window =
+            Window2d::dilated((h, w, c), self.kernel_size, strides, dilation, self.padding)?;
         let (k_h, k_w) = self.kernel_size;
         let kernel_shape = [k_h, k_w, c, self.filters];
         let len = super::tensor_len("the Conv2D kernel", &kernel_shape)?;
         let fan_in = k_h * k_w * c;
         let fan_out = k_h * k_w * self.filters;
-        let kernel = glorot_uniform(rng, len, fan_in, fan_out);
+        let kernel = self.kernel_initializer.sample(rng, len, fan_in, fan_out);
         self.kernel = Param::new(
             "kernel",
             ArrayD::from_shape_vec(IxDyn(&kernel_shape), kernel).unwrap(),
@@ -687,12 +727,14 @@ impl Layer for Conv2D {
             ("filters", self.filters.into()),
             ("kernel_size", pair(self.kernel_size)),
             ("strides", pair(self.strides)),
+            ("dilation_rate", pair(self.dilation_rate)),
             ("padding", self.padding.name().into()),
             (
                 "activation",
                 self.output_activation.activation.name().into(),
             ),
             ("use_bias", self.use_bias.into()),
+            ("kernel_initializer", self.kernel_initializer.name().into()),
         ]);
         Some(with_input_shape(fields, self.input_shape.as_deref()))
     }
@@ -713,6 +755,9 @@ impl PoolingConv for Conv2D {
             "this CPU has no AVX-512".to_string()
         } else if (w.stride_h, w.stride_w) != (1, 1) {
             format!("strides {:?}: the fused kernels need 1", self.strides)
+        } else if w.is_dilated() {
+            let rate = self.dilation_rate;
+            format!("dilation_rate {rate:?}: the fused kernels need adjacent taps (1, 1)")
         } else if !(narrow || self.filters.is_multiple_of(16)) {
             let filters = self.filters;
             format!("{filters} filters: the fused kernels need at most 8 or a multiple of 16")
@@ -755,6 +800,8 @@ impl PoolingConv for Conv2D {
                 output_activation: OutputActivation::new(activation),
                 ..Conv2D::new(filters, self.kernel_size)
                     .strides(self.strides)
+                    .dilation_rate(self.dilation_rate)
+                    .kernel_initializer(self.kernel_initializer)
                     .padding(self.padding)
             }
             .with_window(self.window),

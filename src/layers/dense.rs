@@ -13,7 +13,7 @@ use super::{
     Layer, OutputActivation, Param, kernel_and_bias, kernel_and_bias_mut, resize,
     samples_per_chunk, values, values_mut,
 };
-use crate::initializers::{Rng, glorot_uniform};
+use crate::initializers::{Initializer, Rng};
 use crate::kernels::gemm::{Mat, matmul};
 use crate::kernels::linear;
 use crate::{Activation, Error, Result};
@@ -29,6 +29,7 @@ use crate::{Activation, Error, Result};
 pub struct Dense {
     units: usize,
     use_bias: bool,
+    kernel_initializer: Initializer,
     output_activation: OutputActivation,
     input_shape: Option<Vec<usize>>,
     inputs: usize,
@@ -53,6 +54,7 @@ impl Dense {
         Dense {
             units,
             use_bias: true,
+            kernel_initializer: Initializer::default(),
             output_activation: OutputActivation::default(),
             input_shape: None,
             inputs: 0,
@@ -65,7 +67,8 @@ impl Dense {
     pub(crate) fn from_config(fields: &Fields) -> Result<Self> {
         let mut layer = Dense::new(fields.count("units", None)?)
             .activation(fields.activation("activation")?)
-            .use_bias(fields.flag("use_bias", true)?);
+            .use_bias(fields.flag("use_bias", true)?)
+            .kernel_initializer(fields.named("kernel_initializer", "glorot_uniform")?);
         layer.input_shape = fields.input_shape()?;
         Ok(layer)
     }
@@ -79,6 +82,18 @@ impl Dense {
     /// Whether to add a bias (default true).
     pub fn use_bias(mut self, use_bias: bool) -> Self {
         self.use_bias = use_bias;
+        self
+    }
+
+    /// How `build` draws the kernel (default glorot_uniform, as Keras).
+    ///
+    /// ```
+    /// use convnet::initializers::Initializer;
+    /// use convnet::layers::Dense;
+    /// let dense = Dense::new(10).kernel_initializer(Initializer::LecunNormal);
+    /// ```
+    pub fn kernel_initializer(mut self, initializer: Initializer) -> Self {
+        self.kernel_initializer = initializer;
         self
     }
 
@@ -118,7 +133,7 @@ impl Layer for Dense {
         }
         self.inputs = inputs;
         let len = super::tensor_len("the Dense kernel", &[inputs, self.units])?;
-        let kernel = glorot_uniform(rng, len, inputs, self.units);
+        let kernel = self.kernel_initializer.sample(rng, len, inputs, self.units);
         let kernel = ArrayD::from_shape_vec(IxDyn(&[inputs, self.units]), kernel).unwrap();
         self.kernel = Param::new("kernel", kernel);
         self.bias = Param::new("bias", ArrayD::zeros(IxDyn(&[self.units])));
@@ -217,6 +232,7 @@ impl Layer for Dense {
                 self.output_activation.activation.name().into(),
             ),
             ("use_bias", self.use_bias.into()),
+            ("kernel_initializer", self.kernel_initializer.name().into()),
         ]);
         Some(with_input_shape(fields, self.input_shape.as_deref()))
     }

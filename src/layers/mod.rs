@@ -14,6 +14,7 @@
 //! a training step allocates nothing once the batch size is steady.
 
 mod activation;
+pub(crate) mod augment;
 mod average_pooling2d;
 mod batch_normalization;
 pub mod config;
@@ -24,12 +25,17 @@ mod flatten;
 mod global_pooling2d;
 pub(crate) mod max_pooling2d;
 mod pooling;
+mod random_flip;
+mod random_rotation;
+mod random_translation;
+mod random_zoom;
 mod rescaling;
 mod reshape;
 mod zero_padding2d;
 
 pub use crate::kernels::im2col::Padding;
 pub use activation::ActivationLayer;
+pub use augment::{Factor, FillMode, Interpolation};
 pub use average_pooling2d::AveragePooling2D;
 pub use batch_normalization::BatchNormalization;
 pub use conv2d::Conv2D;
@@ -38,6 +44,10 @@ pub use dropout::Dropout;
 pub use flatten::Flatten;
 pub use global_pooling2d::{GlobalAveragePooling2D, GlobalMaxPooling2D};
 pub use max_pooling2d::MaxPooling2D;
+pub use random_flip::{FlipMode, RandomFlip};
+pub use random_rotation::RandomRotation;
+pub use random_translation::RandomTranslation;
+pub use random_zoom::RandomZoom;
 pub use rescaling::Rescaling;
 pub use reshape::Reshape;
 pub use zero_padding2d::ZeroPadding2D;

@@ -378,4 +378,20 @@ mod tests {
         );
         assert!(!text.contains("  fused:"), "{text}");
     }
+
+    #[test]
+    fn a_dilated_convolution_is_not_fused() {
+        let mut model = Sequential::with_seed(1);
+        let conv = Conv2D::new(8, (3, 3))
+            .activation(Relu)
+            .dilation_rate((2, 2));
+        model.add(conv.input_shape(&[16, 16, 1]));
+        model.add(MaxPooling2D::new((2, 2)));
+        let text = model.plan_string().unwrap();
+        assert!(!text.contains("  fused:"), "{text}");
+        // Where the CPU could run the fused kernels, the plan says why not.
+        if crate::kernels::has_avx512() {
+            assert!(text.contains("dilation_rate (2, 2)"), "{text}");
+        }
+    }
 }

@@ -60,10 +60,12 @@ const GROUP: usize = 16;
 /// The most sums (pixels or taps) a register block holds.
 const MAX_BLOCK: usize = 12;
 
-/// Whether this path handles the geometry on this CPU.
+/// Whether this path handles the geometry on this CPU (adjacent taps
+/// only: every kernel here, the fused ones included, reads a window's
+/// taps as contiguous runs of the padded image).
 pub fn applies(w: &Window2d, filters: usize) -> bool {
     let fits = filters.is_multiple_of(GROUP) || filters <= VEC;
-    w.stride_h == 1 && w.stride_w == 1 && fits && has_avx2_fma()
+    w.stride_h == 1 && w.stride_w == 1 && !w.is_dilated() && fits && has_avx2_fma()
 }
 
 /// What every kernel needs to know about the layer.
