@@ -45,93 +45,122 @@ pub enum LossKind {
     MeanSquaredError,
 }
 
-/// A loss function: a [`LossKind`] and its options.
-///
-/// The losses without options are constants with Keras's class names,
-/// [`Loss::CategoricalCrossentropy`], [`Loss::BinaryCrossentropy`], ...;
-/// [`Loss::from_logits`] and [`Loss::label_smoothing`] make the variants.
-/// A `Loss` is valid by construction: the options are checked when set.
+/// A loss function. The plain variants are Keras's losses with their
+/// default options; [`Loss::from_logits`] and [`Loss::label_smoothing`]
+/// make a [`Loss::WithOptions`] of the cross-entropies, which is valid by
+/// construction (the options are checked when set). [`Loss::kind`] tells
+/// which function any loss computes.
 ///
 /// ```
 /// use convnet::{Loss, losses::LossKind};
 ///
 /// let bce: Loss = "binary_crossentropy".parse()?;
 /// assert_eq!(bce, Loss::BinaryCrossentropy);
-/// assert_eq!(bce.kind(), LossKind::BinaryCrossentropy);
+/// let logits = bce.from_logits(true)?;
+/// assert!(matches!(logits, Loss::WithOptions(_)));
+/// assert_eq!(logits.kind(), LossKind::BinaryCrossentropy);
+/// // Back to the defaults, back to the plain variant.
+/// assert_eq!(logits.from_logits(false)?, Loss::BinaryCrossentropy);
 /// # Ok::<(), convnet::Error>(())
 /// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Loss {
+    /// `-Σ_i y_i log p_i`, with one-hot (or soft) targets `y`.
+    CategoricalCrossentropy,
+    /// Cross-entropy with targets given as class indices (one value per sample).
+    SparseCategoricalCrossentropy,
+    /// `mean_i (p_i - y_i)²` over the last axis.
+    MeanSquaredError,
+    /// `-mean_i (y_i log p_i + (1 - y_i) log(1 - p_i))` over the last axis,
+    /// for sigmoid outputs and targets in `[0, 1]`.
+    BinaryCrossentropy,
+    /// A cross-entropy with options that are not all Keras's defaults.
+    WithOptions(LossOptions),
+}
+
+/// The options of a [`Loss::WithOptions`], read through [`Loss::kind`],
+/// [`Loss::is_from_logits`] and [`Loss::smoothing`]. Never all defaults:
+/// such a loss is the plain variant, so that equal losses compare equal.
 #[derive(Clone, Copy, PartialEq)]
-pub struct Loss {
+pub struct LossOptions {
     kind: LossKind,
     from_logits: bool,
-    /// In `[0, 1]`, never NaN: so `Loss` can be `Eq`.
+    /// In `[0, 1]`, never NaN: so the options can be `Eq`.
     label_smoothing: f32,
 }
 
-impl Eq for Loss {}
+impl Eq for LossOptions {}
+
+impl std::fmt::Debug for LossOptions {
+    /// `BinaryCrossentropy { from_logits: true, label_smoothing: 0.1 }`.
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(
+            f,
+            "{:?} {{ from_logits: {}, label_smoothing: {} }}",
+            self.kind, self.from_logits, self.label_smoothing
+        )
+    }
+}
 
 /// Keras's lower-case alias for [`Loss::CategoricalCrossentropy`].
 pub const CATEGORICAL_CROSSENTROPY: Loss = Loss::CategoricalCrossentropy;
 
-// The constants keep the names of the enum variants `Loss` once had, so
-// that `Loss::CategoricalCrossentropy` reads as before.
-#[allow(non_upper_case_globals)]
-impl Loss {
-    /// Categorical cross-entropy, on probabilities, without smoothing.
-    pub const CategoricalCrossentropy: Loss = Loss::of(LossKind::CategoricalCrossentropy);
-    /// Sparse categorical cross-entropy, on probabilities.
-    pub const SparseCategoricalCrossentropy: Loss =
-        Loss::of(LossKind::SparseCategoricalCrossentropy);
-    /// Binary cross-entropy, on probabilities, without smoothing.
-    pub const BinaryCrossentropy: Loss = Loss::of(LossKind::BinaryCrossentropy);
-    /// Mean squared error.
-    pub const MeanSquaredError: Loss = Loss::of(LossKind::MeanSquaredError);
-}
-
-impl std::fmt::Debug for Loss {
-    /// `CategoricalCrossentropy`, or with the options that are set:
-    /// `BinaryCrossentropy { from_logits: true, label_smoothing: 0.1 }`.
-    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        write!(f, "{:?}", self.kind)?;
-        if self.has_options() {
-            write!(
-                f,
-                " {{ from_logits: {}, label_smoothing: {} }}",
-                self.from_logits, self.label_smoothing
-            )?;
-        }
-        Ok(())
-    }
-}
-
 impl Loss {
     /// The loss `kind` with Keras's default options.
     pub const fn of(kind: LossKind) -> Loss {
-        Loss {
-            kind,
-            from_logits: false,
-            label_smoothing: 0.0,
+        match kind {
+            LossKind::CategoricalCrossentropy => Loss::CategoricalCrossentropy,
+            LossKind::SparseCategoricalCrossentropy => Loss::SparseCategoricalCrossentropy,
+            LossKind::BinaryCrossentropy => Loss::BinaryCrossentropy,
+            LossKind::MeanSquaredError => Loss::MeanSquaredError,
+        }
+    }
+
+    /// The loss of `options`: the plain variant when they are defaults.
+    fn with(options: LossOptions) -> Loss {
+        if options.from_logits || options.label_smoothing != 0.0 {
+            Loss::WithOptions(options)
+        } else {
+            Loss::of(options.kind)
+        }
+    }
+
+    /// The kind and options of any loss.
+    fn options(self) -> LossOptions {
+        match self {
+            Loss::WithOptions(options) => options,
+            plain => LossOptions {
+                kind: plain.kind(),
+                from_logits: false,
+                label_smoothing: 0.0,
+            },
         }
     }
 
     /// Which function this is.
     pub fn kind(self) -> LossKind {
-        self.kind
+        match self {
+            Loss::CategoricalCrossentropy => LossKind::CategoricalCrossentropy,
+            Loss::SparseCategoricalCrossentropy => LossKind::SparseCategoricalCrossentropy,
+            Loss::MeanSquaredError => LossKind::MeanSquaredError,
+            Loss::BinaryCrossentropy => LossKind::BinaryCrossentropy,
+            Loss::WithOptions(options) => options.kind,
+        }
     }
 
     /// Whether the loss takes logits (Keras `from_logits`).
     pub fn is_from_logits(self) -> bool {
-        self.from_logits
+        self.options().from_logits
     }
 
     /// The label smoothing ε (Keras `label_smoothing`), 0 when unset.
     pub fn smoothing(self) -> f32 {
-        self.label_smoothing
+        self.options().label_smoothing
     }
 
     /// Whether any option differs from Keras's default.
     pub fn has_options(self) -> bool {
-        self.from_logits || self.label_smoothing != 0.0
+        matches!(self, Loss::WithOptions(_))
     }
 
     /// The loss taking logits (`true`: the model's last layer is linear,
@@ -148,13 +177,13 @@ impl Loss {
     /// # Ok::<(), convnet::Error>(())
     /// ```
     pub fn from_logits(self, from_logits: bool) -> Result<Loss> {
-        if self.kind == LossKind::MeanSquaredError {
+        if self.kind() == LossKind::MeanSquaredError {
             return Err(self.no_option("from_logits", "cross-entropies"));
         }
-        Ok(Loss {
+        Ok(Loss::with(LossOptions {
             from_logits,
-            ..self
-        })
+            ..self.options()
+        }))
     }
 
     /// The loss with label smoothing `epsilon` in `[0, 1]` (Keras
@@ -175,7 +204,7 @@ impl Loss {
     /// ```
     pub fn label_smoothing(self, epsilon: f32) -> Result<Loss> {
         if !matches!(
-            self.kind,
+            self.kind(),
             LossKind::CategoricalCrossentropy | LossKind::BinaryCrossentropy
         ) {
             return Err(self.no_option(
@@ -189,10 +218,10 @@ impl Loss {
                 self.name()
             )));
         }
-        Ok(Loss {
+        Ok(Loss::with(LossOptions {
             label_smoothing: epsilon,
-            ..self
-        })
+            ..self.options()
+        }))
     }
 
     /// The error of an option this loss does not have.
@@ -205,7 +234,7 @@ impl Loss {
 
     /// The Keras name.
     pub fn name(self) -> &'static str {
-        match self.kind {
+        match self.kind() {
             LossKind::CategoricalCrossentropy => "categorical_crossentropy",
             LossKind::SparseCategoricalCrossentropy => "sparse_categorical_crossentropy",
             LossKind::BinaryCrossentropy => "binary_crossentropy",
@@ -227,9 +256,9 @@ impl Loss {
     /// ```
     pub fn fuses_with(self, activation: Activation) -> bool {
         use LossKind::*;
-        !self.from_logits
+        !self.is_from_logits()
             && matches!(
-                (self.kind, activation),
+                (self.kind(), activation),
                 (
                     CategoricalCrossentropy | SparseCategoricalCrossentropy,
                     Activation::Softmax
@@ -244,7 +273,7 @@ impl Loss {
 
     /// Values of the target per sample, for predictions of `width` values.
     pub fn target_width(self, width: usize) -> usize {
-        match self.kind {
+        match self.kind() {
             LossKind::SparseCategoricalCrossentropy => 1,
             _ => width,
         }
@@ -257,7 +286,7 @@ impl Loss {
         if target_width == want {
             return Ok(());
         }
-        let hint = match self.kind {
+        let hint = match self.kind() {
             LossKind::SparseCategoricalCrossentropy => "give one class index per sample",
             LossKind::CategoricalCrossentropy if target_width == 1 => {
                 "give one-hot targets (see datasets::to_categorical) or use sparse_categorical_crossentropy"
@@ -290,7 +319,7 @@ impl Loss {
     /// assert!(Loss::CategoricalCrossentropy.check_labels(&[0.25, 0.75], 2).is_ok());
     /// ```
     pub fn check_labels(self, targets: &[f32], width: usize) -> Result<()> {
-        if self.kind != LossKind::SparseCategoricalCrossentropy {
+        if self.kind() != LossKind::SparseCategoricalCrossentropy {
             return Ok(());
         }
         let classes = width as f32;
@@ -350,8 +379,8 @@ impl Loss {
 
     /// The loss of one sample, and its gradient into `grad` times `scale`.
     fn row(self, p: &[f32], y: &[f32], fused: bool, grad: (Option<&mut [f32]>, f32)) -> f64 {
-        let eps = self.label_smoothing;
-        match self.kind {
+        let eps = self.smoothing();
+        match self.kind() {
             LossKind::CategoricalCrossentropy => {
                 let k = p.len() as f32;
                 self.categorical(p, |i| y[i] * (1.0 - eps) + eps / k, fused, grad)
@@ -363,7 +392,7 @@ impl Loss {
             }
             LossKind::BinaryCrossentropy => {
                 let y = |i: usize| y[i] * (1.0 - eps) + eps / 2.0;
-                if self.from_logits {
+                if self.is_from_logits() {
                     binary_cross_entropy_logits(p, y, grad)
                 } else {
                     binary_cross_entropy(p, y, fused, grad)
@@ -381,7 +410,7 @@ impl Loss {
         fused: bool,
         (grad, scale): (Option<&mut [f32]>, f32),
     ) -> f64 {
-        if self.from_logits {
+        if self.is_from_logits() {
             cross_entropy_logits(p, y, scale, grad)
         } else {
             cross_entropy(p, y, fused, scale, grad)
@@ -405,10 +434,10 @@ impl Loss {
         if !self.has_options() {
             return self.name().into();
         }
-        let class_name = format!("{:?}", self.kind);
-        let mut config = json!({"name": self.name(), "from_logits": self.from_logits});
-        if self.label_smoothing != 0.0 {
-            config["label_smoothing"] = f64::from(self.label_smoothing).into();
+        let class_name = format!("{:?}", self.kind());
+        let mut config = json!({"name": self.name(), "from_logits": self.is_from_logits()});
+        if self.smoothing() != 0.0 {
+            config["label_smoothing"] = f64::from(self.smoothing()).into();
         }
         json!({"class_name": class_name, "config": config})
     }
