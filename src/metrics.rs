@@ -12,6 +12,8 @@ pub enum Metric {
     /// The fraction of samples whose predicted class (the largest output) is
     /// the true class (the largest target, or the class index for sparse
     /// targets). With a single output, a prediction above 0.5 means class 1.
+    /// With binary cross-entropy it is Keras's binary accuracy instead:
+    /// see [`Metric::total`].
     Accuracy,
 }
 
