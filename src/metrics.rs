@@ -3,6 +3,7 @@
 
 use ndarray::{Array2, ArrayView2};
 
+use crate::losses::{Loss, LossKind};
 use crate::{Error, Result};
 
 /// A metric, by its Keras name.
@@ -11,6 +12,8 @@ pub enum Metric {
     /// The fraction of samples whose predicted class (the largest output) is
     /// the true class (the largest target, or the class index for sparse
     /// targets). With a single output, a prediction above 0.5 means class 1.
+    /// With binary cross-entropy it is Keras's binary accuracy instead:
+    /// see [`Metric::total`].
     Accuracy,
 }
 
@@ -36,6 +39,37 @@ impl Metric {
                 _ => argmax(p) == argmax(y),
             })
             .count()
+    }
+
+    /// The sum over the `pred` rows of `width` values of the metric's
+    /// per-sample value, as Keras computes it for a model compiled with
+    /// `loss`: for binary cross-entropy, accuracy is Keras's binary
+    /// accuracy, the fraction of outputs on the right side of 0.5 (of 0
+    /// for logits) per sample; for other losses it counts the samples of
+    /// [`Metric::count_correct`].
+    ///
+    /// ```
+    /// use convnet::{Loss, Metric};
+    ///
+    /// // Two samples of two independent labels each: 2 of 2 right, 1 of 2.
+    /// let pred = [0.9, 0.2, 0.7, 0.6];
+    /// let target = [1.0, 0.0, 1.0, 0.0];
+    /// let total = Metric::Accuracy.total(Loss::BinaryCrossentropy, &pred, &target, 2);
+    /// assert_eq!(total, 1.5);
+    /// // For a categorical loss, the second sample's argmax is right too.
+    /// assert_eq!(Metric::Accuracy.total(Loss::CategoricalCrossentropy, &pred, &target, 2), 2.0);
+    /// ```
+    pub fn total(self, loss: Loss, pred: &[f32], target: &[f32], width: usize) -> f64 {
+        if loss.kind() != LossKind::BinaryCrossentropy {
+            return self.count_correct(pred, target, width) as f64;
+        }
+        let threshold = if loss.is_from_logits() { 0.0 } else { 0.5 };
+        let right = pred
+            .iter()
+            .zip(target)
+            .filter(|&(&p, &y)| (p > threshold) == (y > 0.5))
+            .count();
+        right as f64 / width as f64
     }
 }
 

@@ -8,6 +8,24 @@
 //! [`crate::schedules`], given as in Keras to the optimizer:
 //! `Adam::with_schedule(CosineDecay::new(1e-3, 1000))` is Keras's
 //! `Adam(learning_rate=CosineDecay(1e-3, 1000))`.
+//!
+//! Every optimizer also takes Keras's `weight_decay` (decoupled: `w -=
+//! lr · wd · w` before the step), `clipnorm` (each gradient tensor scaled
+//! down to that L2 norm), `global_clipnorm` (all of them together) and
+//! `clipvalue` (each gradient value clamped), as builder methods or
+//! config settings. Unset, as by default, they change nothing.
+//!
+//! ```
+//! use convnet::optimizers::{AdamW, Optimizer, SGD, by_name, from_config};
+//!
+//! let sgd = SGD::new(0.1).momentum(0.9).clipnorm(1.0)?.weight_decay(1e-4)?;
+//! let copy = from_config(&sgd.config())?;
+//! assert_eq!(copy.config(), sgd.config());
+//! // Keras's AdamW(): weight_decay 0.004.
+//! assert_eq!(AdamW::default().config()["weight_decay"], 0.004f32 as f64);
+//! assert_eq!(by_name("adamw", Some(0.01))?.name(), "adamw");
+//! # Ok::<(), convnet::Error>(())
+//! ```
 
 use std::sync::Arc;
 
@@ -20,7 +38,7 @@ use crate::{Error, Result};
 
 /// Updates parameters from their gradients.
 pub trait Optimizer: Send + Sync {
-    /// The Keras name: `"adam"`, `"sgd"`, `"rmsprop"`.
+    /// The Keras name: `"adam"`, `"adamw"`, `"sgd"`, `"rmsprop"`.
     fn name(&self) -> &'static str;
     /// The learning rate of the next step (with a schedule, its rate at
     /// the steps taken so far).
@@ -106,13 +124,183 @@ fn set_fields(
         }
         let Some(field) = fields.iter_mut().find(|(name, _)| name == key) else {
             return Err(Error::InvalidArgument(format!(
-                "the {optimizer} optimizer has no setting {key:?} (it has learning_rate, {})",
-                known.join(", ")
+                "the {optimizer} optimizer has no setting {key:?} (it has learning_rate, {}, {})",
+                known.join(", "),
+                EXTRAS.join(", ")
             )));
         };
         *field.1 = *value;
     }
     Ok(())
+}
+
+/// The settings every optimizer takes besides its own, in Keras's base
+/// optimizer: decoupled weight decay and gradient clipping.
+const EXTRAS: [&str; 4] = ["weight_decay", "clipnorm", "global_clipnorm", "clipvalue"];
+
+/// The values of [`EXTRAS`]; `None` is unset (Keras `None`), which
+/// leaves the gradients and weights as they are.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+struct Extras {
+    weight_decay: Option<f32>,
+    clipnorm: Option<f32>,
+    global_clipnorm: Option<f32>,
+    clipvalue: Option<f32>,
+}
+
+impl Extras {
+    fn field(&mut self, key: &str) -> Option<&mut Option<f32>> {
+        match key {
+            "weight_decay" => Some(&mut self.weight_decay),
+            "clipnorm" => Some(&mut self.clipnorm),
+            "global_clipnorm" => Some(&mut self.global_clipnorm),
+            "clipvalue" => Some(&mut self.clipvalue),
+            _ => None,
+        }
+    }
+
+    /// Sets `key` (one of [`EXTRAS`]) to `value`: a weight decay must be a
+    /// finite number >= 0, a clipping bound > 0, and at most one kind of
+    /// clipping is set (Keras would silently use only one of them).
+    fn set(&mut self, optimizer: &str, key: &str, value: f32) -> Result<()> {
+        let (valid, bound) = match key {
+            "weight_decay" => (value >= 0.0, ">= 0"),
+            _ => (value > 0.0, "> 0"),
+        };
+        if !(value.is_finite() && valid) {
+            return Err(Error::InvalidArgument(format!(
+                "the {optimizer} optimizer's {key} must be a finite number {bound}, got {value}"
+            )));
+        }
+        let mut next = *self;
+        *next.field(key).expect("one of EXTRAS") = Some(value);
+        let clips = [next.clipnorm, next.global_clipnorm, next.clipvalue];
+        if clips.iter().flatten().count() > 1 {
+            return Err(Error::InvalidArgument(format!(
+                "the {optimizer} optimizer takes only one of clipnorm, global_clipnorm and \
+                 clipvalue; {key} would be a second"
+            )));
+        }
+        *self = next;
+        Ok(())
+    }
+
+    /// Sets those of `settings` that are [`EXTRAS`]; returns the others.
+    fn take(&mut self, optimizer: &str, settings: &[(String, f32)]) -> Result<Vec<(String, f32)>> {
+        let mut others = Vec::new();
+        for (key, value) in settings {
+            if EXTRAS.contains(&key.as_str()) {
+                self.set(optimizer, key, *value)?;
+            } else {
+                others.push((key.clone(), *value));
+            }
+        }
+        Ok(others)
+    }
+
+    /// Adds the settings that are set to `config`.
+    fn add_to(mut self, config: &mut Config) {
+        for key in EXTRAS {
+            if let Some(value) = *self.field(key).expect("one of EXTRAS") {
+                config.insert(key.into(), f64::from(value).into());
+            }
+        }
+    }
+
+    /// What comes before a step at rate `lr`, in Keras's order: the
+    /// gradients are clipped (in place: the step uses them), then the
+    /// weights decayed.
+    fn apply(&self, params: &mut [&mut Param], lr: f32) {
+        if let Some(bound) = self.clipnorm {
+            for p in params.iter_mut() {
+                let grad = p.grad.as_slice_mut().expect("standard layout");
+                scale_to_norm(grad, squared_norm(grad).sqrt(), bound);
+            }
+        }
+        if let Some(bound) = self.global_clipnorm {
+            let squares = params.iter().map(|p| squared_norm(grad_of(p))).sum::<f64>();
+            for p in params.iter_mut() {
+                let grad = p.grad.as_slice_mut().expect("standard layout");
+                scale_to_norm(grad, squares.sqrt(), bound);
+            }
+        }
+        if let Some(bound) = self.clipvalue {
+            for p in params.iter_mut() {
+                p.grad.mapv_inplace(|g| g.clamp(-bound, bound));
+            }
+        }
+        if let Some(decay) = self.weight_decay {
+            for p in params.iter_mut() {
+                p.value.mapv_inplace(|w| w - w * decay * lr);
+            }
+        }
+    }
+}
+
+fn grad_of<'a>(p: &'a &mut Param) -> &'a [f32] {
+    p.grad.as_slice().expect("standard layout")
+}
+
+/// `Σ g²`, in f64.
+fn squared_norm(grad: &[f32]) -> f64 {
+    grad.iter().map(|&g| f64::from(g) * f64::from(g)).sum()
+}
+
+/// Scales `grad`, of L2 norm `norm`, down to norm `bound` if above it.
+fn scale_to_norm(grad: &mut [f32], norm: f64, bound: f32) {
+    if norm > f64::from(bound) {
+        let factor = (f64::from(bound) / norm) as f32;
+        grad.iter_mut().for_each(|g| *g *= factor);
+    }
+}
+
+/// The builders of [`EXTRAS`], for an optimizer type whose extras are at
+/// `self.$path`.
+macro_rules! extras_builders {
+    ($optimizer:ident, $($path:ident).+) => {
+        impl $optimizer {
+            /// Decoupled weight decay (Keras `weight_decay`): before each
+            /// step, `w -= lr · weight_decay · w` for every parameter. An
+            /// error unless it is a finite number >= 0.
+            #[doc = concat!(
+                "\n```\nuse convnet::optimizers::{", stringify!($optimizer), ", Optimizer};\n",
+                "let optimizer = ", stringify!($optimizer), "::default().weight_decay(0.01)?;\n",
+                "assert_eq!(optimizer.config()[\"weight_decay\"], 0.01f32 as f64);\n",
+                "assert!(", stringify!($optimizer), "::default().weight_decay(-1.0).is_err());\n",
+                "# Ok::<(), convnet::Error>(())\n```"
+            )]
+            pub fn weight_decay(self, weight_decay: f32) -> Result<Self> {
+                self.with_extra("weight_decay", weight_decay)
+            }
+
+            /// Clips each parameter's gradient to L2 norm at most `clipnorm`
+            /// (Keras `clipnorm`). An error unless it is a finite number
+            /// > 0, or if another clipping is set.
+            pub fn clipnorm(self, clipnorm: f32) -> Result<Self> {
+                self.with_extra("clipnorm", clipnorm)
+            }
+
+            /// Clips all the gradients together to L2 norm at most
+            /// `global_clipnorm` (Keras `global_clipnorm`). An error unless
+            /// it is a finite number > 0, or if another clipping is set.
+            pub fn global_clipnorm(self, global_clipnorm: f32) -> Result<Self> {
+                self.with_extra("global_clipnorm", global_clipnorm)
+            }
+
+            /// Clamps each gradient value to `[-clipvalue, clipvalue]`
+            /// (Keras `clipvalue`). An error unless it is a finite number
+            /// > 0, or if another clipping is set.
+            pub fn clipvalue(self, clipvalue: f32) -> Result<Self> {
+                self.with_extra("clipvalue", clipvalue)
+            }
+
+            fn with_extra(mut self, key: &str, value: f32) -> Result<Self> {
+                let name = self.name();
+                self.$($path).+.set(name, key, value)?;
+                Ok(self)
+            }
+        }
+    };
 }
 
 /// A config of `name` and the given numeric settings.
@@ -149,9 +337,11 @@ pub fn from_config(config: &Config) -> Result<Box<dyn Optimizer>> {
     if let Some(rate) = number("learning_rate")? {
         optimizer.set_learning_rate(rate)?;
     }
+    // Keras writes unset settings (clipnorm, ...) as null.
     let settings: Vec<(String, f32)> = config
-        .keys()
-        .filter(|k| !matches!(k.as_str(), "name" | "learning_rate"))
+        .iter()
+        .filter(|(k, v)| !matches!(k.as_str(), "name" | "learning_rate") && !v.is_null())
+        .map(|(k, _)| k)
         .map(|k| Ok((k.clone(), number(k)?.expect("present"))))
         .collect::<Result<_>>()?;
     optimizer.apply_settings(&settings)?;
@@ -298,6 +488,7 @@ pub struct SGD {
     iterations: u64,
     momentum: f32,
     nesterov: bool,
+    extras: Extras,
     velocity: Vec<Vec<f32>>,
 }
 
@@ -309,6 +500,7 @@ impl SGD {
             iterations: 0,
             momentum: 0.0,
             nesterov: false,
+            extras: Extras::default(),
             velocity: Vec::new(),
         }
     }
@@ -346,6 +538,7 @@ impl Optimizer for SGD {
             ],
         );
         config.insert("nesterov".into(), self.nesterov.into());
+        self.extras.add_to(&mut config);
         config
     }
 
@@ -360,6 +553,7 @@ impl Optimizer for SGD {
     }
 
     fn apply_settings(&mut self, settings: &[(String, f32)]) -> Result<()> {
+        let settings = &self.extras.take("sgd", settings)?;
         let mut nesterov = f32::from(u8::from(self.nesterov));
         set_fields(
             "sgd",
@@ -376,6 +570,7 @@ impl Optimizer for SGD {
 
     fn step(&mut self, params: &mut [&mut Param]) {
         let (lr, momentum, nesterov) = (self.learning_rate(), self.momentum, self.nesterov);
+        self.extras.apply(params, lr);
         self.iterations += 1;
         let velocity = slots(&mut self.velocity, params);
         for (p, v) in params.iter_mut().zip(velocity) {
@@ -400,6 +595,7 @@ pub struct Adam {
     beta_1: f32,
     beta_2: f32,
     epsilon: f32,
+    extras: Extras,
     iterations: u64,
     m: Vec<Vec<f32>>,
     v: Vec<Vec<f32>>,
@@ -413,6 +609,7 @@ impl Adam {
             beta_1: 0.9,
             beta_2: 0.999,
             epsilon: 1e-7,
+            extras: Extras::default(),
             iterations: 0,
             m: Vec::new(),
             v: Vec::new(),
@@ -438,6 +635,20 @@ impl Adam {
     }
 }
 
+impl Adam {
+    /// [`Optimizer::apply_settings`], errors naming the optimizer `name`
+    /// (`adam` or `adamw`).
+    fn apply_settings_as(&mut self, name: &str, settings: &[(String, f32)]) -> Result<()> {
+        let settings = &self.extras.take(name, settings)?;
+        let fields = &mut [
+            ("beta_1", &mut self.beta_1),
+            ("beta_2", &mut self.beta_2),
+            ("epsilon", &mut self.epsilon),
+        ];
+        set_fields(name, settings, fields)
+    }
+}
+
 impl Default for Adam {
     /// Keras's `Adam()`: learning rate 0.001, β1 0.9, β2 0.999, ε 1e-7.
     fn default() -> Self {
@@ -451,7 +662,7 @@ impl Optimizer for Adam {
     }
 
     fn config(&self) -> Config {
-        optimizer_config(
+        let mut config = optimizer_config(
             "adam",
             &[
                 ("learning_rate", self.learning_rate().into()),
@@ -459,7 +670,9 @@ impl Optimizer for Adam {
                 ("beta_2", self.beta_2.into()),
                 ("epsilon", self.epsilon.into()),
             ],
-        )
+        );
+        self.extras.add_to(&mut config);
+        config
     }
 
     fn state(&self) -> OptimizerState {
@@ -474,17 +687,13 @@ impl Optimizer for Adam {
     }
 
     fn apply_settings(&mut self, settings: &[(String, f32)]) -> Result<()> {
-        let fields = &mut [
-            ("beta_1", &mut self.beta_1),
-            ("beta_2", &mut self.beta_2),
-            ("epsilon", &mut self.epsilon),
-        ];
-        set_fields("adam", settings, fields)
+        self.apply_settings_as("adam", settings)
     }
     learning_rate_methods!();
 
     fn step(&mut self, params: &mut [&mut Param]) {
         let lr = self.learning_rate();
+        self.extras.apply(params, lr);
         self.iterations += 1;
         // Beyond 2^31 steps the powers are 0 anyway.
         let t = self.iterations.min(i32::MAX as u64) as i32;
@@ -496,6 +705,106 @@ impl Optimizer for Adam {
         update_in_parallel(params, &mut self.m, &mut self.v, |w, g, m, v| {
             rule.update(w, g, m, v)
         });
+    }
+}
+
+/// AdamW (Loshchilov & Hutter), as in Keras 3: [`Adam`] with decoupled
+/// weight decay, `w -= lr · weight_decay · w` before each Adam step
+/// (default weight decay 0.004). Adam itself takes a weight decay too
+/// (Keras's `weight_decay` of every optimizer), to the same effect:
+/// AdamW differs only by its default and its name.
+///
+/// ```
+/// use convnet::optimizers::{AdamW, Optimizer};
+/// let adamw = AdamW::new(0.01).weight_decay(0.1)?.beta_2(0.99);
+/// assert_eq!(adamw.name(), "adamw");
+/// assert_eq!(adamw.config()["weight_decay"], 0.1f32 as f64);
+/// # Ok::<(), convnet::Error>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct AdamW {
+    adam: Adam,
+}
+
+impl AdamW {
+    /// AdamW with the given learning rate and Keras's other defaults:
+    /// weight decay 0.004, β1 0.9, β2 0.999, ε 1e-7.
+    pub fn new(learning_rate: f32) -> Self {
+        let mut adam = Adam::new(learning_rate);
+        adam.extras.weight_decay = Some(0.004);
+        AdamW { adam }
+    }
+
+    /// Decay of the first moment (default 0.9).
+    pub fn beta_1(self, beta_1: f32) -> Self {
+        AdamW {
+            adam: self.adam.beta_1(beta_1),
+        }
+    }
+
+    /// Decay of the second moment (default 0.999).
+    pub fn beta_2(self, beta_2: f32) -> Self {
+        AdamW {
+            adam: self.adam.beta_2(beta_2),
+        }
+    }
+
+    /// Added to the denominator for stability (default 1e-7, as Keras).
+    pub fn epsilon(self, epsilon: f32) -> Self {
+        AdamW {
+            adam: self.adam.epsilon(epsilon),
+        }
+    }
+}
+
+impl Default for AdamW {
+    /// Keras's `AdamW()`: learning rate 0.001, weight decay 0.004.
+    fn default() -> Self {
+        AdamW::new(0.001)
+    }
+}
+
+impl Optimizer for AdamW {
+    fn name(&self) -> &'static str {
+        "adamw"
+    }
+
+    fn learning_rate(&self) -> f32 {
+        self.adam.learning_rate()
+    }
+
+    fn set_learning_rate(&mut self, lr: f32) -> Result<()> {
+        self.adam.set_learning_rate(lr)
+    }
+
+    fn set_schedule(&mut self, schedule: Box<dyn LearningRateSchedule>) -> Result<()> {
+        self.adam.set_schedule(schedule)
+    }
+
+    fn iterations(&self) -> u64 {
+        self.adam.iterations()
+    }
+
+    fn step(&mut self, params: &mut [&mut Param]) {
+        self.adam.step(params)
+    }
+
+    fn config(&self) -> Config {
+        let mut config = self.adam.config();
+        config.insert("name".into(), "adamw".into());
+        config
+    }
+
+    fn state(&self) -> OptimizerState {
+        self.adam.state()
+    }
+
+    fn set_state(&mut self, state: OptimizerState) -> Result<()> {
+        self.adam.set_state(state)
+    }
+
+    fn apply_settings(&mut self, settings: &[(String, f32)]) -> Result<()> {
+        self.adam.apply_settings_as("adamw", settings)
     }
 }
 
@@ -556,6 +865,7 @@ pub struct RMSprop {
     iterations: u64,
     rho: f32,
     epsilon: f32,
+    extras: Extras,
     average: Vec<Vec<f32>>,
 }
 
@@ -567,6 +877,7 @@ impl RMSprop {
             iterations: 0,
             rho: 0.9,
             epsilon: 1e-7,
+            extras: Extras::default(),
             average: Vec::new(),
         }
     }
@@ -591,14 +902,16 @@ impl Optimizer for RMSprop {
     }
 
     fn config(&self) -> Config {
-        optimizer_config(
+        let mut config = optimizer_config(
             "rmsprop",
             &[
                 ("learning_rate", self.learning_rate().into()),
                 ("rho", self.rho.into()),
                 ("epsilon", self.epsilon.into()),
             ],
-        )
+        );
+        self.extras.add_to(&mut config);
+        config
     }
 
     fn state(&self) -> OptimizerState {
@@ -612,6 +925,7 @@ impl Optimizer for RMSprop {
     }
 
     fn apply_settings(&mut self, settings: &[(String, f32)]) -> Result<()> {
+        let settings = &self.extras.take("rmsprop", settings)?;
         let fields = &mut [("rho", &mut self.rho), ("epsilon", &mut self.epsilon)];
         set_fields("rmsprop", settings, fields)
     }
@@ -619,6 +933,7 @@ impl Optimizer for RMSprop {
 
     fn step(&mut self, params: &mut [&mut Param]) {
         let (lr, rho, eps) = (self.learning_rate(), self.rho, self.epsilon);
+        self.extras.apply(params, lr);
         self.iterations += 1;
         let average = slots(&mut self.average, params);
         for (p, a) in params.iter_mut().zip(average) {
@@ -639,9 +954,24 @@ impl Optimizer for RMSprop {
 with_schedule!(SGD);
 with_schedule!(Adam);
 with_schedule!(RMSprop);
+with_schedule!(AdamW);
+extras_builders!(SGD, extras);
+extras_builders!(Adam, extras);
+extras_builders!(RMSprop, extras);
+extras_builders!(AdamW, adam.extras);
 
-/// An optimizer by its Keras name (`adam`, `sgd`, `rmsprop`), with the
-/// given learning rate or its default.
+/// An optimizer by its Keras name (`adam`, `adamw`, `sgd`, `rmsprop`),
+/// with the given learning rate or its default. Set `weight_decay`,
+/// `clipnorm` and the other settings with [`Optimizer::apply_settings`].
+///
+/// ```
+/// use convnet::optimizers::by_name;
+/// let mut adam = by_name("adam", Some(0.01))?;
+/// adam.apply_settings(&[("weight_decay".into(), 0.01), ("clipnorm".into(), 1.0)])?;
+/// assert_eq!(adam.config()["clipnorm"], 1.0);
+/// assert!(by_name("adagrad", None).is_err_and(|e| e.to_string().contains("adamw")));
+/// # Ok::<(), convnet::Error>(())
+/// ```
 pub fn by_name(name: &str, learning_rate: Option<f32>) -> Result<Box<dyn Optimizer>> {
     if let Some(lr) = learning_rate
         && !(lr.is_finite() && lr > 0.0)
@@ -652,11 +982,12 @@ pub fn by_name(name: &str, learning_rate: Option<f32>) -> Result<Box<dyn Optimiz
     }
     Ok(match name.to_ascii_lowercase().as_str() {
         "adam" => Box::new(learning_rate.map_or_else(Adam::default, Adam::new)),
+        "adamw" => Box::new(learning_rate.map_or_else(AdamW::default, AdamW::new)),
         "sgd" => Box::new(learning_rate.map_or_else(SGD::default, SGD::new)),
         "rmsprop" => Box::new(learning_rate.map_or_else(RMSprop::default, RMSprop::new)),
         _ => {
             return Err(Error::InvalidArgument(format!(
-                "unknown optimizer {name:?}: use adam, sgd or rmsprop"
+                "unknown optimizer {name:?}: use adam, adamw, sgd or rmsprop"
             )));
         }
     })
@@ -667,6 +998,7 @@ mod tests {
     use super::*;
     use crate::schedules::PiecewiseConstantDecay;
     use ndarray::ArrayD;
+    use serde_json::Value;
 
     fn param(value: f32, grad: f32) -> Param {
         let mut p = Param::new("w", ArrayD::from_elem(vec![1], value));
@@ -679,6 +1011,7 @@ mod tests {
             Box::new(SGD::new(0.5)),
             Box::new(Adam::new(0.5)),
             Box::new(RMSprop::new(0.5)),
+            Box::new(AdamW::new(0.5)),
         ]
     }
 
@@ -719,5 +1052,145 @@ mod tests {
         let bad = PiecewiseConstantDecay::new(vec![10], vec![0.1]);
         assert!(Adam::with_schedule(bad.clone()).is_err());
         assert!(RMSprop::default().set_schedule(Box::new(bad)).is_err());
+    }
+
+    fn params(values: &[&[f32]], grads: &[&[f32]]) -> Vec<Param> {
+        let param = |(v, g): (&&[f32], &&[f32])| {
+            let mut p = Param::new(
+                "w",
+                ArrayD::from_shape_vec(vec![v.len()], v.to_vec()).unwrap(),
+            );
+            p.grad.as_slice_mut().unwrap().copy_from_slice(g);
+            p
+        };
+        values.iter().zip(grads).map(param).collect()
+    }
+
+    fn values(params: &[Param]) -> Vec<Vec<f32>> {
+        params
+            .iter()
+            .map(|p| p.value.iter().copied().collect())
+            .collect()
+    }
+
+    fn step(optimizer: &mut dyn Optimizer, params: &mut [Param]) {
+        optimizer.step(&mut params.iter_mut().collect::<Vec<_>>());
+    }
+
+    fn assert_close(got: &[Vec<f32>], want: &[&[f32]]) {
+        for (g, w) in got.iter().zip(want) {
+            for (g, w) in g.iter().zip(*w) {
+                assert!((g - w).abs() < 1e-6, "got {got:?}, want {want:?}");
+            }
+        }
+    }
+
+    /// Python, Keras's rule: w -= w·wd·lr, then the Adam step, with
+    /// lr 0.1, wd 0.004 and gradients 0.5 then -0.2 from w = 1:
+    /// 0.899600632451532, then 0.8646804104403751.
+    #[test]
+    fn adamw_steps_match_a_hand_computed_run() {
+        let mut adamw = AdamW::new(0.1);
+        let mut w = [param(1.0, 0.5)];
+        step(&mut adamw, &mut w);
+        assert_close(&values(&w), &[&[0.899_600_6]]);
+        w[0].grad.fill(-0.2);
+        step(&mut adamw, &mut w);
+        assert_close(&values(&w), &[&[0.864_680_4]]);
+        // Without decay it is Adam: the first step moves w by lr.
+        let mut w = [param(1.0, 0.5)];
+        step(&mut AdamW::new(0.1).weight_decay(0.0).unwrap(), &mut w);
+        assert_close(&values(&w), &[&[0.9]]);
+    }
+
+    /// Plain SGD with lr 1 moves w by the clipped gradient; weight decay
+    /// 0.5 first takes lr·0.5 of w.
+    #[test]
+    fn clipping_and_decay_change_the_step_as_keras() {
+        let grads: [&[f32]; 2] = [&[3.0, 4.0], &[0.3, -0.4]];
+        let run = |sgd: SGD| {
+            let mut p = params(&[&[0.0, 0.0], &[0.0, 0.0]], &grads);
+            step(&mut sgd.clone(), &mut p);
+            values(&p)
+        };
+        let sgd = SGD::new(1.0);
+        // Each tensor to norm at most 1: the second (norm 0.5) unchanged.
+        let clipped = run(sgd.clone().clipnorm(1.0).unwrap());
+        assert_close(&clipped, &[&[-0.6, -0.8], &[-0.3, 0.4]]);
+        // All together (norm sqrt(25.25)) to norm 1.
+        let scale = 1.0 / 25.25f32.sqrt();
+        let global = run(sgd.clone().global_clipnorm(1.0).unwrap());
+        assert_close(
+            &global,
+            &[&[-3.0 * scale, -4.0 * scale], &[-0.3 * scale, 0.4 * scale]],
+        );
+        let clamped = run(sgd.clone().clipvalue(0.35).unwrap());
+        assert_close(&clamped, &[&[-0.35, -0.35], &[-0.3, 0.35]]);
+        let mut p = params(&[&[2.0, -4.0]], &[&[0.0, 1.0]]);
+        step(&mut SGD::new(1.0).weight_decay(0.5).unwrap(), &mut p);
+        assert_close(&values(&p), &[&[1.0, -3.0]]);
+        // Unset, nothing changes: the plain step.
+        assert_close(&run(sgd), &[&[-3.0, -4.0], &[-0.3, 0.4]]);
+    }
+
+    #[test]
+    fn bad_extras_are_refused_with_their_bounds() {
+        let message = |r: Result<Adam>| r.unwrap_err().to_string();
+        for bad in [-0.1, f32::NAN, f32::INFINITY] {
+            let text = message(Adam::default().weight_decay(bad));
+            assert!(
+                text.contains("weight_decay must be a finite number >= 0"),
+                "{text}"
+            );
+        }
+        for bad in [0.0, -1.0, f32::NAN] {
+            let text = message(Adam::default().clipnorm(bad));
+            assert!(
+                text.contains("clipnorm must be a finite number > 0"),
+                "{text}"
+            );
+        }
+        let text = message(Adam::default().clipnorm(1.0).unwrap().clipvalue(1.0));
+        assert!(
+            text.contains("only one of clipnorm, global_clipnorm and clipvalue"),
+            "{text}"
+        );
+        let mut adamw = AdamW::default();
+        let text = adamw
+            .apply_settings(&[("momentum".into(), 0.5)])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            text.contains("adamw optimizer has no setting") && text.contains("clipnorm"),
+            "{text}"
+        );
+    }
+
+    /// Each optimizer with each extra comes back from its config, and a
+    /// Keras config (unset settings written as null) reads.
+    #[test]
+    fn configs_with_extras_round_trip() {
+        let optimizers: Vec<Box<dyn Optimizer>> = vec![
+            Box::new(SGD::new(0.1).momentum(0.9).weight_decay(0.01).unwrap()),
+            Box::new(Adam::new(0.01).clipnorm(2.0).unwrap()),
+            Box::new(RMSprop::new(0.01).global_clipnorm(3.0).unwrap()),
+            Box::new(AdamW::new(0.002).beta_1(0.8).clipvalue(0.5).unwrap()),
+            Box::new(AdamW::default()),
+        ];
+        for optimizer in optimizers {
+            let copy = from_config(&optimizer.config()).unwrap();
+            assert_eq!(copy.name(), optimizer.name());
+            assert_eq!(copy.config(), optimizer.config());
+        }
+        let keras = serde_json::json!({"name": "adamw", "learning_rate": 0.001,
+            "weight_decay": 0.004, "clipnorm": null, "global_clipnorm": null,
+            "clipvalue": null, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7});
+        let Value::Object(keras) = keras else {
+            unreachable!()
+        };
+        assert_eq!(
+            from_config(&keras).unwrap().config(),
+            AdamW::default().config()
+        );
     }
 }

@@ -123,8 +123,8 @@ fn unknown_names_and_bad_numbers_are_refused() {
         &["unknown model", "lenet"],
     );
     assert_error(
-        &convnet(&["train", "--optimizer", "adamw"]),
-        &["unknown optimizer", "adam, sgd or rmsprop"],
+        &convnet(&["train", "--optimizer", "adagrad"]),
+        &["unknown optimizer", "adam, adamw, sgd or rmsprop"],
     );
     assert_error(&convnet(&["train", "--lr", "-1"]), &["learning rate"]);
     assert_error(&convnet(&["train", "--threads", "0"]), &["--threads"]);

@@ -346,6 +346,178 @@ fn loss_gradients() {
     check_loss(Loss::MeanSquaredError, false, &soft, 75);
 }
 
+/// Finite-difference check of `loss`'s gradient with respect to the
+/// logits `z` of an output `activation` (Linear for `from_logits`): the
+/// loss's own gradient when it takes the activation over (`fuses_with`),
+/// else the loss's gradient chained through `activation.backward`.
+fn check_loss_through(loss: Loss, activation: Activation, targets: &[f32], seed: u64) {
+    // Sparse targets are one class index per sample, of 4 classes.
+    let sparse = loss.kind() == convnet::losses::LossKind::SparseCategoricalCrossentropy;
+    let (batch, width) = (3, if sparse { 4 } else { targets.len() / 3 });
+    let logits = random(&[batch, width], &mut rng(seed))
+        .mapv(|v| 3.0 * v)
+        .into_raw_vec_and_offset()
+        .0;
+    let fused = loss.fuses_with(activation);
+    let prediction = |z: &[f32]| {
+        let mut p = z.to_vec();
+        activation.forward(&mut p, width);
+        p
+    };
+    let mean_loss =
+        |z: &[f32]| loss.compute(&prediction(z), targets, width, fused, None) / batch as f64;
+    let p = prediction(&logits);
+    let mut grad = vec![0.0; batch * width];
+    loss.compute(&p, targets, width, fused, Some(&mut grad));
+    if !fused {
+        activation.backward(&p, &mut grad, width);
+    }
+    let h = 1e-3;
+    let centre = mean_loss(&logits);
+    for (i, &analytic) in grad.iter().enumerate() {
+        let (mut plus, mut minus) = (logits.clone(), logits.clone());
+        plus[i] += h as f32;
+        minus[i] -= h as f32;
+        let (plus, minus) = (mean_loss(&plus), mean_loss(&minus));
+        assert!(
+            agrees(analytic as f64, plus, minus, centre, h, 1e-2),
+            "{loss:?} through {activation:?} (fused {fused}) element {i}: analytic {analytic}, \
+             numeric {}",
+            (plus - minus) / (2.0 * h)
+        );
+    }
+}
+
+#[test]
+fn binary_and_smoothed_and_logit_loss_gradients() {
+    let bits = [0., 1., 1., 1., 0., 0., 1., 0., 1., 0., 0., 1.];
+    let soft: Vec<f32> = random(&[3, 4], &mut rng(80))
+        .iter()
+        .map(|v| (v + 1.0) / 2.0)
+        .collect();
+    let one_hot = [0., 1., 0., 0., 1., 0., 0., 0., 0., 0., 0., 1.];
+    let bce = Loss::BinaryCrossentropy;
+    let bce_smooth = bce.label_smoothing(0.2).unwrap();
+    let bce_logits = bce.from_logits(true).unwrap();
+    let cce = Loss::CategoricalCrossentropy;
+    let cce_smooth = cce.label_smoothing(0.1).unwrap();
+    let cce_logits = cce.from_logits(true).unwrap();
+    let sparse_logits = Loss::SparseCategoricalCrossentropy
+        .from_logits(true)
+        .unwrap();
+    let cases: [(Loss, Activation, &[f32]); 11] = [
+        (bce, Sigmoid, &bits),
+        (bce, Sigmoid, &soft),
+        (bce_smooth, Sigmoid, &bits),
+        (bce, Tanh, &soft), // probabilities in (-1, 1) are clipped: zero gradient there
+        (bce_logits, Linear, &bits),
+        (bce_logits.label_smoothing(0.3).unwrap(), Linear, &soft),
+        (cce_smooth, Softmax, &one_hot),
+        (cce_smooth, Sigmoid, &one_hot), // not fused: through sigmoid's derivative
+        (cce_logits, Linear, &one_hot),
+        (cce_logits.label_smoothing(0.2).unwrap(), Linear, &one_hot),
+        (sparse_logits, Linear, &[1., 0., 3.]),
+    ];
+    for (seed, (loss, activation, targets)) in cases.into_iter().enumerate() {
+        check_loss_through(loss, activation, targets, 81 + seed as u64);
+    }
+}
+
+/// Fusing is a shortcut, not a change: the gradient of a fused sigmoid +
+/// binary cross-entropy equals the unfused one chained through sigmoid.
+#[test]
+fn fused_sigmoid_gradient_equals_the_chained_one() {
+    let logits = random(&[4, 3], &mut rng(95)).into_raw_vec_and_offset().0;
+    let targets: Vec<f32> = (0..12).map(|i| (i % 3 == 0) as u8 as f32).collect();
+    let mut p = logits.clone();
+    Sigmoid.forward(&mut p, 3);
+    let (mut fused, mut chained) = (vec![0.0; 12], vec![0.0; 12]);
+    let loss = Loss::BinaryCrossentropy;
+    loss.compute(&p, &targets, 3, true, Some(&mut fused));
+    loss.compute(&p, &targets, 3, false, Some(&mut chained));
+    Sigmoid.backward(&p, &mut chained, 3);
+    for (a, b) in fused.iter().zip(&chained) {
+        assert!((a - b).abs() < 1e-6, "fused {a}, chained {b}");
+    }
+}
+
+/// A model whose last layer is linear, with a loss `from_logits`, has
+/// the loss and weight gradients of the same model with the activation
+/// in its last layer: softmax for categorical, sigmoid for binary.
+#[test]
+fn from_logits_models_match_their_activation_twins() {
+    let mut r = rng(96);
+    let x = random(&[6, 5], &mut r);
+    let one_hot = ArrayD::from_shape_fn(IxDyn(&[6, 3]), |i| (i[0] % 3 == i[1]) as u8 as f32);
+    let bits = ArrayD::from_shape_fn(IxDyn(&[6, 3]), |i| ((i[0] + i[1]) % 2) as f32);
+    let cce = Loss::CategoricalCrossentropy.label_smoothing(0.1).unwrap();
+    let bce = Loss::BinaryCrossentropy.label_smoothing(0.1).unwrap();
+    for (loss, activation, y) in [(cce, Softmax, &one_hot), (bce, Sigmoid, &bits)] {
+        let run = |loss: Loss, activation| {
+            let mut model = convnet::Sequential::with_seed(4);
+            model.add(Dense::new(3).activation(activation).input_shape(&[5]));
+            let sgd = convnet::optimizers::SGD::new(0.1);
+            model.compile(loss, sgd, &[]).unwrap();
+            model.profile_step(&x, y, &[0, 1, 2, 3, 4, 5]).unwrap();
+            let grads: Vec<f32> = model
+                .params()
+                .iter()
+                .flat_map(|p| p.grad.iter().copied())
+                .collect();
+            (model.evaluate(&x, y).unwrap().loss, grads)
+        };
+        let (with_activation, grads) = run(loss, activation);
+        let (from_logits, logit_grads) = run(loss.from_logits(true).unwrap(), Linear);
+        assert!(
+            (with_activation - from_logits).abs() < 1e-5,
+            "{with_activation} vs {from_logits}"
+        );
+        for (a, b) in grads.iter().zip(&logit_grads) {
+            assert!((a - b).abs() < 1e-5, "{loss:?}: {a} vs {b}");
+        }
+    }
+}
+
+/// A sigmoid + binary cross-entropy model's weight gradients (the loss
+/// fused with the sigmoid) against finite differences of its loss.
+#[test]
+fn sigmoid_binary_cross_entropy_model_gradients() {
+    let mut model = convnet::Sequential::with_seed(5);
+    model.add(Dense::new(4).activation(Tanh).input_shape(&[3]));
+    model.add(Dense::new(2).activation(Sigmoid));
+    let loss = Loss::BinaryCrossentropy.label_smoothing(0.05).unwrap();
+    model
+        .compile(loss, convnet::optimizers::SGD::new(0.1), &[])
+        .unwrap();
+    let x = random(&[5, 3], &mut rng(97));
+    let y = ArrayD::from_shape_fn(IxDyn(&[5, 2]), |i| {
+        ((i[0] * 2 + i[1]) % 3 == 0) as u8 as f32
+    });
+    model.profile_step(&x, &y, &[0, 1, 2, 3, 4]).unwrap();
+    let analytic: Vec<Vec<f32>> = model
+        .params()
+        .iter()
+        .map(|p| p.grad.iter().copied().collect())
+        .collect();
+    let h = 1e-2;
+    for (k, grads) in analytic.iter().enumerate() {
+        for (i, &g) in grads.iter().enumerate() {
+            let mut loss_with = |delta: f32| {
+                model.params_mut()[k].value.as_slice_mut().unwrap()[i] += delta;
+                let loss = model.evaluate(&x, &y).unwrap().loss;
+                model.params_mut()[k].value.as_slice_mut().unwrap()[i] -= delta;
+                loss
+            };
+            let (plus, minus, centre) = (loss_with(h), loss_with(-h), loss_with(0.0));
+            assert!(
+                agrees(g as f64, plus, minus, centre, h as f64, 2e-2),
+                "param {k} [{i}]: analytic {g}, numeric {}",
+                (plus - minus) / (2.0 * h as f64)
+            );
+        }
+    }
+}
+
 #[test]
 fn cross_entropy_of_a_confident_mistake_is_large_but_finite() {
     let p = [1.0, 0.0];

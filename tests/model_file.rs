@@ -636,3 +636,81 @@ fn hostile_sizes_and_states_are_errors() {
         .to_string();
     assert!(error.contains("does not hold"), "{error}");
 }
+
+/// The loss's options and AdamW's settings come back from a model file,
+/// and a checkpoint of AdamW with clipping resumes its state.
+#[test]
+fn loss_options_and_adamw_settings_round_trip() {
+    use convnet::optimizers::AdamW;
+    let mut model = Sequential::with_seed(6);
+    model.add(Dense::new(4).activation(Tanh).input_shape(&[3]));
+    model.add(Dense::new(2));
+    let loss = Loss::BinaryCrossentropy
+        .from_logits(true)
+        .unwrap()
+        .label_smoothing(0.1)
+        .unwrap();
+    let adamw = AdamW::new(0.01)
+        .weight_decay(0.02)
+        .unwrap()
+        .clipnorm(0.5)
+        .unwrap();
+    model.compile(loss, adamw, &[Metric::Accuracy]).unwrap();
+    let x = random(&[8, 3], &mut rng(7));
+    let y = ArrayD::from_shape_fn(IxDyn(&[8, 2]), |i| ((i[0] + i[1]) % 2) as f32);
+    let fit = || Fit {
+        batch_size: 4,
+        verbose: 0,
+        ..Fit::default()
+    };
+    model.fit(&x, &y, fit()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bce.safetensors");
+    let checkpoint = convnet::io::Checkpoint::default();
+    convnet::io::save_checkpoint(&model, &checkpoint, &path).unwrap();
+    let (mut loaded, _) = convnet::io::load_checkpoint(&path).unwrap();
+    assert_eq!(loaded.loss().unwrap(), loss);
+    let (config, original) = (
+        loaded.optimizer().unwrap().config(),
+        model.optimizer().unwrap().config(),
+    );
+    assert_eq!(config, original);
+    assert_eq!(config["name"], "adamw");
+    assert_eq!(config["clipnorm"], 0.5);
+    assert_eq!(
+        model.evaluate(&x, &y).unwrap(),
+        loaded.evaluate(&x, &y).unwrap()
+    );
+    // Both go on training the same way: AdamW's moments came back too.
+    model.fit(&x, &y, fit()).unwrap();
+    loaded.fit(&x, &y, fit()).unwrap();
+    assert_eq!(model.predict(&x).unwrap(), loaded.predict(&x).unwrap());
+}
+
+/// The compile config of a file written before the loss options holds
+/// the loss by name; a loss with options is an object.
+#[test]
+fn the_loss_is_stored_by_name_without_options() {
+    let stored = |loss: Loss| {
+        let mut model = Sequential::with_seed(1);
+        model.add(Dense::new(2).input_shape(&[3]));
+        model.compile(loss, SGD::new(0.1), &[]).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.safetensors");
+        model.save(&path).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+        let compile = &header.metadata().as_ref().unwrap()["compile"];
+        let value: serde_json::Value = serde_json::from_str(compile).unwrap();
+        assert_eq!(Sequential::load(&path).unwrap().loss().unwrap(), loss);
+        value["loss"].clone()
+    };
+    assert_eq!(
+        stored(Loss::CategoricalCrossentropy),
+        "categorical_crossentropy"
+    );
+    let smoothed = Loss::CategoricalCrossentropy.label_smoothing(0.2).unwrap();
+    let object = stored(smoothed);
+    assert_eq!(object["class_name"], "CategoricalCrossentropy");
+    assert_eq!(object["config"]["label_smoothing"], 0.2f32 as f64);
+}

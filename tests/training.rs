@@ -343,3 +343,67 @@ fn weights_survive_a_save_and_load() {
     let after: Vec<_> = other.params().iter().map(|p| p.value.clone()).collect();
     assert_eq!(before, after);
 }
+
+/// Points of the plane, labelled 1 above the line y = x / 2 (a second
+/// output: 1 right of the y axis): a tiny binary, two-label problem.
+fn binary_points(n: usize) -> (Array2<f32>, Array2<f32>) {
+    let mut rng = common::rng(11);
+    let x = common::random(&[n, 2], &mut rng)
+        .into_dimensionality()
+        .unwrap();
+    let y = Array2::from_shape_fn((n, 2), |(i, j)| {
+        let (a, b): (f32, f32) = (x[[i, 0]], x[[i, 1]]);
+        (if j == 0 { b > a / 2.0 } else { a > 0.0 }) as u8 as f32
+    });
+    (x, y)
+}
+
+/// Binary cross-entropy trains a sigmoid model (fused) and a linear one
+/// (from logits) with AdamW and clipping; accuracy is binary accuracy.
+#[test]
+fn binary_cross_entropy_learns_a_two_label_problem() {
+    let (x, y) = binary_points(256);
+    let bce = Loss::BinaryCrossentropy;
+    let cases: [(
+        Loss,
+        convnet::Activation,
+        Box<dyn convnet::optimizers::Optimizer>,
+    ); 3] = [
+        (bce, Sigmoid, Box::new(Adam::new(0.02))),
+        (
+            bce.label_smoothing(0.05).unwrap(),
+            Sigmoid,
+            Box::new(convnet::optimizers::AdamW::new(0.02).clipnorm(1.0).unwrap()),
+        ),
+        (
+            bce.from_logits(true).unwrap(),
+            Linear,
+            Box::new(SGD::new(0.5).momentum(0.9).clipvalue(0.5).unwrap()),
+        ),
+    ];
+    for (loss, activation, optimizer) in cases {
+        let mut model = Sequential::with_seed(2);
+        model.add(Dense::new(8).activation(Tanh).input_shape(&[2]));
+        model.add(Dense::new(2).activation(activation));
+        model
+            .compile_boxed(loss, optimizer, &[Metric::Accuracy])
+            .unwrap();
+        let fit = Fit {
+            batch_size: 32,
+            epochs: 15,
+            verbose: 0,
+            ..Fit::default()
+        };
+        let history = model.fit(&x, &y, fit).unwrap();
+        let (losses, accuracy) = (&history.history["loss"], &history.history["accuracy"]);
+        assert!(losses[14] < losses[0] * 0.5, "{loss:?}: {losses:?}");
+        assert!(accuracy[14] > 0.9, "{loss:?}: {accuracy:?}");
+        // Binary accuracy counts each label: halves appear.
+        let score = model.evaluate(
+            &x.slice(s![..1, ..]).to_owned(),
+            &y.slice(s![..1, ..]).to_owned(),
+        );
+        let one = score.unwrap().accuracy().unwrap();
+        assert!([0.0, 0.5, 1.0].contains(&one), "{one}");
+    }
+}

@@ -14,7 +14,7 @@ use crate::layers::Layer;
 use crate::losses::Loss;
 use crate::metrics::Metric;
 use crate::optimizers::Optimizer;
-use crate::{Activation, Error, Result};
+use crate::{Error, Result};
 
 /// Keras's default layer name for a class: `Conv2D` → `conv2d`,
 /// `MaxPooling2D` → `max_pooling2d`.
@@ -90,13 +90,12 @@ impl Sequential {
         network.plan = Plan::new(&network.entries);
         // The last layer may have changed since compile (a layer added).
         let last = network.entries.last().map(|e| e.layer.activation());
-        let fused_softmax = self.compiled.as_mut().is_some_and(|c| {
+        let fused = self.compiled.as_mut().is_some_and(|c| {
             let scoring = &mut c.scoring;
-            scoring.fused_softmax =
-                scoring.loss.fuses_with_softmax() && last == Some(Activation::Softmax);
-            scoring.fused_softmax
+            scoring.fused = last.is_some_and(|a| scoring.loss.fuses_with(a));
+            scoring.fused
         });
-        arrange_derivatives(&mut network.entries, fused_softmax);
+        arrange_derivatives(&mut network.entries, fused);
         self.slots = Slots::for_network(network);
         self.spare_slots = Default::default();
         self.ready = true;
@@ -185,12 +184,13 @@ impl Sequential {
         metrics: &[Metric],
     ) -> Result<()> {
         self.prepare()?;
-        // prepare() below decides whether the loss takes over softmax.
+        // prepare() below decides whether the loss takes over the output
+        // activation (softmax or sigmoid).
         self.compiled = Some(Compiled {
             scoring: Scoring {
                 loss,
                 metrics: metrics.to_vec(),
-                fused_softmax: false,
+                fused: false,
             },
             optimizer,
         });
@@ -283,6 +283,30 @@ impl Sequential {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Which output activation each loss takes over, decided at compile.
+    #[test]
+    fn compile_fuses_sigmoid_with_binary_cross_entropy() {
+        use crate::Activation::{Linear, Sigmoid, Softmax};
+        use crate::layers::Dense;
+        let bce = Loss::BinaryCrossentropy;
+        let cases = [
+            (bce, Sigmoid, true),
+            (bce, Softmax, false),
+            (bce.from_logits(true).unwrap(), Sigmoid, false),
+            (bce.from_logits(true).unwrap(), Linear, false),
+            (Loss::CategoricalCrossentropy, Softmax, true),
+            (Loss::CategoricalCrossentropy, Sigmoid, false),
+        ];
+        for (loss, activation, fused) in cases {
+            let mut model = Sequential::with_seed(1);
+            model.add(Dense::new(2).activation(activation).input_shape(&[3]));
+            let sgd = crate::optimizers::SGD::new(0.1);
+            model.compile(loss, sgd, &[]).unwrap();
+            let scoring = &model.compiled.as_ref().unwrap().scoring;
+            assert_eq!(scoring.fused, fused, "{loss:?} with {activation:?}");
+        }
+    }
 
     #[test]
     fn layer_names_follow_keras() {

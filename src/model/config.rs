@@ -110,13 +110,14 @@ impl Sequential {
         Ok(model)
     }
 
-    /// What `compile` chose, as JSON: the loss, the metrics and the
+    /// What `compile` chose, as JSON: the loss ([`Loss::config`]: its
+    /// name, or an object with its options), the metrics and the
     /// optimizer's config; `None` before `compile`.
     pub(crate) fn compile_json(&self) -> Option<String> {
         let compiled = self.compiled.as_ref()?;
         let metrics: Vec<&str> = compiled.scoring.metrics.iter().map(|m| m.name()).collect();
         let config = json!({
-            "loss": compiled.scoring.loss.name(),
+            "loss": compiled.scoring.loss.config(),
             "metrics": metrics,
             "optimizer": compiled.optimizer.config(),
         });
@@ -127,10 +128,11 @@ impl Sequential {
     pub(crate) fn compile_from_json(&mut self, json: &str) -> Result<()> {
         let bad = |what: &str| Error::InvalidArgument(format!("compile config: {what}"));
         let value: Value = serde_json::from_str(json).map_err(|e| bad(&e.to_string()))?;
-        let loss: Loss = value["loss"]
-            .as_str()
-            .ok_or_else(|| bad("no \"loss\""))?
-            .parse()?;
+        // A name (every file before the loss options), or an object.
+        let loss = match value.get("loss") {
+            None => return Err(bad("no \"loss\"")),
+            Some(loss) => Loss::from_config(loss)?,
+        };
         let metrics = value["metrics"]
             .as_array()
             .ok_or_else(|| bad("no \"metrics\" list"))?

@@ -80,7 +80,7 @@ impl Sequential {
             metrics: metrics
                 .iter()
                 .zip(&tally.correct)
-                .map(|(m, &c)| (m.name().to_string(), c as f64 / n))
+                .map(|(m, &c)| (m.name().to_string(), c / n))
                 .collect(),
         })
     }

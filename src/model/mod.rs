@@ -220,6 +220,22 @@ impl Sequential {
         Ok(self.compiled()?.optimizer.as_ref())
     }
 
+    /// The loss chosen by `compile` (Keras `model.loss`); an error
+    /// before `compile`.
+    ///
+    /// ```
+    /// # use convnet::{layers::Dense, Loss, Sequential, optimizers::SGD};
+    /// let mut model = Sequential::with_seed(1);
+    /// model.add(Dense::new(1).input_shape(&[2]));
+    /// let loss = Loss::BinaryCrossentropy.from_logits(true)?;
+    /// model.compile(loss, SGD::new(0.1), &[])?;
+    /// assert_eq!(model.loss()?, loss);
+    /// # Ok::<(), convnet::Error>(())
+    /// ```
+    pub fn loss(&self) -> Result<crate::Loss> {
+        Ok(self.compiled()?.scoring.loss)
+    }
+
     /// The optimizer, mutably (see [`Sequential::optimizer`]).
     ///
     /// ```

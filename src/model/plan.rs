@@ -261,14 +261,15 @@ fn pool_window(conv: &dyn PoolingConv) -> Window2d {
 
 /// Asks each layer whose output goes into a layer that takes over relu's
 /// derivative (max pooling) to skip its own, and the last layer to skip
-/// softmax's when the loss fuses with it (`fused_softmax`). Every layer is
+/// its activation's (softmax, sigmoid) when the loss takes it over
+/// (`fused_output`). Every layer is
 /// first reset, so that a model compiled again starts afresh.
-pub(crate) fn arrange_derivatives(entries: &mut [Entry], fused_softmax: bool) {
+pub(crate) fn arrange_derivatives(entries: &mut [Entry], fused_output: bool) {
     for entry in entries.iter_mut() {
         entry.layer.skip_activation_derivative(false);
         entry.layer.take_relu_derivative_of_input(false);
     }
-    if fused_softmax && let Some(last) = entries.last_mut() {
+    if fused_output && let Some(last) = entries.last_mut() {
         last.layer.skip_activation_derivative(true);
     }
     for i in 1..entries.len() {

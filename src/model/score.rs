@@ -11,15 +11,18 @@ use crate::{Error, Result};
 pub(crate) struct Scoring {
     pub loss: Loss,
     pub metrics: Vec<Metric>,
-    /// Whether the loss takes over the derivative of a softmax output.
-    pub fused_softmax: bool,
+    /// Whether the loss takes over the derivative of the output
+    /// activation (softmax or sigmoid: see [`Loss::fuses_with`]).
+    pub fused: bool,
 }
 
 /// Running sums of the loss and metrics over the batches of an epoch.
 pub(crate) struct Tally {
     pub samples: usize,
     pub loss: f64,
-    pub correct: Vec<usize>,
+    /// Per metric, the sum of its per-sample values (for accuracy, the
+    /// samples right; a fraction each with binary accuracy).
+    pub correct: Vec<f64>,
 }
 
 impl Tally {
@@ -27,7 +30,7 @@ impl Tally {
         Tally {
             samples: 0,
             loss: 0.0,
-            correct: vec![0; metrics],
+            correct: vec![0.0; metrics],
         }
     }
 
@@ -45,7 +48,7 @@ impl Tally {
         let n = self.samples.max(1) as f64;
         let mut logs = vec![(format!("{prefix}loss"), self.loss / n)];
         for (metric, &correct) in metrics.iter().zip(&self.correct) {
-            logs.push((format!("{prefix}{}", metric.name()), correct as f64 / n));
+            logs.push((format!("{prefix}{}", metric.name()), correct / n));
         }
         logs
     }
@@ -79,9 +82,9 @@ impl Scoring {
             slot.as_slice_mut().expect("standard layout")
         });
         let scale = grad_scale.unwrap_or(1.0);
-        let loss =
-            self.loss
-                .compute_scaled((pred, targets), width, self.fused_softmax, (grad, scale));
+        let loss = self
+            .loss
+            .compute_scaled((pred, targets), width, self.fused, (grad, scale));
         if !loss.is_finite() {
             return Err(Error::NonFinite(format!(
                 "the loss became {loss} (not a finite number): the training diverged; \
@@ -91,7 +94,7 @@ impl Scoring {
         tally.loss += loss;
         tally.samples += pred.len() / width;
         for (metric, correct) in self.metrics.iter().zip(&mut tally.correct) {
-            *correct += metric.count_correct(pred, targets, width);
+            *correct += metric.total(self.loss, pred, targets, width);
         }
         Ok(())
     }
