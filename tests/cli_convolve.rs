@@ -132,7 +132,7 @@ fn a_file_that_is_not_an_image_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("not-an-image.png"), "just some text").unwrap();
     let output = convnet(dir.path(), &["not-an-image.png", "-o", "out.png"]);
-    assert_fails_cleanly(dir.path(), &output, "reads PNG and JPEG");
+    assert_fails_cleanly(dir.path(), &output, "reads PNG, JPEG and BMP");
 }
 
 #[test]

@@ -266,18 +266,6 @@ impl ImageFolder {
     pub fn skipped(&self) -> &[Skipped] {
         &self.skipped
     }
-
-    /// The picture at `path` as this folder's samples are: converted,
-    /// resized and scaled into `out` (`height · width · channels` values).
-    pub fn load_picture(&self, path: &Path, out: &mut [f32]) -> Result<()> {
-        let (height, width) = self.options.image_size;
-        load_picture(
-            path,
-            (height, width, self.options.color_mode),
-            self.options.scale,
-            out,
-        )
-    }
 }
 
 impl Samples for ImageFolder {
@@ -295,7 +283,11 @@ impl Samples for ImageFolder {
         indices
             .par_iter()
             .zip(out.par_chunks_mut(len))
-            .try_for_each(|(&i, out)| self.load_picture(&self.files[i], out))
+            .try_for_each(|(&i, out)| {
+                let (height, width) = self.options.image_size;
+                let settings = (height, width, self.options.color_mode);
+                load_picture(&self.files[i], settings, self.options.scale, out)
+            })
     }
 
     fn prefers_prefetch(&self) -> bool {
@@ -401,8 +393,10 @@ fn reader(
 }
 
 /// The picture at `path`, decoded and converted to `color_mode`, resized
-/// to `(height, width)` (bilinear) and multiplied by `scale`, into `out`.
-fn load_picture(
+/// to `(height, width)` (bilinear) and multiplied by `scale`, into `out`
+/// (`height · width · channels` values): a sample as [`ImageFolder`]
+/// makes it, for pictures to predict on.
+pub fn load_picture(
     path: &Path,
     (height, width, color_mode): (usize, usize, ColorMode),
     scale: f32,

@@ -72,6 +72,24 @@ impl Sequential {
         self.ready = false;
     }
 
+    /// The model's layers, in order, taken out of it: to put them after
+    /// others in a new model (augmentation layers in front, say).
+    ///
+    /// ```
+    /// use convnet::layers::{RandomFlip, FlipMode};
+    /// let mut model = convnet::Sequential::with_seed(1);
+    /// model.add(RandomFlip::new(FlipMode::Horizontal).input_shape(&[28, 28, 1]));
+    /// for layer in convnet::models::lenet(1).into_layers() {
+    ///     model.add_boxed(layer);
+    /// }
+    /// model.build()?;
+    /// assert_eq!(model.layer_names()[..2], ["random_flip", "conv2d"]);
+    /// # Ok::<(), convnet::Error>(())
+    /// ```
+    pub fn into_layers(self) -> Vec<Box<dyn Layer>> {
+        self.network.entries.into_iter().map(|e| e.layer).collect()
+    }
+
     /// Creates every layer's weights, from the first layer's `input_shape`,
     /// and plans how the layers run. Called by `compile` and `summary`;
     /// calling it again re-initialises every weight.

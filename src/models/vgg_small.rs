@@ -15,14 +15,14 @@ const BLOCKS: [usize; 2] = [32, 64];
 
 /// The VGG-style network for images of `input_shape` (height, width,
 /// channels; at least 4x4) and `classes` classes. Global average pooling
-/// makes it take any picture size with the same weights: 66,794
-/// parameters for 3 channels and 10 classes (768 of them BatchNormalization
-/// state).
+/// makes it take any picture size with the same weights: 66,410
+/// trainable parameters for 3 channels and 10 classes, plus 384 moving
+/// statistics of BatchNormalization (Keras's summary counts 66,794).
 ///
 /// ```
 /// let mut model = convnet::models::vgg_small(1, [32, 32, 3], 10);
 /// model.build().unwrap();
-/// assert_eq!(model.count_params(), 66_794);
+/// assert_eq!(model.count_params(), 66_410);
 /// assert_eq!(model.count_non_trainable(), 384);
 /// ```
 pub fn vgg_small(seed: u64, input_shape: [usize; 3], classes: usize) -> Sequential {

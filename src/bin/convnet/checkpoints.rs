@@ -35,12 +35,16 @@ pub fn resume(
         )));
     }
     let (model, checkpoint) = load_checkpoint(&path)?;
-    if expected(model.seed())?.to_json()? != model.to_json()? {
-        return Err(Error::InvalidArgument(format!(
-            "{}: the checkpoint holds another model than --model names; resume with the \
+    let other = |why: String| {
+        Error::InvalidArgument(format!(
+            "{}: the checkpoint holds another model than --model names{why}; resume with the \
              same --model",
             path.display()
-        )));
+        ))
+    };
+    let expected = expected(model.seed()).map_err(|e| other(format!(" ({e})")))?;
+    if expected.to_json()? != model.to_json()? {
+        return Err(other(String::new()));
     }
     Ok((model, checkpoint))
 }

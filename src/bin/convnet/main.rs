@@ -31,7 +31,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Train a model on MNIST (the classic Keras LeNet recipe), CIFAR-10 or your own image folder.
-    Train(train::TrainArgs),
+    Train(Box<train::TrainArgs>),
     /// Test scores on MNIST of weights saved by `train --save-weights`, per digit too.
     Evaluate(evaluate::EvaluateArgs),
     /// Classify pictures of digits (PNG, JPEG) with weights saved by `train --save-weights`.
@@ -60,7 +60,7 @@ fn set_threads(threads: Option<usize>) -> convnet::Result<()> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Train(args) => train::run(args),
+        Command::Train(args) => train::run(*args),
         Command::Evaluate(args) => evaluate::run(args),
         Command::Predict(args) => predict::run(args),
         Command::Summary(args) => summary::run(args),

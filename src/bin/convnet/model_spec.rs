@@ -81,8 +81,31 @@ impl ModelSpec {
     }
 
     /// The model for `data`'s pictures and classes, with weights from
-    /// `seed`, built.
-    pub fn model_for(&self, data: &TrainingData, seed: u64) -> Result<Sequential> {
+    /// `seed`, after the `augment` layers, built.
+    pub fn model_for(
+        &self,
+        data: &TrainingData,
+        seed: u64,
+        augment: &[Augment],
+    ) -> Result<Sequential> {
+        let model = self.bare_model_for(data, seed)?;
+        if augment.is_empty() {
+            return Ok(model);
+        }
+        let mut augmented = Sequential::with_seed(seed);
+        for (i, kind) in augment.iter().enumerate() {
+            let input = (i == 0).then(|| model.input_shape().to_vec());
+            augmented.add_boxed(kind.layer(input.as_deref()));
+        }
+        for layer in model.into_layers() {
+            augmented.add_boxed(layer);
+        }
+        augmented.build()?;
+        Ok(augmented)
+    }
+
+    /// [`ModelSpec::model_for`] without augmentation.
+    fn bare_model_for(&self, data: &TrainingData, seed: u64) -> Result<Sequential> {
         let input = data.input_shape();
         let classes = data.class_names.len();
         let shown = input
@@ -165,6 +188,46 @@ impl ModelSpec {
                  (found {other:?})",
                 path.display()
             ))),
+        }
+    }
+}
+
+/// The augmentations of `train --augment`: layers that change each
+/// training picture at random, and leave pictures alone at inference.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Augment {
+    /// Mirror left-right, half the time (not for digits or text).
+    Flip,
+    /// Shift by up to 10% of the height and width.
+    Translate,
+    /// Turn by up to 18 degrees either way.
+    Rotate,
+    /// Zoom in or out by up to 10%.
+    Zoom,
+}
+
+impl Augment {
+    /// What `--augment` alone asks for: changes that keep digits digits.
+    pub const DEFAULT: [Augment; 3] = [Augment::Translate, Augment::Rotate, Augment::Zoom];
+
+    /// The layer, with the model's input shape if it comes first.
+    fn layer(self, input_shape: Option<&[usize]>) -> Box<dyn convnet::layers::Layer> {
+        use convnet::layers::{
+            FlipMode, RandomFlip, RandomRotation, RandomTranslation, RandomZoom,
+        };
+        macro_rules! with_input {
+            ($layer:expr) => {
+                match input_shape {
+                    Some(shape) => Box::new($layer.input_shape(shape)),
+                    None => Box::new($layer),
+                }
+            };
+        }
+        match self {
+            Augment::Flip => with_input!(RandomFlip::new(FlipMode::Horizontal)),
+            Augment::Translate => with_input!(RandomTranslation::new(0.1, 0.1)),
+            Augment::Rotate => with_input!(RandomRotation::new(0.05)),
+            Augment::Zoom => with_input!(RandomZoom::new(0.1)),
         }
     }
 }

@@ -3,9 +3,12 @@
 use std::io::ErrorKind;
 use std::path::Path;
 
+use convnet::datasets::image_folder::{self, ColorMode};
 use convnet::{Error, Result};
 use image::{DynamicImage, ImageReader};
-use ndarray::Array2;
+use ndarray::{Array2, Array3};
+
+use super::train_data::PIXEL_SCALE;
 
 /// Reads a PNG or JPEG (recognised by its contents, whatever its name) as
 /// grey levels 0..255 with the BT.601 luma weights, rounded to whole levels
@@ -25,10 +28,40 @@ pub fn read_grey(path: &Path) -> Result<Array2<f64>> {
     ))
 }
 
+/// The picture at `path` as training on an image folder reads it:
+/// converted to `mode`, resized to `(height, width)`, pixels / 255.
+pub fn read_resized(
+    path: &Path,
+    (height, width): (usize, usize),
+    mode: ColorMode,
+) -> Result<Array3<f32>> {
+    decode(path)?; // for its messages about missing, empty and cut files
+    let mut sample = Array3::zeros((height, width, mode.channels()));
+    let out = sample.as_slice_mut().expect("a new array is contiguous");
+    image_folder::load_picture(path, (height, width, mode), PIXEL_SCALE, out)?;
+    Ok(sample)
+}
+
+/// The picture at `path` in its own size, converted to `mode`, pixels / 255.
+pub fn read_as(path: &Path, mode: ColorMode) -> Result<Array3<f32>> {
+    let picture = decode(path)?;
+    let (width, height) = (picture.width() as usize, picture.height() as usize);
+    let bytes = match mode {
+        ColorMode::Grayscale => picture.to_luma8().into_raw(),
+        ColorMode::Rgb => picture.to_rgb8().into_raw(),
+    };
+    let values = bytes
+        .into_iter()
+        .map(|b| f32::from(b) * PIXEL_SCALE)
+        .collect();
+    Array3::from_shape_vec((height, width, mode.channels()), values)
+        .map_err(|e| Error::Shape(e.to_string()))
+}
+
 fn decode(path: &Path) -> Result<DynamicImage> {
     let unreadable = |problem: String| {
         Error::Image(format!(
-            "{}: cannot read this image ({problem}); convnet reads PNG and JPEG files",
+            "{}: cannot read this image ({problem}); convnet reads PNG, JPEG and BMP files",
             path.display()
         ))
     };

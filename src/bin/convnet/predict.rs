@@ -3,9 +3,10 @@
 use std::path::{Path, PathBuf};
 
 use clap::Args;
+use convnet::datasets::image_folder::ColorMode;
 use convnet::preprocess::{MNIST_SIDE, mnist_digit};
 use convnet::{Error, Result, Sequential};
-use ndarray::{Array2, Axis};
+use ndarray::{Array4, Axis};
 
 use super::model_args::ModelArgs;
 use super::picture;
@@ -15,19 +16,23 @@ use super::picture;
 pub struct PredictArgs {
     #[command(flatten)]
     model: ModelArgs,
-    /// Pictures of one digit each, PNG or JPEG, of any size: dark ink on
-    /// light paper or light on dark, colour or grey. Each is made into an
-    /// MNIST digit first: inverted if its background is light, cropped to
-    /// the ink, scaled into 20x20 and centred by mass in 28x28.
+    /// Pictures (PNG, JPEG, BMP) of any size. For a digit model (trained
+    /// on MNIST) each should show one digit, dark ink on light paper or
+    /// light on dark, colour or grey, and is made into an MNIST digit
+    /// first: inverted if its background is light, cropped to the ink,
+    /// scaled into 20x20 and centred by mass in 28x28. For a model trained
+    /// on an image folder or CIFAR-10, each is resized to the model's
+    /// input, as training resized them.
     #[arg(required = true, value_name = "IMAGE")]
     images: Vec<PathBuf>,
     /// Use the pictures as they are, with none of the steps above: each
-    /// must already have the model's input size (28x28 for lenet; other
-    /// sizes are refused, not resized) and MNIST's look, light ink on black.
+    /// must already have the model's input size (other sizes are refused,
+    /// not resized), and for a digit model MNIST's look, light ink on black.
     #[arg(long)]
     no_preprocess: bool,
     /// Print one JSON object per picture and line: {"file", "digit" (for
-    /// models with 10 outputs on 28x28x1 inputs), "class", "probabilities"}.
+    /// digit models), "class", "class_name" (for models that know their
+    /// classes' names), "probabilities"}.
     #[arg(long)]
     json: bool,
 }
@@ -39,6 +44,8 @@ struct Prediction<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     digit: Option<usize>,
     class: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    class_name: Option<&'a str>,
     probabilities: &'a [f32],
 }
 
@@ -47,11 +54,12 @@ struct Prediction<'a> {
 /// failed.
 pub fn run(args: PredictArgs) -> Result<()> {
     let model = args.model.load()?;
-    let (height, width) = picture_size(&model, args.no_preprocess)?;
-    let digits = model.input_shape() == [MNIST_SIDE, MNIST_SIDE, 1] && model.output_shape() == [10];
+    let reading = Reading::of(&model, args.no_preprocess)?;
+    let digits = reading == Reading::Digit
+        || (model.class_names().is_empty() && model.output_shape() == [10]);
     let mut failed = 0;
     for path in &args.images {
-        let input = model_input(path, args.no_preprocess, (height, width));
+        let input = reading.input(path);
         match input.and_then(|x| probabilities(&model, x)) {
             Ok(probabilities) => {
                 let class = convnet::metrics::argmax(&probabilities);
@@ -59,9 +67,10 @@ pub fn run(args: PredictArgs) -> Result<()> {
                     file: path.display().to_string(),
                     digit: digits.then_some(class),
                     class,
+                    class_name: model.class_names().get(class).map(String::as_str),
                     probabilities: &probabilities,
                 };
-                println!("{}", line(&prediction, args.json)?);
+                println!("{}", line(&prediction, model.class_names(), args.json)?);
             }
             Err(e) => {
                 eprintln!("error: {e}");
@@ -78,57 +87,84 @@ pub fn run(args: PredictArgs) -> Result<()> {
     }
 }
 
-/// The picture size the model takes: grey pictures only, and 28x28 unless
-/// the pictures come ready (`--no-preprocess`).
-fn picture_size(model: &Sequential, no_preprocess: bool) -> Result<(usize, usize)> {
-    let shape = model.input_shape();
-    let &[height, width, 1] = shape else {
-        return Err(Error::InvalidArgument(format!(
-            "convnet predict reads grey pictures, but this model takes inputs of shape {shape:?}"
-        )));
-    };
-    if !no_preprocess && (height, width) != (MNIST_SIDE, MNIST_SIDE) {
-        return Err(Error::InvalidArgument(format!(
-            "the preprocessing makes 28x28 MNIST digits, but this model takes {height}x{width} \
-             pictures: give pictures of that size with --no-preprocess"
-        )));
-    }
-    Ok((height, width))
+/// How `predict` makes a picture into the model's input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Reading {
+    /// Made into an MNIST digit (a 28x28x1 model without class names).
+    Digit,
+    /// Resized to `(height, width)`, grey or colour, pixels / 255: as an
+    /// image folder's pictures were in training.
+    Resized(usize, usize, ColorMode),
+    /// Taken as it is: it must have the model's size.
+    AsIs(usize, usize, ColorMode),
 }
 
-/// The picture at `path` as the model's input: grey levels in [0, 1],
-/// made into an MNIST digit unless `no_preprocess`.
-fn model_input(path: &Path, no_preprocess: bool, size: (usize, usize)) -> Result<Array2<f32>> {
-    let grey = picture::read_grey(path)?.mapv(|v| (v / 255.0) as f32);
-    if no_preprocess {
-        if grey.dim() != size {
-            let ((h, w), (want_h, want_w)) = (grey.dim(), size);
+impl Reading {
+    /// The reading for `model`'s input.
+    fn of(model: &Sequential, no_preprocess: bool) -> Result<Reading> {
+        let shape = model.input_shape();
+        let &[height, width, channels] = shape else {
             return Err(Error::InvalidArgument(format!(
-                "{}: the picture is {w}x{h} but --no-preprocess needs the model's \
-                 {want_w}x{want_h}; leave out --no-preprocess to fit it",
-                path.display()
+                "convnet predict reads pictures, but this model takes inputs of shape {shape:?}"
             )));
-        }
-        return Ok(grey);
-    }
-    mnist_digit(grey.view()).map_err(|e| {
-        let message = match e {
-            Error::Image(message) => message,
-            other => other.to_string(),
         };
-        Error::Image(format!("{}: {message}", path.display()))
-    })
+        let mode = ColorMode::with_channels(channels).ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "convnet predict reads grey or RGB pictures, but this model takes {channels} \
+                 channels"
+            ))
+        })?;
+        let digit_model = model.class_names().is_empty() && shape == [MNIST_SIDE, MNIST_SIDE, 1];
+        Ok(match (no_preprocess, digit_model) {
+            (true, _) => Reading::AsIs(height, width, mode),
+            (false, true) => Reading::Digit,
+            (false, false) => Reading::Resized(height, width, mode),
+        })
+    }
+
+    /// The picture at `path` as one input sample `(1, h, w, c)`.
+    fn input(self, path: &Path) -> Result<Array4<f32>> {
+        let named = |e: Error| match e {
+            Error::Image(message) if !message.contains(&path.display().to_string()) => {
+                Error::Image(format!("{}: {message}", path.display()))
+            }
+            other => other,
+        };
+        let sample = match self {
+            Reading::Digit => {
+                let grey = picture::read_grey(path)?.mapv(|v| (v / 255.0) as f32);
+                mnist_digit(grey.view())
+                    .map_err(named)?
+                    .insert_axis(Axis(2))
+            }
+            Reading::Resized(height, width, mode) => {
+                picture::read_resized(path, (height, width), mode)?
+            }
+            Reading::AsIs(height, width, mode) => {
+                let sample = picture::read_as(path, mode)?;
+                let (h, w, _) = sample.dim();
+                if (h, w) != (height, width) {
+                    return Err(Error::InvalidArgument(format!(
+                        "{}: the picture is {w}x{h} but --no-preprocess needs the model's \
+                         {width}x{height}; leave out --no-preprocess to fit it",
+                        path.display()
+                    )));
+                }
+                sample
+            }
+        };
+        Ok(sample.insert_axis(Axis(0)))
+    }
 }
 
-/// The model's outputs for one grey picture.
-fn probabilities(model: &Sequential, picture: Array2<f32>) -> Result<Vec<f32>> {
-    let batch = picture.insert_axis(Axis(0)).insert_axis(Axis(3));
-    Ok(model.predict(&batch)?.into_iter().collect())
+/// The model's outputs for one input sample.
+fn probabilities(model: &Sequential, sample: Array4<f32>) -> Result<Vec<f32>> {
+    Ok(model.predict(&sample)?.into_iter().collect())
 }
 
 /// `--json`'s object, or a line such as
 /// `seven.png: digit 7 (7: 99.1%, 2: 0.5%, 3: <0.1%)`.
-fn line(prediction: &Prediction, json: bool) -> Result<String> {
+fn line(prediction: &Prediction, names: &[String], json: bool) -> Result<String> {
     if json {
         return serde_json::to_string(prediction)
             .map_err(|e| Error::Data(format!("cannot encode the prediction as JSON: {e}")));
@@ -143,17 +179,24 @@ fn line(prediction: &Prediction, json: bool) -> Result<String> {
     let top: Vec<String> = ranked
         .iter()
         .take(3)
-        .map(|&(class, p)| format!("{class}: {}", percent(p)))
+        .map(|&(class, p)| {
+            let name = names
+                .get(class)
+                .map_or_else(|| class.to_string(), |n| n.to_string());
+            format!("{name}: {}", percent(p))
+        })
         .collect();
     let kind = if prediction.digit.is_some() {
         "digit"
     } else {
         "class"
     };
+    let class = prediction
+        .class_name
+        .map_or_else(|| prediction.class.to_string(), str::to_string);
     Ok(format!(
-        "{}: {kind} {} ({})",
+        "{}: {kind} {class} ({})",
         prediction.file,
-        prediction.class,
         top.join(", ")
     ))
 }
@@ -177,6 +220,7 @@ mod tests {
             file: "a.png".into(),
             digit,
             class: 1,
+            class_name: None,
             probabilities,
         }
     }
@@ -185,11 +229,11 @@ mod tests {
     fn lines_show_the_three_likeliest_classes() {
         let p = [0.01, 0.9, 0.0001, 0.0899];
         assert_eq!(
-            line(&prediction(Some(1), &p), false).unwrap(),
+            line(&prediction(Some(1), &p), &[], false).unwrap(),
             "a.png: digit 1 (1: 90.0%, 3: 9.0%, 0: 1.0%)"
         );
         assert_eq!(
-            line(&prediction(None, &p[..2]), false).unwrap(),
+            line(&prediction(None, &p[..2]), &[], false).unwrap(),
             "a.png: class 1 (1: 90.0%, 0: 1.0%)"
         );
         assert_eq!(percent(0.0004), "<0.1%");
@@ -197,13 +241,31 @@ mod tests {
     }
 
     #[test]
+    fn named_classes_are_shown_by_name() {
+        let names = ["cat".to_string(), "dog".to_string()];
+        let p = [0.25, 0.75];
+        let named = Prediction {
+            class_name: Some("dog"),
+            ..prediction(None, &p)
+        };
+        assert_eq!(
+            line(&named, &names, false).unwrap(),
+            "a.png: class dog (dog: 75.0%, cat: 25.0%)"
+        );
+        assert_eq!(
+            line(&named, &names, true).unwrap(),
+            r#"{"file":"a.png","class":1,"class_name":"dog","probabilities":[0.25,0.75]}"#
+        );
+    }
+
+    #[test]
     fn json_has_a_digit_only_for_digit_models() {
-        let digit = line(&prediction(Some(1), &[0.25, 0.75]), true).unwrap();
+        let digit = line(&prediction(Some(1), &[0.25, 0.75]), &[], true).unwrap();
         assert_eq!(
             digit,
             r#"{"file":"a.png","digit":1,"class":1,"probabilities":[0.25,0.75]}"#
         );
-        let other = line(&prediction(None, &[0.25, 0.75]), true).unwrap();
+        let other = line(&prediction(None, &[0.25, 0.75]), &[], true).unwrap();
         assert_eq!(
             other,
             r#"{"file":"a.png","class":1,"probabilities":[0.25,0.75]}"#

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use clap::{Args, ValueEnum};
 
 use super::checkpoints;
-use super::model_spec::ModelSpec;
+use super::model_spec::{Augment, ModelSpec};
 use super::train_data::{self, DataKind, DataRequest, TrainingData};
 use convnet::callbacks::{Callback, EarlyStopping};
 use convnet::datasets::image_folder::ColorMode;
@@ -31,7 +31,7 @@ pub struct TrainArgs {
     /// Samples per gradient step.
     #[arg(long, default_value_t = 128)]
     batch_size: usize,
-    /// adam, sgd or rmsprop.
+    /// adam, adamw, sgd or rmsprop.
     #[arg(long, default_value = "adam")]
     optimizer: String,
     /// Learning rate (default: the optimizer's Keras default).
@@ -108,6 +108,26 @@ pub struct TrainArgs {
     /// every step.
     #[arg(long, value_enum)]
     lr_schedule: Option<Schedule>,
+    /// Change each training picture at random: any of flip, translate,
+    /// rotate, zoom, comma-separated; alone, translate,rotate,zoom. The
+    /// layers go in front of the model (and its file), and do nothing at
+    /// inference.
+    #[arg(long, value_enum, value_delimiter = ',', num_args = 0..=1, value_name = "LIST")]
+    augment: Option<Vec<Augment>>,
+    /// Decoupled weight decay (AdamW's; for the other optimizers, Keras's
+    /// weight_decay option): each step also multiplies the weights by
+    /// 1 - lr * decay.
+    #[arg(long, value_name = "DECAY")]
+    weight_decay: Option<f32>,
+    /// Clip each weight tensor's gradient to this norm.
+    #[arg(long, value_name = "NORM")]
+    clipnorm: Option<f32>,
+    /// Clip each gradient value to [-VALUE, VALUE].
+    #[arg(long, value_name = "VALUE")]
+    clipvalue: Option<f32>,
+    /// Smooth the one-hot targets: y * (1 - E) + E / classes.
+    #[arg(long, value_name = "E", allow_negative_numbers = true)]
+    label_smoothing: Option<f32>,
     /// Validate on this fraction of the training images, the last ones,
     /// instead of on the test images (which still give the final test
     /// scores).
@@ -209,6 +229,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         ));
     }
     let spec = ModelSpec::parse(&args.model)?;
+    let kind = train_data::kind_of(args.data_dir.as_deref());
     let data = train_data::load(&data_request(&args, &spec)?).map_err(|e| match e {
         // The library's wording (tests/cli.rs checks it).
         Error::Data(message) if message.contains("checksum mismatch") => {
@@ -217,15 +238,24 @@ pub fn run(args: TrainArgs) -> Result<()> {
         other => other,
     })?;
     let train_count = data.train.len();
+    let augment = augmentations(&args);
     let checkpoint_dir = args.checkpoint_dir.as_ref().or(args.resume.as_ref());
     if let Some(dir) = &args.checkpoint_dir {
         checkpoints::prepare_dir(dir)?;
     }
     let (mut model, done) = match &args.resume {
-        Some(dir) => checkpoints::resume(dir, |seed| spec.model_for(&data, seed))?,
-        None => (new_model(&args, &spec, &data)?, Checkpoint::default()),
+        Some(dir) => checkpoints::resume(dir, |seed| spec.model_for(&data, seed, &augment))?,
+        None => (
+            new_model(&args, &spec, &data, &augment)?,
+            Checkpoint::default(),
+        ),
     };
-    model.set_class_names(data.class_names.iter().cloned());
+    // MNIST's classes are the digits themselves; named classes are kept
+    // in the model for `predict`, which also reads pictures as training
+    // read them: digit models make each picture an MNIST digit first.
+    if kind != DataKind::Mnist {
+        model.set_class_names(data.class_names.iter().cloned());
+    }
     // A checkpoint keeps the base rate, not the schedule: given again here.
     set_schedule(model.optimizer_mut()?, &args, train_count)?;
     if args.verbose > 0 {
@@ -373,15 +403,59 @@ fn data_request<'a>(args: &'a TrainArgs, spec: &ModelSpec) -> Result<DataRequest
 
 /// The model `--model` names (a ready-made one, or an architecture file),
 /// for the data's pictures and classes, compiled as the flags say.
-fn new_model(args: &TrainArgs, spec: &ModelSpec, data: &TrainingData) -> Result<Sequential> {
-    let mut model = spec.model_for(data, args.seed)?;
-    let optimizer = optimizers::by_name(&args.optimizer, args.lr)?;
-    model.compile_boxed(
-        Loss::CategoricalCrossentropy,
-        optimizer,
-        &[Metric::Accuracy],
-    )?;
+fn new_model(
+    args: &TrainArgs,
+    spec: &ModelSpec,
+    data: &TrainingData,
+    augment: &[Augment],
+) -> Result<Sequential> {
+    let mut model = spec.model_for(data, args.seed, augment)?;
+    let mut optimizer = optimizers::by_name(&args.optimizer, args.lr)?;
+    let settings = [
+        ("weight_decay", args.weight_decay),
+        ("clipnorm", args.clipnorm),
+        ("clipvalue", args.clipvalue),
+    ];
+    for (name, value) in settings {
+        if let Some(value) = value {
+            let flag = format!("--{}", name.replace('_', "-"));
+            optimizer
+                .apply_settings(&[(name.to_string(), value)])
+                .map_err(|e| flag_error(e, name, &flag))?;
+        }
+    }
+    let mut loss = Loss::CategoricalCrossentropy;
+    if let Some(epsilon) = args.label_smoothing {
+        loss = loss
+            .label_smoothing(epsilon)
+            .map_err(|e| flag_error(e, "label_smoothing", "--label-smoothing"))?;
+    }
+    model.compile_boxed(loss, optimizer, &[Metric::Accuracy])?;
     Ok(model)
+}
+
+/// The augmentation layers `--augment` asks for, in a fixed order.
+fn augmentations(args: &TrainArgs) -> Vec<Augment> {
+    match &args.augment {
+        None => Vec::new(),
+        Some(list) if list.is_empty() => Augment::DEFAULT.to_vec(),
+        Some(list) => {
+            let mut kinds = list.clone();
+            kinds.sort_by_key(|&k| k as u8);
+            kinds.dedup();
+            kinds
+        }
+    }
+}
+
+/// A library message about `name`, in the words of its flag.
+fn flag_error(e: Error, name: &str, flag: &str) -> Error {
+    match e {
+        Error::InvalidArgument(message) => {
+            Error::InvalidArgument(format!("{flag}: {}", message.replace(name, flag)))
+        }
+        other => other,
+    }
 }
 
 /// `"N held out for validation, "`, or nothing without a validation split.
