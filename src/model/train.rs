@@ -530,6 +530,58 @@ mod tests {
         assert!(whole[0].iter().any(|&g| g != 0.0));
     }
 
+    /// Samples read "from files": the same values, gathered ahead by the
+    /// background loader.
+    struct Streamed<'a>(&'a ArrayD<f32>);
+
+    impl Samples for Streamed<'_> {
+        fn len(&self) -> usize {
+            Samples::len(self.0)
+        }
+        fn sample_shape(&self) -> Vec<usize> {
+            self.0.sample_shape()
+        }
+        fn gather(&self, indices: &[usize], out: &mut [f32]) -> Result<()> {
+            self.0.gather(indices, out)
+        }
+        fn prefers_prefetch(&self) -> bool {
+            true
+        }
+    }
+
+    /// The loader changes where batches come from, not what training does:
+    /// the same weights, Dropout and replicas included.
+    #[test]
+    fn prefetched_batches_train_exactly_as_in_memory_ones() {
+        let mut rng = Rng::seed_from_u64(8);
+        let x = ArrayD::from_shape_fn(IxDyn(&[150, 8, 8, 1]), |_| rng.random_range(-1.0..1.0));
+        let y = ArrayD::from_shape_fn(IxDyn(&[150, 4]), |i| (i[0] % 4 == i[1]) as u8 as f32);
+        let train = |streamed: bool| {
+            let mut model = small_model();
+            let options = Fit {
+                batch_size: 70,
+                epochs: 2,
+                verbose: 0,
+                replicas: Some(2),
+                ..Fit::default()
+            };
+            let history = if streamed {
+                model.fit(&Streamed(&x), &Streamed(&y), options).unwrap()
+            } else {
+                model.fit(&x, &y, options).unwrap()
+            };
+            let weights: Vec<ArrayD<f32>> =
+                model.params().iter().map(|p| p.value.clone()).collect();
+            (weights, history)
+        };
+        let ((streamed, with_loader), (in_memory, without)) = (train(true), train(false));
+        assert_eq!(streamed, in_memory);
+        assert_eq!(with_loader.history, without.history);
+        assert_eq!(with_loader.loading_seconds.len(), 2);
+        assert!(with_loader.loading_seconds.iter().all(|&s| s > 0.0));
+        assert!(without.loading_seconds.iter().all(|&s| s == 0.0));
+    }
+
     #[test]
     fn replica_counts_follow_the_batch_not_the_threads() {
         assert_eq!(replicas::replica_count(128, None), 2);

@@ -3,12 +3,22 @@
 //! normalization and relu, then 2x2 max pooling; global average pooling
 //! and one dense softmax layer. Its convolutions have no bias, as the
 //! batch normalization after them shifts their output anyway.
+//!
+//! The moving statistics follow the batches with momentum 0.9 (PyTorch's
+//! default, momentum=0.1 in its terms), not Keras's 0.99: over the few
+//! thousand steps of a small run, Keras's lag so far behind the weights
+//! that inference scores swing (measured on 6,000 MNIST pictures, 5
+//! epochs: 79% at inference against 98% in training, 96% once the
+//! statistics caught up).
 
 use crate::layers::{
     ActivationLayer, BatchNormalization, Conv2D, Dense, GlobalAveragePooling2D, MaxPooling2D,
     Padding,
 };
 use crate::{Activation::*, Sequential};
+
+/// The momentum of the BatchNormalization layers' moving statistics.
+const MOMENTUM: f32 = 0.9;
 
 /// The filters of each block's convolutions.
 const BLOCKS: [usize; 2] = [32, 64];
@@ -37,7 +47,7 @@ pub fn vgg_small(seed: u64, input_shape: [usize; 3], classes: usize) -> Sequenti
             } else {
                 model.add(layer);
             }
-            model.add(BatchNormalization::new());
+            model.add(BatchNormalization::new().momentum(MOMENTUM));
             model.add(ActivationLayer::new(Relu));
         }
         model.add(MaxPooling2D::new((2, 2)));
