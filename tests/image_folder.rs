@@ -170,3 +170,71 @@ fn bad_folders_and_architectures_are_refused_clearly() {
         assert_error(&train(&["--model", path(&architecture)]), needles);
     }
 }
+
+/// CIFAR-10's binary files (six, of `records` random records each) train
+/// vgg-small with augmentation, and the model names CIFAR-10's classes.
+#[test]
+fn cifar10_files_train_with_augmentation_and_name_their_classes() {
+    let root = tempfile::tempdir().unwrap();
+    let files = [
+        "data_batch_1.bin",
+        "data_batch_2.bin",
+        "data_batch_3.bin",
+        "data_batch_4.bin",
+        "data_batch_5.bin",
+        "test_batch.bin",
+    ];
+    for (i, name) in files.iter().enumerate() {
+        let records: Vec<u8> = (0..4u8)
+            .flat_map(|r| {
+                let pixels = (0..3072).map(move |p| (p as u8).wrapping_mul(r + 1));
+                std::iter::once((r + i as u8) % 10).chain(pixels)
+            })
+            .collect();
+        std::fs::write(root.path().join(name), records).unwrap();
+    }
+    let model = root.path().join("m.safetensors");
+    let out = convnet(&[
+        "train",
+        "--data-dir",
+        path(root.path()),
+        "--model",
+        "vgg-small",
+        "--augment",
+        "flip,rotate",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "4",
+        "--save",
+        path(&model),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("on 20 CIFAR-10 pictures (4 test)"),
+        "{}",
+        stdout(&out)
+    );
+    let picture = root.path().join("p.png");
+    image::RgbImage::new(40, 30).save(&picture).unwrap();
+    let out = convnet(&[
+        "predict",
+        "--json",
+        "--model-file",
+        path(&model),
+        path(&picture),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let prediction: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    let name = prediction["class_name"].as_str().unwrap();
+    assert!(
+        convnet::datasets::cifar10::CLASS_NAMES.contains(&name),
+        "{prediction}"
+    );
+    let flags = ["--image-size", "28"];
+    let out = convnet(&[&["train", "--data-dir", path(root.path())][..], &flags].concat());
+    assert_error(
+        &out,
+        &["--image-size and --color-mode are for image folders"],
+    );
+}
