@@ -139,6 +139,15 @@ fn bytes(values: ArrayView3<f32>) -> ndarray::Array3<u8> {
     values.mapv(|v| (v.clamp(0.0, 1.0) * 255.0).round() as u8)
 }
 
+/// A probability as a whole percentage, never a misleading "100%".
+fn percent(p: f32) -> String {
+    if p >= 0.995 {
+        ">99%".to_string()
+    } else {
+        format!("{:.0}%", p * 100.0)
+    }
+}
+
 /// The integer scale that shows a `side`-pixel picture at about `target`.
 fn scale_for(side: usize, target: u32) -> u32 {
     (target / side.max(1) as u32).max(1)
@@ -229,7 +238,7 @@ pub fn misclassified(
             ),
             caption: vec![
                 format!("true: {}", name(truth)),
-                format!("said: {} ({:.0}%)", name(predicted), p * 100.0),
+                format!("said: {} ({})", name(predicted), percent(p)),
             ],
         });
     }
