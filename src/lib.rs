@@ -43,6 +43,8 @@ pub mod metrics;
 pub mod model;
 pub mod models;
 pub mod optimizers;
+#[cfg(feature = "plots")]
+pub mod plots;
 pub mod preprocess;
 pub mod schedules;
 pub mod signal;

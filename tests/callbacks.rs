@@ -263,6 +263,41 @@ fn csv_logger_writes_a_row_per_epoch_and_appends() {
 }
 
 #[test]
+fn history_to_csv_is_what_csv_logger_writes() {
+    let folder = tempfile::tempdir().unwrap();
+    let (logged, saved) = (folder.path().join("log.csv"), folder.path().join("h.csv"));
+    let mut model = tiny_model(0.1);
+    let (x, y) = tiny_data(40);
+    let history = model
+        .fit(
+            &x,
+            &y,
+            Fit {
+                epochs: 3,
+                batch_size: 8,
+                verbose: 0,
+                validation_split: 0.25,
+                callbacks: vec![Box::new(CSVLogger::new(&logged))],
+                ..Fit::default()
+            },
+        )
+        .unwrap();
+    let expected = std::fs::read_to_string(&logged).unwrap();
+    assert!(
+        expected.starts_with("epoch,loss,val_loss\n0,"),
+        "{expected}"
+    );
+    assert_eq!(expected.lines().count(), 4, "{expected}");
+    assert_eq!(history.to_csv(), expected);
+    history.save_csv(&saved).unwrap();
+    assert_eq!(std::fs::read_to_string(&saved).unwrap(), expected);
+    // A folder that does not exist: an error, and no file.
+    let missing = folder.path().join("no/h.csv");
+    assert!(history.save_csv(&missing).is_err());
+    assert!(!missing.exists());
+}
+
+#[test]
 fn file_callbacks_check_their_folder_when_training_begins() {
     let folder = tempfile::tempdir().unwrap();
     let missing = folder.path().join("no/such/folder/log.csv");

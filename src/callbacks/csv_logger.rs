@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use super::{Callback, Logs, check_writable_folder};
-use crate::{Error, Result, Sequential};
+use crate::{Error, History, Result, Sequential};
 
 /// Writes `epoch` and each epoch's logs, columns in alphabetical order, to
 /// a CSV file (Keras 3 `CSVLogger`: same arguments, defaults and columns,
@@ -52,8 +52,48 @@ impl CSVLogger {
     }
 
     fn line(&self, cells: impl IntoIterator<Item = String>) -> String {
-        let cells: Vec<String> = cells.into_iter().collect();
-        cells.join(&self.separator.to_string()) + "\n"
+        line(self.separator, cells)
+    }
+}
+
+/// One CSV row: `cells` joined by `separator`, and a line end.
+fn line(separator: char, cells: impl IntoIterator<Item = String>) -> String {
+    let cells: Vec<String> = cells.into_iter().collect();
+    cells.join(&separator.to_string()) + "\n"
+}
+
+/// A CSV cell: the value, or `NA` for a missing one.
+fn cell(value: Option<f64>) -> String {
+    value.map_or_else(|| "NA".to_string(), |v| v.to_string())
+}
+
+impl History {
+    /// The history as the CSV file that a [`CSVLogger`] writes during
+    /// `fit`: a header `epoch,accuracy,loss,...` (columns in alphabetical
+    /// order), then one row per epoch that `fit` ran, numbered from 0, `NA`
+    /// where a column has no value for it.
+    ///
+    /// ```
+    /// let mut history = convnet::History::default();
+    /// history.history.insert("loss".into(), vec![0.5, 0.25]);
+    /// history.history.insert("accuracy".into(), vec![0.75, 0.875]);
+    /// assert_eq!(history.to_csv(), "epoch,accuracy,loss\n0,0.75,0.5\n1,0.875,0.25\n");
+    /// ```
+    pub fn to_csv(&self) -> String {
+        let header = std::iter::once("epoch".to_string()).chain(self.history.keys().cloned());
+        let mut text = line(',', header);
+        let epochs = self.history.values().map(Vec::len).max().unwrap_or(0);
+        for epoch in 0..epochs {
+            let values = self.history.values().map(|v| cell(v.get(epoch).copied()));
+            text += &line(',', std::iter::once(epoch.to_string()).chain(values));
+        }
+        text
+    }
+
+    /// Writes [`History::to_csv`] to `path`, atomically: a file that
+    /// cannot be written leaves nothing behind.
+    pub fn save_csv(&self, path: impl AsRef<Path>) -> Result<()> {
+        crate::io::write_atomic(path.as_ref(), self.to_csv().as_bytes())
     }
 }
 
@@ -84,8 +124,11 @@ impl Callback for CSVLogger {
         }
         let columns = self.columns.as_deref().unwrap_or_default();
         let values = columns.iter().map(|column| {
-            let value = logs.iter().find(|(name, _)| name == column);
-            value.map_or_else(|| "NA".to_string(), |(_, v)| v.to_string())
+            cell(
+                logs.iter()
+                    .find(|(name, _)| name == column)
+                    .map(|(_, v)| *v),
+            )
         });
         let row = self.line(std::iter::once(epoch.to_string()).chain(values));
         self.text.push_str(&row);

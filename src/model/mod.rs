@@ -6,12 +6,13 @@
 //! which layers run fused; `network` runs the plan's stages over a batch;
 //! `score` computes the loss and metrics; `train` is the `fit` loop;
 //! `replicas` the data-parallel copies and the gradient reducer; `infer`
-//! evaluates and predicts on `&self`; `profile` times the layers.
+//! evaluates and predicts on `&self`; `maps` gives each layer's output; `profile` times the layers.
 
 mod build;
 mod config;
 mod infer;
 mod loader;
+mod maps;
 mod network;
 mod plan;
 mod profile;

@@ -12,6 +12,7 @@ use convnet::{Error, Result};
 use ndarray::{Array2, Axis, Ix2, s};
 
 use super::model_args::ModelArgs;
+use super::visuals::Pictures;
 
 /// Arguments of `convnet evaluate`.
 #[derive(Args)]
@@ -29,6 +30,16 @@ pub struct EvaluateArgs {
     /// "support" (one per digit), "macro" (their unweighted means)}.
     #[arg(long)]
     json: bool,
+    /// Also draw the confusion matrix as a heat map with counts into this PNG file.
+    #[arg(long, value_name = "FILE")]
+    confusion_matrix: Option<PathBuf>,
+    /// Also draw the most confidently misclassified test images, with their true
+    /// and predicted digits, into this PNG file.
+    #[arg(long, value_name = "FILE")]
+    misclassified: Option<PathBuf>,
+    /// How many images --misclassified shows at most.
+    #[arg(long, value_name = "N", default_value_t = 30)]
+    misclassified_count: usize,
 }
 
 /// What `--json` prints.
@@ -51,6 +62,12 @@ struct MacroAverage {
 }
 
 pub fn run(args: EvaluateArgs) -> Result<()> {
+    for path in [&args.confusion_matrix, &args.misclassified]
+        .into_iter()
+        .flatten()
+    {
+        super::train::check_writable_folder(path)?;
+    }
     let model = args.model.load()?;
     let (_, (test_x, test_y)) = super::train::load_mnist(args.data_dir.as_deref(), true)?;
     let test_x = super::train::first(&test_x, args.test_limit);
@@ -67,6 +84,12 @@ pub fn run(args: EvaluateArgs) -> Result<()> {
     let labels: Vec<usize> = test_y.iter().map(|&label| usize::from(label)).collect();
     let confusion = confusion_matrix(outputs.view(), &labels)?;
     let report = ClassReport::new(&confusion);
+    let pictures = Pictures {
+        confusion_matrix: args.confusion_matrix.as_deref(),
+        misclassified: args.misclassified.as_deref(),
+        count: args.misclassified_count,
+        quiet: args.json,
+    };
     if args.json {
         println!("{}", json(score.loss, accuracy, &confusion, &report)?);
     } else {
@@ -78,7 +101,7 @@ pub fn run(args: EvaluateArgs) -> Result<()> {
             report_table(&report)
         );
     }
-    Ok(())
+    pictures.write(&x, outputs.view(), &labels, &confusion, model.class_names())
 }
 
 /// `--json`'s object, on one line.

@@ -5,13 +5,16 @@ mod bench_convolve;
 mod checkpoints;
 mod convolve;
 mod evaluate;
+mod inspect;
 mod model_args;
 mod model_spec;
 mod picture;
+mod plot_activations;
 mod predict;
 mod summary;
 mod train;
 mod train_data;
+mod visuals;
 
 use std::process::ExitCode;
 
@@ -36,6 +39,10 @@ enum Command {
     Evaluate(evaluate::EvaluateArgs),
     /// Classify pictures of digits (PNG, JPEG) with weights saved by `train --save-weights`.
     Predict(predict::PredictArgs),
+    /// Picture a trained model's first-layer kernels and the feature maps an image produces.
+    Inspect(inspect::InspectArgs),
+    /// Plot sigmoid, tanh and ReLU with their derivatives to a PNG.
+    PlotActivations(plot_activations::PlotActivationsArgs),
     /// Print a model's layers, output shapes and parameter counts.
     Summary(summary::SummaryArgs),
     /// Convolve a photo with a kernel (edge detection by default) and write a PNG.
@@ -63,6 +70,8 @@ fn main() -> ExitCode {
         Command::Train(args) => train::run(*args),
         Command::Evaluate(args) => evaluate::run(args),
         Command::Predict(args) => predict::run(args),
+        Command::Inspect(args) => inspect::run(args),
+        Command::PlotActivations(args) => plot_activations::run(args),
         Command::Summary(args) => summary::run(args),
         Command::Convolve(args) => convolve::run(args),
         Command::Bench(args) => bench::run(args),

@@ -89,7 +89,7 @@ pub fn run(args: PredictArgs) -> Result<()> {
 
 /// How `predict` makes a picture into the model's input.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Reading {
+pub(super) enum Reading {
     /// Made into an MNIST digit (a 28x28x1 model without class names).
     Digit,
     /// Resized to `(height, width)`, grey or colour, pixels / 255: as an
@@ -101,7 +101,7 @@ enum Reading {
 
 impl Reading {
     /// The reading for `model`'s input.
-    fn of(model: &Sequential, no_preprocess: bool) -> Result<Reading> {
+    pub(super) fn of(model: &Sequential, no_preprocess: bool) -> Result<Reading> {
         let shape = model.input_shape();
         let &[height, width, channels] = shape else {
             return Err(Error::InvalidArgument(format!(
@@ -123,7 +123,7 @@ impl Reading {
     }
 
     /// The picture at `path` as one input sample `(1, h, w, c)`.
-    fn input(self, path: &Path) -> Result<Array4<f32>> {
+    pub(super) fn input(self, path: &Path) -> Result<Array4<f32>> {
         let named = |e: Error| match e {
             Error::Image(message) if !message.contains(&path.display().to_string()) => {
                 Error::Image(format!("{}: {message}", path.display()))

@@ -134,6 +134,13 @@ pub struct TrainArgs {
     /// by --seed (Keras's validation_split).
     #[arg(long, value_name = "F", allow_negative_numbers = true)]
     validation_split: Option<f32>,
+    /// Draw the loss and accuracy per epoch, training and validation, into this PNG file.
+    #[arg(long, value_name = "FILE")]
+    plot: Option<PathBuf>,
+    /// Write one self-contained HTML page (pictures embedded): the model, the training
+    /// curves, the test scores, the confusion matrix, misclassified images, the kernels.
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
 }
 
 /// `--image-size`: `N` or `HEIGHTxWIDTH`.
@@ -216,8 +223,10 @@ pub fn run(args: TrainArgs) -> Result<()> {
             "--validation-split must be in [0, 1), got {fraction}"
         )));
     }
-    for path in [&args.metrics_out, &args.save_weights, &args.save]
+    let outputs = [&args.metrics_out, &args.save_weights, &args.save];
+    for path in outputs
         .into_iter()
+        .chain([&args.plot, &args.report])
         .flatten()
     {
         check_writable_folder(path)?;
@@ -353,7 +362,21 @@ pub fn run(args: TrainArgs) -> Result<()> {
         let text = serde_json::to_string_pretty(&report).map_err(json_error)? + "\n";
         convnet::io::write_atomic(path, text.as_bytes())?;
     }
-    Ok(())
+    let run = super::visuals::Run {
+        model_name: &spec.name(),
+        data: &data,
+        history: &history,
+        scored: final_part
+            .zip(score.as_ref())
+            .map(|(part, s)| (scored, part, s)),
+        batch_size: args.batch_size,
+    };
+    super::visuals::after_training(
+        args.plot.as_deref(),
+        args.report.as_deref(),
+        &mut model,
+        &run,
+    )
 }
 
 /// After training on pictures decoded from files: how fast the loader
@@ -490,7 +513,7 @@ fn set_schedule(optimizer: &mut dyn Optimizer, args: &TrainArgs, train_count: us
 }
 
 /// Fails early, before a long training run, if `path` cannot be written.
-fn check_writable_folder(path: &std::path::Path) -> Result<()> {
+pub(super) fn check_writable_folder(path: &std::path::Path) -> Result<()> {
     if path.is_dir() {
         return Err(Error::InvalidArgument(format!(
             "{} is a folder: name a file to write",
