@@ -137,8 +137,8 @@ pub struct ReduceTimes {
 /// job: the replicas of this process are added up in replica order, then
 /// one all-reduce (`MPI_SUM` over one flat `f32` buffer, the tensors in
 /// the model's order) adds up the processes. Every process gets the same
-/// sums (with MPICH, the same bit for bit: each sum is computed once and
-/// sent, or computed alike on both sides of an exchange); with two
+/// sums, bit for bit (MPICH computes each sum once and sends it, or alike
+/// on both sides of an exchange; `tests/mpi.rs` checks 2 processes); with two
 /// processes of one replica each, the sums are those of one process with
 /// two replicas.
 ///
