@@ -32,6 +32,8 @@ pub mod activations;
 pub mod callbacks;
 pub mod data;
 pub mod datasets;
+#[cfg(feature = "mpi")]
+pub mod distributed;
 pub mod error;
 pub mod initializers;
 pub mod io;

@@ -402,3 +402,17 @@ fn the_validation_split_is_said_and_bad_values_are_refused() {
     let few = ["train", "--train-limit", "1", "--lr-schedule", "onecycle"];
     assert_error(&convnet(&few), &["--lr-schedule", "OneCycle"]);
 }
+
+/// `--distributed` says what it lacks: a build with MPI, or mpiexec.
+#[test]
+fn distributed_needs_mpi_and_mpiexec() {
+    let needle = if cfg!(feature = "mpi") {
+        "started by mpiexec"
+    } else {
+        "built with MPI"
+    };
+    assert_error(
+        &convnet(&["train", "--distributed"]),
+        &["--distributed", needle],
+    );
+}

@@ -21,7 +21,7 @@ mod score;
 mod train;
 
 pub use infer::{DEFAULT_EVAL_BATCH_SIZE, Scores};
-pub use replicas::{GradientReducer, InProcessSum, MAX_REPLICAS, SAMPLES_PER_REPLICA};
+pub use replicas::{GradientReducer, InProcessSum, MAX_REPLICAS, SAMPLES_PER_REPLICA, Shard};
 pub use train::{Fit, History};
 
 use crate::Result;

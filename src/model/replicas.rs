@@ -22,7 +22,31 @@ pub const MAX_REPLICAS: usize = 8;
 /// Where the replicas of a step meet: the sum of their parameter
 /// gradients and the mean of their non-trainable state. In-process
 /// training uses [`InProcessSum`]; a reducer spanning processes (an MPI
-/// all-reduce) is another implementation of the same trait.
+/// all-reduce, `convnet::distributed::MpiReducer` with the `mpi` feature)
+/// is another implementation of the same trait.
+///
+/// A reducer spanning processes also says which [`Shard`] of every batch
+/// its process trains on, and `fit` then works as data-parallel training
+/// does across machines:
+///
+/// - at the start of `fit`, every process takes the first process's
+///   weights and state ([`GradientReducer::broadcast`]);
+/// - every process visits the samples in the same order (the model's
+///   seed), and trains on its shard of each batch: the loss is still
+///   scaled by 1 / the whole batch's length, and Dropout's draws follow
+///   the samples' places in the whole batch, as in one process;
+/// - [`GradientReducer::sum`] adds the gradients over every replica of
+///   every process, [`GradientReducer::mean`] averages the
+///   non-trainable state (BatchNormalization's moving statistics) over
+///   them, as between the replicas of one process;
+/// - each step's loss and metric sums are gathered from every process
+///   ([`GradientReducer::gather`]), so that every process logs the
+///   whole batch's figures and every callback decides alike;
+/// - only the first process (rank 0) shows progress. Callbacks run on
+///   every process (a stop must be taken by all); give the ones that
+///   write files to rank 0 only.
+///
+/// Validation runs on every process, over all the validation data.
 pub trait GradientReducer: Send + Sync {
     /// `parts[r][t]` is tensor `t` of replica `r`. Leaves in `parts[0][t]`
     /// the sum over every replica (and, for a reducer spanning processes,
@@ -31,6 +55,60 @@ pub trait GradientReducer: Send + Sync {
 
     /// Likewise, the mean.
     fn mean(&mut self, parts: &mut [Vec<&mut [f32]>]);
+
+    /// The share of every batch this process trains on (default: all of
+    /// it, [`Shard::WHOLE`]).
+    fn shard(&self) -> Shard {
+        Shard::WHOLE
+    }
+
+    /// Gives every process the first process's `tensors` (called by `fit`
+    /// on the weights and the state before training). Default: nothing,
+    /// for one process.
+    fn broadcast(&mut self, tensors: &mut [&mut [f32]]) {
+        let _ = tensors;
+    }
+
+    /// Every process's `mine`, in process order, each the same length
+    /// (`fit` gathers each step's loss and metric sums with it). Default:
+    /// `mine`, for one process.
+    fn gather(&mut self, mine: &[f64]) -> Vec<f64> {
+        mine.to_vec()
+    }
+}
+
+/// Which share of every batch a process trains on: part `rank` of the
+/// batch cut into `size` contiguous parts (equal but for the last), as
+/// [`crate::Fit`] cuts a batch between replicas.
+///
+/// ```
+/// use convnet::model::Shard;
+/// let shard = Shard { rank: 1, size: 2 };
+/// let batch: Vec<usize> = (0..5).collect();
+/// assert_eq!(shard.of(&batch), (3, &[3, 4][..]));
+/// assert_eq!(Shard::WHOLE.of(&batch), (0, &batch[..]));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shard {
+    /// This process's place, `0..size`.
+    pub rank: usize,
+    /// How many processes share each batch.
+    pub size: usize,
+}
+
+impl Shard {
+    /// The whole batch: one process.
+    pub const WHOLE: Shard = Shard { rank: 0, size: 1 };
+
+    /// This shard's part of `batch`, with its place in the batch: where
+    /// it starts, and its samples (none when the batch has too few for
+    /// every process).
+    pub fn of<T>(self, batch: &[T]) -> (usize, &[T]) {
+        let length = batch.len().div_ceil(self.size.max(1)).max(1);
+        let start = (self.rank * length).min(batch.len());
+        let end = (start + length).min(batch.len());
+        (start, &batch[start..end])
+    }
 }
 
 /// The reducer of training inside one process: adds each replica's

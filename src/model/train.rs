@@ -224,7 +224,16 @@ impl Sequential {
         options: Fit,
     ) -> Result<History> {
         let Fit { mut callbacks, .. } = options;
-        let count = replicas::replica_count(options.batch_size, options.replicas);
+        let shard = self.reducer.shard();
+        if shard.size > 1 {
+            self.check_same_seed()?;
+            self.take_first_process_weights();
+        }
+        // Replicas share this process's part of each batch.
+        let count = replicas::replica_count(
+            options.batch_size.div_ceil(shard.size.max(1)),
+            options.replicas,
+        );
         let mut copies = Replicas::of(&self.network, count);
         let mut history = History {
             replicas: copies.as_ref().map_or(1, |r| r.copies.len() + 1),
@@ -245,7 +254,7 @@ impl Sequential {
             }
             let started = Instant::now();
             let progress = EpochProgress::start(
-                options.verbose,
+                if shard.rank == 0 { options.verbose } else { 0 },
                 epoch + 1,
                 options.epochs,
                 order.len().div_ceil(options.batch_size),
@@ -265,7 +274,9 @@ impl Sequential {
                 let values = history.history.entry(name.clone()).or_default();
                 values.push(*value);
             }
-            progress.finish(&logs);
+            if shard.rank == 0 {
+                progress.finish(&logs);
+            }
             each(&mut callbacks, |c| c.on_epoch_end(self, epoch, &logs))?;
             if self.stop_training {
                 break;
@@ -327,7 +338,43 @@ impl Sequential {
         Ok(logs)
     }
 
-    /// One step of training on the samples at `batch`, split between the
+    /// An error, on every process alike, unless every process built its
+    /// model with the same seed: it orders the samples and seeds Dropout.
+    fn check_same_seed(&mut self) -> Result<()> {
+        let halves = [(self.seed >> 32) as f64, (self.seed & 0xffff_ffff) as f64];
+        let all = self.reducer.gather(&halves);
+        match all.chunks_exact(2).position(|theirs| theirs != halves) {
+            None => Ok(()),
+            Some(rank) => Err(Error::InvalidArgument(format!(
+                "every process must build its model with the same seed: process {rank}'s \
+                 differs from {}",
+                self.seed
+            ))),
+        }
+    }
+
+    /// Sets the weights and state to the first process's (the reducer's
+    /// broadcast), when training spans processes.
+    fn take_first_process_weights(&mut self) {
+        let entries = &mut self.network.entries;
+        let mut params: Vec<&mut [f32]> = entries
+            .iter_mut()
+            .flat_map(|e| e.layer.params_mut())
+            .map(|p| p.value.as_slice_mut().expect("standard layout"))
+            .collect();
+        self.reducer.broadcast(&mut params);
+        let mut buffers: Vec<&mut [f32]> = entries
+            .iter_mut()
+            .flat_map(|e| e.layer.buffers_mut())
+            .map(|b| b.value.as_slice_mut().expect("standard layout"))
+            .collect();
+        if !buffers.is_empty() {
+            self.reducer.broadcast(&mut buffers);
+        }
+    }
+
+    /// One step of training on the samples at `batch` (this process's
+    /// shard of them, when training spans processes), split between the
     /// model and its `copies`; the reducer adds up their gradients (and
     /// averages their state), in replica order, then the optimizer steps.
     fn train_step(
@@ -339,7 +386,10 @@ impl Sequential {
     ) -> Result<()> {
         let compiled = self.compiled.as_ref().expect("checked by fit");
         let scoring = &compiled.scoring;
+        // The whole batch's length, over every process.
         let scale = 1.0 / batch.len() as f32;
+        let shard = self.reducer.shard();
+        let (shard_start, batch) = shard.of(batch);
         let replicas = copies.as_ref().map_or(1, |r| r.copies.len() + 1);
         let parts: Vec<&[usize]> = replicas::split(batch, replicas).collect();
         let step = self.steps;
@@ -349,11 +399,19 @@ impl Sequential {
             copies.sync_from(workers[0].0);
             workers.extend(copies.copies.iter_mut().map(|(n, s)| (n, s)));
         }
-        workers.truncate(parts.len());
+        // Without a sample (the batch too short for every process), the
+        // model stays, its gradients zero: it adds nothing to the sum.
+        workers.truncate(parts.len().max(1));
+        if parts.is_empty() {
+            let model = &mut workers[0].0.entries;
+            for p in model.iter_mut().flat_map(|e| e.layer.params_mut()) {
+                p.grad.fill(0.0);
+            }
+        }
         let mut tallies: Vec<Tally> = (0..parts.len())
             .map(|_| Tally::new(tally.correct.len()))
             .collect();
-        let mut first_sample = 0;
+        let mut first_sample = shard_start;
         let jobs: Vec<_> = parts
             .iter()
             .zip(workers.iter_mut())
@@ -386,12 +444,16 @@ impl Sequential {
             jobs.into_par_iter().map(run).collect()
         };
         results.into_iter().collect::<Result<()>>()?;
-        for part in &tallies {
-            tally.add(part);
+        if shard.size > 1 {
+            gather_tallies(self.reducer.as_mut(), &tallies, tally);
+        } else {
+            for part in &tallies {
+                tally.add(part);
+            }
         }
         let networks = workers.into_iter().map(|(n, _)| n);
         let reducer = &mut self.reducer;
-        reduce(reducer.as_mut(), networks);
+        reduce(reducer.as_mut(), networks, shard.size > 1);
         let compiled = self.compiled.as_mut().expect("checked by fit");
         let mut params: Vec<&mut Param> = self
             .network
@@ -405,14 +467,34 @@ impl Sequential {
     }
 }
 
+/// Adds every process's share of the step's tally to `tally`, in
+/// process order (each process's own replicas added up first).
+fn gather_tallies(reducer: &mut dyn super::GradientReducer, parts: &[Tally], tally: &mut Tally) {
+    let mut mine = Tally::new(tally.correct.len());
+    for part in parts {
+        mine.add(part);
+    }
+    let mut values = vec![mine.samples as f64, mine.loss];
+    values.extend(&mine.correct);
+    let width = values.len();
+    for theirs in reducer.gather(&values).chunks_exact(width) {
+        tally.add(&Tally {
+            samples: theirs[0] as usize,
+            loss: theirs[1],
+            correct: theirs[2..].to_vec(),
+        });
+    }
+}
+
 /// The replicas' gradients summed, and their state averaged, into the
-/// first's (the model's).
+/// first's (the model's): over every process too when `spanning` them.
 fn reduce<'a>(
     reducer: &mut dyn super::GradientReducer,
     networks: impl Iterator<Item = &'a mut Network>,
+    spanning: bool,
 ) {
     let mut networks: Vec<&mut Network> = networks.collect();
-    if networks.len() == 1 {
+    if networks.len() == 1 && !spanning {
         return;
     }
     reducer.sum(&mut replicas::gradients(
@@ -521,6 +603,7 @@ mod tests {
         reduce(
             &mut super::super::InProcessSum,
             workers.into_iter().map(|(n, _)| n),
+            false,
         );
         for (parts, whole) in model.params().iter().zip(&whole) {
             for (a, b) in parts.grad.iter().zip(whole) {

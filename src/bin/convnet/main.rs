@@ -3,6 +3,7 @@
 mod bench;
 mod bench_convolve;
 mod checkpoints;
+mod cluster;
 mod convolve;
 mod evaluate;
 mod inspect;

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use clap::{Args, ValueEnum};
 
 use super::checkpoints;
+use super::cluster::Cluster;
 use super::model_spec::{Augment, ModelSpec};
 use super::train_data::{self, DataKind, DataRequest, TrainingData};
 use convnet::callbacks::{Callback, EarlyStopping};
@@ -141,6 +142,11 @@ pub struct TrainArgs {
     /// curves, the test scores, the confusion matrix, misclassified images, the kernels.
     #[arg(long, value_name = "FILE")]
     report: Option<PathBuf>,
+    /// Train across the processes mpiexec starts (`mpiexec -n 2 convnet
+    /// train --distributed`; a build with --features mpi): each trains on
+    /// its share of every batch; rank 0 prints and writes the files.
+    #[arg(long)]
+    distributed: bool,
 }
 
 /// `--image-size`: `N` or `HEIGHTxWIDTH`.
@@ -215,6 +221,12 @@ pub fn load_mnist(data_dir: Option<&Path>, verify: bool) -> Result<mnist::MnistD
 }
 
 pub fn run(args: TrainArgs) -> Result<()> {
+    let cluster = Cluster::start(args.distributed)?;
+    let result = train(args, &cluster);
+    cluster.finish(result)
+}
+
+fn train(args: TrainArgs, cluster: &Cluster) -> Result<()> {
     super::set_threads(args.threads)?;
     if let Some(fraction) = args.validation_split
         && !(0.0..1.0).contains(&fraction)
@@ -250,7 +262,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let train_count = data.train.len();
     let augment = augmentations(&args);
     let checkpoint_dir = args.checkpoint_dir.as_ref().or(args.resume.as_ref());
-    if let Some(dir) = &args.checkpoint_dir {
+    if let Some(dir) = args.checkpoint_dir.as_ref().filter(|_| cluster.is_root()) {
         checkpoints::prepare_dir(dir)?;
     }
     let (mut model, done) = match &args.resume {
@@ -268,9 +280,10 @@ pub fn run(args: TrainArgs) -> Result<()> {
     }
     // A checkpoint keeps the base rate, not the schedule: given again here.
     set_schedule(model.optimizer_mut()?, &args, train_count)?;
-    if args.verbose > 0 {
+    cluster.attach(&mut model);
+    if args.verbose > 0 && cluster.is_root() {
         println!(
-            "Training {} on {} {} ({}{}), batch {}, {} epochs, {} threads, seed {}",
+            "Training {} on {} {} ({}{}), batch {}, {} epochs, {} threads{}, seed {}",
             spec.name(),
             train_count,
             data.kind,
@@ -281,6 +294,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
             args.batch_size,
             args.epochs,
             rayon::current_num_threads(),
+            cluster.describe(),
             model.seed()
         );
     }
@@ -292,7 +306,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         ));
     }
     let before = done.history.clone();
-    if let Some(dir) = checkpoint_dir {
+    if let Some(dir) = checkpoint_dir.filter(|_| cluster.is_root()) {
         callbacks.push(Box::new(checkpoints::Writer::new(dir, done.clone())));
     }
     let validation = data.validation.as_ref().or(data.test.as_ref());
@@ -316,6 +330,9 @@ pub fn run(args: TrainArgs) -> Result<()> {
             Error::NonFinite(message) => Error::NonFinite(format!("{message} (use --lr)")),
             other => other,
         })?;
+    if !cluster.is_root() {
+        return Ok(());
+    }
     report_loading(&history, args.verbose);
     let history = checkpoints::joined(before, &history);
     let (scored, final_part) = match (&data.test, &data.validation) {
