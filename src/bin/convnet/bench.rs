@@ -212,6 +212,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
         Some(n) => n,
         None => std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
+    if let Some(path) = &args.json {
+        convnet::io::check_outputs(&[("--json", path)], &[])?;
+    }
     let ((train_x, train_y), (test_x, _)) =
         super::train::load_mnist(args.data_dir.as_deref(), true)?;
     let images = args

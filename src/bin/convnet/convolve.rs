@@ -134,6 +134,7 @@ pub fn run(args: ConvolveArgs) -> Result<()> {
         (None, None) => parse_kernel(DEFAULT_KERNEL)?,
     };
     let output = output_path(&args)?;
+    convnet::io::check_outputs(&[("the output", &output)], &[&args.image])?;
     let grey = picture::read_grey(&args.image)?;
     let result = convolve(&grey, &kernel, &args)?;
     let picture = to_grey_image(&result, args.normalize);

@@ -215,12 +215,16 @@ pub fn run(args: TrainArgs) -> Result<()> {
             "--validation-split must be in [0, 1), got {fraction}"
         )));
     }
-    for path in [&args.metrics_out, &args.save_weights, &args.save]
-        .into_iter()
-        .flatten()
-    {
-        check_writable_folder(path)?;
-    }
+    let outputs = [
+        ("--metrics-out", &args.metrics_out),
+        ("--save-weights", &args.save_weights),
+        ("--save", &args.save),
+    ];
+    let outputs: Vec<_> = outputs
+        .iter()
+        .filter_map(|(flag, path)| Some((*flag, path.as_deref()?)))
+        .collect();
+    convnet::io::check_outputs(&outputs, &[])?;
     if args.resume.is_some() && args.early_stopping.is_some() {
         return Err(Error::InvalidArgument(
             "--early-stopping cannot be resumed (a checkpoint does not keep its patience): \
@@ -486,25 +490,6 @@ fn set_schedule(optimizer: &mut dyn Optimizer, args: &TrainArgs, train_count: us
         }
         other => other,
     })
-}
-
-/// Fails early, before a long training run, if `path` cannot be written.
-fn check_writable_folder(path: &std::path::Path) -> Result<()> {
-    if path.is_dir() {
-        return Err(Error::InvalidArgument(format!(
-            "{} is a folder: name a file to write",
-            path.display()
-        )));
-    }
-    let folder = path.parent().filter(|p| !p.as_os_str().is_empty());
-    match folder {
-        Some(folder) if !folder.is_dir() => Err(Error::InvalidArgument(format!(
-            "{}: the folder {} does not exist; create it first",
-            path.display(),
-            folder.display()
-        ))),
-        _ => Ok(()),
-    }
 }
 
 fn json_error(e: serde_json::Error) -> Error {
