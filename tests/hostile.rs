@@ -186,3 +186,60 @@ fn a_kill_during_a_save_leaves_the_old_or_the_new_file() {
     assert!(others(dir.path(), &["out.png", "new.png"]).is_empty());
     eprintln!("kept old: {}, got new: {}", outcomes[0], outcomes[1]);
 }
+
+/// A PNG chunk: length, type, data, CRC.
+fn chunk(kind: &[u8], data: &[u8]) -> Vec<u8> {
+    let mut body = kind.to_vec();
+    body.extend(data);
+    let mut crc = flate2::Crc::new();
+    crc.update(&body);
+    let mut bytes = (data.len() as u32).to_be_bytes().to_vec();
+    bytes.extend(body);
+    bytes.extend(crc.sum().to_be_bytes());
+    bytes
+}
+
+/// A small PNG whose header says `width` x `height` RGB.
+fn png_header(width: u32, height: u32) -> Vec<u8> {
+    let mut ihdr = width.to_be_bytes().to_vec();
+    ihdr.extend(height.to_be_bytes());
+    ihdr.extend([8, 2, 0, 0, 0]);
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    png.extend(chunk(b"IHDR", &ihdr));
+    png.extend(chunk(b"IDAT", &[0x78, 0x9c, 0x03, 0x00]));
+    png.extend(chunk(b"IEND", &[]));
+    png
+}
+
+#[test]
+fn huge_or_cut_short_pictures_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let convolve = |name: &str, bytes: &[u8]| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        let out = dir.path().join("out.png");
+        convnet(&[
+            "convolve",
+            path.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+        ])
+    };
+    // 16000 x 16000 RGB would take 768 MB: refused before decoding.
+    assert_error(
+        &convolve("huge.png", &png_header(16000, 16000)),
+        &["huge.png", "larger than convnet decodes", "shrink it"],
+    );
+    assert_error(
+        &convolve("wide.png", &png_header(100_000, 1)),
+        &["wide.png", "larger than convnet decodes"],
+    );
+    for name in ["camera.png", "rocket.jpg"] {
+        let bytes = std::fs::read(photo(name)).unwrap();
+        assert_error(
+            &convolve(&format!("cut-{name}"), &bytes[..bytes.len() * 2 / 3]),
+            &["cut short"],
+        );
+    }
+    assert!(!dir.path().join("out.png").exists());
+}
