@@ -243,3 +243,61 @@ fn huge_or_cut_short_pictures_are_refused() {
     }
     assert!(!dir.path().join("out.png").exists());
 }
+
+#[test]
+fn bench_refuses_batch_sizes_it_cannot_run() {
+    assert_error(
+        &convnet(&["bench", "--batch-size", "0"]),
+        &["--batch-size must be at least 1"],
+    );
+    assert_error(
+        &convnet(&["bench", "--inference-batch-size", "0"]),
+        &["--inference-batch-size must be at least 1"],
+    );
+    assert_error(
+        &convnet(&["bench", "--batch-size", "60001", "--layers-only"]),
+        &["more than the 60000 training images"],
+    );
+}
+
+/// `evaluate` reads the test set only, and accepts the `--skip-checksum`
+/// its checksum error suggests.
+#[test]
+fn evaluate_needs_only_the_test_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let weights = dir.path().join("w.safetensors");
+    let mut args = vec!["train", "--verbose", "0", "--save-weights"];
+    args.push(weights.to_str().unwrap());
+    args.extend_from_slice(&TINY);
+    let out = convnet(&args);
+    assert!(out.status.success(), "{}", common::cli::stderr(&out));
+    let data = dir.path().join("mnist");
+    std::fs::create_dir(&data).unwrap();
+    let mnist = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/mnist");
+    for name in ["t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"] {
+        std::fs::copy(mnist.join(name), data.join(name)).unwrap();
+    }
+    let evaluate = |extra: &[&str]| {
+        let mut args = vec!["evaluate", "--weights", weights.to_str().unwrap()];
+        args.extend(["--data-dir", data.to_str().unwrap(), "--test-limit", "100"]);
+        args.extend_from_slice(extra);
+        convnet(&args)
+    };
+    let out = evaluate(&[]);
+    assert!(out.status.success(), "{}", common::cli::stderr(&out));
+    assert!(stdout(&out).contains("Test accuracy"));
+    // Other IDX data: the same file with one label changed.
+    let labels = data.join("t10k-labels-idx1-ubyte.gz");
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(
+        &mut flate2::read::GzDecoder::new(std::fs::File::open(&labels).unwrap()),
+        &mut bytes,
+    )
+    .unwrap();
+    bytes[8] = (bytes[8] + 1) % 10;
+    std::fs::write(data.join("t10k-labels-idx1-ubyte"), &bytes).unwrap();
+    std::fs::remove_file(&labels).unwrap();
+    assert_error(&evaluate(&[]), &["checksum mismatch", "--skip-checksum"]);
+    let out = evaluate(&["--skip-checksum"]);
+    assert!(out.status.success(), "{}", common::cli::stderr(&out));
+}

@@ -194,7 +194,13 @@ pub fn first(images: &Array3<u8>, limit: Option<usize>) -> ndarray::Array4<u8> {
 /// gets the flag that points elsewhere.
 pub fn load_mnist(data_dir: Option<&Path>, verify: bool) -> Result<mnist::MnistData> {
     let dir = data_dir.map_or_else(mnist::default_dir, mnist::resolve);
-    mnist::load_data_from(&dir, verify).map_err(|e| match e {
+    mnist::load_data_from(&dir, verify).map_err(mnist_hint)
+}
+
+/// The flags that fix an MNIST error: `--data-dir` for a missing file,
+/// `--skip-checksum` for other IDX data.
+pub fn mnist_hint(e: Error) -> Error {
+    match e {
         Error::Io { path, source } if source.kind() == ErrorKind::NotFound => {
             let source = std::io::Error::new(
                 ErrorKind::NotFound,
@@ -202,8 +208,11 @@ pub fn load_mnist(data_dir: Option<&Path>, verify: bool) -> Result<mnist::MnistD
             );
             Error::Io { path, source }
         }
+        Error::Data(message) if message.contains("checksum mismatch") => {
+            Error::Data(format!("{message} (use --skip-checksum)"))
+        }
         other => other,
-    })
+    }
 }
 
 pub fn run(args: TrainArgs) -> Result<()> {
@@ -234,13 +243,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
     }
     let spec = ModelSpec::parse(&args.model)?;
     let kind = train_data::kind_of(args.data_dir.as_deref());
-    let data = train_data::load(&data_request(&args, &spec)?).map_err(|e| match e {
-        // The library's wording (tests/cli.rs checks it).
-        Error::Data(message) if message.contains("checksum mismatch") => {
-            Error::Data(format!("{message} (use --skip-checksum)"))
-        }
-        other => other,
-    })?;
+    let data = train_data::load(&data_request(&args, &spec)?)?;
     let train_count = data.train.len();
     let augment = augmentations(&args);
     let checkpoint_dir = args.checkpoint_dir.as_ref().or(args.resume.as_ref());
