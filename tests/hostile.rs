@@ -301,3 +301,24 @@ fn evaluate_needs_only_the_test_set() {
     let out = evaluate(&["--skip-checksum"]);
     assert!(out.status.success(), "{}", common::cli::stderr(&out));
 }
+
+#[test]
+fn model_files_are_read_within_a_limit() {
+    assert_error(
+        &convnet(&["evaluate", "--weights", "/dev/zero"]),
+        &["/dev/zero", "not a safetensors file"],
+    );
+    assert_error(
+        &convnet(&["predict", "--model-file", "/dev/zero", "x.png"]),
+        &["/dev/zero", "not a safetensors file"],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    // A sparse file: over the limit without taking the disk space.
+    let big = dir.path().join("big.safetensors");
+    let file = std::fs::File::create(&big).unwrap();
+    file.set_len(convnet::io::MAX_MODEL_FILE_BYTES + 1).unwrap();
+    assert_error(
+        &convnet(&["evaluate", "--model-file", big.to_str().unwrap()]),
+        &["big.safetensors", "over convnet's limit"],
+    );
+}
