@@ -306,11 +306,11 @@ fn evaluate_needs_only_the_test_set() {
 fn model_files_are_read_within_a_limit() {
     assert_error(
         &convnet(&["evaluate", "--weights", "/dev/zero"]),
-        &["/dev/zero", "not a safetensors file"],
+        &["/dev/zero", "not a readable safetensors file"],
     );
     assert_error(
         &convnet(&["predict", "--model-file", "/dev/zero", "x.png"]),
-        &["/dev/zero", "not a safetensors file"],
+        &["/dev/zero", "not a readable safetensors file"],
     );
     let dir = tempfile::tempdir().unwrap();
     // A sparse file: over the limit without taking the disk space.

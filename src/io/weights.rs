@@ -145,7 +145,7 @@ pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>> {
     let header = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes"));
     if got < 8 || header == 0 || header > MAX_HEADER_BYTES {
         return Err(Error::Data(format!(
-            "{}: not a safetensors file (it does not start with a header size of 1 to \
+            "{}: not a readable safetensors file (it does not start with a header size of 1 to \
              {MAX_HEADER_BYTES} bytes); the file is corrupt, truncated or of another format",
             path.display()
         )));
