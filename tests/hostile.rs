@@ -322,3 +322,33 @@ fn model_files_are_read_within_a_limit() {
         &["big.safetensors", "over convnet's limit"],
     );
 }
+
+#[test]
+fn convolve_refuses_nan_fills_and_overflowing_results() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.png");
+    let camera = photo("camera.png");
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "convolve",
+            camera.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        convnet(&args)
+    };
+    assert_error(
+        &run(&["--boundary", "fill", "--fill-value", "nan"]),
+        &["--fill-value", "not a finite number"],
+    );
+    assert_error(
+        &run(&["--kernel", "1e308 1e308", "--precision", "f64"]),
+        &["overflows"],
+    );
+    assert!(!out.exists());
+    assert_error(
+        &convnet(&["bench-convolve", "--size", "100000000"]),
+        &["--size must be at most"],
+    );
+}

@@ -133,10 +133,23 @@ pub fn run(args: ConvolveArgs) -> Result<()> {
         (None, Some(text)) => parse_kernel(text)?,
         (None, None) => parse_kernel(DEFAULT_KERNEL)?,
     };
+    if !args.fill_value.is_finite() {
+        return Err(Error::InvalidArgument(format!(
+            "--fill-value {} is not a finite number; give a grey level such as 0 or 255",
+            args.fill_value
+        )));
+    }
     let output = output_path(&args)?;
     convnet::io::check_outputs(&[("the output", &output)], &[&args.image])?;
     let grey = picture::read_grey(&args.image)?;
     let result = convolve(&grey, &kernel, &args)?;
+    if result.iter().any(|v| !v.is_finite()) {
+        return Err(Error::InvalidArgument(
+            "the result overflows (values past the range of the chosen --precision): use \
+             smaller kernel weights, or --precision f64"
+                .into(),
+        ));
+    }
     let picture = to_grey_image(&result, args.normalize);
     let picture = if args.side_by_side {
         side_by_side(&to_grey_image(&grey, Normalize::Clip), &picture)
