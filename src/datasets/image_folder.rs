@@ -26,10 +26,11 @@
 //! # Ok::<(), convnet::Error>(())
 //! ```
 
+use std::io::{Cursor, ErrorKind};
 use std::path::{Path, PathBuf};
 
 use image::imageops::FilterType;
-use image::{DynamicImage, ImageReader};
+use image::{DynamicImage, ImageError, ImageFormat, ImageReader};
 use ndarray::{Array1, Array2};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -45,6 +46,16 @@ pub const EXTENSIONS: [&str; 4] = ["png", "jpg", "jpeg", "bmp"];
 /// The largest side, in pixels, that pictures may be resized to: a bound
 /// checked before any batch is allocated.
 pub const MAX_SIDE: usize = 8192;
+
+/// The most memory, in bytes, that decoding one picture may take, and
+/// the largest file read as a picture: 256 MiB, about 67 million RGBA
+/// pixels (8192 x 8192). A larger picture is refused before it is
+/// decoded, so that a small crafted file cannot take gigabytes; shrink
+/// such a picture first (for example with ImageMagick's `convert -resize`).
+pub const MAX_PICTURE_BYTES: u64 = 256 << 20;
+
+/// The widest and tallest picture decoded, in pixels.
+pub const MAX_PICTURE_SIDE: u32 = 16384;
 
 /// How pictures are converted before they are resized.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -383,13 +394,72 @@ fn header_problem(path: &Path) -> Option<String> {
     }
 }
 
-/// A decoder for the picture at `path`, its format told by its contents.
+/// A decoder for the picture at `path`, its format told by its contents,
+/// held to the limits above.
 fn reader(
     path: &Path,
 ) -> std::result::Result<ImageReader<std::io::BufReader<std::fs::File>>, String> {
-    ImageReader::open(path)
+    let mut reader = ImageReader::open(path)
         .and_then(|r| r.with_guessed_format())
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string())?;
+    reader.limits(limits());
+    Ok(reader)
+}
+
+/// [`MAX_PICTURE_BYTES`] and [`MAX_PICTURE_SIDE`] for the `image` crate.
+fn limits() -> image::Limits {
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_PICTURE_SIDE);
+    limits.max_image_height = Some(MAX_PICTURE_SIDE);
+    limits.max_alloc = Some(MAX_PICTURE_BYTES);
+    limits
+}
+
+/// The picture at `path` (PNG, JPEG or BMP, told by its contents), held to
+/// [`MAX_PICTURE_BYTES`] and [`MAX_PICTURE_SIDE`]; a file cut short is an
+/// error, not a picture with a grey end. The error says what is wrong.
+pub fn decode_picture(path: &Path) -> std::result::Result<DynamicImage, String> {
+    let size = std::fs::metadata(path).map_err(|e| e.to_string())?.len();
+    if size > MAX_PICTURE_BYTES {
+        return Err(format!(
+            "the file is {size} bytes, over convnet's limit of {MAX_PICTURE_BYTES} bytes for one \
+             picture; shrink it first"
+        ));
+    }
+    decode_picture_bytes(&std::fs::read(path).map_err(|e| e.to_string())?)
+}
+
+/// [`decode_picture`] for a picture already in memory.
+#[doc(hidden)]
+pub fn decode_picture_bytes(bytes: &[u8]) -> std::result::Result<DynamicImage, String> {
+    let mut reader = ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| e.to_string())?;
+    reader.limits(limits());
+    // The JPEG decoder fills a cut-short picture with grey and says nothing.
+    if reader.format() == Some(ImageFormat::Jpeg) && !jpeg_has_end(bytes) {
+        return Err("the file is cut short (the JPEG has no end marker)".into());
+    }
+    reader.decode().map_err(|e| match e {
+        ImageError::Limits(limit) => format!(
+            "{limit}: the picture is larger than convnet decodes ({MAX_PICTURE_SIDE} pixels a \
+             side, {MAX_PICTURE_BYTES} bytes decoded); shrink it first"
+        ),
+        ImageError::IoError(e) if e.kind() == ErrorKind::UnexpectedEof => {
+            "the file is cut short".into()
+        }
+        other => other.to_string(),
+    })
+}
+
+/// Whether a JPEG's last scan is followed by an end-of-image marker
+/// (`FF D9`), which a cut-short file lacks. Scan data never holds `FF D9`
+/// (a data byte `FF` is written `FF 00`), and an embedded thumbnail's end
+/// marker comes before the main picture's scans.
+fn jpeg_has_end(bytes: &[u8]) -> bool {
+    let last_scan = bytes.windows(2).rposition(|w| w == [0xFF, 0xDA]);
+    let last_end = bytes.windows(2).rposition(|w| w == [0xFF, 0xD9]);
+    matches!((last_scan, last_end), (Some(scan), Some(end)) if end > scan)
 }
 
 /// The picture at `path`, decoded and converted to `color_mode`, resized
@@ -402,9 +472,8 @@ pub fn load_picture(
     scale: f32,
     out: &mut [f32],
 ) -> Result<()> {
-    let picture = reader(path)
-        .and_then(|r| r.decode().map_err(|e| e.to_string()))
-        .map_err(|e| Error::Image(format!("{}: {e}", path.display())))?;
+    let picture =
+        decode_picture(path).map_err(|e| Error::Image(format!("{}: {e}", path.display())))?;
     let (w, h) = (width as u32, height as u32);
     let resized = |p: DynamicImage| {
         if (p.width(), p.height()) == (w, h) {

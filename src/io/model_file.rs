@@ -14,7 +14,7 @@ use std::path::Path;
 
 use safetensors::SafeTensors;
 
-use super::weights::{Tensor, decode, encode, read_tensor, set_weights, weight_tensors};
+use super::weights::{Tensor, decode, encode, read_file, read_tensor, set_weights, weight_tensors};
 use super::write_atomic;
 use crate::layers::Layer;
 use crate::optimizers::OptimizerState;
@@ -89,16 +89,25 @@ fn optimizer_tensors(model: &Sequential, state: &OptimizerState) -> Vec<Tensor> 
 
 /// Reads a model written by [`save_model`] (or a checkpoint): the same
 /// layers, weights and state, compiled as it was.
+///
+/// Loading runs no code from the file: it holds numbers, and JSON that
+/// names layers convnet knows. Files over
+/// [`MAX_MODEL_FILE_BYTES`](super::MAX_MODEL_FILE_BYTES) are refused.
 pub fn load_model(path: &Path) -> Result<Sequential> {
-    let bytes = read(path)?;
-    let tensors = decode(&bytes, path)?;
-    model_of(&tensors, &metadata(&bytes, path)?, path)
+    model_from_bytes(&read_file(path)?, path)
+}
+
+/// [`load_model`] from the bytes of a file (`path` names it in errors).
+#[doc(hidden)]
+pub fn model_from_bytes(bytes: &[u8], path: &Path) -> Result<Sequential> {
+    let tensors = decode(bytes, path)?;
+    model_of(&tensors, &metadata(bytes, path)?, path)
 }
 
 /// Reads a checkpoint written by [`save_checkpoint`]: the model, with its
 /// optimizer's state, and where training stood.
 pub fn load_checkpoint(path: &Path) -> Result<(Sequential, Checkpoint)> {
-    let bytes = read(path)?;
+    let bytes = read_file(path)?;
     let tensors = decode(&bytes, path)?;
     let metadata = metadata(&bytes, path)?;
     let mut model = model_of(&tensors, &metadata, path)?;
@@ -158,16 +167,6 @@ fn read_optimizer_state(
             Ok((slot.clone(), vectors))
         })
         .collect()
-}
-
-fn read(path: &Path) -> Result<Vec<u8>> {
-    if path.is_dir() {
-        return Err(Error::InvalidArgument(format!(
-            "{} is a folder, not a model file",
-            path.display()
-        )));
-    }
-    std::fs::read(path).map_err(|e| Error::io(path, e))
 }
 
 /// The string metadata of the safetensors file `bytes`.

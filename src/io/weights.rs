@@ -108,11 +108,80 @@ pub(crate) fn read_tensor(
     Ok(floats)
 }
 
+/// The largest weights or model file read: 1 GiB. A file announcing or
+/// holding more is refused before it is read whole, so that a device
+/// (`/dev/zero`) or a crafted file cannot take all memory.
+pub const MAX_MODEL_FILE_BYTES: u64 = 1 << 30;
+
+/// The largest safetensors header read (the `safetensors` crate's own).
+const MAX_HEADER_BYTES: u64 = 100_000_000;
+
+/// The bytes of the weights or model file at `path`, read only as far as
+/// [`MAX_MODEL_FILE_BYTES`] and a plausible safetensors header allow.
+pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let io = |e| Error::io(path, e);
+    let too_big = |size: String| {
+        Error::Data(format!(
+            "{}: the file is {size}, over convnet's limit of {MAX_MODEL_FILE_BYTES} bytes for \
+             a model or weights file; is it the right file?",
+            path.display()
+        ))
+    };
+    let file = std::fs::File::open(path).map_err(io)?;
+    let meta = file.metadata().map_err(io)?;
+    if meta.is_dir() {
+        return Err(Error::InvalidArgument(format!(
+            "{} is a folder, not a model or weights file",
+            path.display()
+        )));
+    }
+    if meta.is_file() && meta.len() > MAX_MODEL_FILE_BYTES {
+        return Err(too_big(format!("{} bytes", meta.len())));
+    }
+    let mut reader = std::io::BufReader::new(file).take(MAX_MODEL_FILE_BYTES + 1);
+    let mut bytes = vec![0; 8];
+    let got = read_up_to(&mut reader, &mut bytes).map_err(io)?;
+    let header = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes"));
+    if got < 8 || header == 0 || header > MAX_HEADER_BYTES {
+        return Err(Error::Data(format!(
+            "{}: not a readable safetensors file (it does not start with a header size of 1 to \
+             {MAX_HEADER_BYTES} bytes); the file is corrupt, truncated or of another format",
+            path.display()
+        )));
+    }
+    reader.read_to_end(&mut bytes).map_err(io)?;
+    if bytes.len() as u64 > MAX_MODEL_FILE_BYTES {
+        return Err(too_big("larger".into()));
+    }
+    Ok(bytes)
+}
+
+/// Fills `buf` from `reader` as far as it goes; the count read.
+fn read_up_to(reader: &mut impl std::io::Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match reader.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
+}
+
 /// Reads weights saved by [`save_weights`] into `model`, which must have
-/// the same layers (names and shapes). Nothing is changed on error.
+/// the same layers (names and shapes). Nothing is changed on error. Files
+/// over [`MAX_MODEL_FILE_BYTES`] are refused.
 pub fn load_weights(model: &mut Sequential, path: &Path) -> Result<()> {
-    let file = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    set_weights(model, &decode(&file, path)?, path)
+    weights_from_bytes(model, &read_file(path)?, path)
+}
+
+/// [`load_weights`] from the bytes of a file (`path` names it in errors).
+#[doc(hidden)]
+pub fn weights_from_bytes(model: &mut Sequential, bytes: &[u8], path: &Path) -> Result<()> {
+    set_weights(model, &decode(bytes, path)?, path)
 }
 
 /// Sets the model's parameters and state from `tensors` (of `path`),

@@ -260,6 +260,70 @@ fn output_shape(image: (usize, usize), kernel: (usize, usize), mode: Mode) -> (u
     }
 }
 
+/// The most numbers [`parse_kernel`] accepts (a 1000x1000 kernel).
+pub const MAX_KERNEL_VALUES: usize = 1_000_000;
+
+/// Parses a kernel written as rows separated by `;`, numbers separated by
+/// spaces and/or commas, e.g. `"-1 -1 0; -1 0 1; 0 1 1"`. Every row needs
+/// the same count of finite numbers; at most [`MAX_KERNEL_VALUES`] in all.
+///
+/// ```
+/// let k = convnet::signal::parse_kernel("1, 2; 3 4")?;
+/// assert_eq!(k, ndarray::array![[1.0, 2.0], [3.0, 4.0]]);
+/// # Ok::<(), convnet::Error>(())
+/// ```
+pub fn parse_kernel(text: &str) -> Result<Array2<f64>> {
+    if text.trim().is_empty() {
+        return Err(Error::InvalidArgument(
+            "the kernel is empty; give rows of numbers separated by ';'".into(),
+        ));
+    }
+    let mut count = 0;
+    let rows = text
+        .split(';')
+        .enumerate()
+        .map(|(i, row)| {
+            let row = parse_kernel_row(i + 1, row)?;
+            count += row.len();
+            if count > MAX_KERNEL_VALUES {
+                return Err(Error::InvalidArgument(format!(
+                    "the kernel has more than {MAX_KERNEL_VALUES} numbers; use a smaller one"
+                )));
+            }
+            Ok(row)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let width = rows[0].len();
+    if let Some((i, row)) = rows.iter().enumerate().find(|(_, row)| row.len() != width) {
+        return Err(Error::InvalidArgument(format!(
+            "kernel row {} has {} numbers but row 1 has {width}; every row needs the same count",
+            i + 1,
+            row.len()
+        )));
+    }
+    Array2::from_shape_vec((rows.len(), width), rows.concat())
+        .map_err(|e| Error::Shape(e.to_string()))
+}
+
+fn parse_kernel_row(number: usize, row: &str) -> Result<Vec<f64>> {
+    let values = row
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|token| !token.is_empty())
+        .map(|token| match token.parse::<f64>() {
+            Ok(value) if value.is_finite() => Ok(value),
+            _ => Err(Error::InvalidArgument(format!(
+                "'{token}' in kernel row {number} is not a finite number"
+            ))),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    if values.is_empty() {
+        return Err(Error::InvalidArgument(format!(
+            "kernel row {number} is empty; remove the extra ';'"
+        )));
+    }
+    Ok(values)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -47,6 +47,9 @@ pub struct BenchArgs {
     /// Folder with the MNIST files (default: $CONVNET_DATA, else data/mnist).
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Don't check the files' SHA-256 against MNIST's (for other IDX data).
+    #[arg(long)]
+    skip_checksum: bool,
     /// Also write the figures to this JSON file.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -212,11 +215,28 @@ pub fn run(args: BenchArgs) -> Result<()> {
         Some(n) => n,
         None => std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
+    for (flag, size) in [
+        ("--batch-size", args.batch_size),
+        ("--inference-batch-size", args.inference_batch_size),
+    ] {
+        if size == 0 {
+            return Err(Error::InvalidArgument(format!("{flag} must be at least 1")));
+        }
+    }
+    if let Some(path) = &args.json {
+        convnet::io::check_outputs(&[("--json", path)], &[])?;
+    }
     let ((train_x, train_y), (test_x, _)) =
-        super::train::load_mnist(args.data_dir.as_deref(), true)?;
-    let images = args
-        .images
-        .clamp(args.batch_size.max(1), train_x.len_of(Axis(0)));
+        super::train::load_mnist(args.data_dir.as_deref(), !args.skip_checksum)?;
+    let available = train_x.len_of(Axis(0));
+    if args.batch_size > available {
+        return Err(Error::InvalidArgument(format!(
+            "--batch-size {} is more than the {available} training images; use at most \
+             {available}",
+            args.batch_size
+        )));
+    }
+    let images = args.images.clamp(args.batch_size, available);
     let data = Mnist {
         train_x: train_x.insert_axis(Axis(3)),
         train_y: to_categorical(&train_y, 10)?,

@@ -49,6 +49,14 @@ pub fn run(args: BenchConvolveArgs) -> convnet::Result<()> {
             "--size, --repeats and every kernel size must be at least 1".into(),
         ));
     }
+    // 16384² values of f64 take 2 GiB; kernels past the image are not timed.
+    const MAX_SIZE: usize = 16384;
+    if args.size > MAX_SIZE || args.kernels.iter().any(|&k| k > args.size) {
+        return Err(convnet::Error::InvalidArgument(format!(
+            "--size must be at most {MAX_SIZE} and every kernel size at most --size ({})",
+            args.size
+        )));
+    }
     let timings = match args.dtype {
         Precision::F32 => time_all::<f32>(&args)?,
         Precision::F64 => time_all::<f64>(&args)?,

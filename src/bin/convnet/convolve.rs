@@ -133,9 +133,23 @@ pub fn run(args: ConvolveArgs) -> Result<()> {
         (None, Some(text)) => parse_kernel(text)?,
         (None, None) => parse_kernel(DEFAULT_KERNEL)?,
     };
+    if !args.fill_value.is_finite() {
+        return Err(Error::InvalidArgument(format!(
+            "--fill-value {} is not a finite number; give a grey level such as 0 or 255",
+            args.fill_value
+        )));
+    }
     let output = output_path(&args)?;
+    convnet::io::check_outputs(&[("the output", &output)], &[&args.image])?;
     let grey = picture::read_grey(&args.image)?;
     let result = convolve(&grey, &kernel, &args)?;
+    if result.iter().any(|v| !v.is_finite()) {
+        return Err(Error::InvalidArgument(
+            "the result overflows (values past the range of the chosen --precision): use \
+             smaller kernel weights, or --precision f64"
+                .into(),
+        ));
+    }
     let picture = to_grey_image(&result, args.normalize);
     let picture = if args.side_by_side {
         side_by_side(&to_grey_image(&grey, Normalize::Clip), &picture)
@@ -175,48 +189,14 @@ fn output_path(args: &ConvolveArgs) -> Result<PathBuf> {
     Ok(path)
 }
 
-/// Parses kernel rows separated by ';' with numbers separated by spaces
-/// and/or commas, e.g. `"-1 -1 0; -1 0 1; 0 1 1"`.
+/// `--kernel`'s text as a kernel, with the flag's example in errors.
 fn parse_kernel(text: &str) -> Result<Array2<f64>> {
-    let example = format!("e.g. --kernel \"{DEFAULT_KERNEL}\"");
-    if text.trim().is_empty() {
-        return Err(Error::InvalidArgument(format!(
-            "the kernel is empty; give rows of numbers separated by ';', {example}"
-        )));
-    }
-    let rows = text
-        .split(';')
-        .enumerate()
-        .map(|(i, row)| parse_kernel_row(i + 1, row, &example))
-        .collect::<Result<Vec<_>>>()?;
-    let width = rows[0].len();
-    if let Some((i, row)) = rows.iter().enumerate().find(|(_, row)| row.len() != width) {
-        return Err(Error::InvalidArgument(format!(
-            "kernel row {} has {} numbers but row 1 has {width}; every row needs the same count ({example})",
-            i + 1,
-            row.len()
-        )));
-    }
-    Ok(Array2::from_shape_vec((rows.len(), width), rows.concat()).expect("rows have equal length"))
-}
-
-fn parse_kernel_row(number: usize, row: &str, example: &str) -> Result<Vec<f64>> {
-    let values = row
-        .split(|c: char| c == ',' || c.is_whitespace())
-        .filter(|token| !token.is_empty())
-        .map(|token| match token.parse::<f64>() {
-            Ok(value) if value.is_finite() => Ok(value),
-            _ => Err(Error::InvalidArgument(format!(
-                "'{token}' in kernel row {number} is not a finite number ({example})"
-            ))),
-        })
-        .collect::<Result<Vec<_>>>()?;
-    if values.is_empty() {
-        return Err(Error::InvalidArgument(format!(
-            "kernel row {number} is empty; remove the extra ';' ({example})"
-        )));
-    }
-    Ok(values)
+    signal::parse_kernel(text).map_err(|e| match e {
+        Error::InvalidArgument(message) => {
+            Error::InvalidArgument(format!("{message} (e.g. --kernel \"{DEFAULT_KERNEL}\")"))
+        }
+        other => other,
+    })
 }
 
 fn convolve(grey: &Array2<f64>, kernel: &Array2<f64>, args: &ConvolveArgs) -> Result<Array2<f64>> {

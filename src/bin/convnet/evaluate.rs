@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 use convnet::data::Rescaled;
-use convnet::datasets::to_categorical;
+use convnet::datasets::{mnist, to_categorical};
 use convnet::metrics::{ClassReport, confusion_matrix};
 use convnet::{Error, Result};
 use ndarray::{Array2, Axis, Ix2, s};
@@ -22,6 +22,9 @@ pub struct EvaluateArgs {
     /// Folder with the four MNIST IDX files (default: $CONVNET_DATA, else data/mnist).
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Don't check the files' SHA-256 against MNIST's (for other IDX data).
+    #[arg(long)]
+    skip_checksum: bool,
     /// Evaluate on the first N test images only.
     #[arg(long)]
     test_limit: Option<usize>,
@@ -62,14 +65,23 @@ struct MacroAverage {
 }
 
 pub fn run(args: EvaluateArgs) -> Result<()> {
-    for path in [&args.confusion_matrix, &args.misclassified]
-        .into_iter()
-        .flatten()
-    {
-        super::train::check_writable_folder(path)?;
-    }
+    let outputs = [
+        ("--confusion-matrix", &args.confusion_matrix),
+        ("--misclassified", &args.misclassified),
+    ];
+    let outputs: Vec<_> = outputs
+        .iter()
+        .filter_map(|(flag, path)| Some((*flag, path.as_deref()?)))
+        .collect();
+    convnet::io::check_outputs(&outputs, &[])?;
     let model = args.model.load()?;
-    let (_, (test_x, test_y)) = super::train::load_mnist(args.data_dir.as_deref(), true)?;
+    // The test set only: the training set is not needed to score.
+    let dir = args
+        .data_dir
+        .as_deref()
+        .map_or_else(mnist::default_dir, mnist::resolve);
+    let (test_x, test_y) =
+        mnist::load_test_from(&dir, !args.skip_checksum).map_err(super::train::mnist_hint)?;
     let test_x = super::train::first(&test_x, args.test_limit);
     let test_y = test_y.slice(s![..test_x.len_of(Axis(0))]);
     let x = Rescaled::new(&test_x, 1.0 / 255.0);

@@ -32,7 +32,8 @@ pub struct InspectArgs {
 }
 
 pub fn run(args: InspectArgs) -> Result<()> {
-    super::train::check_writable_folder(&args.output)?;
+    let inputs = [args.image.as_path()];
+    convnet::io::check_outputs(&[("-o", &args.output)], &inputs)?;
     let model = args.model.load()?;
     let input = Reading::of(&model, args.no_preprocess)?.input(&args.image)?;
     let options = FeatureMapOptions {

@@ -17,6 +17,7 @@ mod train;
 mod train_data;
 mod visuals;
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -65,7 +66,49 @@ fn set_threads(threads: Option<usize>) -> convnet::Result<()> {
     }
 }
 
+/// Makes a file-size limit (`ulimit -f`) an error of the write that
+/// passes it, which then removes its temporary file, rather than a signal
+/// that kills the program mid-save.
+fn ignore_file_size_signal() {
+    #[cfg(unix)]
+    // SAFETY: setting a signal to be ignored, before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
+}
+
+/// What to print when the standard output cannot be written (a closed
+/// pipe, a full disk): `println!` panics then, and this hook turns that
+/// panic into a one-line error and exit status 1.
+fn exit_cleanly_when_stdout_fails() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        match message.strip_prefix("failed printing to stdout: ") {
+            Some(reason) => stdout_failed(&reason),
+            None => default(info),
+        }
+    }));
+}
+
+/// Reports that the standard output failed with `reason`, and exits.
+fn stdout_failed(reason: &dyn std::fmt::Display) -> ! {
+    let _ = writeln!(
+        std::io::stderr(),
+        "error: cannot write to the standard output ({reason}): it is a closed pipe or a full \
+         disk; redirect it to a file that can be written"
+    );
+    std::process::exit(1)
+}
+
 fn main() -> ExitCode {
+    ignore_file_size_signal();
+    exit_cleanly_when_stdout_fails();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Train(args) => train::run(*args),
@@ -78,10 +121,13 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench::run(args),
         Command::BenchConvolve(args) => bench_convolve::run(args),
     };
+    if let Err(e) = std::io::stdout().flush() {
+        stdout_failed(&e);
+    }
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {err}");
+            let _ = writeln!(std::io::stderr(), "error: {err}");
             ExitCode::FAILURE
         }
     }

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use convnet::datasets::image_folder::{self, ColorMode};
 use convnet::{Error, Result};
-use image::{DynamicImage, ImageReader};
+use image::DynamicImage;
 use ndarray::{Array2, Array3};
 
 use super::train_data::PIXEL_SCALE;
@@ -75,14 +75,5 @@ fn decode(path: &Path) -> Result<DynamicImage> {
     if size.len() == 0 {
         return Err(unreadable("the file is empty".into()));
     }
-    let reader = ImageReader::open(path)
-        .and_then(ImageReader::with_guessed_format)
-        .map_err(|e| Error::io(path, e))?;
-    reader.decode().map_err(|e| match e {
-        image::ImageError::IoError(source) if source.kind() == ErrorKind::UnexpectedEof => {
-            unreadable("the file is cut short".into())
-        }
-        image::ImageError::IoError(source) => Error::io(path, source),
-        other => unreadable(other.to_string()),
-    })
+    image_folder::decode_picture(path).map_err(unreadable)
 }

@@ -15,7 +15,7 @@ pub struct PlotActivationsArgs {
 }
 
 pub fn run(args: PlotActivationsArgs) -> Result<()> {
-    super::train::check_writable_folder(&args.output)?;
+    convnet::io::check_outputs(&[("-o", &args.output)], &[])?;
     convnet::plots::save_png(&convnet::plots::activations()?, &args.output)?;
     println!("Wrote {}", args.output.display());
     Ok(())

@@ -208,7 +208,13 @@ pub fn first(images: &Array3<u8>, limit: Option<usize>) -> ndarray::Array4<u8> {
 /// gets the flag that points elsewhere.
 pub fn load_mnist(data_dir: Option<&Path>, verify: bool) -> Result<mnist::MnistData> {
     let dir = data_dir.map_or_else(mnist::default_dir, mnist::resolve);
-    mnist::load_data_from(&dir, verify).map_err(|e| match e {
+    mnist::load_data_from(&dir, verify).map_err(mnist_hint)
+}
+
+/// The flags that fix an MNIST error: `--data-dir` for a missing file,
+/// `--skip-checksum` for other IDX data.
+pub fn mnist_hint(e: Error) -> Error {
+    match e {
         Error::Io { path, source } if source.kind() == ErrorKind::NotFound => {
             let source = std::io::Error::new(
                 ErrorKind::NotFound,
@@ -216,8 +222,11 @@ pub fn load_mnist(data_dir: Option<&Path>, verify: bool) -> Result<mnist::MnistD
             );
             Error::Io { path, source }
         }
+        Error::Data(message) if message.contains("checksum mismatch") => {
+            Error::Data(format!("{message} (use --skip-checksum)"))
+        }
         other => other,
-    })
+    }
 }
 
 pub fn run(args: TrainArgs) -> Result<()> {
@@ -235,14 +244,18 @@ fn train(args: TrainArgs, cluster: &Cluster) -> Result<()> {
             "--validation-split must be in [0, 1), got {fraction}"
         )));
     }
-    let outputs = [&args.metrics_out, &args.save_weights, &args.save];
-    for path in outputs
-        .into_iter()
-        .chain([&args.plot, &args.report])
-        .flatten()
-    {
-        check_writable_folder(path)?;
-    }
+    let outputs = [
+        ("--metrics-out", &args.metrics_out),
+        ("--save-weights", &args.save_weights),
+        ("--save", &args.save),
+        ("--plot", &args.plot),
+        ("--report", &args.report),
+    ];
+    let outputs: Vec<_> = outputs
+        .iter()
+        .filter_map(|(flag, path)| Some((*flag, path.as_deref()?)))
+        .collect();
+    convnet::io::check_outputs(&outputs, &[])?;
     if args.resume.is_some() && args.early_stopping.is_some() {
         return Err(Error::InvalidArgument(
             "--early-stopping cannot be resumed (a checkpoint does not keep its patience): \
@@ -252,13 +265,7 @@ fn train(args: TrainArgs, cluster: &Cluster) -> Result<()> {
     }
     let spec = ModelSpec::parse(&args.model)?;
     let kind = train_data::kind_of(args.data_dir.as_deref());
-    let data = train_data::load(&data_request(&args, &spec)?).map_err(|e| match e {
-        // The library's wording (tests/cli.rs checks it).
-        Error::Data(message) if message.contains("checksum mismatch") => {
-            Error::Data(format!("{message} (use --skip-checksum)"))
-        }
-        other => other,
-    })?;
+    let data = train_data::load(&data_request(&args, &spec)?)?;
     let train_count = data.train.len();
     let augment = augmentations(&args);
     let checkpoint_dir = args.checkpoint_dir.as_ref().or(args.resume.as_ref());
@@ -527,25 +534,6 @@ fn set_schedule(optimizer: &mut dyn Optimizer, args: &TrainArgs, train_count: us
         }
         other => other,
     })
-}
-
-/// Fails early, before a long training run, if `path` cannot be written.
-pub(super) fn check_writable_folder(path: &std::path::Path) -> Result<()> {
-    if path.is_dir() {
-        return Err(Error::InvalidArgument(format!(
-            "{} is a folder: name a file to write",
-            path.display()
-        )));
-    }
-    let folder = path.parent().filter(|p| !p.as_os_str().is_empty());
-    match folder {
-        Some(folder) if !folder.is_dir() => Err(Error::InvalidArgument(format!(
-            "{}: the folder {} does not exist; create it first",
-            path.display(),
-            folder.display()
-        ))),
-        _ => Ok(()),
-    }
 }
 
 fn json_error(e: serde_json::Error) -> Error {
