@@ -474,6 +474,20 @@ pub fn load_picture(
 ) -> Result<()> {
     let picture =
         decode_picture(path).map_err(|e| Error::Image(format!("{}: {e}", path.display())))?;
+    picture_sample(&picture, (height, width, color_mode), scale, out);
+    Ok(())
+}
+
+/// A decoded picture as a sample: converted to `color_mode`, resized to
+/// `(height, width)` (bilinear; untouched when it already has that size)
+/// and multiplied by `scale`, into `out` (`height · width · channels`
+/// values). What [`load_picture`] does after decoding.
+pub fn picture_sample(
+    picture: &DynamicImage,
+    (height, width, color_mode): (usize, usize, ColorMode),
+    scale: f32,
+    out: &mut [f32],
+) {
     let (w, h) = (width as u32, height as u32);
     let resized = |p: DynamicImage| {
         if (p.width(), p.height()) == (w, h) {
@@ -489,7 +503,6 @@ pub fn load_picture(
     for (o, &p) in out.iter_mut().zip(&pixels) {
         *o = f32::from(p) * scale;
     }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -35,27 +35,22 @@ pub fn read_resized(
     (height, width): (usize, usize),
     mode: ColorMode,
 ) -> Result<Array3<f32>> {
-    decode(path)?; // for its messages about missing, empty and cut files
-    let mut sample = Array3::zeros((height, width, mode.channels()));
-    let out = sample.as_slice_mut().expect("a new array is contiguous");
-    image_folder::load_picture(path, (height, width, mode), PIXEL_SCALE, out)?;
-    Ok(sample)
+    Ok(sample(&decode(path)?, (height, width), mode))
 }
 
 /// The picture at `path` in its own size, converted to `mode`, pixels / 255.
 pub fn read_as(path: &Path, mode: ColorMode) -> Result<Array3<f32>> {
     let picture = decode(path)?;
-    let (width, height) = (picture.width() as usize, picture.height() as usize);
-    let bytes = match mode {
-        ColorMode::Grayscale => picture.to_luma8().into_raw(),
-        ColorMode::Rgb => picture.to_rgb8().into_raw(),
-    };
-    let values = bytes
-        .into_iter()
-        .map(|b| f32::from(b) * PIXEL_SCALE)
-        .collect();
-    Array3::from_shape_vec((height, width, mode.channels()), values)
-        .map_err(|e| Error::Shape(e.to_string()))
+    let size = (picture.height() as usize, picture.width() as usize);
+    Ok(sample(&picture, size, mode))
+}
+
+/// `picture` as a model input of `(height, width)`, as image folders make them.
+fn sample(picture: &DynamicImage, (height, width): (usize, usize), mode: ColorMode) -> Array3<f32> {
+    let mut sample = Array3::zeros((height, width, mode.channels()));
+    let out = sample.as_slice_mut().expect("a new array is contiguous");
+    image_folder::picture_sample(picture, (height, width, mode), PIXEL_SCALE, out);
+    sample
 }
 
 fn decode(path: &Path) -> Result<DynamicImage> {
