@@ -1,5 +1,13 @@
 //! Matrix products through the `matrixmultiply` crate (a tuned, packed,
 //! SIMD GEMM). Transposes are free: they are only strides.
+//!
+//! [`matmul_par`] splits one product into blocks of the output for the
+//! threads. Every output value is still summed over the inner dimension
+//! in the same order as [`matmul`] sums it (the crate's blocking of the
+//! inner dimension does not depend on the output's blocks), so the result
+//! is the same, bit for bit, on any number of threads.
+
+use rayon::prelude::*;
 
 /// A row-major `rows x cols` matrix in a slice (or a block of its columns),
 /// possibly read transposed. Every constructor checks that each index the
@@ -48,6 +56,26 @@ impl<'a> Mat<'a> {
         }
     }
 
+    /// Rows `first..first + count`, without moving any data.
+    pub fn rows(self, first: usize, count: usize) -> Self {
+        assert!(first + count <= self.rows, "rows outside the matrix");
+        let offset = if count == 0 || self.cols == 0 {
+            0
+        } else {
+            first * self.row_stride as usize
+        };
+        Mat {
+            data: &self.data[offset.min(self.data.len())..],
+            rows: count,
+            ..self
+        }
+    }
+
+    /// Columns `first..first + count`, without moving any data.
+    pub fn cols(self, first: usize, count: usize) -> Self {
+        self.t().rows(first, count).t()
+    }
+
     /// The transpose, without moving any data.
     pub fn t(self) -> Self {
         Mat {
@@ -60,30 +88,60 @@ impl<'a> Mat<'a> {
     }
 }
 
+impl Mat<'_> {
+    /// Whether every index the strides reach lies inside `data`.
+    fn in_bounds(&self) -> bool {
+        if self.rows == 0 || self.cols == 0 {
+            return true;
+        }
+        let last =
+            (self.rows - 1) * self.row_stride as usize + (self.cols - 1) * self.col_stride as usize;
+        last < self.data.len()
+    }
+}
+
 /// `c = a · b + beta · c`, with `c` row-major `a.rows x b.cols`.
 ///
 /// `beta` is 0 (overwrite) or 1 (accumulate, e.g. onto a bias already in `c`).
 pub fn matmul(a: Mat, b: Mat, c: &mut [f32], beta: f32) {
-    assert_eq!(
-        a.cols, b.rows,
-        "inner dimensions of a matrix product differ"
-    );
-    let (m, k, n) = (a.rows, a.cols, b.cols);
+    let (m, n) = (a.rows, b.cols);
     assert_eq!(
         c.len(),
         m * n,
         "output of a matrix product has the wrong size"
     );
+    // SAFETY: `c` holds the `m x n` values at row stride `n`, and nothing
+    // else writes to it while it is borrowed mutably.
+    unsafe { product(a, b, c.as_mut_ptr(), n, beta) }
+}
+
+/// `c = a · b + beta · c` for `c` at `c_ptr`, `a.rows x b.cols` values
+/// at row stride `c_stride` (`c_stride >= b.cols`).
+///
+/// # Safety
+/// Those values must be valid for writes, and no other thread may touch
+/// them during the call.
+unsafe fn product(a: Mat, b: Mat, c_ptr: *mut f32, c_stride: usize, beta: f32) {
+    assert_eq!(
+        a.cols, b.rows,
+        "inner dimensions of a matrix product differ"
+    );
+    assert!(a.in_bounds() && b.in_bounds(), "matrix outside its data");
+    let (m, k, n) = (a.rows, a.cols, b.cols);
     if m == 0 || n == 0 {
         return;
     }
     if k == 0 {
-        c.iter_mut().for_each(|v| *v *= beta);
+        for i in 0..m {
+            // SAFETY: row i of c is valid for writes (the caller's promise).
+            let row = unsafe { std::slice::from_raw_parts_mut(c_ptr.add(i * c_stride), n) };
+            row.iter_mut().for_each(|v| *v *= beta);
+        }
         return;
     }
-    // SAFETY: the asserts above guarantee that every index the strides reach
-    // lies inside the three slices, and `c` does not alias `a` or `b`
-    // (it is borrowed mutably while they are borrowed shared).
+    // SAFETY: every index the strides of a and b reach lies inside their
+    // slices (checked above), c is the caller's to write, and c does not
+    // alias a or b (shared borrows cannot alias a region being written).
     unsafe {
         matrixmultiply::sgemm(
             m,
@@ -97,10 +155,73 @@ pub fn matmul(a: Mat, b: Mat, c: &mut [f32], beta: f32) {
             b.row_stride,
             b.col_stride,
             beta,
-            c.as_mut_ptr(),
-            n as isize,
+            c_ptr,
+            c_stride as isize,
             1,
         );
+    }
+}
+
+/// Multiply-adds below which [`matmul_par`] runs one product on the
+/// calling thread: splitting costs more than it saves.
+const PARALLEL_MIN_WORK: usize = 1 << 21;
+/// Rows (or columns) of the output per block of [`matmul_par`]: a
+/// multiple of the crate's register blocks, and a fixed number, so that
+/// the blocks do not depend on the number of threads.
+const BLOCK: usize = 64;
+
+/// `c = a · b + beta · c` as [`matmul`], on the threads of the current
+/// rayon pool: the output is split into blocks of [`BLOCK`] rows (or of
+/// columns, when it has fewer than 4 blocks of rows), each computed as
+/// its own product. The result is the same, bit for bit, as [`matmul`]'s.
+pub fn matmul_par(a: Mat, b: Mat, c: &mut [f32], beta: f32) {
+    let (m, n) = (a.rows, b.cols);
+    assert_eq!(
+        c.len(),
+        m * n,
+        "output of a matrix product has the wrong size"
+    );
+    if m * n * a.cols < PARALLEL_MIN_WORK || (m <= BLOCK && n <= BLOCK) {
+        return matmul(a, b, c, beta);
+    }
+    if m >= 4 * BLOCK || m >= n {
+        c.par_chunks_mut(BLOCK * n)
+            .enumerate()
+            .for_each(|(block, c)| {
+                let rows = c.len() / n;
+                matmul(a.rows(block * BLOCK, rows), b, c, beta);
+            });
+        return;
+    }
+    // Column blocks of c are not contiguous: each task writes its own
+    // columns through the shared pointer.
+    let c_at = SharedOutput(c.as_mut_ptr());
+    (0..n.div_ceil(BLOCK)).into_par_iter().for_each(|block| {
+        let first = block * BLOCK;
+        let cols = BLOCK.min(n - first);
+        // SAFETY: the blocks' columns are disjoint and inside c (checked
+        // above), and c stays borrowed mutably until every task ends.
+        unsafe { product(a, b.cols(first, cols), c_at.at(first), n, beta) };
+    });
+}
+
+/// The output of [`matmul_par`], shared by tasks that write disjoint
+/// parts of it.
+#[derive(Clone, Copy)]
+struct SharedOutput(*mut f32);
+
+// SAFETY: the tasks holding it write disjoint values (see `matmul_par`).
+unsafe impl Send for SharedOutput {}
+unsafe impl Sync for SharedOutput {}
+
+impl SharedOutput {
+    /// The pointer `offset` values further on.
+    ///
+    /// # Safety
+    /// `offset` must lie inside the output.
+    unsafe fn at(self, offset: usize) -> *mut f32 {
+        // SAFETY: the caller's promise.
+        unsafe { self.0.add(offset) }
     }
 }
 
@@ -150,10 +271,67 @@ mod tests {
                 assert!((block[i * 2 + j] - want[i * n + j + 1]).abs() < 1e-5);
             }
         }
+        // Sub-matrices by rows and columns, also of a transpose.
+        let mut sub = vec![0.0; 3 * 2];
+        matmul(
+            Mat::new(&a, m, k).rows(2, 3).cols(0, 2),
+            Mat::new(&b, k, n).rows(0, 2).cols(1, 2),
+            &mut sub,
+            0.0,
+        );
+        for i in 0..3 {
+            for j in 0..2 {
+                let want: f32 = (0..2).map(|p| a[(i + 2) * k + p] * b[p * n + j + 1]).sum();
+                assert!((sub[i * 2 + j] - want).abs() < 1e-5);
+            }
+        }
         // beta = 1 accumulates.
         matmul(Mat::new(&a, m, k), Mat::new(&b, k, n), &mut c, 1.0);
         for (x, y) in c.iter().zip(&want) {
             assert!((x - 2.0 * y).abs() < 1e-5);
+        }
+    }
+
+    /// The parallel product equals the serial one bit for bit, for row
+    /// and column splits, transposed operands and both betas, on 1 and 3
+    /// threads.
+    #[test]
+    fn parallel_products_are_the_serial_ones_bit_for_bit() {
+        let value = |i: usize| ((i as f32) * 0.618).sin();
+        for (m, k, n) in [(300, 70, 130), (16, 500, 700), (70, 300, 65), (5, 3, 2)] {
+            let a: Vec<f32> = (0..m * k).map(value).collect();
+            let b: Vec<f32> = (0..k * n).map(|i| value(i + 7)).collect();
+            let bt: Vec<f32> = (0..n * k).map(|i| value(i + 7)).collect();
+            for beta in [0.0, 1.0] {
+                let start: Vec<f32> = (0..m * n).map(|i| value(i + 3)).collect();
+                let mut want = start.clone();
+                matmul(Mat::new(&a, m, k), Mat::new(&bt, n, k).t(), &mut want, beta);
+                for threads in [1, 3] {
+                    let pool = rayon::ThreadPoolBuilder::new()
+                        .num_threads(threads)
+                        .build()
+                        .unwrap();
+                    let mut got = start.clone();
+                    pool.install(|| {
+                        matmul_par(Mat::new(&a, m, k), Mat::new(&bt, n, k).t(), &mut got, beta)
+                    });
+                    assert!(
+                        got.iter()
+                            .zip(&want)
+                            .all(|(x, y)| x.to_bits() == y.to_bits()),
+                        "{m}x{k}x{n}"
+                    );
+                }
+                let mut plain = start.clone();
+                matmul(Mat::new(&a, m, k), Mat::new(&b, k, n), &mut plain, beta);
+                let mut par = start.clone();
+                matmul_par(Mat::new(&a, m, k), Mat::new(&b, k, n), &mut par, beta);
+                assert!(
+                    par.iter()
+                        .zip(&plain)
+                        .all(|(x, y)| x.to_bits() == y.to_bits())
+                );
+            }
         }
     }
 }

@@ -3,10 +3,27 @@
 //! `inputs x units`, `y` and its gradient `dy` are `rows x units`.
 
 use super::copy_short;
-use super::gemm::{Mat, matmul};
+use super::gemm::{Mat, matmul, matmul_par};
 
 /// `y = x · kernel + bias`.
 pub fn forward(x: &[f32], kernel: &[f32], bias: Option<&[f32]>, y: &mut [f32], inputs: usize) {
+    forward_with(matmul, x, kernel, bias, y, inputs);
+}
+
+/// [`forward`] on the threads of the current rayon pool (the same
+/// result, bit for bit).
+pub fn forward_par(x: &[f32], kernel: &[f32], bias: Option<&[f32]>, y: &mut [f32], inputs: usize) {
+    forward_with(matmul_par, x, kernel, bias, y, inputs);
+}
+
+fn forward_with(
+    matmul: fn(Mat, Mat, &mut [f32], f32),
+    x: &[f32],
+    kernel: &[f32],
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+    inputs: usize,
+) {
     let units = kernel.len() / inputs;
     let rows = x.len() / inputs;
     let beta = match bias {
@@ -76,6 +93,22 @@ fn gcd(a: usize, b: usize) -> usize {
 
 /// The input gradient of one chunk: `dx = dy · kernelᵀ`.
 pub fn input_grad(dy: &[f32], kernel: &[f32], dx: &mut [f32], inputs: usize) {
+    input_grad_with(matmul, dy, kernel, dx, inputs);
+}
+
+/// [`input_grad`] on the threads of the current rayon pool (the same
+/// result, bit for bit).
+pub fn input_grad_par(dy: &[f32], kernel: &[f32], dx: &mut [f32], inputs: usize) {
+    input_grad_with(matmul_par, dy, kernel, dx, inputs);
+}
+
+fn input_grad_with(
+    matmul: fn(Mat, Mat, &mut [f32], f32),
+    dy: &[f32],
+    kernel: &[f32],
+    dx: &mut [f32],
+    inputs: usize,
+) {
     let units = kernel.len() / inputs;
     let rows = dy.len() / units;
     matmul(

@@ -1,4 +1,6 @@
-//! `convnet bench`: how fast LeNet trains and predicts on MNIST here.
+//! `convnet bench`: how fast LeNet trains and predicts on MNIST here;
+//! with `--model`, any ready-made network on random pictures
+//! (`bench_model`).
 //!
 //! FLOPs are counted from the layer shapes (see `Layer::forward_flops`):
 //! the matrix products of Conv2D and Dense, a multiply-add as 2 operations,
@@ -19,15 +21,24 @@ use ndarray::{Array2, Array4, Axis, s};
 /// Arguments of `convnet bench`.
 #[derive(Args)]
 pub struct BenchArgs {
+    /// Time this ready-made network on random pictures of its input size
+    /// instead: lenet, alexnet, cifar10-cnn or vgg-small (per-layer times,
+    /// training and inference images/s, GFLOP/s, peak memory).
+    #[arg(long)]
+    model: Option<String>,
+    /// With --model: training steps to time (default: about 200 GFLOP of
+    /// work, 24 to 400 steps).
+    #[arg(long, requires = "model", value_parser = clap::value_parser!(u64).range(1..))]
+    steps: Option<u64>,
     /// Threads for the main measurement (default: one per core).
     #[arg(long)]
     threads: Option<usize>,
     /// Training images per measured epoch (default: all 60,000).
     #[arg(long, default_value_t = 60_000)]
     images: usize,
-    /// Batch size of training.
-    #[arg(long, default_value_t = 128)]
-    batch_size: usize,
+    /// Batch size of training (default 128; with --model, 16 for alexnet).
+    #[arg(long)]
+    batch_size: Option<usize>,
     /// Batch size of inference.
     #[arg(long, default_value_t = 1000)]
     inference_batch_size: usize,
@@ -37,9 +48,10 @@ pub struct BenchArgs {
     /// Print the time per layer only (quick; also handy under a profiler).
     #[arg(long)]
     layers_only: bool,
-    /// Steps timed per layer.
-    #[arg(long, default_value_t = 21, value_parser = clap::value_parser!(u32).range(1..))]
-    layer_runs: u32,
+    /// Steps timed per layer (default 21; 5 with --model for networks
+    /// whose step is over 10 GFLOP).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    layer_runs: Option<u32>,
     /// Report each layer's fastest step instead of the median (steadier
     /// for A/B comparisons on a busy machine).
     #[arg(long)]
@@ -63,7 +75,7 @@ struct Mnist {
 
 /// Training cost per image: forward, plus backward at twice the forward
 /// cost for every layer but the first.
-fn train_flops(model: &Sequential) -> f64 {
+pub fn train_flops(model: &Sequential) -> f64 {
     let forward: Vec<usize> = model.layers().map(|l| l.forward_flops()).collect();
     let first = forward.iter().position(|&f| f > 0).unwrap_or(0);
     let total: usize = forward
@@ -172,21 +184,24 @@ fn layer_profile(
     let runs: Vec<_> = (0..runs)
         .map(|_| model.profile_step(&x, &data.train_y, &batch))
         .collect::<Result<_>>()?;
-    let median = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        let at = if fastest { 0 } else { v.len() / 2 };
-        v[at] * 1e3
-    };
+    let pick = |v: Vec<f64>| median_or_fastest(v, fastest) * 1e3;
     Ok((0..runs[0].len())
         .map(|i| {
             let name = runs[0][i].0.clone();
             (
                 name,
-                median(runs.iter().map(|r| r[i].1).collect()),
-                median(runs.iter().map(|r| r[i].2).collect()),
+                pick(runs.iter().map(|r| r[i].1).collect()),
+                pick(runs.iter().map(|r| r[i].2).collect()),
             )
         })
         .collect())
+}
+
+/// The middle value of `values` (the upper middle of an even count), or
+/// the smallest when `fastest`.
+pub fn median_or_fastest(mut values: Vec<f64>, fastest: bool) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[if fastest { 0 } else { values.len() / 2 }]
 }
 
 /// The most memory this process has held (VmHWM), in MB.
@@ -216,7 +231,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         None => std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
     for (flag, size) in [
-        ("--batch-size", args.batch_size),
+        ("--batch-size", args.batch_size.unwrap_or(1)),
         ("--inference-batch-size", args.inference_batch_size),
     ] {
         if size == 0 {
@@ -226,17 +241,32 @@ pub fn run(args: BenchArgs) -> Result<()> {
     if let Some(path) = &args.json {
         convnet::io::check_outputs(&[("--json", path)], &[])?;
     }
+    if let Some(name) = &args.model {
+        let bench = super::bench_model::ModelBench {
+            name,
+            batch_size: args.batch_size,
+            steps: args.steps.map(|s| s as usize),
+            layer_runs: args.layer_runs,
+            fastest: args.fastest,
+            layers_only: args.layers_only,
+            threads,
+        };
+        let figures = in_pool(threads, || super::bench_model::run(bench))??;
+        return write_json(args.json.as_deref(), &figures.json);
+    }
+    let batch_size = args.batch_size.unwrap_or(128);
+    let layer_runs = args.layer_runs.unwrap_or(21);
     let ((train_x, train_y), (test_x, _)) =
         super::train::load_mnist(args.data_dir.as_deref(), !args.skip_checksum)?;
     let available = train_x.len_of(Axis(0));
-    if args.batch_size > available {
+    if batch_size > available {
         return Err(Error::InvalidArgument(format!(
             "--batch-size {} is more than the {available} training images; use at most \
              {available}",
-            args.batch_size
+            batch_size
         )));
     }
-    let images = args.images.clamp(args.batch_size, available);
+    let images = args.images.clamp(batch_size, available);
     let data = Mnist {
         train_x: train_x.insert_axis(Axis(3)),
         train_y: to_categorical(&train_y, 10)?,
@@ -245,7 +275,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let flops = train_flops(&lenet()?);
     println!(
         "LeNet-5 on MNIST, batch {}, {threads} thread(s)",
-        args.batch_size
+        batch_size
     );
     println!(
         "training cost: {:.3} MFLOP per image (matrix products only, forward + backward)",
@@ -253,7 +283,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     );
 
     let profile = in_pool(threads, || {
-        layer_profile(&data, args.batch_size, args.layer_runs, args.fastest)
+        layer_profile(&data, batch_size, layer_runs, args.fastest)
     })??;
     println!(
         "\n{:<18} {:>12} {:>13}",
@@ -273,7 +303,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         return Ok(());
     }
 
-    let seconds = in_pool(threads, || epoch_seconds(&data, images, args.batch_size))??;
+    let seconds = in_pool(threads, || epoch_seconds(&data, images, batch_size))??;
     let rate = images as f64 / seconds;
     let epoch = 60_000.0 / rate;
     let gflops = rate * flops / 1e9;
@@ -283,7 +313,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let (single, speedup) = if args.no_scaling || threads == 1 {
         (None, None)
     } else {
-        let (one, speedup, ratios) = scaling(&data, images, args.batch_size, threads)?;
+        let (one, speedup, ratios) = scaling(&data, images, batch_size, threads)?;
         let ratios: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
         println!(
             "1 thread: {one:.2} s per epoch; {threads} threads are {speedup:.2}x faster \
@@ -306,7 +336,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             "framework": "convnet",
             "version": env!("CARGO_PKG_VERSION"),
             "threads": threads,
-            "batch_size": args.batch_size,
+            "batch_size": batch_size,
             "train_images_per_sec": rate,
             "epoch_seconds": epoch,
             "epoch_seconds_1_thread": single,
@@ -318,7 +348,15 @@ pub fn run(args: BenchArgs) -> Result<()> {
             "peak_rss_mb": peak,
             "layers": profile.iter().map(|(n, f, b)| serde_json::json!({"layer": n, "forward_ms": f, "backward_ms": b})).collect::<Vec<_>>(),
         });
-        let text = serde_json::to_string_pretty(&json).expect("plain JSON") + "\n";
+        write_json(Some(path), &json)?;
+    }
+    Ok(())
+}
+
+/// Writes `json` to `path`, if one was given.
+fn write_json(path: Option<&std::path::Path>, json: &serde_json::Value) -> Result<()> {
+    if let Some(path) = path {
+        let text = serde_json::to_string_pretty(json).expect("plain JSON") + "\n";
         convnet::io::write_atomic(path, text.as_bytes())?;
     }
     Ok(())

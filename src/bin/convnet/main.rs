@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_convolve;
+mod bench_model;
 mod checkpoints;
 mod cluster;
 mod convolve;

@@ -1,4 +1,4 @@
-//! `train --model`: a ready-made model by name (`lenet`, `alexnet`,
+//! `train --model`: a ready-made model by name (`lenet`, `alexnet`, `cifar10-cnn`,
 //! `vgg-small`), made for the data's picture size and classes, or an
 //! architecture file (`FILE.json`, in the format of `Sequential::to_json`)
 //! that must fit them.

@@ -9,7 +9,7 @@ use super::model_spec::ModelSpec;
 /// Arguments of `convnet summary`.
 #[derive(Args)]
 pub struct SummaryArgs {
-    /// The model: lenet, vgg-small or alexnet, or an architecture file
+    /// The model: lenet, cifar10-cnn, vgg-small or alexnet, or an architecture file
     /// (FILE.json).
     #[arg(long, default_value = "lenet")]
     model: String,

@@ -21,7 +21,7 @@ use ndarray::{Array3, Axis, s};
 /// Arguments of `convnet train`; the defaults are the reference program's.
 #[derive(Args)]
 pub struct TrainArgs {
-    /// The model: lenet, vgg-small or alexnet, made for the data's
+    /// The model: lenet, cifar10-cnn, vgg-small or alexnet, made for the data's
     /// pictures and classes; or an architecture file (FILE.json, as
     /// Sequential::to_json writes it) whose input and output fit them.
     #[arg(long, default_value = "lenet")]
@@ -65,7 +65,7 @@ pub struct TrainArgs {
     #[arg(long, value_name = "SIZE", value_parser = parse_image_size)]
     pub image_size: Option<(usize, usize)>,
     /// grayscale or rgb: the colours of image-folder pictures (default:
-    /// the model's, grayscale for lenet, rgb for vgg-small and alexnet).
+    /// the model's, grayscale for lenet, rgb for the others).
     #[arg(long, value_parser = parse_color_mode)]
     pub color_mode: Option<ColorMode>,
     /// Don't check the files' SHA-256 against MNIST's (for other IDX data).
