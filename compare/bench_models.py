@@ -187,9 +187,9 @@ def run_keras(args, x, y):
     data = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(x)).batch(b).repeat()
     passes = math.ceil(args.steps / DATA_BATCHES)
     steps = passes * DATA_BATCHES
-    model.fit(data, steps_per_epoch=DATA_BATCHES, epochs=1, verbose=0)  # warm-up
+    model.fit(data, steps_per_epoch=DATA_BATCHES, epochs=1, verbose=0, shuffle=False)  # warm-up
     start = time.perf_counter()
-    model.fit(data, steps_per_epoch=steps, epochs=1, verbose=0)
+    model.fit(data, steps_per_epoch=steps, epochs=1, verbose=0, shuffle=False)
     train_rate = steps * b / (time.perf_counter() - start)
     inference_rate = len(x) / best_of_three(lambda: model.predict(x, batch_size=b, verbose=0))
     return keras.__version__, train_rate, inference_rate, steps

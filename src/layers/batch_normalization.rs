@@ -21,8 +21,7 @@ use rayon::prelude::*;
 
 use super::config::{Config, Fields, config, with_input_shape};
 use super::{
-    Buffer, ChannelAffine, Layer, Param, PlanRole, TrainingStep, resize, resize_buffer, values,
-    values_mut,
+    Buffer, ChannelAffine, Layer, Param, PlanRole, TrainingStep, resize, values, values_mut,
 };
 use crate::initializers::Rng;
 use crate::{Error, Result};
@@ -45,8 +44,11 @@ pub struct BatchNormalization {
     moving_mean: Buffer,
     moving_variance: Buffer,
     /// The last training batch's normalised input, and `1 / s` per channel.
-    normalized: Vec<f32>,
+    /// The batch's `1/s` and `-mean/s` per channel (from the last
+    /// training forward pass): `x̂ = inv_std · x + shift`, recomputed by
+    /// the backward pass from the input rather than kept.
     inv_std: Vec<f32>,
+    shift: Vec<f32>,
 }
 
 /// Values (pixels of all samples) per parallel chunk of a channel sum.
@@ -73,8 +75,8 @@ impl BatchNormalization {
             beta: empty("beta"),
             moving_mean: buffer("moving_mean"),
             moving_variance: buffer("moving_variance"),
-            normalized: Vec::new(),
             inv_std: Vec::new(),
+            shift: Vec::new(),
         }
     }
 
@@ -154,40 +156,75 @@ impl ChannelAffine for BatchNormalization {
 /// Per channel, `Σ f(row of x, row of y)` over the rows (pixels) of `x`
 /// and `y` side by side, in parallel chunks added in a fixed order (the
 /// same on any thread count).
+/// Rows summed in `f32` before their sums join the `f64` totals: few
+/// enough that rounding stays near `f32`'s own precision, many enough
+/// that the `f64` additions cost little.
+const ROWS_PER_BLOCK: usize = 64;
+
+/// Two sums per channel over every row of `x` (and the matching row of
+/// `y`): `f(x_row, y_row, (first, second))` adds a row's terms to the two
+/// sums. Blocks of [`ROWS_PER_BLOCK`] rows are summed in `f32` vectors,
+/// then added in `f64`; chunks of rows run in parallel and are added in
+/// order (the same result on any number of threads).
 fn channel_sums(
     (x, y): (&[f32], &[f32]),
     channels: usize,
-    f: impl Fn(&[f32], &[f32], &mut [f64]) + Sync,
-) -> Vec<f64> {
+    f: impl Fn(&[f32], &[f32], (&mut [f32], &mut [f32])) + Sync,
+) -> (Vec<f64>, Vec<f64>) {
     let partials: Vec<Vec<f64>> = x
         .par_chunks(ROWS_PER_CHUNK * channels)
         .zip(y.par_chunks(ROWS_PER_CHUNK * channels))
         .map(|(x, y)| {
-            let mut sums = vec![0.0; channels];
-            let rows = x.chunks(channels).zip(y.chunks(channels));
-            rows.for_each(|(x, y)| f(x, y, &mut sums));
+            let mut sums = vec![0.0; 2 * channels];
+            let mut block = vec![0.0f32; 2 * channels];
+            let blocks = x
+                .chunks(ROWS_PER_BLOCK * channels)
+                .zip(y.chunks(ROWS_PER_BLOCK * channels));
+            for (x, y) in blocks {
+                block.fill(0.0);
+                let (first, second) = block.split_at_mut(channels);
+                let rows = x.chunks(channels).zip(y.chunks(channels));
+                rows.for_each(|(x, y)| f(x, y, (&mut *first, &mut *second)));
+                sums.iter_mut()
+                    .zip(&block)
+                    .for_each(|(s, &b)| *s += f64::from(b));
+            }
             sums
         })
         .collect();
-    let mut total = vec![0.0; channels];
+    let mut total = vec![0.0; 2 * channels];
     for partial in partials {
         total.iter_mut().zip(partial).for_each(|(t, p)| *t += p);
     }
-    total
+    let second = total.split_off(channels);
+    (total, second)
 }
 
-/// `y = a·x + b` per channel, rows in parallel.
-fn affine(x: &[f32], y: &mut [f32], (a, b): (&[f32], &[f32])) {
-    let channels = a.len();
+/// `row(x_row, y_row)` for every row (pixel) of `x` and `y`, chunks of
+/// rows in parallel.
+fn each_row_chunk(
+    x: &[f32],
+    y: &mut [f32],
+    channels: usize,
+    row: impl Fn(&[f32], &mut [f32]) + Sync,
+) {
     x.par_chunks(ROWS_PER_CHUNK * channels)
         .zip(y.par_chunks_mut(ROWS_PER_CHUNK * channels))
         .for_each(|(x, y)| {
             for (x, y) in x.chunks(channels).zip(y.chunks_mut(channels)) {
-                for c in 0..channels {
-                    y[c] = a[c] * x[c] + b[c];
-                }
+                row(x, y);
             }
         });
+}
+
+/// `y = a · x + b`, per channel.
+fn affine(x: &[f32], y: &mut [f32], (a, b): (&[f32], &[f32])) {
+    each_row_chunk(x, y, a.len(), |x, y| {
+        let terms = y.iter_mut().zip(x).zip(a.iter().zip(b));
+        for ((y, &x), (&a, &b)) in terms {
+            *y = a * x + b;
+        }
+    });
 }
 
 impl Layer for BatchNormalization {
@@ -229,36 +266,42 @@ impl Layer for BatchNormalization {
         let channels = self.channels();
         let x = values(input);
         let n = (x.len() / channels).max(1) as f64;
-        let mean: Vec<f64> = channel_sums((x, x), channels, |row, _, s| {
-            row.iter()
-                .zip(s.iter_mut())
-                .for_each(|(&v, s)| *s += f64::from(v))
-        })
-        .iter()
-        .map(|s| s / n)
-        .collect();
-        let variance: Vec<f64> = channel_sums((x, x), channels, |row, _, s| {
-            for ((&v, s), m) in row.iter().zip(s.iter_mut()).zip(&mean) {
-                let d = f64::from(v) - m;
-                *s += d * d;
+        // One pass for both moments, of x - k with k the first pixel's
+        // values: shifting by a value of the data keeps E[d²] - E[d]²
+        // from cancelling when the mean is far from zero.
+        let k = &x[..channels.min(x.len())];
+        let (sum, sum_sq) = channel_sums((x, x), channels, |row, _, (s1, s2)| {
+            let terms = row.iter().zip(k).zip(s1.iter_mut().zip(s2.iter_mut()));
+            for ((&v, &k), (s1, s2)) in terms {
+                let d = v - k;
+                *s1 += d;
+                *s2 += d * d;
             }
-        })
-        .iter()
-        .map(|s| s / n)
-        .collect();
+        });
+        let mean: Vec<f64> = (0..channels)
+            .map(|c| f64::from(k[c]) + sum[c] / n)
+            .collect();
+        let variance: Vec<f64> = (0..channels)
+            .map(|c| (sum_sq[c] / n - (sum[c] / n).powi(2)).max(0.0))
+            .collect();
         self.inv_std = variance
             .iter()
             .map(|&v| (1.0 / (v + f64::from(self.epsilon)).sqrt()) as f32)
             .collect();
-        // x̂ = (x - mean) / s, then y = γ x̂ + β.
-        let shift: Vec<f32> = (0..channels)
+        self.shift = (0..channels)
             .map(|c| -(mean[c] as f32) * self.inv_std[c])
             .collect();
-        resize_buffer(&mut self.normalized, x.len());
-        affine(x, &mut self.normalized, (&self.inv_std, &shift));
+        // y = γ x̂ + β, with x̂ = (x - mean) / s, in one pass.
         resize(output, input.shape());
         let (gamma, beta) = (values(&self.gamma.value), values(&self.beta.value));
-        affine(&self.normalized, values_mut(output), (gamma, beta));
+        let (inv_std, shift) = (&self.inv_std, &self.shift);
+        // Per channel y = a·x + b with a = γ/s, b = γ·shift + β: the
+        // affine map of x̂ folded with γ and β.
+        let a: Vec<f32> = (0..channels).map(|c| gamma[c] * inv_std[c]).collect();
+        let b: Vec<f32> = (0..channels)
+            .map(|c| gamma[c] * shift[c] + beta[c])
+            .collect();
+        affine(x, values_mut(output), (&a, &b));
         let m = self.momentum;
         let moving = values_mut(&mut self.moving_mean.value)
             .iter_mut()
@@ -272,22 +315,25 @@ impl Layer for BatchNormalization {
 
     fn backward(
         &mut self,
-        _input: &ArrayD<f32>,
+        input: &ArrayD<f32>,
         _output: &ArrayD<f32>,
         grad_output: &mut ArrayD<f32>,
         grad_input: Option<&mut ArrayD<f32>>,
     ) {
         let channels = self.channels();
-        let dy = values(grad_output);
-        let x_hat = &self.normalized;
-        let sum_dy = channel_sums((dy, dy), channels, |row, _, s| {
-            row.iter()
-                .zip(s.iter_mut())
-                .for_each(|(&g, s)| *s += f64::from(g))
-        });
-        let sum_dy_xhat = channel_sums((dy, x_hat), channels, |dy, xh, s| {
-            for c in 0..dy.len() {
-                s[c] += f64::from(dy[c]) * f64::from(xh[c]);
+        let (x, dy) = (values(input), values(grad_output));
+        let (inv_std, shift) = (&self.inv_std, &self.shift);
+        // Σdy and Σdy·x̂ in one pass, x̂ recomputed as the forward pass did.
+        let (sum_dy, sum_dy_xhat) = channel_sums((dy, x), channels, |dy, x, (s1, s2)| {
+            let affine = inv_std.iter().zip(shift);
+            let terms = dy
+                .iter()
+                .zip(x)
+                .zip(affine)
+                .zip(s1.iter_mut().zip(s2.iter_mut()));
+            for (((&dy, &x), (&a, &b)), (s1, s2)) in terms {
+                *s1 += dy;
+                *s2 += dy * (a * x + b);
             }
         });
         let as_f32 = |v: &[f64]| v.iter().map(|&s| s as f32).collect::<Vec<f32>>();
@@ -298,21 +344,31 @@ impl Layer for BatchNormalization {
         let n = (dy.len() / channels).max(1) as f32;
         let gamma = values(&self.gamma.value);
         // dx = k·(dy - Σdy/N - x̂·Σ(dy·x̂)/N), k = γ/s.
-        let k: Vec<f32> = (0..channels).map(|c| gamma[c] * self.inv_std[c]).collect();
+        let k: Vec<f32> = (0..channels).map(|c| gamma[c] * inv_std[c]).collect();
         let mean_dy: Vec<f32> = sum_dy.iter().map(|&s| s as f32 / n).collect();
         let mean_dy_xhat: Vec<f32> = sum_dy_xhat.iter().map(|&s| s as f32 / n).collect();
+        // Per channel, dx = k·dy - k·mean_dy - k·x̂·mean_dy_xhat
+        //               = k·dy + u·x + v  with x̂ = inv_std·x + shift.
+        let u: Vec<f32> = (0..channels)
+            .map(|c| -k[c] * mean_dy_xhat[c] * inv_std[c])
+            .collect();
+        let v: Vec<f32> = (0..channels)
+            .map(|c| -k[c] * (mean_dy[c] + mean_dy_xhat[c] * shift[c]))
+            .collect();
+        let (k, u, v) = (&k[..], &u[..], &v[..]);
         values_mut(grad_input)
             .par_chunks_mut(ROWS_PER_CHUNK * channels)
             .zip(dy.par_chunks(ROWS_PER_CHUNK * channels))
-            .zip(x_hat.par_chunks(ROWS_PER_CHUNK * channels))
-            .for_each(|((dx, dy), xh)| {
+            .zip(x.par_chunks(ROWS_PER_CHUNK * channels))
+            .for_each(|((dx, dy), x)| {
                 let rows = dx
                     .chunks_mut(channels)
                     .zip(dy.chunks(channels))
-                    .zip(xh.chunks(channels));
-                for ((dx, dy), xh) in rows {
-                    for c in 0..channels {
-                        dx[c] = k[c] * (dy[c] - mean_dy[c] - xh[c] * mean_dy_xhat[c]);
+                    .zip(x.chunks(channels));
+                for ((dx, dy), x) in rows {
+                    let terms = dx.iter_mut().zip(dy).zip(x).zip(k.iter().zip(u).zip(v));
+                    for (((dx, &dy), &x), ((&k, &u), &v)) in terms {
+                        *dx = k * dy + u * x + v;
                     }
                 }
             });

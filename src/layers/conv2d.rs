@@ -82,6 +82,18 @@ pub struct Conv2D {
 /// to stay in a core's cache between the product and col2im.
 const D_ROWS_PER_PRODUCT: usize = 256;
 
+/// Multiply-adds of a chunk's product above which a chunk is one image.
+const MACS_PER_CHUNK: usize = 1 << 27;
+
+/// Whether the filter-vectorised kernels beat im2col + GEMM on a layer
+/// they apply to. They do on few channels and filters (LeNet's layers,
+/// CIFAR-sized 3x3 layers of 32 and 64: 1.8x faster forward on one core);
+/// on AlexNet's wide layers the GEMM is 1.6x to 1.9x faster (`convnet
+/// bench --model alexnet --layers-only --threads 1`).
+fn filters_pay_off(w: &Window2d, filters: usize) -> bool {
+    w.patch_len() <= 1024 && filters <= 128
+}
+
 /// The kernels a Conv2D runs on (see `Conv2D::path`).
 #[derive(Clone, Copy)]
 enum Path {
@@ -210,7 +222,7 @@ impl Conv2D {
     /// since backward reads what forward kept.
     fn path(&self) -> Path {
         let w = self.window();
-        if filter_conv::applies(&w, self.filters) {
+        if filter_conv::applies(&w, self.filters) && filters_pay_off(&w, self.filters) {
             Path::Filters
         } else if direct_conv::applies(&w) {
             Path::Direct
@@ -219,9 +231,14 @@ impl Conv2D {
         }
     }
 
-    /// Images per parallel chunk.
+    /// Images per parallel chunk: enough rows to fill a core's cache,
+    /// but one image when a single image is already a large product
+    /// (AlexNet's layers), so that a small batch still gives every core
+    /// work.
     fn chunk(&self) -> usize {
-        samples_per_chunk(self.window().out_pixels())
+        let w = self.window();
+        let macs = w.out_pixels() * w.patch_len() * self.filters;
+        samples_per_chunk(w.out_pixels()).min((MACS_PER_CHUNK / macs.max(1)).max(1))
     }
 }
 

@@ -20,6 +20,21 @@ impl Sequential {
         y: &dyn Samples,
         indices: &[usize],
     ) -> Result<Vec<(String, f64, f64)>> {
+        let started = Instant::now();
+        self.profile_step_with(x, y, indices, &|| started.elapsed().as_secs_f64())
+    }
+
+    /// [`Sequential::profile_step`] timed by `clock` (seconds from any
+    /// fixed start): for example the CPU time of the calling thread,
+    /// which a one-thread run on a busy machine keeps steady where wall
+    /// time is not.
+    pub fn profile_step_with(
+        &mut self,
+        x: &dyn Samples,
+        y: &dyn Samples,
+        indices: &[usize],
+        clock: &dyn Fn() -> f64,
+    ) -> Result<Vec<(String, f64, f64)>> {
         self.prepare()?;
         self.check_pair(x, y, "profile_step")?;
         let (network, slots) = (&mut self.network, &mut self.slots);
@@ -36,17 +51,17 @@ impl Sequential {
         };
         let stages = network.plan.stages.len();
         for s in 0..stages {
-            let started = Instant::now();
+            let started = clock();
             network.forward_stage_train(s, slots, position);
-            times[network.plan.stages[s].layers.start].1 = started.elapsed().as_secs_f64();
+            times[network.plan.stages[s].layers.start].1 = clock() - started;
         }
         let scoring = &self.compiled.as_ref().expect("checked").scoring;
         let scale = 1.0 / indices.len() as f32;
         scoring.score(slots, &mut Tally::new(0), Some(scale))?;
         for s in (0..stages).rev() {
-            let started = Instant::now();
+            let started = clock();
             network.backward_stage(s, slots);
-            times[network.plan.stages[s].layers.start].2 = started.elapsed().as_secs_f64();
+            times[network.plan.stages[s].layers.start].2 = clock() - started;
         }
         Ok(times)
     }

@@ -56,6 +56,11 @@ pub struct BenchArgs {
     /// for A/B comparisons on a busy machine).
     #[arg(long)]
     fastest: bool,
+    /// Time each layer by the CPU time of the thread running it instead
+    /// of the wall clock: with --threads 1, steady even while other
+    /// programs share the cores (A/B comparisons of kernels).
+    #[arg(long)]
+    cpu_time: bool,
     /// Folder with the MNIST files (default: $CONVNET_DATA, else data/mnist).
     #[arg(long)]
     data_dir: Option<PathBuf>,
@@ -176,13 +181,16 @@ fn layer_profile(
     data: &Mnist,
     batch_size: usize,
     runs: u32,
-    fastest: bool,
+    (fastest, cpu_time): (bool, bool),
 ) -> Result<Vec<(String, f64, f64)>> {
     let mut model = lenet()?;
     let x = Rescaled::new(&data.train_x, 1.0 / 255.0);
     let batch: Vec<usize> = (0..batch_size).collect();
+    let started = Instant::now();
+    let wall = || started.elapsed().as_secs_f64();
+    let clock: &dyn Fn() -> f64 = if cpu_time { &thread_cpu_seconds } else { &wall };
     let runs: Vec<_> = (0..runs)
-        .map(|_| model.profile_step(&x, &data.train_y, &batch))
+        .map(|_| model.profile_step_with(&x, &data.train_y, &batch, clock))
         .collect::<Result<_>>()?;
     let pick = |v: Vec<f64>| median_or_fastest(v, fastest) * 1e3;
     Ok((0..runs[0].len())
@@ -202,6 +210,20 @@ fn layer_profile(
 pub fn median_or_fastest(mut values: Vec<f64>, fastest: bool) -> f64 {
     values.sort_by(f64::total_cmp);
     values[if fastest { 0 } else { values.len() / 2 }]
+}
+
+/// Seconds of CPU time the calling thread has used (for `--cpu-time`).
+pub fn thread_cpu_seconds() -> f64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec, which `now` is.
+    let status = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) };
+    if status != 0 {
+        return 0.0;
+    }
+    now.tv_sec as f64 + now.tv_nsec as f64 * 1e-9
 }
 
 /// The most memory this process has held (VmHWM), in MB.
@@ -248,6 +270,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             steps: args.steps.map(|s| s as usize),
             layer_runs: args.layer_runs,
             fastest: args.fastest,
+            cpu_time: args.cpu_time,
             layers_only: args.layers_only,
             threads,
         };
@@ -283,7 +306,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     );
 
     let profile = in_pool(threads, || {
-        layer_profile(&data, batch_size, layer_runs, args.fastest)
+        layer_profile(&data, batch_size, layer_runs, (args.fastest, args.cpu_time))
     })??;
     println!(
         "\n{:<18} {:>12} {:>13}",

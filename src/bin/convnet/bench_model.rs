@@ -17,7 +17,7 @@ use ndarray::{Array2, Array4};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::bench::{median_or_fastest, peak_rss_mb, train_flops};
+use super::bench::{median_or_fastest, peak_rss_mb, thread_cpu_seconds, train_flops};
 
 /// Distinct random batches the data holds.
 pub const DATA_BATCHES: usize = 4;
@@ -29,6 +29,7 @@ pub struct ModelBench<'a> {
     pub steps: Option<usize>,
     pub layer_runs: Option<u32>,
     pub fastest: bool,
+    pub cpu_time: bool,
     pub layers_only: bool,
     pub threads: usize,
 }
@@ -103,11 +104,14 @@ fn layer_profile(
     (x, y): (&Array4<f32>, &Array2<f32>),
     batch_size: usize,
     runs: u32,
-    fastest: bool,
+    (fastest, cpu_time): (bool, bool),
 ) -> Result<Vec<(String, f64, f64)>> {
     let batch: Vec<usize> = (0..batch_size).collect();
+    let started = Instant::now();
+    let wall = || started.elapsed().as_secs_f64();
+    let clock: &dyn Fn() -> f64 = if cpu_time { &thread_cpu_seconds } else { &wall };
     let runs: Vec<_> = (0..runs)
-        .map(|_| model.profile_step(x, y, &batch))
+        .map(|_| model.profile_step_with(x, y, &batch, clock))
         .collect::<Result<_>>()?;
     let pick = |v: Vec<f64>| median_or_fastest(v, fastest) * 1e3;
     Ok((0..runs[0].len())
@@ -162,7 +166,13 @@ pub fn run(bench: ModelBench) -> Result<ModelFigures> {
     let runs = bench
         .layer_runs
         .unwrap_or(if per_step > 1e10 { 5 } else { 21 });
-    let profile = layer_profile(&mut model, (&x, &y), batch_size, runs, bench.fastest)?;
+    let profile = layer_profile(
+        &mut model,
+        (&x, &y),
+        batch_size,
+        runs,
+        (bench.fastest, bench.cpu_time),
+    )?;
     print_profile(&profile);
     print!("{}", model.plan_string()?);
     let mut json = serde_json::json!({
