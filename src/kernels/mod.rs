@@ -14,6 +14,7 @@ pub mod gemm;
 pub mod im2col;
 pub mod linear;
 pub mod pool;
+pub mod scratch;
 
 pub use im2col::Window2d;
 

@@ -37,6 +37,7 @@ use super::{
     kernel_and_bias_mut, resize, resize_buffer, samples_per_chunk, values, values_mut,
 };
 use crate::initializers::{Initializer, Rng};
+use crate::kernels::scratch::Scratch;
 use crate::kernels::{Window2d, direct_conv, filter_conv, im2col, linear};
 use crate::{Activation, Error, Result};
 
@@ -272,7 +273,7 @@ impl Conv2D {
                 .zip(kept.par_chunks_mut(rows_len))
                 .for_each(|((x, y), rows)| compute(x, rows, y));
         } else {
-            chunks.for_each_init(Vec::new, |rows, (x, y)| {
+            chunks.for_each_init(Scratch::take, |rows, (x, y)| {
                 let images = x.len() / w.in_len();
                 rows.resize(images * w.out_pixels() * w.patch_len(), 0.0);
                 compute(x, rows, y);
@@ -329,12 +330,12 @@ impl Conv2D {
             resize_buffer(kept, images * padded_len);
             chunks
                 .zip(kept.par_chunks_mut(chunk * padded_len))
-                .for_each_init(Vec::new, |scratch, ((x, out), padded)| {
+                .for_each_init(Scratch::take, |scratch, ((x, out), padded)| {
                     compute(x, padded, out, scratch)
                 });
         } else {
             chunks.for_each_init(
-                || (Vec::new(), Vec::new()),
+                || (Scratch::take(), Scratch::take()),
                 |(padded, scratch), (x, out)| {
                     padded.resize(x.len() / w.in_len() * padded_len, 0.0);
                     compute(x, padded, out, scratch);
@@ -477,7 +478,7 @@ impl Conv2D {
                     .zip(kept.par_chunks_mut(chunk * spread_len))
                     .for_each(|((x, y), spread)| compute(x, y, spread));
             }
-            None => chunks.for_each_init(Vec::new, |spread, (x, y)| {
+            None => chunks.for_each_init(Scratch::take, |spread, (x, y)| {
                 spread.resize(x.len() / w.in_len() * spread_len, 0.0);
                 compute(x, y, spread);
             }),
@@ -586,7 +587,7 @@ impl Conv2D {
         if sparse {
             dy_chunks
                 .zip(dx_chunks)
-                .for_each_init(Vec::new, |padded, (dy, dx)| {
+                .for_each_init(Scratch::take, |padded, (dy, dx)| {
                     filter_conv::input_grad(&w, filters, dy, kernel_t, dx, padded)
                 });
             return;
@@ -596,7 +597,7 @@ impl Conv2D {
         let images_per_product = (D_ROWS_PER_PRODUCT / w.out_pixels()).max(1);
         dy_chunks
             .zip(dx_chunks)
-            .for_each_init(Vec::new, |d_rows, (dy, dx)| {
+            .for_each_init(Scratch::take, |d_rows, (dy, dx)| {
                 dx.fill(0.0);
                 let products = dy
                     .chunks(images_per_product * w.out_pixels() * filters)
