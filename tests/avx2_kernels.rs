@@ -56,6 +56,7 @@ fn avx2_kernels_agree_with_avx512_and_finite_differences() {
     for (case, (filters, channels, padding)) in [
         (16, 6, Padding::Valid),
         (32, 3, Padding::Same),
+        (48, 4, Padding::Valid), // a pair of 16-filter groups, then one group
         (16, 13, Padding::Valid),
         (6, 1, Padding::Valid),
         (5, 1, Padding::Same),
