@@ -57,6 +57,8 @@ fn avx2_kernels_agree_with_avx512_and_finite_differences() {
         (16, 6, Padding::Valid),
         (32, 3, Padding::Same),
         (48, 4, Padding::Valid), // a pair of 16-filter groups, then one group
+        (16, 32, Padding::Same), // the input gradient as a convolution of dy
+        (32, 16, Padding::Valid),
         (16, 13, Padding::Valid),
         (6, 1, Padding::Valid),
         (5, 1, Padding::Same),

@@ -103,6 +103,19 @@ fn conv2d_gradients_with_16_and_32_filters() {
 }
 
 #[test]
+fn conv2d_input_gradient_as_a_convolution_of_dy() {
+    // Channels in whole 16-lane groups and windows too wide for the sparse
+    // kernel (over 12 vectors): on AVX2 CPUs the input gradient runs as dy
+    // convolved with the turned kernel, padding included.
+    let valid = Conv2D::new(32, (5, 4)).activation(Tanh);
+    check_gradients(&mut valid.clone(), &[7, 6, 16], 2, 27);
+    let same = Conv2D::new(16, (3, 3)).padding(Padding::Same);
+    check_gradients(&mut same.clone(), &[5, 7, 32], 2, 28);
+    let wide = Conv2D::new(48, (3, 2)).padding(Padding::Same);
+    check_gradients(&mut wide.clone(), &[4, 6, 64], 2, 29);
+}
+
+#[test]
 fn conv2d_gradients_across_parallel_chunks() {
     // A batch large enough to be split into several chunks, whose partial
     // gradients must add up.

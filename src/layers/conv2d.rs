@@ -437,6 +437,20 @@ impl Conv2D {
         self.sum_param_grad_shares();
     }
 
+    /// Whether the dense input gradient runs as a convolution of `dy` on
+    /// the filter-vectorised kernels (see `filter_conv::input_grad_window`)
+    /// instead of `dy · kernelᵀ` and col2im: on that path, for channels in
+    /// whole 16-lane groups, where those kernels pay off (cifar10-cnn's
+    /// backward pass: 109 -> 98 ms per batch of 128 on one core).
+    fn dense_input_grad_by_filters(&self) -> bool {
+        let (w, channels) = (self.window(), self.window().channels);
+        if !matches!(self.path(), Path::Filters) || !channels.is_multiple_of(16) {
+            return false;
+        }
+        let t = filter_conv::input_grad_window(&w, self.filters);
+        filter_conv::applies(&t, channels) && filters_pay_off(&t, channels)
+    }
+
     /// The parameter-gradient shares of the filter-vectorised path.
     fn param_grads_filters(&mut self, grad_output: &[f32]) {
         let (w, filters) = (self.window(), self.filters);
@@ -581,9 +595,35 @@ impl Conv2D {
             resize_buffer(&mut self.kernel_t, filter_conv::transposed_len(&w, filters));
             filter_conv::transpose_kernel(&w, filters, kernel, &mut self.kernel_t);
         }
+        let dense_filters = !sparse && self.dense_input_grad_by_filters();
+        if dense_filters {
+            resize_buffer(&mut self.kernel_t, kernel.len());
+            filter_conv::flip_kernel(&w, filters, kernel, &mut self.kernel_t);
+        }
         let kernel_t = &self.kernel_t;
         let dy_chunks = grad_output.par_chunks(rows_per_chunk * filters);
         let dx_chunks = grad_input.par_chunks_mut(images_per_chunk * w.in_len());
+        if dense_filters {
+            // dx = pad(dy) ⋆ flip(kernel): a forward pass of the
+            // filter-vectorised kernels, the layer's channels as filters.
+            let t = filter_conv::input_grad_window(&w, filters);
+            let no_bias = vec![0.0; w.channels];
+            let scratch_len = filter_conv::scratch_len(&t, w.channels);
+            dy_chunks.zip(dx_chunks).for_each_init(
+                || (Scratch::take(), Scratch::take()),
+                |(padded, scratch), (dy, dx)| {
+                    let images = dx.len() / w.in_len();
+                    padded.resize(images * filter_conv::padded_len(&t), 0.0);
+                    scratch.resize(scratch_len, 0.0);
+                    filter_conv::pad(&t, dy, padded);
+                    let (channels, no_bias) = (w.channels, &no_bias[..]);
+                    filter_conv::forward(
+                        &t, channels, padded, kernel_t, no_bias, dx, scratch, false,
+                    );
+                },
+            );
+            return;
+        }
         if sparse {
             dy_chunks
                 .zip(dx_chunks)

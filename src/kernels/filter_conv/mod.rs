@@ -419,6 +419,48 @@ pub fn transposed_len(w: &Window2d, filters: usize) -> usize {
     filters * w.k_h * row_vectors(w) * GROUP
 }
 
+/// The window of the input gradient of a stride-1 layer seen as a
+/// convolution of its own: `dx = dy ⋆ flip(kernel)`, over `dy` padded by
+/// `k - 1 - pad` on each side, with the layer's filters as its channels and
+/// its channels as its filters (the layer's kernel turned by
+/// [`flip_kernel`]). This lets [`forward`] compute a dense input gradient
+/// with the filter-vectorised kernels (`Conv2D` runs it where the layer's
+/// channels are a multiple of 16).
+pub fn input_grad_window(w: &Window2d, filters: usize) -> Window2d {
+    assert!(
+        w.stride_h == 1 && w.stride_w == 1 && !w.is_dilated(),
+        "input_grad_window needs stride 1 and adjacent taps"
+    );
+    Window2d {
+        in_h: w.out_h,
+        in_w: w.out_w,
+        channels: filters,
+        pad_top: w.k_h - 1 - w.pad_top,
+        pad_left: w.k_w - 1 - w.pad_left,
+        out_h: w.in_h,
+        out_w: w.in_w,
+        ..*w
+    }
+}
+
+/// The kernel of [`input_grad_window`]'s convolution: `flipped[ky, kx, f,
+/// c] = kernel[k_h - 1 - ky, k_w - 1 - kx, c, f]`.
+pub fn flip_kernel(w: &Window2d, filters: usize, kernel: &[f32], flipped: &mut [f32]) {
+    let (k_h, k_w, channels) = (w.k_h, w.k_w, w.channels);
+    assert_eq!(kernel.len(), w.patch_len() * filters);
+    assert_eq!(flipped.len(), kernel.len());
+    for (tap, taps) in kernel.chunks_exact(channels * filters).enumerate() {
+        let (ky, kx) = (tap / k_w, tap % k_w);
+        let turned = (k_h - 1 - ky) * k_w + (k_w - 1 - kx);
+        let out = &mut flipped[turned * filters * channels..][..filters * channels];
+        for (c, row) in taps.chunks_exact(filters).enumerate() {
+            for (f, &v) in row.iter().enumerate() {
+                out[f * channels + c] = v;
+            }
+        }
+    }
+}
+
 /// `kernel` (patch x filters) transposed: per filter, per kernel row, its
 /// `k_w · channels` taps padded with zeros to whole vectors, into
 /// `kernel_t` ([`transposed_len`] values).
