@@ -548,3 +548,50 @@ fn a_full_disk_during_a_save_keeps_the_old_file() {
         assert_eq!(line(&format!("{case} files")), files, "a temporary left");
     }
 }
+
+/// A JPEG of a 24 x 8 grey ramp (dark left, light right) whose EXIF
+/// orientation tag is `orientation` (6: turn a quarter clockwise to show
+/// it): the image crate's JPEG, with an APP1 Exif segment (a big-endian
+/// TIFF header and one IFD entry, tag 0x0112) spliced in after its
+/// start-of-image marker, as cameras write it.
+fn jpeg_with_orientation(orientation: u16) -> Vec<u8> {
+    let ramp = image::GrayImage::from_fn(24, 8, |x, y| image::Luma([(x * 10 + y) as u8]));
+    let mut jpeg = Vec::new();
+    let encoder = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 100);
+    ramp.write_with_encoder(encoder).unwrap();
+    let mut exif = b"Exif\0\0MM\0\x2a\0\0\0\x08".to_vec();
+    exif.extend(1u16.to_be_bytes()); // one entry
+    exif.extend([0x01, 0x12, 0, 3, 0, 0, 0, 1]); // orientation: 1 SHORT
+    exif.extend(orientation.to_be_bytes());
+    exif.extend([0; 2 + 4]); // padding, no next IFD
+    let mut app1 = vec![0xFF, 0xE1];
+    app1.extend((exif.len() as u16 + 2).to_be_bytes());
+    app1.extend(exif);
+    assert_eq!(jpeg[..2], [0xFF, 0xD8]);
+    jpeg.splice(2..2, app1);
+    jpeg
+}
+
+#[test]
+fn pictures_are_turned_as_their_exif_orientation_says() {
+    use convnet::datasets::image_folder::decode_picture_bytes;
+    let upright = decode_picture_bytes(&jpeg_with_orientation(1)).unwrap();
+    assert_eq!((upright.width(), upright.height()), (24, 8));
+    let turned = decode_picture_bytes(&jpeg_with_orientation(6)).unwrap();
+    assert_eq!(turned, upright.rotate90(), "orientation 6");
+    let half = decode_picture_bytes(&jpeg_with_orientation(3)).unwrap();
+    assert_eq!(half, upright.rotate180(), "orientation 3");
+    // convolve, predict and image folders read pictures this way.
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("phone.jpg");
+    std::fs::write(&input, jpeg_with_orientation(6)).unwrap();
+    let out = dir.path().join("out.png");
+    let run = convnet(&[
+        "convolve",
+        input.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(run.status.success(), "{}", common::cli::stderr(&run));
+    assert!(stdout(&run).contains("(8x24)"), "{}", stdout(&run));
+}
