@@ -1,7 +1,9 @@
 //! `convnet` as a hostile user tries it: outputs that would destroy
-//! something, inputs crafted to panic it or eat memory, and faults
-//! (killed mid-save, file-size limit). Each ends in a clear error or an
-//! intact file, never a panic.
+//! something, inputs crafted to panic it or eat memory, pictures with an
+//! EXIF orientation, and faults (killed mid-save, SIGINT and SIGTERM
+//! during training and mid-save, a file-size limit, a full disk). Each
+//! ends in a clear error or an intact file, never a panic or a temporary
+//! file left behind.
 
 use std::path::{Path, PathBuf};
 
