@@ -1,7 +1,9 @@
 //! `convnet` as a hostile user tries it: outputs that would destroy
-//! something, inputs crafted to panic it or eat memory, and faults
-//! (killed mid-save, file-size limit). Each ends in a clear error or an
-//! intact file, never a panic.
+//! something, inputs crafted to panic it or eat memory, pictures with an
+//! EXIF orientation, and faults (killed mid-save, SIGINT and SIGTERM
+//! during training and mid-save, a file-size limit, a full disk). Each
+//! ends in a clear error or an intact file, never a panic or a temporary
+//! file left behind.
 
 use std::path::{Path, PathBuf};
 
@@ -351,4 +353,247 @@ fn convolve_refuses_nan_fills_and_overflowing_results() {
         &convnet(&["bench-convolve", "--size", "100000000"]),
         &["--size must be at most"],
     );
+}
+
+/// `convnet train args...` started with its standard output piped (and
+/// the repository as its folder, as [`convnet`] runs it).
+fn spawn_training(args: &[&str]) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_convnet"))
+        .arg("train")
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env_remove("CONVNET_DATA")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// Sends `signal` to `child`, waits for it and checks that the signal
+/// ended it (the shell's 128 + signal), not a normal exit.
+fn interrupt(child: &mut std::process::Child, signal: i32) {
+    use std::os::unix::process::ExitStatusExt;
+    // SAFETY: kill(2) on the pid of a child not yet waited for.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, signal) }, 0);
+    let status = child.wait().unwrap();
+    assert_eq!(status.signal(), Some(signal), "ended by {status}");
+}
+
+/// The temporary files of saves (`*.convnet-tmp`) in `dir`.
+fn temporaries(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".convnet-tmp"))
+        .collect()
+}
+
+#[test]
+fn ctrl_c_during_training_keeps_the_previous_outputs() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    let (model, weights, metrics) = (path("m.safetensors"), path("w.safetensors"), path("m.json"));
+    let outputs = [
+        "--save",
+        &model,
+        "--save-weights",
+        &weights,
+        "--metrics-out",
+        &metrics,
+    ];
+    let mut args = outputs.to_vec();
+    args.extend_from_slice(&TINY);
+    args.extend(["--verbose", "0"]);
+    assert!(spawn_training(&args).wait().unwrap().success());
+    let names = ["m.safetensors", "w.safetensors", "m.json"];
+    let before: Vec<Vec<u8>> = names
+        .iter()
+        .map(|name| std::fs::read(dir.path().join(name)).unwrap())
+        .collect();
+    for signal in [libc::SIGINT, libc::SIGTERM] {
+        let mut args = outputs.to_vec();
+        args.extend(["--train-limit", "2000", "--test-limit", "100"]);
+        args.extend(["--epochs", "1000", "--verbose", "2"]);
+        let mut child = spawn_training(&args);
+        // The end of the first epoch: training is under way.
+        // (The pipe stays open until the end: a closed one would end it.)
+        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let epoch = lines
+            .by_ref()
+            .map(Result::unwrap)
+            .find(|l| l.contains(" - loss: "));
+        assert!(epoch.is_some(), "no epoch ended");
+        interrupt(&mut child, signal);
+        drop(lines);
+        for (name, old) in names.iter().zip(&before) {
+            let now = std::fs::read(dir.path().join(name)).unwrap();
+            assert!(now == *old, "{name} changed by an interrupted run");
+        }
+        assert!(others(dir.path(), &names).is_empty(), "a file left behind");
+    }
+}
+
+#[test]
+fn a_signal_during_a_save_leaves_no_temporary_file() {
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let checkpoints = dir.path().join("checkpoints");
+    let last = checkpoints.join("last.safetensors");
+    // Epochs of 64 pictures: most of the time goes to writing checkpoints.
+    let args = [
+        "--checkpoint-dir",
+        checkpoints.to_str().unwrap(),
+        "--train-limit",
+        "64",
+        "--test-limit",
+        "32",
+        "--batch-size",
+        "32",
+        "--epochs",
+        "1000000",
+        "--verbose",
+        "0",
+    ];
+    for signal in [libc::SIGINT, libc::SIGTERM] {
+        for _ in 0..6 {
+            let mut child = spawn_training(&args);
+            // Signal as soon as a temporary file is seen: mid-save.
+            let start = Instant::now();
+            while temporaries(&checkpoints).is_empty() || !last.exists() {
+                assert!(
+                    start.elapsed() < Duration::from_secs(60),
+                    "no checkpoint written in a minute"
+                );
+                std::hint::spin_loop();
+            }
+            interrupt(&mut child, signal);
+            assert_eq!(temporaries(&checkpoints), Vec::<String>::new());
+            let (_, checkpoint) = convnet::io::load_checkpoint(&last).unwrap();
+            assert!(checkpoint.epoch >= 1);
+        }
+    }
+}
+
+/// Saves `convolve`'s output onto a 64 KiB file system too small for it,
+/// then onto the same one filled up, in a mount namespace of their own
+/// (`unshare`; CI runs as root). Skipped, with a line saying why, where
+/// no namespace can mount one.
+#[test]
+fn a_full_disk_during_a_save_keeps_the_old_file() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let mount = r#"mount -t tmpfs -o size=64k convnet-full "$1""#;
+    let script = format!(
+        r#"set -e
+        {mount}
+        printf old > "$1/out.png"
+        set +e
+        for case in small filled; do
+            if [ $case = filled ]; then cat /dev/zero > "$1/fill" 2>/dev/null; fi
+            message=$("$2" convolve "$3" -o "$1/out.png" 2>&1)
+            echo "$case exit $?"
+            echo "$case message $message" | tr '\n' ' '
+            echo
+            echo "$case content $(cat "$1/out.png")"
+            echo "$case files $(ls -A "$1" | tr '\n' ' ')"
+        done"#
+    );
+    let namespace = |flags: &str, script: &str| {
+        std::process::Command::new("unshare")
+            .args([flags, "sh", "-c", script, "sh"])
+            .arg(dir.path())
+            .arg(env!("CARGO_BIN_EXE_convnet"))
+            .arg(photo("camera.png"))
+            .output()
+    };
+    // A user namespace mounts without root where the system allows it.
+    let tried: Vec<String> = ["-rm", "-m"]
+        .iter()
+        .map(|flags| match namespace(flags, mount) {
+            Ok(out) if out.status.success() => String::new(),
+            Ok(out) => format!("unshare {flags}: {}", common::cli::stderr(&out).trim()),
+            Err(e) => format!("unshare: {e}"),
+        })
+        .collect();
+    let Some(flags) = ["-rm", "-m"]
+        .iter()
+        .zip(&tried)
+        .find_map(|(flags, error)| error.is_empty().then_some(*flags))
+    else {
+        // Straight to the standard error: the test harness keeps what
+        // `eprintln!` prints from a passing test to itself.
+        let _ = writeln!(
+            std::io::stderr(),
+            "a_full_disk_during_a_save_keeps_the_old_file skipped: cannot mount a small file \
+             system here ({})",
+            tried.join("; ")
+        );
+        return;
+    };
+    let out = namespace(flags, &script).unwrap();
+    let report = stdout(&out);
+    eprintln!("{report}");
+    let line = |key: &str| {
+        let line = report.lines().find(|l| l.starts_with(key));
+        line.unwrap_or_else(|| panic!("no {key:?} in: {report}"))[key.len()..].trim()
+    };
+    for (case, files) in [("small", "out.png"), ("filled", "fill out.png")] {
+        assert_eq!(line(&format!("{case} exit")), "1");
+        let message = line(&format!("{case} message"));
+        for needle in ["error: ", "out.png", "No space left", "disk", "is full"] {
+            assert!(message.contains(needle), "{needle:?} not in {message}");
+        }
+        assert!(message.contains("keeps its previous contents"), "{message}");
+        assert_eq!(line(&format!("{case} content")), "old");
+        assert_eq!(line(&format!("{case} files")), files, "a temporary left");
+    }
+}
+
+/// A JPEG of a 24 x 8 grey ramp (dark left, light right) whose EXIF
+/// orientation tag is `orientation` (6: turn a quarter clockwise to show
+/// it): the image crate's JPEG, with an APP1 Exif segment (a big-endian
+/// TIFF header and one IFD entry, tag 0x0112) spliced in after its
+/// start-of-image marker, as cameras write it.
+fn jpeg_with_orientation(orientation: u16) -> Vec<u8> {
+    let ramp = image::GrayImage::from_fn(24, 8, |x, y| image::Luma([(x * 10 + y) as u8]));
+    let mut jpeg = Vec::new();
+    let encoder = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 100);
+    ramp.write_with_encoder(encoder).unwrap();
+    let mut exif = b"Exif\0\0MM\0\x2a\0\0\0\x08".to_vec();
+    exif.extend(1u16.to_be_bytes()); // one entry
+    exif.extend([0x01, 0x12, 0, 3, 0, 0, 0, 1]); // orientation: 1 SHORT
+    exif.extend(orientation.to_be_bytes());
+    exif.extend([0; 2 + 4]); // padding, no next IFD
+    let mut app1 = vec![0xFF, 0xE1];
+    app1.extend((exif.len() as u16 + 2).to_be_bytes());
+    app1.extend(exif);
+    assert_eq!(jpeg[..2], [0xFF, 0xD8]);
+    jpeg.splice(2..2, app1);
+    jpeg
+}
+
+#[test]
+fn pictures_are_turned_as_their_exif_orientation_says() {
+    use convnet::datasets::image_folder::decode_picture_bytes;
+    let upright = decode_picture_bytes(&jpeg_with_orientation(1)).unwrap();
+    assert_eq!((upright.width(), upright.height()), (24, 8));
+    let turned = decode_picture_bytes(&jpeg_with_orientation(6)).unwrap();
+    assert_eq!(turned, upright.rotate90(), "orientation 6");
+    let half = decode_picture_bytes(&jpeg_with_orientation(3)).unwrap();
+    assert_eq!(half, upright.rotate180(), "orientation 3");
+    // convolve, predict and image folders read pictures this way.
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("phone.jpg");
+    std::fs::write(&input, jpeg_with_orientation(6)).unwrap();
+    let out = dir.path().join("out.png");
+    let run = convnet(&[
+        "convolve",
+        input.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(run.status.success(), "{}", common::cli::stderr(&run));
+    assert!(stdout(&run).contains("(8x24)"), "{}", stdout(&run));
 }

@@ -275,7 +275,9 @@ fn check_writable_folder(path: &std::path::Path) -> Result<()> {
             folder.display()
         )));
     }
-    tempfile::NamedTempFile::new_in(folder)
+    // An unnamed file where the system has them: nothing is left behind,
+    // even by a kill at this point.
+    tempfile::tempfile_in(folder)
         .map(drop)
         .map_err(|e| Error::io(folder, e))
 }

@@ -30,7 +30,7 @@ use std::io::{Cursor, ErrorKind};
 use std::path::{Path, PathBuf};
 
 use image::imageops::FilterType;
-use image::{DynamicImage, ImageError, ImageFormat, ImageReader};
+use image::{DynamicImage, ImageDecoder, ImageError, ImageFormat, ImageReader};
 use ndarray::{Array1, Array2};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -418,6 +418,11 @@ fn limits() -> image::Limits {
 /// The picture at `path` (PNG, JPEG or BMP, told by its contents), held to
 /// [`MAX_PICTURE_BYTES`] and [`MAX_PICTURE_SIDE`]; a file cut short is an
 /// error, not a picture with a grey end. The error says what is wrong.
+///
+/// The picture is turned or mirrored as its EXIF orientation tag says, as
+/// image viewers show it: a phone's photo taken upright but stored on its
+/// side comes out upright. A quarter turn holds a second copy of the
+/// pixels for a moment.
 pub fn decode_picture(path: &Path) -> std::result::Result<DynamicImage, String> {
     let size = std::fs::metadata(path).map_err(|e| e.to_string())?.len();
     if size > MAX_PICTURE_BYTES {
@@ -440,7 +445,19 @@ pub fn decode_picture_bytes(bytes: &[u8]) -> std::result::Result<DynamicImage, S
     if reader.format() == Some(ImageFormat::Jpeg) && !jpeg_has_end(bytes) {
         return Err("the file is cut short (the JPEG has no end marker)".into());
     }
-    reader.decode().map_err(|e| match e {
+    // What `ImageReader::decode` does, keeping the decoder to ask it for
+    // the EXIF orientation first.
+    let mut decoder = reader.into_decoder().map_err(decoding)?;
+    let orientation = decoder.orientation().map_err(decoding)?;
+    limits().reserve(decoder.total_bytes()).map_err(decoding)?;
+    let mut picture = DynamicImage::from_decoder(decoder).map_err(decoding)?;
+    picture.apply_orientation(orientation);
+    Ok(picture)
+}
+
+/// What a decoding error means, for the person who gave the picture.
+fn decoding(e: ImageError) -> String {
+    match e {
         ImageError::Limits(limit) => format!(
             "{limit}: the picture is larger than convnet decodes ({MAX_PICTURE_SIDE} pixels a \
              side, {MAX_PICTURE_BYTES} bytes decoded); shrink it first"
@@ -449,7 +466,7 @@ pub fn decode_picture_bytes(bytes: &[u8]) -> std::result::Result<DynamicImage, S
             "the file is cut short".into()
         }
         other => other.to_string(),
-    })
+    }
 }
 
 /// Whether a JPEG's last scan is followed by an end-of-image marker

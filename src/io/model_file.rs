@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use safetensors::SafeTensors;
+use safetensors::{Dtype, SafeTensors};
 
 use super::weights::{Tensor, decode, encode, read_file, read_tensor, set_weights, weight_tensors};
 use super::write_atomic;
@@ -211,27 +211,32 @@ fn field<'a>(metadata: &'a HashMap<String, String>, key: &str, path: &Path) -> R
         .ok_or_else(|| Error::Data(format!("{}: its metadata has no {key:?}", path.display())))
 }
 
-/// An error unless the file holds every weight of `layer` (named `name`)
-/// in its shape.
-fn layer_in_file(name: &str, layer: &dyn Layer, tensors: &SafeTensors, path: &Path) -> Result<()> {
-    let weights = layer
-        .params()
-        .into_iter()
-        .map(|p| (p.name, p.value.shape()));
-    let state = layer
-        .buffers()
-        .into_iter()
-        .map(|b| (b.name, b.value.shape()));
-    for (weight, shape) in weights.chain(state) {
+/// An error unless the file holds every weight that `layer` (named
+/// `name`) makes for inputs of `input_shape`, as `f32` in its shape:
+/// checked from the file's header before the layer allocates anything.
+fn layer_in_file(
+    name: &str,
+    layer: &dyn Layer,
+    input_shape: &[usize],
+    tensors: &SafeTensors,
+    path: &Path,
+) -> Result<()> {
+    for (weight, shape) in layer.weight_shapes(input_shape) {
         let tensor = format!("{name}.{weight}");
-        let found = tensors.tensor(&tensor).map(|t| t.shape().to_vec());
-        if found.as_deref().ok() != Some(shape) {
-            return Err(Error::Data(format!(
-                "{}: the architecture's {tensor} is {shape:?} but the file holds {}",
-                path.display(),
-                found.map_or("no such tensor".into(), |s| format!("{s:?}"))
-            )));
-        }
+        let found = tensors
+            .tensor(&tensor)
+            .map(|t| (t.dtype(), t.shape().to_vec()));
+        let problem = match found {
+            Ok((Dtype::F32, found)) if found == shape => continue,
+            Ok((Dtype::F32, found)) => format!("holds {found:?}"),
+            Ok((dtype, found)) => format!("holds {dtype:?} {found:?}, not F32"),
+            Err(_) => "has no such tensor".into(),
+        };
+        return Err(Error::Data(format!(
+            "{}: the architecture's {tensor} is F32 {shape:?} but the file {problem}; the \
+             file is corrupt or was not written by convnet",
+            path.display()
+        )));
     }
     Ok(())
 }
@@ -246,7 +251,7 @@ fn model_of(
     let mut model =
         Sequential::from_json(field(metadata, "architecture", path)?).map_err(in_file)?;
     model
-        .build_checked(|name, layer| layer_in_file(name, layer, tensors, path))
+        .build_checked(|name, layer, input| layer_in_file(name, layer, input, tensors, path))
         .map_err(|e| match e {
             Error::Data(_) => e,
             other => in_file(other),
@@ -266,4 +271,69 @@ fn model_of(
         model.set_class_names(names);
     }
     Ok(model)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layers::*;
+
+    /// A model with a layer of every class, and the options that change
+    /// which weights a layer has (no bias, no scale, no centre).
+    fn every_class() -> Sequential {
+        let mut model = Sequential::with_seed(1);
+        model.add(RandomFlip::new(FlipMode::Horizontal).input_shape(&[12, 12, 3]));
+        model.add(RandomTranslation::new(0.1, 0.1));
+        model.add(RandomRotation::new(0.1));
+        model.add(RandomZoom::new(0.1));
+        model.add(Rescaling::new(0.5, 0.0));
+        model.add(ZeroPadding2D::new(((1, 1), (1, 1))));
+        model.add(Conv2D::new(4, (3, 3)));
+        model.add(BatchNormalization::new());
+        model.add(Conv2D::new(5, (2, 3)).use_bias(false));
+        model.add(BatchNormalization::new().center(false).scale(false));
+        model.add(ActivationLayer::new(crate::Activation::Relu));
+        model.add(MaxPooling2D::new((2, 2)));
+        model.add(AveragePooling2D::new((2, 2)));
+        model.add(Reshape::new(&[Some(2), None, Some(5)]));
+        model.add(Flatten::new());
+        model.add(Dense::new(6).use_bias(false));
+        model.add(BatchNormalization::new().center(false));
+        model.add(Dropout::new(0.5));
+        model.add(Dense::new(3));
+        model
+    }
+
+    /// What `weight_shapes` announces is what `build` makes, for every
+    /// layer class: the check of a model file relies on it.
+    #[test]
+    fn weight_shapes_are_the_weights_build_makes() {
+        let mut pooled = Sequential::with_seed(1);
+        pooled.add(Conv2D::new(2, (3, 3)).input_shape(&[9, 9, 1]));
+        pooled.add(GlobalAveragePooling2D::new());
+        pooled.add(Reshape::new(&[Some(1), Some(1), Some(2)]));
+        pooled.add(GlobalMaxPooling2D::new());
+        let models = [
+            every_class(),
+            pooled,
+            crate::models::lenet(1),
+            crate::models::vgg_small(1, [32, 32, 3], 10),
+        ];
+        for mut model in models {
+            let mut announced = Vec::new();
+            model
+                .build_checked(|name, layer, input| {
+                    let shapes = layer.weight_shapes(input).into_iter();
+                    announced.extend(shapes.map(|(w, shape)| (format!("{name}.{w}"), shape)));
+                    Ok(())
+                })
+                .unwrap();
+            let made = weight_tensors(&model).into_iter();
+            let mut made: Vec<_> = made.map(|(name, shape, _)| (name, shape)).collect();
+            announced.sort();
+            made.sort();
+            assert!(!made.is_empty());
+            assert_eq!(announced, made);
+        }
+    }
 }

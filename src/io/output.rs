@@ -7,6 +7,7 @@
 use std::fs;
 use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use crate::{Error, Result};
 
@@ -108,7 +109,10 @@ fn check_target(path: &Path, target: &Path) -> Result<Option<fs::Metadata>> {
 /// fails, the target keeps its old contents (or stays absent) and the
 /// temporary file is removed; one left by a process killed mid-write
 /// (`<folder>/.<name>.<pid>.*.convnet-tmp`) is removed by the next write
-/// to the same path.
+/// to the same path. A program that ends on a signal can remove the
+/// temporary files of the writes in progress first: see
+/// [`abandon_writes`]. A full disk or a file-size limit is an
+/// [`Error::Io`] that says so.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let target = output_target(path)?;
     let existing = check_target(path, &target)?;
@@ -127,22 +131,117 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         use std::os::unix::fs::PermissionsExt;
         builder.permissions(fs::Permissions::from_mode(0o666));
     }
-    let mut tmp = builder.tempfile_in(dir).map_err(|e| Error::io(dir, e))?;
+    let written = |e: std::io::Error| Error::io(path, explained(e));
+    let mut tmp = Temporary::create(&builder, dir).map_err(|e| Error::io(dir, explained(e)))?;
     if let Some(meta) = &existing {
-        tmp.as_file()
+        tmp.file()
+            .as_file()
             .set_permissions(meta.permissions())
-            .map_err(|e| Error::io(tmp.path(), e))?;
+            .map_err(|e| Error::io(tmp.file().path(), e))?;
     }
-    tmp.write_all(bytes).map_err(|e| Error::io(path, e))?;
-    tmp.as_file().sync_all().map_err(|e| Error::io(path, e))?;
-    // The dropped `PersistError` removes the temporary file.
-    tmp.persist(&target).map_err(|e| Error::io(path, e.error))?;
+    // The bare file: `NamedTempFile`'s own errors name the temporary file.
+    tmp.file().as_file_mut().write_all(bytes).map_err(written)?;
+    tmp.file().as_file().sync_all().map_err(written)?;
+    tmp.persist(&target).map_err(written)?;
     // Make the rename itself durable; a folder that cannot be synced
     // (some file systems) still holds the new file.
     if let Ok(folder) = fs::File::open(dir) {
         let _ = folder.sync_all();
     }
     Ok(())
+}
+
+/// `e`, a failure to write a file, with what it means and what to do
+/// when the disk or a size limit is full.
+fn explained(e: std::io::Error) -> std::io::Error {
+    let (what, todo) = match e.kind() {
+        ErrorKind::StorageFull | ErrorKind::QuotaExceeded => {
+            ("the disk (or your quota) is full", "free some space")
+        }
+        ErrorKind::FileTooLarge => (
+            "the file would pass a size limit (ulimit -f, or the file system's)",
+            "raise the limit",
+        ),
+        _ => return e,
+    };
+    std::io::Error::new(
+        e.kind(),
+        format!(
+            "{e}: {what}, so the file was not written and keeps its previous contents (if \
+             any); {todo} or write somewhere else"
+        ),
+    )
+}
+
+/// The temporary files of the [`write_atomic`] calls in progress in this
+/// process, for [`abandon_writes`]. Its lock is held while a temporary file
+/// is created and registered, and while one is renamed or removed and
+/// unregistered: [`abandon_writes`] sees every write before its temporary
+/// file exists, or with it listed, or after it is gone.
+static IN_PROGRESS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+/// [`IN_PROGRESS`], locked (a panic elsewhere leaves the list usable).
+fn in_progress() -> MutexGuard<'static, Vec<PathBuf>> {
+    IN_PROGRESS.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A temporary file listed in [`IN_PROGRESS`] as long as it exists:
+/// dropped, it is removed and unlisted; persisted, renamed and unlisted.
+struct Temporary(Option<tempfile::NamedTempFile>);
+
+impl Temporary {
+    fn create(builder: &tempfile::Builder, dir: &Path) -> std::io::Result<Self> {
+        let mut live = in_progress();
+        let file = builder.tempfile_in(dir)?;
+        live.push(file.path().to_path_buf());
+        Ok(Self(Some(file)))
+    }
+
+    fn file(&mut self) -> &mut tempfile::NamedTempFile {
+        self.0.as_mut().expect("present until persisted or dropped")
+    }
+
+    /// Renames the file to `target` (on failure, removes it).
+    fn persist(mut self, target: &Path) -> std::io::Result<()> {
+        let mut live = in_progress();
+        let file = self.0.take().expect("present until persisted or dropped");
+        let path = file.path().to_path_buf();
+        // The dropped `PersistError` removes the temporary file.
+        let result = file.persist(target).map(drop).map_err(|e| e.error);
+        live.retain(|p| *p != path);
+        result
+    }
+}
+
+impl Drop for Temporary {
+    fn drop(&mut self) {
+        if let Some(file) = self.0.take() {
+            let mut live = in_progress();
+            let path = file.path().to_path_buf();
+            drop(file);
+            live.retain(|p| *p != path);
+        }
+    }
+}
+
+/// Removes the temporary file of every [`write_atomic`] in progress in
+/// this process, and stops any write from creating or renaming one from
+/// then on: those calls wait forever. Each target keeps the contents it
+/// had (the old ones, or the new ones if the rename came first), and no
+/// temporary file is left.
+///
+/// For a program that ends on a signal (SIGINT, SIGTERM): call it from an
+/// ordinary thread that received the signal (for example through
+/// `sigwait`), never from a signal handler (it takes a lock and frees
+/// memory) nor from a thread inside `write_atomic`, then end the process
+/// at once. The `convnet` command line does so.
+pub fn abandon_writes() {
+    let live = in_progress();
+    for path in live.iter() {
+        let _ = fs::remove_file(path);
+    }
+    // Held until the process ends: no write starts or finishes.
+    std::mem::forget(live);
 }
 
 /// Removes the temporary files of earlier writes to `dir/name` whose
@@ -266,6 +365,28 @@ mod tests {
             1,
             "no temporary left"
         );
+    }
+
+    #[test]
+    fn a_write_is_listed_in_progress_only_while_it_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let ours = || {
+            let live = in_progress();
+            live.iter().filter(|p| p.starts_with(dir.path())).count()
+        };
+        let tmp = Temporary::create(tempfile::Builder::new().suffix(TMP_SUFFIX), dir.path());
+        let tmp = tmp.unwrap();
+        assert_eq!(ours(), 1);
+        drop(tmp);
+        assert_eq!(ours(), 0);
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0, "removed");
+        let mut tmp = Temporary::create(&tempfile::Builder::new(), dir.path()).unwrap();
+        tmp.file().write_all(b"new").unwrap();
+        tmp.persist(&dir.path().join("out")).unwrap();
+        assert_eq!(ours(), 0);
+        assert_eq!(fs::read(dir.path().join("out")).unwrap(), b"new");
+        write_atomic(&dir.path().join("no/such/folder"), b"x").unwrap_err();
+        assert_eq!(ours(), 0);
     }
 
     #[cfg(unix)]

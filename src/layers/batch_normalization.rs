@@ -232,6 +232,18 @@ impl Layer for BatchNormalization {
         "BatchNormalization"
     }
 
+    fn weight_shapes(&self, input_shape: &[usize]) -> Vec<(&'static str, Vec<usize>)> {
+        let Some(&channels) = input_shape.last() else {
+            return Vec::new();
+        };
+        let gamma = self.scale.then_some("gamma");
+        let names = gamma.into_iter().chain(self.center.then_some("beta"));
+        names
+            .chain(["moving_mean", "moving_variance"])
+            .map(|name| (name, vec![channels]))
+            .collect()
+    }
+
     fn declared_input_shape(&self) -> Option<&[usize]> {
         self.input_shape.as_deref()
     }

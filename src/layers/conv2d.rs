@@ -690,6 +690,14 @@ impl Layer for Conv2D {
         self.input_shape.as_deref()
     }
 
+    fn weight_shapes(&self, input_shape: &[usize]) -> Vec<(&'static str, Vec<usize>)> {
+        let (&[_, _, c], (k_h, k_w)) = (input_shape, self.kernel_size) else {
+            return Vec::new();
+        };
+        let kernel = vec![k_h, k_w, c, self.filters];
+        super::kernel_and_bias_shapes(kernel, self.filters, self.use_bias)
+    }
+
     fn build(&mut self, input_shape: &[usize], rng: &mut Rng) -> Result<Vec<usize>> {
         let &[h, w, c] = input_shape else {
             return Err(Error::Shape(format!(

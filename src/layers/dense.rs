@@ -120,6 +120,15 @@ impl Layer for Dense {
         self.input_shape.as_deref()
     }
 
+    fn weight_shapes(&self, input_shape: &[usize]) -> Vec<(&'static str, Vec<usize>)> {
+        match input_shape {
+            &[inputs] => {
+                super::kernel_and_bias_shapes(vec![inputs, self.units], self.units, self.use_bias)
+            }
+            _ => Vec::new(),
+        }
+    }
+
     fn build(&mut self, input_shape: &[usize], rng: &mut Rng) -> Result<Vec<usize>> {
         let &[inputs] = input_shape else {
             return Err(Error::Shape(format!(

@@ -222,6 +222,15 @@ pub trait Layer: Send + Sync {
     /// weights, and returns the shape of its output.
     fn build(&mut self, input_shape: &[usize], rng: &mut Rng) -> Result<Vec<usize>>;
 
+    /// The name and shape of each weight ([`Layer::params`], then
+    /// [`Layer::buffers`]) that [`Layer::build`] makes for inputs of
+    /// `input_shape`, computed without making them: a model file is checked
+    /// against them before a layer allocates anything. None for a layer
+    /// without weights, or for a shape `build` refuses (it says why).
+    fn weight_shapes(&self, _input_shape: &[usize]) -> Vec<(&'static str, Vec<usize>)> {
+        Vec::new()
+    }
+
     /// Inference (Keras `training=False`): the output of a batch into
     /// `output` (resized if needed).
     fn forward(&self, input: &ArrayD<f32>, output: &mut ArrayD<f32>);
@@ -386,6 +395,17 @@ pub(crate) fn kernel_and_bias_mut<'a>(
     } else {
         vec![kernel]
     }
+}
+
+/// [`Layer::weight_shapes`] of a layer with a kernel of `kernel` and
+/// `outputs` biases (when `use_bias`).
+pub(crate) fn kernel_and_bias_shapes(
+    kernel: Vec<usize>,
+    outputs: usize,
+    use_bias: bool,
+) -> Vec<(&'static str, Vec<usize>)> {
+    let bias = use_bias.then(|| ("bias", vec![outputs]));
+    std::iter::once(("kernel", kernel)).chain(bias).collect()
 }
 
 /// The most values one weight tensor may hold (4 GiB of `f32`): a bound

@@ -94,7 +94,7 @@ impl Sequential {
     /// and plans how the layers run. Called by `compile` and `summary`;
     /// calling it again re-initialises every weight.
     pub fn build(&mut self) -> Result<()> {
-        self.build_checked(|_, _| Ok(()))
+        self.build_checked(|_, _, _| Ok(()))
     }
 
     /// Builds the layers not built yet, then plans and arranges the
@@ -123,17 +123,18 @@ impl Sequential {
     /// Builds layers `self.built..`, each from the output shape of the one
     /// before.
     fn build_new_layers(&mut self) -> Result<()> {
-        self.build_new_layers_checked(|_, _| Ok(()))
+        self.build_new_layers_checked(|_, _, _| Ok(()))
     }
 
-    /// [`Sequential::build`] that calls `check(name, layer)` after each
-    /// layer is built and stops at its first error: a model read from a
-    /// file checks each layer's weights against the file before building
-    /// the next, so that a hostile architecture allocates at most one
-    /// oversized layer.
+    /// [`Sequential::build`] that calls `check(name, layer, input_shape)`
+    /// before each layer is built and stops at its first error: a model
+    /// read from a file checks the weights each layer would make
+    /// ([`Layer::weight_shapes`]) against the file before the layer
+    /// allocates them, so that a hostile architecture allocates no weight
+    /// the file does not hold.
     pub(crate) fn build_checked(
         &mut self,
-        check: impl FnMut(&str, &dyn Layer) -> Result<()>,
+        check: impl FnMut(&str, &dyn Layer, &[usize]) -> Result<()>,
     ) -> Result<()> {
         self.built = 0;
         self.init_rng = init_rng(self.seed);
@@ -144,7 +145,7 @@ impl Sequential {
 
     fn build_new_layers_checked(
         &mut self,
-        mut check: impl FnMut(&str, &dyn Layer) -> Result<()>,
+        mut check: impl FnMut(&str, &dyn Layer, &[usize]) -> Result<()>,
     ) -> Result<()> {
         let entries = &mut self.network.entries;
         let first = entries.first().ok_or_else(|| {
@@ -168,6 +169,7 @@ impl Sequential {
             n => entries[n - 1].output_shape.clone(),
         };
         for entry in &mut entries[self.built..] {
+            check(&entry.name, entry.layer.as_ref(), &shape)?;
             shape = entry
                 .layer
                 .build(&shape, &mut self.init_rng)
@@ -178,7 +180,6 @@ impl Sequential {
             let what = format!("the output of layer {} for one sample", entry.name);
             crate::layers::tensor_len(&what, &shape)?;
             entry.output_shape = shape.clone();
-            check(&entry.name, entry.layer.as_ref())?;
             self.built += 1;
         }
         Ok(())

@@ -1,6 +1,7 @@
 //! `convnet convolve`: convolves a photo with a small kernel and writes the
 //! result as a grey PNG, optionally next to the input.
 
+use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
 use clap::{Args, ValueEnum};
@@ -292,10 +293,17 @@ fn write_png_atomically(path: &Path, picture: &GrayImage) -> Result<()> {
         .write_to(&mut std::io::Cursor::new(&mut png), ImageFormat::Png)
         .map_err(|e| Error::Image(format!("{}: cannot encode PNG: {e}", path.display())))?;
     convnet::io::write_atomic(path, &png).map_err(|e| match e {
-        Error::Io { source, .. } => Error::InvalidArgument(format!(
-            "cannot write {} ({source}); does its folder exist and can you write to it?",
-            path.display()
-        )),
+        Error::Io { source, .. }
+            if matches!(
+                source.kind(),
+                ErrorKind::PermissionDenied | ErrorKind::NotFound | ErrorKind::ReadOnlyFilesystem
+            ) =>
+        {
+            Error::InvalidArgument(format!(
+                "cannot write {} ({source}); does its folder exist and can you write to it?",
+                path.display()
+            ))
+        }
         other => other,
     })
 }

@@ -13,6 +13,7 @@ mod model_spec;
 mod picture;
 mod plot_activations;
 mod predict;
+mod signals;
 mod summary;
 mod train;
 mod train_data;
@@ -67,17 +68,6 @@ fn set_threads(threads: Option<usize>) -> convnet::Result<()> {
     }
 }
 
-/// Makes a file-size limit (`ulimit -f`) an error of the write that
-/// passes it, which then removes its temporary file, rather than a signal
-/// that kills the program mid-save.
-fn ignore_file_size_signal() {
-    #[cfg(unix)]
-    // SAFETY: setting a signal to be ignored, before any thread starts.
-    unsafe {
-        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
-    }
-}
-
 /// What to print when the standard output cannot be written (a closed
 /// pipe, a full disk): `println!` panics then, and this hook turns that
 /// panic into a one-line error and exit status 1.
@@ -108,7 +98,8 @@ fn stdout_failed(reason: &dyn std::fmt::Display) -> ! {
 }
 
 fn main() -> ExitCode {
-    ignore_file_size_signal();
+    signals::ignore_file_size_signal();
+    signals::remove_temporaries_on_signals();
     exit_cleanly_when_stdout_fails();
     let cli = Cli::parse();
     let result = match cli.command {
