@@ -416,3 +416,50 @@ fn distributed_needs_mpi_and_mpiexec() {
         &["--distributed", needle],
     );
 }
+
+/// `bench --model` times a ready-made network on random pictures and
+/// writes its figures; bad choices are clear errors.
+#[test]
+fn bench_model_prints_and_writes_its_figures() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("bench.json");
+    let out = convnet(&[
+        "bench",
+        "--model",
+        "cifar10-cnn",
+        "--batch-size",
+        "8",
+        "--steps",
+        "4",
+        "--layer-runs",
+        "1",
+        "--threads",
+        "2",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}");
+    for needle in ["conv2d_3", "training:", "inference:", "GFLOP/s"] {
+        assert!(text.contains(needle), "{needle} missing from:\n{text}");
+    }
+    let figures: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(figures["model"], "cifar10-cnn");
+    assert_eq!(figures["batch_size"], 8);
+    assert_eq!(figures["steps"], 4);
+    assert!(figures["train_images_per_sec"].as_f64().unwrap() > 0.0);
+    assert!(figures["inference_images_per_sec"].as_f64().unwrap() > 0.0);
+    // 41.5 MFLOP forward: the count of Keras's cifar10_cnn layout.
+    let forward = figures["forward_mflop_per_image"].as_f64().unwrap();
+    assert!((forward - 41.5).abs() < 0.1, "{forward}");
+    assert_error(
+        &convnet(&["bench", "--model", "resnet"]),
+        &["unknown model \"resnet\"", "cifar10-cnn"],
+    );
+    assert_error(
+        &convnet(&["bench", "--model", "lenet", "--batch-size", "0"]),
+        &["--batch-size must be at least 1"],
+    );
+    assert_error(&convnet(&["bench", "--steps", "3"]), &["--model"]);
+}
