@@ -1,11 +1,11 @@
 //! `Dense`: a fully connected layer, `y = activation(x · kernel + bias)`.
 //!
 //! The kernel has shape `(inputs, units)`, as in Keras. The forward pass and
-//! the input gradient are one matrix product each, split into blocks of the
-//! output for the threads (`kernels::gemm::matmul_par`: blocks of samples,
-//! or of units when the batch is small, as AlexNet's 16 pictures are); the
-//! kernel gradient is split into blocks of its rows, each summed over the
-//! whole batch, so no partial gradients need adding up.
+//! the input gradient split the batch into chunks of samples computed in
+//! parallel, or, when there are too few samples for that (AlexNet's 16
+//! pictures), split the units into blocks (`kernels::gemm::matmul_par`);
+//! the kernel gradient is split into blocks of its rows, each summed over
+//! the whole batch, so no partial gradients need adding up.
 
 use ndarray::{ArrayD, IxDyn};
 use rayon::prelude::*;
@@ -158,10 +158,21 @@ impl Layer for Dense {
         let kernel = values(&self.kernel.value);
         let bias = self.use_bias.then(|| values(&self.bias.value));
         let activation = self.output_activation;
-        linear::forward_par(values(input), kernel, bias, values_mut(output), inputs);
-        values_mut(output)
-            .par_chunks_mut(chunk() * units)
-            .for_each(|y| activation.forward(y, units));
+        if batch >= 2 * chunk() {
+            // Chunks of samples for the threads, each product followed by
+            // its activation while the chunk is in cache.
+            values(input)
+                .par_chunks(chunk() * inputs)
+                .zip(values_mut(output).par_chunks_mut(chunk() * units))
+                .for_each(|(x, y)| {
+                    linear::forward(x, kernel, bias, y, inputs);
+                    activation.forward(y, units);
+                });
+        } else {
+            // Too few samples to go round (AlexNet's 16): blocks of units.
+            linear::forward_par(values(input), kernel, bias, values_mut(output), inputs);
+            activation.forward(values_mut(output), units);
+        }
     }
 
     fn backward(
@@ -204,7 +215,15 @@ impl Layer for Dense {
             return param_grads();
         };
         resize(grad_input, input.shape());
-        let input_grad = || linear::input_grad_par(dy, kernel, values_mut(grad_input), inputs);
+        let input_grad = || {
+            if batch >= 2 * chunk() {
+                dy.par_chunks(chunk() * units)
+                    .zip(values_mut(grad_input).par_chunks_mut(chunk() * inputs))
+                    .for_each(|(dy, dx)| linear::input_grad(dy, kernel, dx, inputs));
+            } else {
+                linear::input_grad_par(dy, kernel, values_mut(grad_input), inputs);
+            }
+        };
         rayon::join(param_grads, input_grad);
     }
 
