@@ -14,6 +14,8 @@ pub mod gemm;
 pub mod im2col;
 pub mod linear;
 pub mod pool;
+#[cfg(target_arch = "x86_64")]
+mod sgemm;
 
 pub use im2col::Window2d;
 
