@@ -230,8 +230,9 @@ unsafe fn product_on(
 /// calling thread: splitting costs more than it saves.
 const PARALLEL_MIN_WORK: usize = 1 << 21;
 /// Rows (or columns) of the output per block of [`matmul_par`]: a
-/// multiple of the crate's register blocks, and a fixed number, so that
-/// the blocks do not depend on the number of threads.
+/// multiple of `matrixmultiply`'s register blocks (and of
+/// `kernels::sgemm`'s columns), and a fixed number, so that the blocks
+/// do not depend on the number of threads.
 const BLOCK: usize = 64;
 
 /// `c = a · b + beta · c` as [`matmul`], on the threads of the current
