@@ -1,11 +1,13 @@
-//! Matrix products through the `matrixmultiply` crate (a tuned, packed,
-//! SIMD GEMM). Transposes are free: they are only strides.
+//! Matrix products: on CPUs with AVX-512 through the kernel of
+//! `kernels::sgemm` (faster there), elsewhere through the `matrixmultiply`
+//! crate (a tuned, packed, SIMD GEMM). Transposes are free: they are only
+//! strides.
 //!
 //! [`matmul_par`] splits one product into blocks of the output for the
 //! threads. Every output value is still summed over the inner dimension
-//! in the same order as [`matmul`] sums it (the crate's blocking of the
-//! inner dimension does not depend on the output's blocks), so the result
-//! is the same, bit for bit, on any number of threads.
+//! in the same order as [`matmul`] sums it (neither GEMM's blocking of the
+//! inner dimension depends on the output's blocks), so the result is the
+//! same, bit for bit, on any number of threads.
 
 use rayon::prelude::*;
 
@@ -115,6 +117,26 @@ pub fn matmul(a: Mat, b: Mat, c: &mut [f32], beta: f32) {
     unsafe { product(a, b, c.as_mut_ptr(), n, beta) }
 }
 
+/// The GEMM that computes the products.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Backend {
+    /// `kernels::sgemm`, where the CPU has AVX-512 (and it is allowed).
+    Avx512,
+    /// The `matrixmultiply` crate.
+    MatrixMultiply,
+}
+
+impl Backend {
+    /// The backend this CPU runs now.
+    fn current() -> Self {
+        if super::has_avx512() {
+            Backend::Avx512
+        } else {
+            Backend::MatrixMultiply
+        }
+    }
+}
+
 /// `c = a · b + beta · c` for `c` at `c_ptr`, `a.rows x b.cols` values
 /// at row stride `c_stride` (`c_stride >= b.cols`).
 ///
@@ -122,6 +144,22 @@ pub fn matmul(a: Mat, b: Mat, c: &mut [f32], beta: f32) {
 /// Those values must be valid for writes, and no other thread may touch
 /// them during the call.
 unsafe fn product(a: Mat, b: Mat, c_ptr: *mut f32, c_stride: usize, beta: f32) {
+    // SAFETY: the caller's promise.
+    unsafe { product_on(Backend::current(), a, b, c_ptr, c_stride, beta) }
+}
+
+/// [`product`] on `backend`.
+///
+/// # Safety
+/// As for [`product`]; `Backend::Avx512` only where the CPU has AVX-512.
+unsafe fn product_on(
+    backend: Backend,
+    a: Mat,
+    b: Mat,
+    c_ptr: *mut f32,
+    c_stride: usize,
+    beta: f32,
+) {
     assert_eq!(
         a.cols, b.rows,
         "inner dimensions of a matrix product differ"
@@ -139,26 +177,52 @@ unsafe fn product(a: Mat, b: Mat, c_ptr: *mut f32, c_stride: usize, beta: f32) {
         }
         return;
     }
-    // SAFETY: every index the strides of a and b reach lies inside their
-    // slices (checked above), c is the caller's to write, and c does not
-    // alias a or b (shared borrows cannot alias a region being written).
-    unsafe {
-        matrixmultiply::sgemm(
-            m,
-            k,
-            n,
-            1.0,
-            a.data.as_ptr(),
-            a.row_stride,
-            a.col_stride,
-            b.data.as_ptr(),
-            b.row_stride,
-            b.col_stride,
-            beta,
-            c_ptr,
-            c_stride as isize,
-            1,
-        );
+    match backend {
+        #[cfg(target_arch = "x86_64")]
+        Backend::Avx512 => {
+            // SAFETY: the CPU has AVX-512F and FMA (the caller's promise);
+            // every index the strides of a and b reach lies inside their
+            // slices (checked above), c is the caller's to write, and c
+            // does not alias a or b.
+            unsafe {
+                super::sgemm::sgemm(
+                    m,
+                    k,
+                    n,
+                    a.data.as_ptr(),
+                    a.row_stride,
+                    a.col_stride,
+                    b.data.as_ptr(),
+                    b.row_stride,
+                    b.col_stride,
+                    beta,
+                    c_ptr,
+                    c_stride as isize,
+                );
+            }
+        }
+        // SAFETY: every index the strides of a and b reach lies inside
+        // their slices (checked above), c is the caller's to write, and c
+        // does not alias a or b (shared borrows cannot alias a region
+        // being written).
+        _ => unsafe {
+            matrixmultiply::sgemm(
+                m,
+                k,
+                n,
+                1.0,
+                a.data.as_ptr(),
+                a.row_stride,
+                a.col_stride,
+                b.data.as_ptr(),
+                b.row_stride,
+                b.col_stride,
+                beta,
+                c_ptr,
+                c_stride as isize,
+                1,
+            );
+        },
     }
 }
 
@@ -166,8 +230,9 @@ unsafe fn product(a: Mat, b: Mat, c_ptr: *mut f32, c_stride: usize, beta: f32) {
 /// calling thread: splitting costs more than it saves.
 const PARALLEL_MIN_WORK: usize = 1 << 21;
 /// Rows (or columns) of the output per block of [`matmul_par`]: a
-/// multiple of the crate's register blocks, and a fixed number, so that
-/// the blocks do not depend on the number of threads.
+/// multiple of `matrixmultiply`'s register blocks (and of
+/// `kernels::sgemm`'s columns), and a fixed number, so that the blocks
+/// do not depend on the number of threads.
 const BLOCK: usize = 64;
 
 /// `c = a · b + beta · c` as [`matmul`], on the threads of the current
@@ -239,8 +304,63 @@ mod tests {
         c
     }
 
+    /// The backends this CPU runs: both where it has AVX-512.
+    fn backends() -> Vec<Backend> {
+        if Backend::current() == Backend::Avx512 {
+            vec![Backend::Avx512, Backend::MatrixMultiply]
+        } else {
+            eprintln!("Backend::Avx512 skipped: no AVX-512");
+            vec![Backend::MatrixMultiply]
+        }
+    }
+
+    /// [`matmul`] on `backend`.
+    fn matmul_on(backend: Backend, a: Mat, b: Mat, c: &mut [f32], beta: f32) {
+        assert_eq!(c.len(), a.rows * b.cols);
+        // SAFETY: c holds the values at row stride b.cols, borrowed
+        // mutably; the backend runs on this CPU (`backends`).
+        unsafe { product_on(backend, a, b, c.as_mut_ptr(), b.cols, beta) }
+    }
+
     #[test]
     fn products_and_transposes_match_a_naive_loop() {
+        for backend in backends() {
+            products_and_transposes_match_a_naive_loop_on(backend);
+        }
+    }
+
+    /// A product whose rows, columns and inner dimension span several
+    /// blocks and tiles of either GEMM, on each backend, read as stored
+    /// and transposed.
+    #[test]
+    fn large_products_match_a_naive_loop() {
+        let (m, k, n) = (67, 300, 45);
+        let a: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.37).sin()).collect();
+        let b: Vec<f32> = (0..k * n).map(|i| (i as f32 * 0.91).cos()).collect();
+        let want = naive(&a, &b, m, k, n);
+        for backend in backends() {
+            let mut c = vec![0.0; m * n];
+            matmul_on(backend, Mat::new(&a, m, k), Mat::new(&b, k, n), &mut c, 0.0);
+            let mut ct = vec![0.0; n * m];
+            matmul_on(
+                backend,
+                Mat::new(&b, k, n).t(),
+                Mat::new(&a, m, k).t(),
+                &mut ct,
+                0.0,
+            );
+            for i in 0..m {
+                for j in 0..n {
+                    let want = want[i * n + j];
+                    assert!((c[i * n + j] - want).abs() < 1e-3, "{backend:?}");
+                    assert!((ct[j * m + i] - want).abs() < 1e-3, "{backend:?}");
+                }
+            }
+        }
+    }
+
+    fn products_and_transposes_match_a_naive_loop_on(backend: Backend) {
+        let matmul = |a, b, c: &mut [f32], beta| matmul_on(backend, a, b, c, beta);
         let (m, k, n) = (7, 5, 3);
         let a: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.37).sin()).collect();
         let b: Vec<f32> = (0..k * n).map(|i| (i as f32 * 0.91).cos()).collect();

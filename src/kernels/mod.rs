@@ -15,6 +15,8 @@ pub mod im2col;
 pub mod linear;
 pub mod pool;
 pub mod scratch;
+#[cfg(target_arch = "x86_64")]
+mod sgemm;
 
 pub use im2col::Window2d;
 
