@@ -236,7 +236,7 @@ const PARALLEL_MIN_WORK: usize = 1 << 21;
 const BLOCK: usize = 64;
 
 /// `c = a · b + beta · c` as [`matmul`], on the threads of the current
-/// rayon pool: the output is split into blocks of [`BLOCK`] rows (or of
+/// rayon pool: the output is split into blocks of 64 rows (or of
 /// columns, when it has fewer than 4 blocks of rows), each computed as
 /// its own product. The result is the same, bit for bit, as [`matmul`]'s.
 pub fn matmul_par(a: Mat, b: Mat, c: &mut [f32], beta: f32) {
