@@ -176,31 +176,28 @@ fn inference_rate(data: &Mnist, batch_size: usize) -> Result<f64> {
 }
 
 /// Median (or fastest) forward and backward milliseconds of each layer on
-/// one batch, over `runs` steps.
-fn layer_profile(
-    data: &Mnist,
+/// one batch (the first `batch_size` samples of `x` and `y`), over `runs`
+/// steps; timed by the calling thread's CPU clock when `cpu_time`.
+pub fn layer_profile(
+    model: &mut Sequential,
+    (x, y): (&dyn Samples, &dyn Samples),
     batch_size: usize,
     runs: u32,
     (fastest, cpu_time): (bool, bool),
 ) -> Result<Vec<(String, f64, f64)>> {
-    let mut model = lenet()?;
-    let x = Rescaled::new(&data.train_x, 1.0 / 255.0);
     let batch: Vec<usize> = (0..batch_size).collect();
     let started = Instant::now();
     let wall = || started.elapsed().as_secs_f64();
     let clock: &dyn Fn() -> f64 = if cpu_time { &thread_cpu_seconds } else { &wall };
     let runs: Vec<_> = (0..runs)
-        .map(|_| model.profile_step_with(&x, &data.train_y, &batch, clock))
+        .map(|_| model.profile_step_with(x, y, &batch, clock))
         .collect::<Result<_>>()?;
     let pick = |v: Vec<f64>| median_or_fastest(v, fastest) * 1e3;
     Ok((0..runs[0].len())
         .map(|i| {
-            let name = runs[0][i].0.clone();
-            (
-                name,
-                pick(runs.iter().map(|r| r[i].1).collect()),
-                pick(runs.iter().map(|r| r[i].2).collect()),
-            )
+            let forward = pick(runs.iter().map(|r| r[i].1).collect());
+            let backward = pick(runs.iter().map(|r| r[i].2).collect());
+            (runs[0][i].0.clone(), forward, backward)
         })
         .collect())
 }
@@ -306,7 +303,15 @@ pub fn run(args: BenchArgs) -> Result<()> {
     );
 
     let profile = in_pool(threads, || {
-        layer_profile(&data, batch_size, layer_runs, (args.fastest, args.cpu_time))
+        let x = Rescaled::new(&data.train_x, 1.0 / 255.0);
+        let timing = (args.fastest, args.cpu_time);
+        layer_profile(
+            &mut lenet()?,
+            (&x, &data.train_y),
+            batch_size,
+            layer_runs,
+            timing,
+        )
     })??;
     println!(
         "\n{:<18} {:>12} {:>13}",

@@ -11,13 +11,14 @@
 
 use std::time::Instant;
 
+use convnet::data::Samples;
 use convnet::optimizers::SGD;
 use convnet::{Error, Fit, Loss, Result, Sequential};
 use ndarray::{Array2, Array4};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::bench::{median_or_fastest, peak_rss_mb, thread_cpu_seconds, train_flops};
+use super::bench::{layer_profile, peak_rss_mb, train_flops};
 
 /// Distinct random batches the data holds.
 pub const DATA_BATCHES: usize = 4;
@@ -98,31 +99,6 @@ fn inference_rate(model: &Sequential, x: &Array4<f32>, batch_size: usize) -> Res
     Ok(x.shape()[0] as f64 / best)
 }
 
-/// Each layer's forward and backward milliseconds on one batch.
-fn layer_profile(
-    model: &mut Sequential,
-    (x, y): (&Array4<f32>, &Array2<f32>),
-    batch_size: usize,
-    runs: u32,
-    (fastest, cpu_time): (bool, bool),
-) -> Result<Vec<(String, f64, f64)>> {
-    let batch: Vec<usize> = (0..batch_size).collect();
-    let started = Instant::now();
-    let wall = || started.elapsed().as_secs_f64();
-    let clock: &dyn Fn() -> f64 = if cpu_time { &thread_cpu_seconds } else { &wall };
-    let runs: Vec<_> = (0..runs)
-        .map(|_| model.profile_step_with(x, y, &batch, clock))
-        .collect::<Result<_>>()?;
-    let pick = |v: Vec<f64>| median_or_fastest(v, fastest) * 1e3;
-    Ok((0..runs[0].len())
-        .map(|i| {
-            let forward = pick(runs.iter().map(|r| r[i].1).collect());
-            let backward = pick(runs.iter().map(|r| r[i].2).collect());
-            (runs[0][i].0.clone(), forward, backward)
-        })
-        .collect())
-}
-
 /// Runs the bench and prints it; the figures come back for `--json`.
 pub fn run(bench: ModelBench) -> Result<ModelFigures> {
     let batch_size = bench
@@ -168,7 +144,7 @@ pub fn run(bench: ModelBench) -> Result<ModelFigures> {
         .unwrap_or(if per_step > 1e10 { 5 } else { 21 });
     let profile = layer_profile(
         &mut model,
-        (&x, &y),
+        (&x as &dyn Samples, &y as &dyn Samples),
         batch_size,
         runs,
         (bench.fastest, bench.cpu_time),
