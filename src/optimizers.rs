@@ -573,17 +573,27 @@ impl Optimizer for SGD {
         self.extras.apply(params, lr);
         self.iterations += 1;
         let velocity = slots(&mut self.velocity, params);
-        for (p, v) in params.iter_mut().zip(velocity) {
-            let (w, g) = values_and_grads(p);
-            if momentum == 0.0 {
-                w.iter_mut().zip(g).for_each(|(w, g)| *w -= lr * g);
-                continue;
-            }
-            for ((w, g), v) in w.iter_mut().zip(g).zip(v.iter_mut()) {
-                *v = flush_tiny(momentum * *v - lr * g);
-                *w += if nesterov { momentum * *v - lr * g } else { *v };
-            }
-        }
+        // In parallel pieces, as Adam: AlexNet's 62 million weights took
+        // one core tens of milliseconds per step.
+        params
+            .par_iter_mut()
+            .zip(velocity.par_iter_mut())
+            .flat_map(|(p, v)| {
+                let (w, g) = values_and_grads(p);
+                w.par_chunks_mut(UPDATE_PIECE)
+                    .zip(g.par_chunks(UPDATE_PIECE))
+                    .zip(v.par_chunks_mut(UPDATE_PIECE))
+            })
+            .for_each(|((w, g), v)| {
+                if momentum == 0.0 {
+                    w.iter_mut().zip(g).for_each(|(w, g)| *w -= lr * g);
+                    return;
+                }
+                for ((w, g), v) in w.iter_mut().zip(g).zip(v.iter_mut()) {
+                    *v = flush_tiny(momentum * *v - lr * g);
+                    *w += if nesterov { momentum * *v - lr * g } else { *v };
+                }
+            });
     }
 }
 
