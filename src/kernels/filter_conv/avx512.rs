@@ -409,59 +409,6 @@ pub unsafe fn kernel_grad(
     }
 }
 
-/// [`grad`] for filters `group..group + 32`: two vectors of sums per tap.
-///
-/// # Safety
-/// As [`grad`], with `group + 32 <= filters`.
-#[target_feature(enable = "avx512f")]
-unsafe fn grad_two_groups<const T: usize>(
-    s: &Shape,
-    padded: &[f32],
-    dy: &[f32],
-    (d_kernel, bias): (*mut f32, *mut f32),
-    (ky, first, group): (usize, usize, usize),
-) {
-    let (w, filters) = (&s.w, s.filters);
-    let mut low = [_mm512_setzero_ps(); T];
-    let mut high = [_mm512_setzero_ps(); T];
-    let with_bias = !bias.is_null();
-    let (mut bias_low, mut bias_high) = (_mm512_setzero_ps(), _mm512_setzero_ps());
-    let images = padded
-        .chunks_exact(padded_len(w))
-        .zip(dy.chunks_exact(w.out_pixels() * filters));
-    unsafe {
-        for (image, dy) in images {
-            for oy in 0..w.out_h {
-                let x_row = image.as_ptr().add((oy + ky) * s.row_len + first);
-                let dy_row = dy.as_ptr().add(oy * w.out_w * filters + group);
-                for ox in 0..w.out_w {
-                    let g_low = _mm512_loadu_ps(dy_row.add(ox * filters));
-                    let g_high = _mm512_loadu_ps(dy_row.add(ox * filters + GROUP));
-                    if with_bias {
-                        bias_low = _mm512_add_ps(bias_low, g_low);
-                        bias_high = _mm512_add_ps(bias_high, g_high);
-                    }
-                    let x = x_row.add(ox * w.channels);
-                    for t in 0..T {
-                        let v = _mm512_set1_ps(*x.add(t));
-                        low[t] = _mm512_fmadd_ps(v, g_low, low[t]);
-                        high[t] = _mm512_fmadd_ps(v, g_high, high[t]);
-                    }
-                }
-            }
-        }
-        let out = d_kernel.add((ky * s.row_taps + first) * filters + group);
-        for t in 0..T {
-            _mm512_storeu_ps(out.add(t * filters), low[t]);
-            _mm512_storeu_ps(out.add(t * filters + GROUP), high[t]);
-        }
-        if with_bias {
-            _mm512_storeu_ps(bias.add(group), bias_low);
-            _mm512_storeu_ps(bias.add(group + GROUP), bias_high);
-        }
-    }
-}
-
 /// Taps `first..first + T` of kernel row `ky`, filters `group..group +
 /// 16`: `at = (ky, first, group)`; and, unless `bias` is null, the sums of
 /// `dy` for the group's bias gradient.
@@ -477,12 +424,45 @@ unsafe fn grad<const T: usize>(
     s: &Shape,
     padded: &[f32],
     dy: &[f32],
+    out: (*mut f32, *mut f32),
+    at: (usize, usize, usize),
+) {
+    unsafe { grad_groups::<T, 1>(s, padded, dy, out, at) }
+}
+
+/// [`grad`] for filters `group..group + 32`: two vectors of sums per tap.
+///
+/// # Safety
+/// As [`grad`], with `group + 32 <= filters`.
+#[target_feature(enable = "avx512f")]
+unsafe fn grad_two_groups<const T: usize>(
+    s: &Shape,
+    padded: &[f32],
+    dy: &[f32],
+    out: (*mut f32, *mut f32),
+    at: (usize, usize, usize),
+) {
+    unsafe { grad_groups::<T, 2>(s, padded, dy, out, at) }
+}
+
+/// [`grad`] for `G` groups of 16 filters from `group` on: `G` vectors of
+/// sums per tap, each broadcast input value feeding `G` FMAs.
+///
+/// # Safety
+/// As [`grad`], with `group + 16 · G <= filters`.
+// Sums indexed by (group, tap) read more plainly than zipped iterators.
+#[allow(clippy::needless_range_loop)]
+#[target_feature(enable = "avx512f")]
+unsafe fn grad_groups<const T: usize, const G: usize>(
+    s: &Shape,
+    padded: &[f32],
+    dy: &[f32],
     (d_kernel, bias): (*mut f32, *mut f32),
     (ky, first, group): (usize, usize, usize),
 ) {
     let (w, filters) = (&s.w, s.filters);
-    let mut acc = [_mm512_setzero_ps(); T];
-    let (with_bias, mut bias_sum) = (!bias.is_null(), _mm512_setzero_ps());
+    let mut acc = [[_mm512_setzero_ps(); T]; G];
+    let (with_bias, mut bias_sum) = (!bias.is_null(), [_mm512_setzero_ps(); G]);
     let images = padded
         .chunks_exact(padded_len(w))
         .zip(dy.chunks_exact(w.out_pixels() * filters));
@@ -492,23 +472,35 @@ unsafe fn grad<const T: usize>(
                 let x_row = image.as_ptr().add((oy + ky) * s.row_len + first);
                 let dy_row = dy.as_ptr().add(oy * w.out_w * filters + group);
                 for ox in 0..w.out_w {
-                    let g = _mm512_loadu_ps(dy_row.add(ox * filters));
+                    let mut g = [_mm512_setzero_ps(); G];
+                    for (j, g) in g.iter_mut().enumerate() {
+                        *g = _mm512_loadu_ps(dy_row.add(ox * filters + j * GROUP));
+                    }
                     if with_bias {
-                        bias_sum = _mm512_add_ps(bias_sum, g);
+                        for j in 0..G {
+                            bias_sum[j] = _mm512_add_ps(bias_sum[j], g[j]);
+                        }
                     }
                     let x = x_row.add(ox * w.channels);
-                    for (t, acc) in acc.iter_mut().enumerate() {
-                        *acc = _mm512_fmadd_ps(_mm512_set1_ps(*x.add(t)), g, *acc);
+                    for t in 0..T {
+                        let v = _mm512_set1_ps(*x.add(t));
+                        for j in 0..G {
+                            acc[j][t] = _mm512_fmadd_ps(v, g[j], acc[j][t]);
+                        }
                     }
                 }
             }
         }
         let out = d_kernel.add((ky * s.row_taps + first) * filters + group);
-        for (t, acc) in acc.iter().enumerate() {
-            _mm512_storeu_ps(out.add(t * filters), *acc);
+        for t in 0..T {
+            for j in 0..G {
+                _mm512_storeu_ps(out.add(t * filters + j * GROUP), acc[j][t]);
+            }
         }
         if with_bias {
-            _mm512_storeu_ps(bias.add(group), bias_sum);
+            for j in 0..G {
+                _mm512_storeu_ps(bias.add(group + j * GROUP), bias_sum[j]);
+            }
         }
     }
 }
