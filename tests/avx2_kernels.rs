@@ -33,6 +33,23 @@ fn step(layer: &mut Conv2D, x: &ArrayD<f32>, dy: &ArrayD<f32>) -> Vec<ArrayD<f32
     [vec![y, dx], grads].concat()
 }
 
+/// One training step of `layer` with AVX-512 and one without: the
+/// output and every gradient agree up to rounding. (Leaves AVX-512 off.)
+fn step_on_both_kernel_sets(layer: &mut Conv2D, (x, dy): (&ArrayD<f32>, &ArrayD<f32>), what: &str) {
+    allow_avx512(true);
+    let wide = step(layer, x, dy);
+    allow_avx512(false);
+    let narrow = step(layer, x, dy);
+    for (i, (a, b)) in wide.iter().zip(&narrow).enumerate() {
+        for (u, v) in a.iter().zip(b) {
+            assert!(
+                (u - v).abs() <= 1e-4 * (1.0 + v.abs()),
+                "{what}, result {i}: {u} (AVX-512) vs {v} (AVX2)"
+            );
+        }
+    }
+}
+
 /// Whether this CPU runs both kernel sets; if not, prints why `test`
 /// compares nothing, as a line `SKIPPED: <test>: <reason>` on stderr.
 fn both_kernel_sets_run(test: &str) -> bool {
@@ -77,24 +94,26 @@ fn avx2_kernels_agree_with_avx512_and_finite_differences() {
             .enumerate()
             .filter(|(i, _)| i % 4 != 1)
             .for_each(|(_, v)| *v = 0.0);
-        allow_avx512(true);
-        let wide = step(&mut layer, &x, &dy);
-        allow_avx512(false);
-        let narrow = step(&mut layer, &x, &dy);
-        for (i, (a, b)) in wide.iter().zip(&narrow).enumerate() {
-            for (u, v) in a.iter().zip(b) {
-                assert!(
-                    (u - v).abs() <= 1e-4 * (1.0 + v.abs()),
-                    "case {case}, result {i}: {u} (AVX-512) vs {v} (AVX2)"
-                );
-            }
-        }
+        step_on_both_kernel_sets(&mut layer, (&x, &dy), &format!("case {case}"));
         check_gradients(
             &mut Conv2D::new(filters, (3, 3)).padding(padding),
             &[6, 7, channels],
             2,
             40 + case as u64,
         );
+    }
+    // 3x3 layers of 16 or more channels run as Winograd F(4x4, 3x3): its
+    // transforms compiled for AVX2 against those for AVX-512.
+    for (case, (filters, channels, padding)) in [(16, 32, Padding::Same), (20, 17, Padding::Valid)]
+        .into_iter()
+        .enumerate()
+    {
+        let mut layer = Conv2D::new(filters, (3, 3)).padding(padding);
+        let mut r = rng(60 + case as u64);
+        let out = layer.build(&[10, 9, channels], &mut r).unwrap();
+        let x = random(&[3, 10, 9, channels], &mut r);
+        let dy = random(&[3, out[0], out[1], out[2]], &mut r);
+        step_on_both_kernel_sets(&mut layer, (&x, &dy), &format!("Winograd case {case}"));
     }
     max_pooling_agrees_with_and_without_avx512();
     a_model_trains_alike_with_and_without_avx512();

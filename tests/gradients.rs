@@ -10,7 +10,7 @@ use convnet::layers::{
     ActivationLayer, Conv2D, Dense, Dropout, FillMode, Flatten, FlipMode, Interpolation, Layer,
     MaxPooling2D, Padding, RandomFlip, RandomRotation, RandomTranslation, RandomZoom,
 };
-use ndarray::{ArrayD, IxDyn};
+use ndarray::{ArrayD, Axis, IxDyn, Slice};
 
 const ACTIVATIONS: [Activation; 5] = [Linear, Relu, Sigmoid, Tanh, Softmax];
 
@@ -113,6 +113,65 @@ fn conv2d_input_gradient_as_a_convolution_of_dy() {
     check_gradients(&mut same.clone(), &[5, 7, 32], 2, 28);
     let wide = Conv2D::new(48, (3, 2)).padding(Padding::Same);
     check_gradients(&mut wide.clone(), &[4, 6, 64], 2, 29);
+}
+
+#[test]
+fn conv2d_gradients_by_winograd() {
+    // 3x3, stride 1, 16 to 128 channels and filters: Winograd F(4x4, 3x3).
+    // Edge tiles cut by the image (7x9 and 9x7 outputs), channels and
+    // filters not in whole 16-lane groups. (Relu, which the output transform
+    // applies, is checked against the direct convolution in the kernel's
+    // tests: with this many products per weight, finite differences cross
+    // its kink, on every path.)
+    let same = Conv2D::new(16, (3, 3))
+        .padding(Padding::Same)
+        .activation(Sigmoid);
+    check_gradients(&mut same.clone(), &[7, 9, 16], 2, 30);
+    let odd = Conv2D::new(20, (3, 3)).activation(Tanh);
+    check_gradients(&mut odd.clone(), &[9, 11, 17], 3, 31);
+}
+
+#[test]
+fn winograd_kernel_gradient_shares_of_several_chunks_add_up() {
+    // 34x34 images: a 32x32 output is two images per chunk, so a batch of
+    // five is three chunks, each with its own share of the gradients.
+    let (shape, batch) = ([34, 34, 16], 5);
+    let mut layer = Conv2D::new(16, (3, 3)).activation(Tanh);
+    let mut r = rng(33);
+    let out = layer.build(&shape, &mut r).unwrap();
+    let x = random(&[batch, 34, 34, 16], &mut r);
+    let dy = random(&[batch, out[0], out[1], out[2]], &mut r);
+    let grads = |layer: &mut Conv2D, x: ArrayD<f32>, mut dy: ArrayD<f32>| {
+        let mut y = ArrayD::zeros(IxDyn(&[0]));
+        layer.forward_train(&x, &mut y, Default::default());
+        layer.backward(&x, &y, &mut dy, None);
+        layer
+            .params()
+            .iter()
+            .map(|p| p.grad.clone())
+            .collect::<Vec<_>>()
+    };
+    let whole = grads(&mut layer, x.clone(), dy.clone());
+    let mut summed: Vec<ArrayD<f32>> = whole.iter().map(|g| g.mapv(|_| 0.0)).collect();
+    for image in 0..batch {
+        let one = |a: &ArrayD<f32>| {
+            a.slice_axis(Axis(0), Slice::from(image..image + 1))
+                .to_owned()
+        };
+        for (sum, g) in summed.iter_mut().zip(grads(&mut layer, one(&x), one(&dy))) {
+            *sum += &g;
+        }
+    }
+    // Each value sums thousands of products, with Winograd's rounding: a
+    // share lost or added twice would be off by about a fifth.
+    for (w, s) in whole.iter().zip(&summed) {
+        for (a, b) in w.iter().zip(s) {
+            assert!(
+                (a - b).abs() <= 2e-3 * (1.0 + b.abs()),
+                "{a} (batch) vs {b} (images summed)"
+            );
+        }
+    }
 }
 
 #[test]

@@ -17,6 +17,7 @@ pub mod pool;
 pub mod scratch;
 #[cfg(target_arch = "x86_64")]
 mod sgemm;
+pub mod winograd;
 
 pub use im2col::Window2d;
 

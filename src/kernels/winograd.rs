@@ -1,0 +1,746 @@
+//! Winograd F(4x4, 3x3): 3x3 stride-1 convolutions with 2.25x to 4x fewer
+//! multiplications than any direct method.
+//!
+//! A 6x6 tile `d` of the input and a 3x3 kernel `g` give a 4x4 tile of the
+//! output (Lavin & Gray, "Fast Algorithms for Convolutional Neural
+//! Networks", 2015):
+//!
+//! ```text
+//! y = Aᵀ [ (G g Gᵀ) ⊙ (Bᵀ d B) ] A
+//! ```
+//!
+//! Summed over the input channels, the element-wise product becomes 36
+//! matrix products, one per position `ξ` of the 6x6 transformed tile:
+//! `M_ξ (tiles x filters) = V_ξ (tiles x channels) · U_ξ (channels x
+//! filters)`, where `V = Bᵀ d B` per tile and channel and `U = G g Gᵀ` per
+//! channel and filter. That is 36 multiply-adds per 16 outputs and
+//! channel-filter pair, against 144 for direct convolution; the
+//! transforms are additions and a few multiplications by small constants.
+//!
+//! The gradients are the same algorithm transposed (`y` is bilinear in
+//! `g` and `d`): with `Z = A dY Aᵀ` the transformed output gradient,
+//!
+//! ```text
+//! dg = Gᵀ [ Σ over tiles (Bᵀ d B) ⊙ Z ] G      (36 products Vᵀ_ξ · Z_ξ)
+//! dd = B [ Σ over filters U ⊙ Z ] Bᵀ           (36 products Z_ξ · Uᵀ_ξ)
+//! ```
+//!
+//! and each tile's `dd` is added onto the input gradient (tiles overlap by
+//! two rows and columns). The kernel-gradient sum stays in the transformed
+//! domain over all the tiles of a chunk, so its inverse transform runs
+//! once per chunk.
+//!
+//! Tiles are processed in blocks small enough that a block's transformed
+//! values stay in a core's L2 cache between the transforms and the
+//! products. Everything is NHWC, so the transforms work on 16 channels (or
+//! filters) at a time, as SIMD lanes; [`forward`] and [`backward`] run
+//! them compiled for AVX-512 or AVX2 where the CPU has it, with the same
+//! arithmetic (no fused multiply-adds) on every path.
+//!
+//! Precision: the transforms multiply by up to 8 and divide by up to 24,
+//! so results differ from direct convolution by more than rounding alone:
+//! about 1e-6 of the sum of the absolute products (the tests hold it to
+//! 2e-5), far below what training notices.
+
+mod simd;
+
+use super::Window2d;
+use super::gemm::{Mat, matmul};
+#[cfg(target_arch = "x86_64")]
+use simd::{Avx2, Avx512};
+use simd::{LANES, Portable, Simd};
+
+/// Output tile side.
+const M: usize = 4;
+/// Transformed tile side: M + 3 - 1.
+const A: usize = 6;
+/// Positions of a transformed tile.
+const XI: usize = A * A;
+/// Bytes a block's transformed values may take: most of a 2 MB L2.
+const BLOCK_BYTES: usize = 1 << 20;
+
+/// Values from one position's plane of a transformed block to the next:
+/// `count` tiles of `width` values, and one cache line more, so that the
+/// 36 planes a tile's transform writes do not all map to the same sets
+/// of the L1 cache (at 64 tiles of 32 channels they would: 8 KB apart).
+fn plane(count: usize, width: usize) -> usize {
+    count * width + LANES
+}
+
+/// Whether a layer of window `w` and `filters` filters runs on these
+/// kernels: 3x3, stride 1, adjacent taps, and enough channels and filters
+/// that the 36 products are worth their transforms (a first layer over
+/// RGB pixels is not), but not so many that a chunk's few tiles would
+/// read the transformed kernel from memory for little work (AlexNet's
+/// 384-channel layers run faster as one large im2col product).
+pub fn applies(w: &Window2d, filters: usize) -> bool {
+    let shape_fits = (w.k_h, w.k_w) == (3, 3)
+        && (w.stride_h, w.stride_w) == (1, 1)
+        && !w.is_dilated()
+        && w.out_h > 0
+        && w.out_w > 0;
+    shape_fits && (16..=128).contains(&w.channels) && (16..=128).contains(&filters)
+}
+
+/// The tiling of one layer's images.
+#[derive(Clone, Copy)]
+struct Tiling {
+    w: Window2d,
+    filters: usize,
+    /// Tiles per column and per row of an image.
+    tiles_h: usize,
+    tiles_w: usize,
+    /// Tiles per block.
+    block: usize,
+}
+
+impl Tiling {
+    /// The tiling of `images` images, in blocks of at most `BLOCK_BYTES`
+    /// of `values_per_tile` transformed values per position, as even as
+    /// can be (a last block of a few tiles makes slow products).
+    fn new(w: &Window2d, filters: usize, images: usize, values_per_tile: usize) -> Self {
+        let per_tile = XI * values_per_tile * std::mem::size_of::<f32>();
+        let (tiles_h, tiles_w) = (w.out_h.div_ceil(M), w.out_w.div_ceil(M));
+        let tiles = (images * tiles_h * tiles_w).max(1);
+        let largest = (BLOCK_BYTES / per_tile).clamp(8, 256);
+        Tiling {
+            w: *w,
+            filters,
+            tiles_h,
+            tiles_w,
+            block: tiles.div_ceil(tiles.div_ceil(largest)),
+        }
+    }
+
+    /// Whether channels and filters come in whole groups of 16 lanes.
+    fn whole_lanes(&self) -> bool {
+        self.w.channels.is_multiple_of(LANES) && self.filters.is_multiple_of(LANES)
+    }
+
+    fn tiles_per_image(&self) -> usize {
+        self.tiles_h * self.tiles_w
+    }
+
+    /// (image, top output row, left output column) of tile `t`.
+    fn tile(&self, t: usize) -> (usize, usize, usize) {
+        let per_image = self.tiles_per_image();
+        let (image, within) = (t / per_image, t % per_image);
+        (image, within / self.tiles_w * M, within % self.tiles_w * M)
+    }
+
+    /// The input pixel (row, column) under output pixel `(oy, ox)`'s tap
+    /// `(r, s)`, or `None` in the padding.
+    fn input_pixel(&self, oy: usize, ox: usize, r: usize, s: usize) -> Option<(usize, usize)> {
+        let y = (oy + r).checked_sub(self.w.pad_top)?;
+        let x = (ox + s).checked_sub(self.w.pad_left)?;
+        (y < self.w.in_h && x < self.w.in_w).then_some((y, x))
+    }
+}
+
+/// Values of the transformed kernel `U`: 36 x channels x filters.
+pub fn kernel_len(w: &Window2d, filters: usize) -> usize {
+    XI * w.channels * filters
+}
+
+/// `U_ξ = (G g Gᵀ)_ξ` for every channel and filter of `kernel` (Keras
+/// layout: 3 x 3 x channels x filters), into `u` (36 x channels x
+/// filters).
+pub fn transform_kernel(w: &Window2d, filters: usize, kernel: &[f32], u: &mut [f32]) {
+    let (channels, taps) = (w.channels, w.channels * filters);
+    assert_eq!(kernel.len(), 9 * taps, "a 3x3 kernel");
+    assert_eq!(u.len(), XI * taps, "room for the transformed kernel");
+    let mut g = Grids::<Portable, 3, A>::new();
+    for c in 0..channels {
+        for f in (0..filters).step_by(LANES) {
+            let n = LANES.min(filters - f);
+            let at = c * filters + f;
+            for (tap, value) in g.input.as_flattened_mut().iter_mut().enumerate() {
+                *value = load(kernel, tap * taps + at, n);
+            }
+            g.transform::<Kernel>();
+            for (xi, value) in g.output.as_flattened().iter().enumerate() {
+                store(u, xi * taps + at, n, *value);
+            }
+        }
+    }
+}
+
+/// The forward pass of a chunk of images `x` into `y` (`filters` per
+/// pixel): `y = x ⋆ kernel + bias`, then relu if asked for. `u` is the
+/// kernel as [`transform_kernel`] gives it; `scratch` is working space.
+#[allow(clippy::too_many_arguments)]
+pub fn forward(
+    w: &Window2d,
+    filters: usize,
+    x: &[f32],
+    u: &[f32],
+    bias: &[f32],
+    relu: bool,
+    y: &mut [f32],
+    scratch: &mut Vec<f32>,
+) {
+    let images = x.len() / w.in_len();
+    assert_eq!(y.len(), images * w.out_pixels() * filters, "output size");
+    assert_eq!(u.len(), kernel_len(w, filters), "transformed kernel size");
+    let t = Tiling::new(w, filters, images, w.channels + filters);
+    scratch.resize(
+        XI * (plane(t.block, w.channels) + plane(t.block, filters)),
+        0.0,
+    );
+    let args = (t, x, u, bias, relu, y, &mut scratch[..]);
+    #[cfg(target_arch = "x86_64")]
+    {
+        if super::has_avx512() {
+            // SAFETY: the CPU has AVX-512F.
+            return unsafe { forward_avx512(args) };
+        }
+        if super::has_avx2_fma() {
+            // SAFETY: the CPU has AVX2.
+            return unsafe { forward_avx2(args) };
+        }
+    }
+    forward_blocks::<Portable>(args)
+}
+
+type ForwardArgs<'a> = (
+    Tiling,
+    &'a [f32],
+    &'a [f32],
+    &'a [f32],
+    bool,
+    &'a mut [f32],
+    &'a mut [f32],
+);
+
+/// [`forward_blocks`] compiled for AVX-512F.
+///
+/// # Safety
+/// The CPU must have AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn forward_avx512(args: ForwardArgs) {
+    forward_blocks::<Avx512>(args)
+}
+
+/// [`forward_blocks`] compiled for AVX2.
+///
+/// # Safety
+/// The CPU must have AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn forward_avx2(args: ForwardArgs) {
+    forward_blocks::<Avx2>(args)
+}
+
+/// [`forward_blocks_of`], with the channels and filters in whole 16-lane
+/// groups or not.
+#[inline(always)]
+fn forward_blocks<V: Simd>(args: ForwardArgs) {
+    if args.0.whole_lanes() {
+        forward_blocks_of::<V, true>(args)
+    } else {
+        forward_blocks_of::<V, false>(args)
+    }
+}
+
+/// Per block of tiles: transform the input, 36 products, transform back.
+/// (`FULL`: every channel and filter group has 16 lanes.)
+#[inline(always)]
+fn forward_blocks_of<V: Simd, const FULL: bool>((t, x, u, bias, relu, y, scratch): ForwardArgs) {
+    let (channels, filters) = (t.w.channels, t.filters);
+    let (v, m) = scratch.split_at_mut(XI * plane(t.block, channels));
+    let tiles = x.len() / t.w.in_len() * t.tiles_per_image();
+    for first in (0..tiles).step_by(t.block) {
+        let count = t.block.min(tiles - first);
+        let (v_plane, m_plane) = (plane(count, channels), plane(count, filters));
+        transform_input::<V, FULL>(&t, x, (first, count), v);
+        for xi in 0..XI {
+            let v_xi = Mat::new(&v[xi * v_plane..][..count * channels], count, channels);
+            let u_xi = Mat::new(
+                &u[xi * channels * filters..][..channels * filters],
+                channels,
+                filters,
+            );
+            matmul(v_xi, u_xi, &mut m[xi * m_plane..][..count * filters], 0.0);
+        }
+        transform_output::<V, FULL>(&t, m, (first, count), bias, relu, y);
+    }
+}
+
+/// `V_ξ = (Bᵀ d B)_ξ` for tiles `first..first + count` of the images
+/// `x`, into `v` (36 planes of tiles x channels, see [`plane`]).
+#[inline(always)]
+fn transform_input<V: Simd, const FULL: bool>(
+    t: &Tiling,
+    x: &[f32],
+    (first, count): (usize, usize),
+    v: &mut [f32],
+) {
+    let channels = t.w.channels;
+    let stride = plane(count, channels);
+    let mut g = Grids::<V, A, A>::new();
+    for i in 0..count {
+        let (image, oy, ox) = t.tile(first + i);
+        let image = &x[image * t.w.in_len()..][..t.w.in_len()];
+        for c in (0..channels).step_by(LANES) {
+            let n = if FULL { LANES } else { LANES.min(channels - c) };
+            for (r, row) in g.input.iter_mut().enumerate() {
+                for (s, value) in row.iter_mut().enumerate() {
+                    *value = match t.input_pixel(oy, ox, r, s) {
+                        Some((py, px)) => load(image, (py * t.w.in_w + px) * channels + c, n),
+                        None => V::zero(),
+                    };
+                }
+            }
+            g.transform::<Input>();
+            for (xi, value) in g.output.as_flattened().iter().enumerate() {
+                store(v, xi * stride + i * channels + c, n, *value);
+            }
+        }
+    }
+}
+
+/// `y = Aᵀ m A` (+ bias, relu) for tiles `first..` of `m` (36 x tiles x
+/// filters), into the images `y`; the parts of edge tiles past the image
+/// are dropped.
+#[inline(always)]
+fn transform_output<V: Simd, const FULL: bool>(
+    t: &Tiling,
+    m: &[f32],
+    (first, count): (usize, usize),
+    bias: &[f32],
+    relu: bool,
+    y: &mut [f32],
+) {
+    let filters = t.filters;
+    let stride = plane(count, filters);
+    let image_len = t.w.out_pixels() * filters;
+    let mut g = Grids::<V, A, M>::new();
+    for i in 0..count {
+        let (image, oy, ox) = t.tile(first + i);
+        let image = &mut y[image * image_len..][..image_len];
+        let (rows, cols) = (M.min(t.w.out_h - oy), M.min(t.w.out_w - ox));
+        for f in (0..filters).step_by(LANES) {
+            let n = if FULL { LANES } else { LANES.min(filters - f) };
+            for (xi, value) in g.input.as_flattened_mut().iter_mut().enumerate() {
+                *value = load(m, xi * stride + i * filters + f, n);
+            }
+            g.transform::<Output>();
+            let bias = load(bias, f, n);
+            for (r, row) in g.output.iter().enumerate().take(rows) {
+                for (s, value) in row.iter().enumerate().take(cols) {
+                    let mut value = value.add(bias);
+                    if relu {
+                        value = value.relu();
+                    }
+                    store(
+                        image,
+                        ((oy + r) * t.w.out_w + ox + s) * filters + f,
+                        n,
+                        value,
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// The backward pass of a chunk: from its input `x` and the gradient `dy`
+/// of its output (after the activation's derivative), this chunk's
+/// kernel gradient into `d_kernel` (Keras layout, overwritten) and, when
+/// asked for, the input gradient into `dx` (overwritten). `u` is the
+/// kernel as [`transform_kernel`] gives it.
+pub fn backward(
+    w: &Window2d,
+    filters: usize,
+    (x, dy): (&[f32], &[f32]),
+    u: &[f32],
+    d_kernel: &mut [f32],
+    dx: Option<&mut [f32]>,
+    scratch: &mut Vec<f32>,
+) {
+    let (channels, images) = (w.channels, x.len() / w.in_len());
+    assert_eq!(
+        dy.len(),
+        images * w.out_pixels() * filters,
+        "output gradient size"
+    );
+    assert_eq!(
+        d_kernel.len(),
+        9 * channels * filters,
+        "kernel gradient size"
+    );
+    assert_eq!(u.len(), kernel_len(w, filters), "transformed kernel size");
+    if let Some(dx) = &dx {
+        assert_eq!(dx.len(), x.len(), "input gradient size");
+    }
+    let t = Tiling::new(w, filters, images, 2 * channels + filters);
+    let planes = 2 * plane(t.block, channels) + plane(t.block, filters);
+    scratch.resize(XI * (planes + channels * filters), 0.0);
+    let args = (t, (x, dy), u, d_kernel, dx, &mut scratch[..]);
+    #[cfg(target_arch = "x86_64")]
+    {
+        if super::has_avx512() {
+            // SAFETY: the CPU has AVX-512F.
+            return unsafe { backward_avx512(args) };
+        }
+        if super::has_avx2_fma() {
+            // SAFETY: the CPU has AVX2.
+            return unsafe { backward_avx2(args) };
+        }
+    }
+    backward_blocks::<Portable>(args)
+}
+
+type BackwardArgs<'a> = (
+    Tiling,
+    (&'a [f32], &'a [f32]),
+    &'a [f32],
+    &'a mut [f32],
+    Option<&'a mut [f32]>,
+    &'a mut [f32],
+);
+
+/// [`backward_blocks`] compiled for AVX-512F.
+///
+/// # Safety
+/// The CPU must have AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn backward_avx512(args: BackwardArgs) {
+    backward_blocks::<Avx512>(args)
+}
+
+/// [`backward_blocks`] compiled for AVX2.
+///
+/// # Safety
+/// The CPU must have AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn backward_avx2(args: BackwardArgs) {
+    backward_blocks::<Avx2>(args)
+}
+
+/// [`backward_blocks_of`], with the channels and filters in whole 16-lane
+/// groups or not.
+#[inline(always)]
+fn backward_blocks<V: Simd>(args: BackwardArgs) {
+    if args.0.whole_lanes() {
+        backward_blocks_of::<V, true>(args)
+    } else {
+        backward_blocks_of::<V, false>(args)
+    }
+}
+
+/// Per block of tiles: transform the input and the output gradient, add
+/// the block's 36 kernel-gradient products to the chunk's, and (for `dx`)
+/// 36 more products, transformed back onto the input gradient.
+#[inline(always)]
+fn backward_blocks_of<V: Simd, const FULL: bool>(
+    (t, (x, dy), u, d_kernel, mut dx, scratch): BackwardArgs,
+) {
+    let (channels, filters) = (t.w.channels, t.filters);
+    let (v, rest) = scratch.split_at_mut(XI * plane(t.block, channels));
+    let (z, rest) = rest.split_at_mut(XI * plane(t.block, filters));
+    let (p, d_u) = rest.split_at_mut(XI * plane(t.block, channels));
+    if let Some(dx) = dx.as_deref_mut() {
+        dx.fill(0.0);
+    }
+    let tiles = x.len() / t.w.in_len() * t.tiles_per_image();
+    for first in (0..tiles).step_by(t.block) {
+        let count = t.block.min(tiles - first);
+        let (v_plane, z_plane) = (plane(count, channels), plane(count, filters));
+        transform_input::<V, FULL>(&t, x, (first, count), v);
+        transform_output_grad::<V, FULL>(&t, dy, (first, count), z);
+        let beta = if first == 0 { 0.0 } else { 1.0 };
+        for xi in 0..XI {
+            let v_xi = Mat::new(&v[xi * v_plane..][..count * channels], count, channels);
+            let z_xi = Mat::new(&z[xi * z_plane..][..count * filters], count, filters);
+            let d_u_xi = &mut d_u[xi * channels * filters..][..channels * filters];
+            matmul(v_xi.t(), z_xi, d_u_xi, beta);
+        }
+        let Some(dx) = dx.as_deref_mut() else {
+            continue;
+        };
+        for xi in 0..XI {
+            let z_xi = Mat::new(&z[xi * z_plane..][..count * filters], count, filters);
+            let u_xi = Mat::new(
+                &u[xi * channels * filters..][..channels * filters],
+                channels,
+                filters,
+            );
+            matmul(
+                z_xi,
+                u_xi.t(),
+                &mut p[xi * v_plane..][..count * channels],
+                0.0,
+            );
+        }
+        add_input_grad::<V, FULL>(&t, p, (first, count), dx);
+    }
+    transform_kernel_grad::<V>(&t, d_u, d_kernel);
+}
+
+/// `Z_ξ = (A dY Aᵀ)_ξ` for tiles `first..` of the output gradient `dy`,
+/// into `z` (36 x tiles x filters); outside the output, `dY` is 0.
+#[inline(always)]
+fn transform_output_grad<V: Simd, const FULL: bool>(
+    t: &Tiling,
+    dy: &[f32],
+    (first, count): (usize, usize),
+    z: &mut [f32],
+) {
+    let filters = t.filters;
+    let stride = plane(count, filters);
+    let image_len = t.w.out_pixels() * filters;
+    let mut g = Grids::<V, M, A>::new();
+    for i in 0..count {
+        let (image, oy, ox) = t.tile(first + i);
+        let image = &dy[image * image_len..][..image_len];
+        for f in (0..filters).step_by(LANES) {
+            let n = if FULL { LANES } else { LANES.min(filters - f) };
+            for (r, row) in g.input.iter_mut().enumerate() {
+                for (s, value) in row.iter_mut().enumerate() {
+                    let (py, px) = (oy + r, ox + s);
+                    *value = if py < t.w.out_h && px < t.w.out_w {
+                        load(image, (py * t.w.out_w + px) * filters + f, n)
+                    } else {
+                        V::zero()
+                    };
+                }
+            }
+            g.transform::<OutputGrad>();
+            for (xi, value) in g.output.as_flattened().iter().enumerate() {
+                store(z, xi * stride + i * filters + f, n, *value);
+            }
+        }
+    }
+}
+
+/// `dd = B p Bᵀ` for tiles `first..` of `p` (36 x tiles x channels),
+/// added onto the input gradient `dx` where it lies inside the image.
+#[inline(always)]
+fn add_input_grad<V: Simd, const FULL: bool>(
+    t: &Tiling,
+    p: &[f32],
+    (first, count): (usize, usize),
+    dx: &mut [f32],
+) {
+    let channels = t.w.channels;
+    let stride = plane(count, channels);
+    let mut g = Grids::<V, A, A>::new();
+    for i in 0..count {
+        let (image, oy, ox) = t.tile(first + i);
+        let image = &mut dx[image * t.w.in_len()..][..t.w.in_len()];
+        for c in (0..channels).step_by(LANES) {
+            let n = if FULL { LANES } else { LANES.min(channels - c) };
+            for (xi, value) in g.input.as_flattened_mut().iter_mut().enumerate() {
+                *value = load(p, xi * stride + i * channels + c, n);
+            }
+            g.transform::<InputGrad>();
+            for (r, row) in g.output.iter().enumerate() {
+                for (s, value) in row.iter().enumerate() {
+                    if let Some((py, px)) = t.input_pixel(oy, ox, r, s) {
+                        let at = (py * t.w.in_w + px) * channels + c;
+                        let old: V = load(image, at, n);
+                        store(image, at, n, old.add(*value));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `dg = Gᵀ m G` for every channel and filter of `d_u` (36 x channels x
+/// filters), into `d_kernel` (3 x 3 x channels x filters).
+#[inline(always)]
+fn transform_kernel_grad<V: Simd>(t: &Tiling, d_u: &[f32], d_kernel: &mut [f32]) {
+    let (channels, filters) = (t.w.channels, t.filters);
+    let taps = channels * filters;
+    let mut g = Grids::<V, A, 3>::new();
+    for c in 0..channels {
+        for f in (0..filters).step_by(LANES) {
+            let n = LANES.min(filters - f);
+            let at = c * filters + f;
+            for (xi, value) in g.input.as_flattened_mut().iter_mut().enumerate() {
+                *value = load(d_u, xi * taps + at, n);
+            }
+            g.transform::<KernelGrad>();
+            for (tap, value) in g.output.as_flattened().iter().enumerate() {
+                store(d_kernel, tap * taps + at, n, *value);
+            }
+        }
+    }
+}
+
+/// The working grids of a 2-D transform, reused from tile to tile.
+struct Grids<V, const I: usize, const O: usize> {
+    input: [[V; I]; I],
+    /// The columns done: `half[a][s] = (T input)[a][s]`.
+    half: [[V; I]; O],
+    output: [[V; O]; O],
+}
+
+impl<V: Simd, const I: usize, const O: usize> Grids<V, I, O> {
+    #[inline(always)]
+    fn new() -> Self {
+        Grids {
+            input: [[V::zero(); I]; I],
+            half: [[V::zero(); I]; O],
+            output: [[V::zero(); O]; O],
+        }
+    }
+
+    /// `output = T input Tᵀ` for the 1-D transform `T`.
+    #[inline(always)]
+    fn transform<T: Transform<I, O>>(&mut self) {
+        let mut column = [V::zero(); I];
+        let mut done = [V::zero(); O];
+        for s in 0..I {
+            for (value, row) in column.iter_mut().zip(&self.input) {
+                *value = row[s];
+            }
+            T::apply(&column, &mut done);
+            for (row, value) in self.half.iter_mut().zip(&done) {
+                row[s] = *value;
+            }
+        }
+        for a in 0..O {
+            T::apply(&self.half[a], &mut self.output[a]);
+        }
+    }
+}
+
+/// A 1-D transform of `I` values into `O`.
+trait Transform<const I: usize, const O: usize> {
+    fn apply<V: Simd>(x: &[V; I], out: &mut [V; O]);
+}
+
+/// `Bᵀ d`: the input transform.
+struct Input;
+/// `B p`: the input transform transposed (input gradient).
+struct InputGrad;
+/// `Aᵀ m`: the output transform.
+struct Output;
+/// `A e`: the output transform transposed (output gradient).
+struct OutputGrad;
+/// `G g`: the kernel transform.
+struct Kernel;
+/// `Gᵀ m`: the kernel transform transposed (kernel gradient).
+struct KernelGrad;
+
+impl Transform<A, A> for Input {
+    #[inline(always)]
+    fn apply<V: Simd>(d: &[V; A], out: &mut [V; A]) {
+        out[0] = d[0].scale(4.0).sub(d[2].scale(5.0)).add(d[4]);
+        out[1] = d[1].scale(-4.0).sub(d[2].scale(4.0)).add(d[3]).add(d[4]);
+        out[2] = d[1].scale(4.0).sub(d[2].scale(4.0)).sub(d[3]).add(d[4]);
+        out[3] = d[1].scale(-2.0).sub(d[2]).add(d[3].scale(2.0)).add(d[4]);
+        out[4] = d[1].scale(2.0).sub(d[2]).sub(d[3].scale(2.0)).add(d[4]);
+        out[5] = d[1].scale(4.0).sub(d[3].scale(5.0)).add(d[5]);
+    }
+}
+
+impl Transform<A, A> for InputGrad {
+    #[inline(always)]
+    fn apply<V: Simd>(p: &[V; A], out: &mut [V; A]) {
+        out[0] = p[0].scale(4.0);
+        out[1] = (p[1].scale(-4.0).add(p[2].scale(4.0)))
+            .sub(p[3].scale(2.0))
+            .add(p[4].scale(2.0))
+            .add(p[5].scale(4.0));
+        out[2] = (p[0].scale(-5.0).sub(p[1].scale(4.0)))
+            .sub(p[2].scale(4.0))
+            .sub(p[3])
+            .sub(p[4]);
+        out[3] = p[1]
+            .sub(p[2])
+            .add(p[3].scale(2.0))
+            .sub(p[4].scale(2.0))
+            .sub(p[5].scale(5.0));
+        out[4] = p[0].add(p[1]).add(p[2]).add(p[3]).add(p[4]);
+        out[5] = p[5];
+    }
+}
+
+impl Transform<A, M> for Output {
+    #[inline(always)]
+    fn apply<V: Simd>(m: &[V; A], out: &mut [V; M]) {
+        out[0] = m[0].add(m[1]).add(m[2]).add(m[3]).add(m[4]);
+        out[1] = m[1].sub(m[2]).add(m[3].scale(2.0)).sub(m[4].scale(2.0));
+        out[2] = m[1].add(m[2]).add(m[3].scale(4.0)).add(m[4].scale(4.0));
+        out[3] = m[1]
+            .sub(m[2])
+            .add(m[3].scale(8.0))
+            .sub(m[4].scale(8.0))
+            .add(m[5]);
+    }
+}
+
+impl Transform<M, A> for OutputGrad {
+    #[inline(always)]
+    fn apply<V: Simd>(e: &[V; M], out: &mut [V; A]) {
+        out[0] = e[0];
+        out[1] = e[0].add(e[1]).add(e[2]).add(e[3]);
+        out[2] = e[0].sub(e[1]).add(e[2]).sub(e[3]);
+        out[3] = e[0]
+            .add(e[1].scale(2.0))
+            .add(e[2].scale(4.0))
+            .add(e[3].scale(8.0));
+        out[4] = e[0]
+            .sub(e[1].scale(2.0))
+            .add(e[2].scale(4.0))
+            .sub(e[3].scale(8.0));
+        out[5] = e[3];
+    }
+}
+
+impl Transform<3, A> for Kernel {
+    #[inline(always)]
+    fn apply<V: Simd>(g: &[V; 3], out: &mut [V; A]) {
+        out[0] = g[0].div(4.0);
+        out[1] = g[0].add(g[1]).add(g[2]).div(-6.0);
+        out[2] = g[0].sub(g[1]).add(g[2]).div(-6.0);
+        out[3] = g[0].div(24.0).add(g[1].div(12.0)).add(g[2].div(6.0));
+        out[4] = g[0].div(24.0).sub(g[1].div(12.0)).add(g[2].div(6.0));
+        out[5] = g[2];
+    }
+}
+
+impl Transform<A, 3> for KernelGrad {
+    #[inline(always)]
+    fn apply<V: Simd>(m: &[V; A], out: &mut [V; 3]) {
+        out[0] = m[0]
+            .div(4.0)
+            .sub(m[1].add(m[2]).div(6.0))
+            .add(m[3].add(m[4]).div(24.0));
+        out[1] = m[2].sub(m[1]).div(6.0).add(m[3].sub(m[4]).div(12.0));
+        out[2] = m[3].add(m[4]).sub(m[1]).sub(m[2]).div(6.0).add(m[5]);
+    }
+}
+
+/// `src[at..at + n]`, then zeros up to 16 lanes.
+#[inline(always)]
+fn load<V: Simd>(src: &[f32], at: usize, n: usize) -> V {
+    if n == LANES {
+        return V::load(src[at..at + LANES].try_into().expect("16 values"));
+    }
+    let mut lanes = [0.0; LANES];
+    lanes[..n].copy_from_slice(&src[at..at + n]);
+    V::load(&lanes)
+}
+
+/// `dst[at..at + n] = value[..n]`.
+#[inline(always)]
+fn store<V: Simd>(dst: &mut [f32], at: usize, n: usize, value: V) {
+    if n == LANES {
+        value.store((&mut dst[at..at + LANES]).try_into().expect("16 values"));
+    } else {
+        let mut lanes = [0.0; LANES];
+        value.store(&mut lanes);
+        dst[at..at + n].copy_from_slice(&lanes[..n]);
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,289 @@
+//! Winograd against the direct definition of the convolution and of its
+//! gradients, computed in f64, on every code path this CPU has.
+
+use super::*;
+use crate::kernels::im2col::Padding;
+
+/// A deterministic pseudo-random value in [-1, 1).
+fn noise(seed: &mut u64) -> f32 {
+    *seed = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    ((*seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+}
+
+fn noise_vec(len: usize, seed: u64) -> Vec<f32> {
+    let mut seed = seed;
+    (0..len).map(|_| noise(&mut seed)).collect()
+}
+
+/// The code paths: transforms compiled for AVX-512, AVX2, or neither.
+#[derive(Clone, Copy, Debug)]
+enum Isa {
+    Portable,
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
+}
+
+fn paths() -> Vec<Isa> {
+    let mut paths = vec![Isa::Portable];
+    #[cfg(target_arch = "x86_64")]
+    {
+        if crate::kernels::has_avx2_fma() {
+            paths.push(Isa::Avx2);
+        }
+        if crate::kernels::has_avx512() {
+            paths.push(Isa::Avx512);
+        }
+    }
+    paths
+}
+
+struct Case {
+    w: Window2d,
+    filters: usize,
+    images: usize,
+}
+
+fn case(h: usize, w: usize, channels: usize, filters: usize, padding: Padding) -> Case {
+    let window = Window2d::new((h, w, channels), (3, 3), (1, 1), padding).unwrap();
+    Case {
+        w: window,
+        filters,
+        images: 3,
+    }
+}
+
+fn cases() -> Vec<Case> {
+    vec![
+        case(8, 8, 16, 16, Padding::Same),
+        case(30, 30, 32, 32, Padding::Valid),
+        case(15, 15, 32, 64, Padding::Same),
+        case(13, 11, 17, 20, Padding::Valid),
+        case(5, 9, 33, 35, Padding::Same),
+        case(3, 3, 16, 16, Padding::Valid),
+    ]
+}
+
+/// `x[n, y, x, c]` or 0 in the padding, for output pixel `(oy, ox)`'s tap
+/// `(r, s)`.
+fn tap(c: &Case, n: usize, (oy, ox): (usize, usize), (r, s): (usize, usize)) -> Option<usize> {
+    let y = (oy + r).checked_sub(c.w.pad_top)?;
+    let xx = (ox + s).checked_sub(c.w.pad_left)?;
+    (y < c.w.in_h && xx < c.w.in_w).then(|| ((n * c.w.in_h + y) * c.w.in_w + xx) * c.w.channels)
+}
+
+/// Every (input index, kernel index, output index) of the convolution.
+fn products(c: &Case, mut visit: impl FnMut(usize, usize, usize)) {
+    let (ch, f) = (c.w.channels, c.filters);
+    for n in 0..c.images {
+        for oy in 0..c.w.out_h {
+            for ox in 0..c.w.out_w {
+                let out = ((n * c.w.out_h + oy) * c.w.out_w + ox) * f;
+                for r in 0..3 {
+                    for s in 0..3 {
+                        let Some(at) = tap(c, n, (oy, ox), (r, s)) else {
+                            continue;
+                        };
+                        for ci in 0..ch {
+                            for fi in 0..f {
+                                visit(at + ci, ((r * 3 + s) * ch + ci) * f + fi, out + fi);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// |got - want| <= 2e-5 · scale + 1e-6 everywhere, where scale is the sum
+/// of the absolute products behind each value.
+fn assert_close(what: &str, got: &[f32], want: &[f64], scale: &[f64]) {
+    assert_eq!(got.len(), want.len());
+    for (i, ((&g, &w), &s)) in got.iter().zip(want).zip(scale).enumerate() {
+        let tolerance = 2e-5 * s + 1e-6;
+        assert!(
+            (g as f64 - w).abs() <= tolerance,
+            "{what}[{i}] = {g}, direct {w} (tolerance {tolerance})"
+        );
+    }
+}
+
+fn run_forward(isa: Isa, c: &Case, x: &[f32], u: &[f32], bias: &[f32], relu: bool) -> Vec<f32> {
+    let mut y = vec![f32::NAN; c.images * c.w.out_pixels() * c.filters];
+    let t = Tiling::new(&c.w, c.filters, c.images, c.w.channels + c.filters);
+    let mut scratch = vec![0.0; XI * (plane(t.block, c.w.channels) + plane(t.block, c.filters))];
+    let args = (t, x, u, bias, relu, &mut y[..], &mut scratch[..]);
+    match isa {
+        Isa::Portable => forward_blocks::<Portable>(args),
+        // SAFETY: only listed by `paths` where the CPU has them.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { forward_avx2(args) },
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => unsafe { forward_avx512(args) },
+    }
+    y
+}
+
+fn transformed(c: &Case, kernel: &[f32]) -> Vec<f32> {
+    let mut u = vec![0.0; kernel_len(&c.w, c.filters)];
+    transform_kernel(&c.w, c.filters, kernel, &mut u);
+    u
+}
+
+#[test]
+fn forward_matches_direct_convolution() {
+    for (k, c) in cases().iter().enumerate() {
+        let x = noise_vec(c.images * c.w.in_len(), 1 + k as u64);
+        let kernel = noise_vec(9 * c.w.channels * c.filters, 100 + k as u64);
+        let bias = noise_vec(c.filters, 200 + k as u64);
+        let out_len = c.images * c.w.out_pixels() * c.filters;
+        let (mut want, mut scale) = (vec![0.0f64; out_len], vec![0.0f64; out_len]);
+        products(c, |i, g, o| {
+            let product = x[i] as f64 * kernel[g] as f64;
+            want[o] += product;
+            scale[o] += product.abs();
+        });
+        for (o, value) in want.iter_mut().enumerate() {
+            *value += bias[o % c.filters] as f64;
+        }
+        let u = transformed(c, &kernel);
+        for isa in paths() {
+            let y = run_forward(isa, c, &x, &u, &bias, false);
+            assert_close(&format!("{isa:?} y"), &y, &want, &scale);
+            let y = run_forward(isa, c, &x, &u, &bias, true);
+            let relu: Vec<f64> = want.iter().map(|v| v.max(0.0)).collect();
+            assert_close(&format!("{isa:?} relu(y)"), &y, &relu, &scale);
+        }
+    }
+}
+
+#[test]
+fn the_public_forward_agrees_with_its_paths() {
+    let c = &cases()[1];
+    let x = noise_vec(c.images * c.w.in_len(), 7);
+    let kernel = noise_vec(9 * c.w.channels * c.filters, 8);
+    let bias = noise_vec(c.filters, 9);
+    let u = transformed(c, &kernel);
+    let mut y = vec![0.0; c.images * c.w.out_pixels() * c.filters];
+    forward(
+        &c.w,
+        c.filters,
+        &x,
+        &u,
+        &bias,
+        true,
+        &mut y,
+        &mut Vec::new(),
+    );
+    let fastest = *paths().last().unwrap();
+    assert_eq!(y, run_forward(fastest, c, &x, &u, &bias, true));
+}
+
+fn run_backward(
+    isa: Isa,
+    c: &Case,
+    (x, dy): (&[f32], &[f32]),
+    u: &[f32],
+    with_dx: bool,
+) -> (Vec<f32>, Vec<f32>) {
+    let mut d_kernel = vec![f32::NAN; 9 * c.w.channels * c.filters];
+    let mut dx = vec![f32::NAN; x.len()];
+    let t = Tiling::new(&c.w, c.filters, c.images, 2 * c.w.channels + c.filters);
+    let (ch, f) = (c.w.channels, c.filters);
+    let mut scratch = vec![0.0; XI * (2 * plane(t.block, ch) + plane(t.block, f) + ch * f)];
+    let dx_arg = with_dx.then_some(&mut dx[..]);
+    let args = (t, (x, dy), u, &mut d_kernel[..], dx_arg, &mut scratch[..]);
+    match isa {
+        Isa::Portable => backward_blocks::<Portable>(args),
+        // SAFETY: only listed by `paths` where the CPU has them.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { backward_avx2(args) },
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => unsafe { backward_avx512(args) },
+    }
+    (d_kernel, dx)
+}
+
+#[test]
+fn gradients_match_the_direct_definitions() {
+    for (k, c) in cases().iter().enumerate() {
+        let x = noise_vec(c.images * c.w.in_len(), 300 + k as u64);
+        let dy = noise_vec(c.images * c.w.out_pixels() * c.filters, 400 + k as u64);
+        let kernel = noise_vec(9 * c.w.channels * c.filters, 500 + k as u64);
+        let (mut d_kernel, mut d_kernel_scale) =
+            (vec![0.0f64; kernel.len()], vec![0.0f64; kernel.len()]);
+        let (mut dx, mut dx_scale) = (vec![0.0f64; x.len()], vec![0.0f64; x.len()]);
+        products(c, |i, g, o| {
+            let kernel_term = x[i] as f64 * dy[o] as f64;
+            d_kernel[g] += kernel_term;
+            d_kernel_scale[g] += kernel_term.abs();
+            let input_term = kernel[g] as f64 * dy[o] as f64;
+            dx[i] += input_term;
+            dx_scale[i] += input_term.abs();
+        });
+        let u = transformed(c, &kernel);
+        for isa in paths() {
+            let (got_kernel, got_dx) = run_backward(isa, c, (&x, &dy), &u, true);
+            assert_close(
+                &format!("{isa:?} d_kernel"),
+                &got_kernel,
+                &d_kernel,
+                &d_kernel_scale,
+            );
+            assert_close(&format!("{isa:?} dx"), &got_dx, &dx, &dx_scale);
+            let (only_kernel, untouched) = run_backward(isa, c, (&x, &dy), &u, false);
+            assert_eq!(
+                only_kernel, got_kernel,
+                "the kernel gradient does not depend on dx"
+            );
+            assert!(
+                untouched.iter().all(|v| v.is_nan()),
+                "dx is left alone when not asked for"
+            );
+        }
+    }
+}
+
+#[test]
+fn every_path_gives_the_same_bits() {
+    // The transforms do the same operations in the same order on every
+    // path; the products are the same GEMM. So the paths agree exactly.
+    let c = &cases()[3];
+    let x = noise_vec(c.images * c.w.in_len(), 11);
+    let dy = noise_vec(c.images * c.w.out_pixels() * c.filters, 12);
+    let u = transformed(c, &noise_vec(9 * c.w.channels * c.filters, 13));
+    let bias = noise_vec(c.filters, 14);
+    let portable = (
+        run_forward(Isa::Portable, c, &x, &u, &bias, false),
+        run_backward(Isa::Portable, c, (&x, &dy), &u, true),
+    );
+    for isa in paths() {
+        let other = (
+            run_forward(isa, c, &x, &u, &bias, false),
+            run_backward(isa, c, (&x, &dy), &u, true),
+        );
+        assert!(other == portable, "{isa:?} differs from the portable path");
+    }
+}
+
+#[test]
+fn applies_to_3x3_stride_1_layers_of_16_to_128_channels() {
+    let window = |channels, stride, kernel| {
+        Window2d::new((16, 16, channels), kernel, stride, Padding::Same).unwrap()
+    };
+    assert!(applies(&window(32, (1, 1), (3, 3)), 64));
+    assert!(
+        !applies(&window(3, (1, 1), (3, 3)), 32),
+        "an RGB first layer"
+    );
+    assert!(!applies(&window(32, (2, 2), (3, 3)), 32), "strides");
+    assert!(!applies(&window(32, (1, 1), (5, 5)), 32), "5x5");
+    assert!(
+        !applies(&window(384, (1, 1), (3, 3)), 384),
+        "AlexNet's wide layers"
+    );
+}
