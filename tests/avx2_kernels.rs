@@ -2,9 +2,9 @@
 //! with AVX-512 turned off, the filter-vectorised convolution kernels
 //! (wide, narrow, narrow over grey images, and the sparse input gradient)
 //! still pass the finite-difference checks and agree with the AVX-512 ones,
-//! and 2x2 max pooling gives the same outputs and gradients either way, and
-//! so does training a model end to end. One test only, since the switch is
-//! process-wide.
+//! 2x2 and 3x3/2 max pooling give the same outputs and gradients either
+//! way, and so does training a model end to end. One test only, since the
+//! switch is process-wide.
 //!
 //! On a CPU without AVX-512 (or without AVX2 and FMA) both runs would take
 //! the same kernels and the comparisons would pass without comparing
@@ -158,26 +158,34 @@ fn a_model_trains_alike_with_and_without_avx512() {
     }
 }
 
-/// Output and input gradient of 2x2 max pooling over relu'd values (many
-/// ties at zero, a NaN and a -inf), with and without the relu derivative
-/// handed to the pooling layer, on both kernel sets. Channel counts cover
-/// a masked vector, a whole one and one and a half; odd sizes leave a row
-/// and a column outside every window.
+/// Output and input gradient of 2x2 max pooling, and of 3x3 windows moved
+/// by 2 (AlexNet's), over relu'd values (many ties at zero, a NaN and a
+/// -inf), with and without the relu derivative handed to the pooling
+/// layer, on both kernel sets. Channel counts cover a masked vector, a
+/// whole one and one and a half; some sizes leave a row or a column
+/// outside every window.
 fn max_pooling_agrees_with_and_without_avx512() {
-    for (case, (h, w, channels)) in [(6, 8, 6), (7, 5, 16), (4, 4, 20), (5, 6, 1)]
+    let cases = [(6, 8, 6), (7, 5, 16), (4, 4, 20), (5, 6, 1)]
+        .map(|shape| ((2, 2), shape))
         .into_iter()
-        .enumerate()
-    {
+        .chain([
+            ((3, 3), (7, 8, 6)),
+            ((3, 3), (9, 7, 17)),
+            ((3, 3), (6, 5, 96)),
+        ]);
+    for (case, (window, (h, w, channels))) in cases.enumerate() {
+        let pooling = || MaxPooling2D::new(window).strides((2, 2));
         let mut r = rng(100 + case as u64);
         let mut x = random(&[3, h, w, channels], &mut r).mapv(|v| v.max(0.0));
         x[[0, 0, 0, 0]] = f32::NAN;
         x[[1, 1, 1, 0]] = f32::NEG_INFINITY;
-        let dy = random(&[3, h / 2, w / 2, channels], &mut r);
+        let out = pooling().build(&[h, w, channels], &mut r).unwrap();
+        let dy = random(&[3, out[0], out[1], channels], &mut r);
         let mut results: Vec<ArrayD<f32>> = Vec::new();
         for avx512 in [true, false] {
             allow_avx512(avx512);
             for relu_input in [false, true] {
-                let mut pool = MaxPooling2D::new((2, 2));
+                let mut pool = pooling();
                 pool.build(&[h, w, channels], &mut r).unwrap();
                 if relu_input {
                     assert!(pool.take_relu_derivative_of_input(true));

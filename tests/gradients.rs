@@ -212,6 +212,12 @@ fn max_pooling_gradients() {
     // Windows that tile the image exactly (as in LeNet) take a faster path.
     check_gradients(&mut MaxPooling2D::new((2, 2)), &[6, 4, 3], 3, 45);
     check_gradients(&mut MaxPooling2D::new((3, 2)), &[6, 4, 2], 2, 46);
+    // AlexNet's overlapping 3x3 windows moved by 2 take vector loops: 17
+    // channels are a whole vector and a masked one, the even width leaves
+    // a column outside every window.
+    let alexnet_pool = || MaxPooling2D::new((3, 3)).strides((2, 2));
+    check_gradients(&mut alexnet_pool(), &[7, 8, 17], 2, 47);
+    check_gradients(&mut alexnet_pool(), &[9, 7, 3], 2, 48);
 }
 
 /// Max pooling that takes over relu's derivative (every path: clipped and
@@ -221,6 +227,7 @@ fn max_pooling_gradients() {
 fn max_pooling_applies_relu_derivative_of_its_input() {
     let cases = [
         ((3, 3), (2, 2), Padding::Valid, [7, 7, 2]),
+        ((3, 3), (2, 2), Padding::Valid, [8, 9, 20]),
         ((3, 2), (1, 2), Padding::Same, [5, 7, 3]),
         ((2, 2), (2, 2), Padding::Same, [5, 5, 2]),
         ((3, 2), (3, 2), Padding::Valid, [6, 4, 2]),

@@ -16,11 +16,17 @@
 //! maximum scanning columns left to right and each column top to bottom;
 //! with padding, the first in row-major order. Either way it is a maximum,
 //! which is all the gradient needs.
+//!
+//! 3x3 windows moved by 2 without padding (AlexNet's overlapping pooling)
+//! have vector loops of their own on x86-64 (`overlapping/`), with the
+//! same winners and sums as the generic loops, bit for bit.
 
 #[cfg(target_arch = "x86_64")]
 mod avx512;
 #[cfg(target_arch = "x86_64")]
 pub(crate) use avx512::load_winners;
+#[cfg(target_arch = "x86_64")]
+mod overlapping;
 
 use super::{Window2d, has_avx512};
 
@@ -43,6 +49,11 @@ pub fn max_pool_forward(
             return unsafe { avx512::forward_2x2(w, input, output, winners) };
         }
         max_pool_2x2(w, input, output, winners);
+    } else if let Some(kernels) = overlapping_kernels(w) {
+        #[cfg(target_arch = "x86_64")]
+        overlapping::forward(kernels, w, input, output, winners);
+        #[cfg(not(target_arch = "x86_64"))]
+        match kernels {}
     } else if w.windows_inside() {
         max_pool_unpadded(w, input, output, winners, columns);
     } else {
@@ -55,6 +66,19 @@ pub fn max_pool_forward(
 /// (and a Conv2D can pool so as it computes, see `layers::Conv2D`).
 pub(crate) fn is_2x2(w: &Window2d) -> bool {
     (w.k_h, w.k_w, w.stride_h, w.stride_w) == (2, 2, 2, 2) && w.windows_inside()
+}
+
+/// The vector kernels for 3x3 windows moved by 2 inside the image
+/// (AlexNet's), if `w` is such a window and the CPU runs them.
+#[cfg(target_arch = "x86_64")]
+fn overlapping_kernels(w: &Window2d) -> Option<overlapping::Kernels> {
+    overlapping::kernels_for(w)
+}
+
+/// No vector kernels for 3x3 windows off x86-64: the generic loops run.
+#[cfg(not(target_arch = "x86_64"))]
+fn overlapping_kernels(_: &Window2d) -> Option<std::convert::Infallible> {
+    None
 }
 
 /// The 2x2 windows of output row `oy`: its top and bottom input rows, each
@@ -324,6 +348,25 @@ pub fn max_pool_backward(
         }
         return max_pool_2x2_backward(w, winners, grad_output, relu_output, grad_input);
     }
+    if let Some(kernels) = overlapping_kernels(w) {
+        #[cfg(target_arch = "x86_64")]
+        overlapping::backward(kernels, w, winners, grad_output, relu_output, grad_input);
+        #[cfg(not(target_arch = "x86_64"))]
+        match kernels {}
+    } else {
+        max_pool_generic_backward(w, winners, grad_output, relu_output, grad_input);
+    }
+}
+
+/// [`max_pool_backward`] for any window: through a table of window
+/// positions, and a zero fill first unless the windows tile the image.
+fn max_pool_generic_backward(
+    w: &Window2d,
+    winners: &[u8],
+    grad_output: &[f32],
+    relu_output: Option<&[f32]>,
+    grad_input: &mut [f32],
+) {
     let c = w.channels;
     let out_len = w.out_pixels() * c;
     // Window position -> (row, column) in the window, without a division per value.
