@@ -387,3 +387,97 @@ fn batch_normalization_folds_into_the_convolution_at_inference() {
         "the moving mean moved"
     );
 }
+
+/// A VGG block's layers: Conv2D (no bias) → BatchNormalization →
+/// [`Reshape`](convnet::layers::Reshape) to the same shape, where
+/// `apart` → relu, twice, then 2x2 max pooling and a softmax head. The
+/// Reshape only copies, but keeps the normalization from fusing with the
+/// relu after it.
+fn vgg_block(apart: bool) -> Sequential {
+    use convnet::layers::{ActivationLayer, BatchNormalization, Padding, Reshape};
+    let mut model = Sequential::with_seed(9);
+    for (i, filters) in [8, 16].into_iter().enumerate() {
+        let conv = Conv2D::new(filters, (3, 3))
+            .padding(Padding::Same)
+            .use_bias(false);
+        model.add(if i == 0 {
+            conv.input_shape(&[8, 8, 3])
+        } else {
+            conv
+        });
+        model.add(BatchNormalization::new().momentum(0.5));
+        if apart {
+            model.add(Reshape::new(&[Some(8), Some(8), Some(filters)]));
+        }
+        model.add(ActivationLayer::new(Relu));
+    }
+    model.add(MaxPooling2D::new((2, 2)));
+    model.add(Flatten::new());
+    model.add(Dense::new(3).activation(Softmax));
+    model
+        .compile(Loss::CategoricalCrossentropy, Adam::default(), &[])
+        .unwrap();
+    model
+}
+
+/// In training a BatchNormalization and the Activation(relu) after it run
+/// as one stage (relu applied as the normalization stores its output,
+/// relu's derivative inside its backward passes, or left to the max
+/// pooling after it): a few steps give the same weights, moving
+/// statistics and losses, bit for bit, as the layers run apart.
+#[test]
+fn batch_normalization_and_relu_train_as_one_stage_bit_for_bit() {
+    let (mut fused, mut apart) = (vgg_block(false), vgg_block(true));
+    let plan = fused.plan_string().unwrap();
+    let stage = |bn: &str, act: &str, derivative: &str| {
+        format!(
+            "fused: {bn} + {act} in training (relu applied as {bn} stores its output; {derivative})"
+        )
+    };
+    let first = stage(
+        "batch_normalization",
+        "activation",
+        "its backward passes apply relu's derivative",
+    );
+    let second = stage(
+        "batch_normalization_1",
+        "activation_1",
+        "relu's derivative left to max_pooling2d",
+    );
+    assert!(plan.contains(&first) && plan.contains(&second), "{plan}");
+    let plan_apart = apart.plan_string().unwrap();
+    assert!(!plan_apart.contains("  fused:"), "{plan_apart}");
+    assert!(
+        plan_apart.contains("not fused: batch_normalization: followed by reshape (Reshape)"),
+        "{plan_apart}"
+    );
+
+    let x = random(&[20, 8, 8, 3], &mut rng(13));
+    let y = one_hot(20, 3);
+    let options = || Fit {
+        batch_size: 10,
+        epochs: 2,
+        verbose: 0,
+        ..Fit::default()
+    };
+    let history = fused.fit(&x, &y, options()).unwrap();
+    let history_apart = apart.fit(&x, &y, options()).unwrap();
+    assert_eq!(history.history["loss"], history_apart.history["loss"]);
+    let values = |model: &Sequential| -> Vec<Vec<f32>> {
+        let params = model.params().into_iter().map(|p| &p.value);
+        let buffers = model.buffers().into_iter().map(|b| &b.value);
+        params
+            .chain(buffers)
+            .map(|v| v.iter().copied().collect())
+            .collect()
+    };
+    assert_eq!(values(&fused), values(&apart));
+    assert!(fused.params()[0].grad.iter().any(|&g| g != 0.0));
+    // Inference is as it was: the normalization folds into the convolution.
+    assert!(
+        plan.contains(
+            "inference: conv2d + batch_normalization + activation folded into one convolution"
+        ),
+        "{plan}"
+    );
+}

@@ -669,13 +669,26 @@ fn check_conv_relu_pool_model(
 
 /// Adds a softmax head to `model`, then checks the gradients of its first
 /// `params` parameters against finite differences of the loss.
-fn check_model_gradients(mut model: convnet::Sequential, input: &[usize], params: usize) {
+fn check_model_gradients(model: convnet::Sequential, input: &[usize], params: usize) {
+    check_model_gradients_of(model, input, params, false);
+}
+
+/// [`check_model_gradients`] with `training_probes`: the loss probed as
+/// training computes it, as a model with BatchNormalization (batch
+/// statistics) needs; else as inference.
+fn check_model_gradients_of(
+    mut model: convnet::Sequential,
+    input: &[usize],
+    params: usize,
+    training_probes: bool,
+) {
     model.add(Flatten::new());
     model.add(Dense::new(3).activation(Softmax));
+    // The optimizer never steps (a learning rate of 0 for the probes).
     model
         .compile(
             Loss::CategoricalCrossentropy,
-            convnet::optimizers::Adam::default(),
+            convnet::optimizers::SGD::new(0.0),
             &[],
         )
         .unwrap();
@@ -692,7 +705,11 @@ fn check_model_gradients(mut model: convnet::Sequential, input: &[usize], params
         let value = &mut model.params_mut()[param].value;
         let saved = value.as_slice().unwrap()[i];
         value.as_slice_mut().unwrap()[i] = saved + delta;
-        let loss = model.evaluate(&x, &y).unwrap().loss;
+        let loss = if training_probes {
+            training_loss(&mut model, &x, &y)
+        } else {
+            model.evaluate(&x, &y).unwrap().loss
+        };
         model.params_mut()[param].value.as_slice_mut().unwrap()[i] = saved;
         loss
     };
@@ -708,6 +725,52 @@ fn check_model_gradients(mut model: convnet::Sequential, input: &[usize], params
         }
         assert!(grads.iter().any(|&g| g != 0.0), "param {param}: all zero");
     }
+}
+
+/// The loss of `model` on all of `(x, y)` as training computes it: one
+/// step of `fit` over the whole batch, on one replica, whose optimizer
+/// (learning rate 0) leaves the weights as they were.
+fn training_loss(model: &mut convnet::Sequential, x: &ArrayD<f32>, y: &ArrayD<f32>) -> f64 {
+    let options = convnet::Fit {
+        batch_size: x.shape()[0],
+        verbose: 0,
+        shuffle: false,
+        replicas: Some(1),
+        ..convnet::Fit::default()
+    };
+    model.fit(x, y, options).unwrap().history["loss"][0]
+}
+
+/// BatchNormalization → Activation(relu), fused into one training stage:
+/// once where the stage applies relu's derivative (a convolution
+/// follows), once where the max pooling after it does. The gradients of
+/// both convolutions and both normalizations match finite differences of
+/// the training loss.
+#[test]
+fn gradients_through_batch_normalization_fused_with_relu() {
+    use convnet::layers::BatchNormalization;
+    let mut model = convnet::Sequential::with_seed(9);
+    let conv = Conv2D::new(3, (3, 3))
+        .padding(Padding::Same)
+        .use_bias(false);
+    model.add(conv.clone().input_shape(&[6, 6, 2]));
+    model.add(BatchNormalization::new());
+    model.add(ActivationLayer::new(Relu));
+    model.add(conv);
+    model.add(BatchNormalization::new());
+    model.add(ActivationLayer::new(Relu));
+    model.add(MaxPooling2D::new((2, 2)));
+    let plan = model.plan_string().unwrap();
+    assert_eq!(
+        plan.matches("in training (relu applied as").count(),
+        2,
+        "{plan}"
+    );
+    assert!(
+        plan.contains("relu's derivative left to max_pooling2d"),
+        "{plan}"
+    );
+    check_model_gradients_of(model, &[6, 6, 2], 6, true);
 }
 
 /// Every fused stage of a plan, at any depth, with relu on the

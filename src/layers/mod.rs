@@ -144,10 +144,33 @@ pub enum PlanRole<'a> {
 }
 
 /// A layer that, at inference, multiplies each channel by a constant and
-/// adds another: `y[.., c] = scale[c] · x[.., c] + shift[c]`.
+/// adds another: `y[.., c] = scale[c] · x[.., c] + shift[c]`. In training
+/// it may apply relu as it stores its output (the fused stage
+/// BatchNormalization + Activation(relu) of a `Sequential`'s plan), so
+/// that relu needs no pass, nor a tensor, of its own.
 pub trait ChannelAffine: Send + Sync {
     /// `(scale, shift)`, one value per channel.
     fn inference_affine(&self) -> (Vec<f32>, Vec<f32>);
+
+    /// Training: `relu(layer(input))` into `output` (resized if needed),
+    /// keeping what [`ChannelAffine::backward_relu`] needs, as
+    /// [`Layer::forward_train`] would without the relu.
+    fn forward_train_relu(&mut self, input: &ArrayD<f32>, output: &mut ArrayD<f32>);
+
+    /// The backward pass after [`ChannelAffine::forward_train_relu`]:
+    /// `output` is relu's output and `grad_output` the gradient with
+    /// respect to it. With `relu_derivative`, the passes apply relu's
+    /// derivative (`output > 0`) as they read the gradient; without, the
+    /// layer after relu has applied it already (max pooling, see
+    /// [`Layer::take_relu_derivative_of_input`]).
+    fn backward_relu(
+        &mut self,
+        input: &ArrayD<f32>,
+        output: &ArrayD<f32>,
+        grad_output: &ArrayD<f32>,
+        grad_input: Option<&mut ArrayD<f32>>,
+        relu_derivative: bool,
+    );
 }
 
 /// A convolution that can apply relu and 2x2 max pooling to its output as
@@ -334,6 +357,12 @@ pub trait Layer: Send + Sync {
     /// This layer as a [`PoolingConv`], where its [`Layer::plan_role`] is
     /// [`PlanRole::Convolution`].
     fn as_pooling_conv(&mut self) -> Option<&mut dyn PoolingConv> {
+        None
+    }
+
+    /// This layer as a [`ChannelAffine`], where its [`Layer::plan_role`] is
+    /// [`PlanRole::ChannelAffine`].
+    fn as_channel_affine(&mut self) -> Option<&mut dyn ChannelAffine> {
         None
     }
 }

@@ -113,7 +113,7 @@ impl Sequential {
             scoring.fused = last.is_some_and(|a| scoring.loss.fuses_with(a));
             scoring.fused
         });
-        arrange_derivatives(&mut network.entries, fused);
+        arrange_derivatives(&mut network.entries, &mut network.plan.stages, fused);
         self.slots = Slots::for_network(network);
         self.spare_slots = Default::default();
         self.ready = true;

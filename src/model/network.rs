@@ -8,7 +8,7 @@ use ndarray::{ArrayD, IxDyn};
 use super::plan::{Plan, Stage, StageKind, pooling_conv};
 use crate::Result;
 use crate::data::Samples;
-use crate::layers::{Layer, PlanRole, TrainingStep, max_pooling2d, resize};
+use crate::layers::{ChannelAffine, Layer, PlanRole, TrainingStep, max_pooling2d, resize};
 
 /// A layer with its Keras name and the shape of its output (per sample).
 pub(crate) struct Entry {
@@ -108,6 +108,9 @@ impl Network {
                 StageKind::ConvPool { .. } => {
                     pooling_conv(first).forward_pooled(input, output, &mut slots.winners[s])
                 }
+                StageKind::AffineRelu { .. } => {
+                    unreachable!("the inference plan runs a normalization and relu one by one")
+                }
             }
         }
     }
@@ -130,6 +133,7 @@ impl Network {
             StageKind::ConvPool { .. } => {
                 fused(first).forward_pooled_train(input, output, &mut slots.winners[s])
             }
+            StageKind::AffineRelu { .. } => affine_relu(first).forward_train_relu(input, output),
         }
     }
 
@@ -183,6 +187,16 @@ impl Network {
                 );
                 fused(first).backward_linear(&slots.activations[start], conv_grad, grad_input);
             }
+            // The gradient of relu's output, relu's derivative applied by
+            // the normalization's passes (the slots of the normalization's
+            // own output and its gradient stay empty).
+            StageKind::AffineRelu { relu_derivative } => affine_relu(first).backward_relu(
+                &slots.activations[start],
+                &slots.activations[end],
+                &above[end - start - 1],
+                grad_input,
+                relu_derivative,
+            ),
         }
     }
 }
@@ -200,4 +214,11 @@ fn fused(layer: &mut dyn Layer) -> &mut dyn crate::layers::PoolingConv {
     layer
         .as_pooling_conv()
         .expect("the plan fuses only convolutions")
+}
+
+/// The [`ChannelAffine`] side of a layer the plan fused with relu.
+fn affine_relu(layer: &mut dyn Layer) -> &mut dyn ChannelAffine {
+    layer
+        .as_channel_affine()
+        .expect("the plan fuses relu only into channel-affine layers")
 }

@@ -7,9 +7,16 @@
 //! a stage computes the pooled output in one pass and never stores the
 //! convolution's own output; its backward pass applies relu's derivative
 //! at the pooling winners and, for a first layer, computes the kernel
-//! gradient in the same pass. The planner sees layers only through
-//! [`Layer::plan_role`]; for every convolution it did not fuse, the plan
-//! says why.
+//! gradient in the same pass.
+//!
+//! In training, a BatchNormalization followed by Activation(relu) is a
+//! stage too: the normalization applies relu as it stores its output, and
+//! its backward passes apply relu's derivative as they read the gradient,
+//! so relu costs no pass and no tensor of its own (its output slot is the
+//! stage's; the normalization's own output is never stored).
+//!
+//! The planner sees layers only through [`Layer::plan_role`]; for every
+//! convolution and normalization it did not fuse, the plan says why.
 
 use std::ops::Range;
 
@@ -31,6 +38,15 @@ pub(crate) enum StageKind {
         pool: Window2d,
         /// Whether the backward pass is one pass as well.
         backward_fused: bool,
+    },
+    /// In training only: a [`ChannelAffine`] layer (BatchNormalization)
+    /// that applies the relu of the Activation layer after it as it stores
+    /// its output, and relu's derivative in its backward passes.
+    AffineRelu {
+        /// Whether the stage applies relu's derivative: not where the
+        /// layer after the stage (max pooling) takes it over, as it would
+        /// from the Activation layer ([`arrange_derivatives`] decides).
+        relu_derivative: bool,
     },
 }
 
@@ -73,19 +89,20 @@ impl Plan {
         let mut plan = Plan::default();
         let mut i = 0;
         while i < entries.len() {
-            let stage = match conv_pool(entries, i) {
-                Ok(stage) => stage,
-                Err(reason) => {
-                    if let Some(reason) = reason {
-                        plan.unfused.push((i, reason));
-                    }
-                    Stage {
-                        layers: i..i + 1,
-                        kind: StageKind::Layer,
-                        fold: None,
-                    }
+            let fused = conv_pool(entries, i).or_else(|reason| match reason {
+                None => affine_relu(entries, i),
+                Some(_) => Err(reason),
+            });
+            let stage = fused.unwrap_or_else(|reason| {
+                if let Some(reason) = reason {
+                    plan.unfused.push((i, reason));
                 }
-            };
+                Stage {
+                    layers: i..i + 1,
+                    kind: StageKind::Layer,
+                    fold: None,
+                }
+            });
             i = stage.layers.end;
             plan.stages.push(stage);
         }
@@ -109,16 +126,27 @@ impl Plan {
         };
         let mut out = String::from("Execution plan:\n");
         for stage in &self.stages {
-            if let StageKind::ConvPool { backward_fused, .. } = stage.kind {
-                let backward = if backward_fused {
-                    "backward in one pass too"
-                } else {
-                    "backward: pooling, then the convolution"
-                };
-                out += &format!(
-                    "  fused: {} (relu and 2x2 max pooling inside the convolution; {backward})\n",
-                    names(&stage.layers)
-                );
+            match stage.kind {
+                StageKind::ConvPool { backward_fused, .. } => {
+                    let backward = if backward_fused {
+                        "backward in one pass too"
+                    } else {
+                        "backward: pooling, then the convolution"
+                    };
+                    out += &format!(
+                        "  fused: {} (relu and 2x2 max pooling inside the convolution; {backward})\n",
+                        names(&stage.layers)
+                    );
+                }
+                StageKind::AffineRelu { relu_derivative } => {
+                    out += &format!(
+                        "  fused: {} in training (relu applied as {} stores its output; {})\n",
+                        names(&stage.layers),
+                        entries[stage.layers.start].name,
+                        relu_derivative_by(stage, relu_derivative, entries),
+                    );
+                }
+                StageKind::Layer => {}
             }
         }
         for stage in self.inference.iter().filter(|s| s.fold.is_some()) {
@@ -137,9 +165,22 @@ impl Plan {
             out += &format!("  not fused: {}: {reason}\n", entries[*i].name);
         }
         if !self.fuses_anything() && self.unfused.is_empty() {
-            out += "  every layer runs on its own (no convolution followed by pooling)\n";
+            out += "  every layer runs on its own (no convolution followed by pooling, \
+                    no batch normalization followed by relu)\n";
         }
         out
+    }
+}
+
+/// Which pass applies relu's derivative in an [`StageKind::AffineRelu`]
+/// stage, in words.
+fn relu_derivative_by(stage: &Stage, relu_derivative: bool, entries: &[Entry]) -> String {
+    if relu_derivative {
+        return "its backward passes apply relu's derivative".into();
+    }
+    match entries.get(stage.layers.end) {
+        Some(next) => format!("relu's derivative left to {}", next.name),
+        None => "relu's derivative left to the loss".into(),
     }
 }
 
@@ -190,6 +231,41 @@ fn conv_pool(entries: &[Entry], i: usize) -> Result<Stage, Option<String>> {
     })
 }
 
+/// The fused training stage of a [`ChannelAffine`] layer at `i` and the
+/// Activation(relu) layer after it, or why there is none: `None` when
+/// layer `i` is not channel-affine (nothing to say).
+fn affine_relu(entries: &[Entry], i: usize) -> Result<Stage, Option<String>> {
+    let PlanRole::ChannelAffine(_) = entries[i].layer.plan_role() else {
+        return Err(None);
+    };
+    let Some(next) = entries.get(i + 1) else {
+        return Err(Some(
+            "nothing follows it (the fused stage needs relu)".into(),
+        ));
+    };
+    match next.layer.plan_role() {
+        PlanRole::Activation(Activation::Relu) => Ok(Stage {
+            layers: i..i + 2,
+            // Until the derivative hand-offs are arranged: applying relu's
+            // derivative again where max pooling did changes nothing.
+            kind: StageKind::AffineRelu {
+                relu_derivative: true,
+            },
+            fold: None,
+        }),
+        PlanRole::Activation(other) => Err(Some(format!(
+            "followed by {} ({}), where the fused stage needs relu",
+            next.name,
+            other.name()
+        ))),
+        _ => Err(Some(format!(
+            "followed by {} ({}), where the fused stage needs an Activation(relu) layer",
+            next.name,
+            next.layer.class_name()
+        ))),
+    }
+}
+
 /// The inference stages: `training`'s, except that a convolution with no
 /// activation followed by a [`ChannelAffine`] layer (and maybe an
 /// Activation layer, and then relu's 2x2 max pooling) runs as one
@@ -198,8 +274,13 @@ fn inference_stages(entries: &[Entry], training: &[Stage]) -> Vec<Stage> {
     let mut stages = Vec::new();
     let mut i = 0;
     while i < entries.len() {
+        // A channel-affine + relu stage is training's alone: at inference
+        // such layers fold into a convolution or run one by one, as they
+        // always have.
+        let trained =
+            |s: &&Stage| s.layers.start == i && !matches!(s.kind, StageKind::AffineRelu { .. });
         let stage = folded_stage(entries, i)
-            .or_else(|| training.iter().find(|s| s.layers.start == i).cloned())
+            .or_else(|| training.iter().find(trained).cloned())
             .unwrap_or(Stage {
                 layers: i..i + 1,
                 kind: StageKind::Layer,
@@ -262,21 +343,31 @@ fn pool_window(conv: &dyn PoolingConv) -> Window2d {
 /// Asks each layer whose output goes into a layer that takes over relu's
 /// derivative (max pooling) to skip its own, and the last layer to skip
 /// its activation's (softmax, sigmoid) when the loss takes it over
-/// (`fused_output`). Every layer is
-/// first reset, so that a model compiled again starts afresh.
-pub(crate) fn arrange_derivatives(entries: &mut [Entry], fused_output: bool) {
+/// (`fused_output`). Every layer is first reset, so that a model compiled
+/// again starts afresh. A fused channel-affine + relu stage of `stages`
+/// applies relu's derivative in place of its Activation layer: where
+/// that layer would skip it, so does the stage.
+pub(crate) fn arrange_derivatives(entries: &mut [Entry], stages: &mut [Stage], fused_output: bool) {
     for entry in entries.iter_mut() {
         entry.layer.skip_activation_derivative(false);
         entry.layer.take_relu_derivative_of_input(false);
     }
+    let mut skipped = vec![false; entries.len()];
     if fused_output && let Some(last) = entries.last_mut() {
         last.layer.skip_activation_derivative(true);
+        skipped[entries.len() - 1] = true;
     }
     for i in 1..entries.len() {
         let (before, after) = entries.split_at_mut(i);
         let (previous, layer) = (&mut before[i - 1].layer, &mut after[0].layer);
         if previous.activation() == Activation::Relu && layer.take_relu_derivative_of_input(true) {
             previous.skip_activation_derivative(true);
+            skipped[i - 1] = true;
+        }
+    }
+    for stage in stages {
+        if let StageKind::AffineRelu { relu_derivative } = &mut stage.kind {
+            *relu_derivative = !skipped[stage.layers.end - 1];
         }
     }
 }
@@ -378,6 +469,42 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("  fused:"), "{text}");
+    }
+
+    /// In training a BatchNormalization fuses with the relu after it, not
+    /// with another activation; at inference, where no convolution takes
+    /// it into its weights, it runs on its own as before.
+    #[test]
+    fn batch_normalization_fuses_with_relu_only_and_in_training_only() {
+        use crate::Activation::Sigmoid;
+        use crate::layers::BatchNormalization;
+        let mut model = Sequential::with_seed(1);
+        model.add(Dense::new(8).input_shape(&[5]));
+        model.add(BatchNormalization::new());
+        model.add(ActivationLayer::new(Sigmoid));
+        model.add(Dense::new(8));
+        model.add(BatchNormalization::new());
+        model.add(ActivationLayer::new(Relu));
+        model.add(Dense::new(3));
+        let text = model.plan_string().unwrap();
+        let why = "not fused: batch_normalization: followed by activation (sigmoid), \
+                   where the fused stage needs relu";
+        assert!(text.contains(why), "{text}");
+        assert!(
+            text.contains("fused: batch_normalization_1 + activation_1 in training"),
+            "{text}"
+        );
+        let plan = &model.network.plan;
+        let kinds: Vec<_> = plan.stages.iter().map(|s| s.kind.clone()).collect();
+        let fused = StageKind::AffineRelu {
+            relu_derivative: true,
+        };
+        assert_eq!(kinds.iter().filter(|&k| *k == fused).count(), 1);
+        assert_eq!(plan.stages[4].layers, 4..6);
+        let inference_fuses = plan.inference.iter().any(|s| s.layers.len() > 1);
+        assert!(!inference_fuses, "{:?}", plan.inference);
+        let x = ndarray::Array2::<f32>::ones((2, 5));
+        assert_eq!(model.predict(&x).unwrap().shape(), [2, 3]);
     }
 
     #[test]
