@@ -117,7 +117,7 @@ fn conv2d_input_gradient_as_a_convolution_of_dy() {
 
 #[test]
 fn conv2d_gradients_by_winograd() {
-    // 3x3, stride 1, 16 to 128 channels and filters: Winograd F(4x4, 3x3).
+    // 3x3, stride 1, 16 to 512 channels and filters: Winograd F(4x4, 3x3).
     // Edge tiles cut by the image (7x9 and 9x7 outputs), channels and
     // filters not in whole 16-lane groups. (Relu, which the output transform
     // applies, is checked against the direct convolution in the kernel's

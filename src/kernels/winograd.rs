@@ -56,7 +56,8 @@ const M: usize = 4;
 const A: usize = 6;
 /// Positions of a transformed tile.
 const XI: usize = A * A;
-/// Bytes a block's transformed values may take: most of a 2 MB L2.
+/// Bytes a block's transformed values may take: most of a 2 MB L2 (but
+/// see [`MIN_BLOCK`]).
 const BLOCK_BYTES: usize = 1 << 20;
 
 /// Values from one position's plane of a transformed block to the next:
@@ -67,19 +68,28 @@ fn plane(count: usize, width: usize) -> usize {
     count * width + LANES
 }
 
+/// Tiles per block at least: enough rows for the 36 products to use
+/// each transformed kernel value many times (AlexNet's 384 x 384 kernels
+/// are 21 MB transformed).
+const MIN_BLOCK: usize = 64;
+
 /// Whether a layer of window `w` and `filters` filters runs on these
 /// kernels: 3x3, stride 1, adjacent taps, and enough channels and filters
 /// that the 36 products are worth their transforms (a first layer over
-/// RGB pixels is not), but not so many that a chunk's few tiles would
-/// read the transformed kernel from memory for little work (AlexNet's
-/// 384-channel layers run faster as one large im2col product).
+/// RGB pixels is not).
 pub fn applies(w: &Window2d, filters: usize) -> bool {
     let shape_fits = (w.k_h, w.k_w) == (3, 3)
         && (w.stride_h, w.stride_w) == (1, 1)
         && !w.is_dilated()
         && w.out_h > 0
         && w.out_w > 0;
-    shape_fits && (16..=128).contains(&w.channels) && (16..=128).contains(&filters)
+    shape_fits && (16..=512).contains(&w.channels) && (16..=512).contains(&filters)
+}
+
+/// Images a parallel chunk needs for a full block of tiles (one image of
+/// CIFAR's 32x32 has 64 tiles; one of AlexNet's 13x13 layers, 16).
+pub fn images_per_block(w: &Window2d) -> usize {
+    MIN_BLOCK.div_ceil(w.out_h.div_ceil(M) * w.out_w.div_ceil(M))
 }
 
 /// The tiling of one layer's images.
@@ -102,7 +112,7 @@ impl Tiling {
         let per_tile = XI * values_per_tile * std::mem::size_of::<f32>();
         let (tiles_h, tiles_w) = (w.out_h.div_ceil(M), w.out_w.div_ceil(M));
         let tiles = (images * tiles_h * tiles_w).max(1);
-        let largest = (BLOCK_BYTES / per_tile).clamp(8, 256);
+        let largest = (BLOCK_BYTES / per_tile).clamp(MIN_BLOCK, 256);
         Tiling {
             w: *w,
             filters,

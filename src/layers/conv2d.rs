@@ -13,11 +13,13 @@
 //! backward pass reuses the same rows: `d_kernel = rowsᵀ · dy`, and `d_rows
 //! = dy · kernelᵀ`, which col2im adds back onto the input pixels.
 //!
-//! 3x3 stride-1 layers of 16 to 128 channels and filters (CIFAR- and
-//! VGG-style networks) run as Winograd F(4x4, 3x3) (`kernels::winograd`):
-//! 36 small products per block of tiles instead of one large one, with
-//! 2.25x to 4x fewer multiplications; its backward pass transforms the
-//! layer's input again instead of keeping anything.
+//! 3x3 stride-1 layers of 16 to 512 channels and filters (CIFAR-, VGG-
+//! and AlexNet-style networks) run as Winograd F(4x4, 3x3)
+//! (`kernels::winograd`): 36 small products per block of tiles instead of
+//! one large one, up to 4x fewer multiplications. A chunk then holds at
+//! least a block of 64 tiles (four of AlexNet's 13x13 images); the
+//! backward pass transforms the layer's input again instead of keeping
+//! anything.
 //!
 //! Other stride-1 layers with at most 8 or a multiple of 16 filters (both of
 //! LeNet's) skip the rows on AVX2 CPUs: `kernels::filter_conv` computes the
@@ -104,7 +106,7 @@ fn filters_pay_off(w: &Window2d, filters: usize) -> bool {
 /// The kernels a Conv2D runs on (see `Conv2D::path`).
 #[derive(Clone, Copy)]
 enum Path {
-    /// 3x3, stride 1, 16 to 128 channels and filters: `kernels::winograd`;
+    /// 3x3, stride 1, 16 to 512 channels and filters: `kernels::winograd`;
     /// keeps nothing (its backward pass reads the layer's input).
     Winograd,
     /// A multiple of 16 filters on AVX2: `kernels::filter_conv`, keeps padded images.
@@ -246,11 +248,16 @@ impl Conv2D {
     /// Images per parallel chunk: enough rows to fill a core's cache,
     /// but one image when a single image is already a large product
     /// (AlexNet's layers), so that a small batch still gives every core
-    /// work.
+    /// work; on the Winograd path, enough images for a block of tiles.
     fn chunk(&self) -> usize {
         let w = self.window();
         let macs = w.out_pixels() * w.patch_len() * self.filters;
-        samples_per_chunk(w.out_pixels()).min((MACS_PER_CHUNK / macs.max(1)).max(1))
+        let chunk = samples_per_chunk(w.out_pixels()).min((MACS_PER_CHUNK / macs.max(1)).max(1));
+        if winograd::applies(&w, self.filters) {
+            chunk.max(winograd::images_per_block(&w))
+        } else {
+            chunk
+        }
     }
 }
 

@@ -64,6 +64,8 @@ fn cases() -> Vec<Case> {
         case(13, 11, 17, 20, Padding::Valid),
         case(5, 9, 33, 35, Padding::Same),
         case(3, 3, 16, 16, Padding::Valid),
+        case(6, 5, 130, 140, Padding::Same),
+        case(7, 7, 256, 64, Padding::Valid),
     ]
 }
 
@@ -271,19 +273,28 @@ fn every_path_gives_the_same_bits() {
 }
 
 #[test]
-fn applies_to_3x3_stride_1_layers_of_16_to_128_channels() {
+fn applies_to_3x3_stride_1_layers_of_16_to_512_channels() {
     let window = |channels, stride, kernel| {
         Window2d::new((16, 16, channels), kernel, stride, Padding::Same).unwrap()
     };
     assert!(applies(&window(32, (1, 1), (3, 3)), 64));
+    assert!(
+        applies(&window(384, (1, 1), (3, 3)), 256),
+        "AlexNet's conv5"
+    );
     assert!(
         !applies(&window(3, (1, 1), (3, 3)), 32),
         "an RGB first layer"
     );
     assert!(!applies(&window(32, (2, 2), (3, 3)), 32), "strides");
     assert!(!applies(&window(32, (1, 1), (5, 5)), 32), "5x5");
-    assert!(
-        !applies(&window(384, (1, 1), (3, 3)), 384),
-        "AlexNet's wide layers"
-    );
+    assert!(!applies(&window(1024, (1, 1), (3, 3)), 64), "too wide");
+}
+
+#[test]
+fn a_chunk_holds_a_block_of_tiles() {
+    let window = |side| Window2d::new((side, side, 64), (3, 3), (1, 1), Padding::Same).unwrap();
+    assert_eq!(images_per_block(&window(32)), 1, "64 tiles");
+    assert_eq!(images_per_block(&window(13)), 4, "16 tiles each");
+    assert_eq!(images_per_block(&window(2)), 64, "one tile each");
 }
