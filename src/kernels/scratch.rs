@@ -41,6 +41,23 @@ impl Scratch {
     }
 }
 
+impl Scratch {
+    /// A vector from this thread's pool as its last user left it, stale
+    /// values and all (or a new, empty one): for working space that is
+    /// written before it is read, so that growing it to the length it had
+    /// costs no pass of zeros.
+    ///
+    /// ```
+    /// use convnet::kernels::scratch::Scratch;
+    /// let mut planes = Scratch::take_unzeroed();
+    /// planes.resize(4096, 0.0); // zeros only where it grows
+    /// ```
+    pub fn take_unzeroed() -> Self {
+        let kept = POOL.try_with(|pool| pool.borrow_mut().pop()).ok().flatten();
+        Scratch(kept.unwrap_or_default())
+    }
+}
+
 impl Drop for Scratch {
     fn drop(&mut self) {
         let vector = std::mem::take(&mut self.0);
@@ -74,6 +91,16 @@ impl DerefMut for Scratch {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unzeroed_take_keeps_the_length_and_values_it_was_left_with() {
+        let mut first = Scratch::take();
+        first.resize(100, 7.0);
+        drop(first);
+        let second = Scratch::take_unzeroed();
+        assert_eq!(second.len(), 100);
+        assert!(second.iter().all(|&v| v == 7.0));
+    }
 
     #[test]
     fn a_dropped_vector_is_reused_by_the_next_take_on_the_thread() {

@@ -335,7 +335,7 @@ impl Conv2D {
     /// The kernel in the Winograd domain (`winograd::transform_kernel`).
     fn winograd_kernel(&self) -> Scratch {
         let w = self.window();
-        let mut u = Scratch::take();
+        let mut u = Scratch::take_unzeroed();
         u.resize(winograd::kernel_len(&w, self.filters), 0.0);
         winograd::transform_kernel(&w, self.filters, values(&self.kernel.value), &mut u);
         u
@@ -354,7 +354,7 @@ impl Conv2D {
         values(input)
             .par_chunks(chunk * w.in_len())
             .zip(values_mut(output).par_chunks_mut(chunk * w.out_pixels() * filters))
-            .for_each_init(Scratch::take, |scratch, (x, y)| {
+            .for_each_init(Scratch::take_unzeroed, |scratch, (x, y)| {
                 winograd::forward(&w, filters, x, &u, bias, relu, y, scratch);
                 if !relu {
                     activation.forward(y, filters);
@@ -395,11 +395,11 @@ impl Conv2D {
                 let dx = values_mut(grad_input).par_chunks_mut(chunk * w.in_len());
                 shares
                     .zip(dx)
-                    .for_each_init(Scratch::take, |scratch, ((x_dy, d_params), dx)| {
+                    .for_each_init(Scratch::take_unzeroed, |scratch, ((x_dy, d_params), dx)| {
                         grads(x_dy, d_params, Some(dx), scratch)
                     });
             }
-            None => shares.for_each_init(Scratch::take, |scratch, (x_dy, d_params)| {
+            None => shares.for_each_init(Scratch::take_unzeroed, |scratch, (x_dy, d_params)| {
                 grads(x_dy, d_params, None, scratch)
             }),
         }

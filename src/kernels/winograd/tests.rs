@@ -114,10 +114,12 @@ fn assert_close(what: &str, got: &[f32], want: &[f64], scale: &[f64]) {
     }
 }
 
+/// (The scratch starts as NaN: a value read before it is written shows.)
 fn run_forward(isa: Isa, c: &Case, x: &[f32], u: &[f32], bias: &[f32], relu: bool) -> Vec<f32> {
     let mut y = vec![f32::NAN; c.images * c.w.out_pixels() * c.filters];
     let t = Tiling::new(&c.w, c.filters, c.images, c.w.channels + c.filters);
-    let mut scratch = vec![0.0; XI * (plane(t.block, c.w.channels) + plane(t.block, c.filters))];
+    let mut scratch =
+        vec![f32::NAN; XI * (plane(t.block, c.w.channels) + plane(t.block, c.filters))];
     let args = (t, x, u, bias, relu, &mut y[..], &mut scratch[..]);
     match isa {
         Isa::Portable => forward_blocks::<Portable>(args),
@@ -196,7 +198,7 @@ fn run_backward(
     let mut dx = vec![f32::NAN; x.len()];
     let t = Tiling::new(&c.w, c.filters, c.images, 2 * c.w.channels + c.filters);
     let (ch, f) = (c.w.channels, c.filters);
-    let mut scratch = vec![0.0; XI * (2 * plane(t.block, ch) + plane(t.block, f) + ch * f)];
+    let mut scratch = vec![f32::NAN; XI * (2 * plane(t.block, ch) + plane(t.block, f) + ch * f)];
     let dx_arg = with_dx.then_some(&mut dx[..]);
     let args = (t, (x, dy), u, &mut d_kernel[..], dx_arg, &mut scratch[..]);
     match isa {
