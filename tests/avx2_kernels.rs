@@ -102,13 +102,17 @@ fn avx2_kernels_agree_with_avx512_and_finite_differences() {
             40 + case as u64,
         );
     }
-    // 3x3 layers of 16 or more channels run as Winograd F(4x4, 3x3): its
-    // transforms compiled for AVX2 against those for AVX-512.
-    for (case, (filters, channels, padding)) in [(16, 32, Padding::Same), (20, 17, Padding::Valid)]
-        .into_iter()
-        .enumerate()
-    {
-        let mut layer = Conv2D::new(filters, (3, 3)).padding(padding);
+    // 3x3 and 5x5 layers of 16 or more channels run as Winograd F(4x4,
+    // 3x3) and F(2x2, 5x5): their transforms compiled for AVX2 against
+    // those for AVX-512.
+    let winograd_cases = [
+        (3, 16, 32, Padding::Same),
+        (3, 20, 17, Padding::Valid),
+        (5, 16, 32, Padding::Same),
+        (5, 20, 17, Padding::Valid),
+    ];
+    for (case, (side, filters, channels, padding)) in winograd_cases.into_iter().enumerate() {
+        let mut layer = Conv2D::new(filters, (side, side)).padding(padding);
         let mut r = rng(60 + case as u64);
         let out = layer.build(&[10, 9, channels], &mut r).unwrap();
         let x = random(&[3, 10, 9, channels], &mut r);

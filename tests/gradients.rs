@@ -132,6 +132,18 @@ fn conv2d_gradients_by_winograd() {
 }
 
 #[test]
+fn conv2d_gradients_by_winograd_5x5() {
+    // 5x5, stride 1, 16 to 512 channels and filters: Winograd F(2x2, 5x5),
+    // with an odd output side (edge tiles cut in half) and masked lanes.
+    let same = Conv2D::new(16, (5, 5))
+        .padding(Padding::Same)
+        .activation(Sigmoid);
+    check_gradients(&mut same.clone(), &[7, 6, 16], 2, 34);
+    let odd = Conv2D::new(18, (5, 5)).activation(Tanh);
+    check_gradients(&mut odd.clone(), &[9, 10, 17], 2, 35);
+}
+
+#[test]
 fn winograd_kernel_gradient_shares_of_several_chunks_add_up() {
     // 34x34 images: a 32x32 output is two images per chunk, so a batch of
     // five is three chunks, each with its own share of the gradients.

@@ -1,9 +1,10 @@
-//! Winograd F(4x4, 3x3): 3x3 stride-1 convolutions with 2.25x to 4x fewer
-//! multiplications than any direct method.
+//! Winograd F(4x4, 3x3) and F(2x2, 5x5): 3x3 and 5x5 stride-1
+//! convolutions with 4x and 2.8x fewer multiplications than any direct
+//! method.
 //!
 //! A 6x6 tile `d` of the input and a 3x3 kernel `g` give a 4x4 tile of the
 //! output (Lavin & Gray, "Fast Algorithms for Convolutional Neural
-//! Networks", 2015):
+//! Networks", 2015); with a 5x5 kernel, the same 6x6 tile gives a 2x2 one:
 //!
 //! ```text
 //! y = Aᵀ [ (G g Gᵀ) ⊙ (Bᵀ d B) ] A
@@ -14,8 +15,21 @@
 //! `M_ξ (tiles x filters) = V_ξ (tiles x channels) · U_ξ (channels x
 //! filters)`, where `V = Bᵀ d B` per tile and channel and `U = G g Gᵀ` per
 //! channel and filter. That is 36 multiply-adds per 16 outputs and
-//! channel-filter pair, against 144 for direct convolution; the
-//! transforms are additions and a few multiplications by small constants.
+//! channel-filter pair, against 144 for direct convolution (3x3), or per
+//! 4 outputs against 100 (5x5); the transforms are additions and a few
+//! multiplications by small constants.
+//!
+//! Both kernel sizes interpolate at the same six points (0, ±1, ±2, ∞),
+//! so they share the input transform `Bᵀ`; `G` is the points' Vandermonde
+//! matrix (r columns) with the same row scales, and `Aᵀ` its transpose
+//! (m rows):
+//!
+//! ```text
+//! F(4x4, 3x3): Aᵀ = [1 1  1 1  1 0]     F(2x2, 5x5): Aᵀ = [1 1  1 1  1 0]
+//!                   [0 1 -1 2 -2 0]                       [0 1 -1 2 -2 1]
+//!                   [0 1  1 4  4 0]
+//!                   [0 1 -1 8 -8 1]
+//! ```
 //!
 //! The gradients are the same algorithm transposed (`y` is bilinear in
 //! `g` and `d`): with `Z = A dY Aᵀ` the transformed output gradient,
@@ -37,7 +51,7 @@
 //! them compiled for AVX-512 or AVX2 where the CPU has it, with the same
 //! arithmetic (no fused multiply-adds) on every path.
 //!
-//! Precision: the transforms multiply by up to 8 and divide by up to 24,
+//! Precision: the transforms multiply by up to 16 and divide by up to 24,
 //! so results differ from direct convolution by more than rounding alone:
 //! about 1e-6 of the sum of the absolute products (the tests hold it to
 //! 2e-5), far below what training notices.
@@ -50,9 +64,8 @@ use super::gemm::{Mat, matmul};
 use simd::{Avx2, Avx512};
 use simd::{LANES, Portable, Simd};
 
-/// Output tile side.
-const M: usize = 4;
-/// Transformed tile side: M + 3 - 1.
+/// Transformed tile side: m + r - 1 for output tiles of side m and
+/// kernels of side r.
 const A: usize = 6;
 /// Positions of a transformed tile.
 const XI: usize = A * A;
@@ -74,11 +87,11 @@ fn plane(count: usize, width: usize) -> usize {
 const MIN_BLOCK: usize = 64;
 
 /// Whether a layer of window `w` and `filters` filters runs on these
-/// kernels: 3x3, stride 1, adjacent taps, and enough channels and filters
-/// that the 36 products are worth their transforms (a first layer over
-/// RGB pixels is not).
+/// kernels: 3x3 or 5x5, stride 1, adjacent taps, and enough channels and
+/// filters that the 36 products are worth their transforms (a first layer
+/// over RGB pixels is not).
 pub fn applies(w: &Window2d, filters: usize) -> bool {
-    let shape_fits = (w.k_h, w.k_w) == (3, 3)
+    let shape_fits = matches!((w.k_h, w.k_w), (3, 3) | (5, 5))
         && (w.stride_h, w.stride_w) == (1, 1)
         && !w.is_dilated()
         && w.out_h > 0
@@ -89,7 +102,14 @@ pub fn applies(w: &Window2d, filters: usize) -> bool {
 /// Images a parallel chunk needs for a full block of tiles (one image of
 /// CIFAR's 32x32 has 64 tiles; one of AlexNet's 13x13 layers, 16).
 pub fn images_per_block(w: &Window2d) -> usize {
-    MIN_BLOCK.div_ceil(w.out_h.div_ceil(M) * w.out_w.div_ceil(M))
+    let m = output_side(w);
+    MIN_BLOCK.div_ceil(w.out_h.div_ceil(m) * w.out_w.div_ceil(m))
+}
+
+/// Side of the output tile that a 6x6 transformed tile gives: 4 for a
+/// 3x3 kernel, 2 for a 5x5 one.
+fn output_side(w: &Window2d) -> usize {
+    A + 1 - w.k_h
 }
 
 /// The tiling of one layer's images.
@@ -97,6 +117,8 @@ pub fn images_per_block(w: &Window2d) -> usize {
 struct Tiling {
     w: Window2d,
     filters: usize,
+    /// Side of an output tile (see [`output_side`]).
+    m: usize,
     /// Tiles per column and per row of an image.
     tiles_h: usize,
     tiles_w: usize,
@@ -110,12 +132,14 @@ impl Tiling {
     /// can be (a last block of a few tiles makes slow products).
     fn new(w: &Window2d, filters: usize, images: usize, values_per_tile: usize) -> Self {
         let per_tile = XI * values_per_tile * std::mem::size_of::<f32>();
-        let (tiles_h, tiles_w) = (w.out_h.div_ceil(M), w.out_w.div_ceil(M));
+        let m = output_side(w);
+        let (tiles_h, tiles_w) = (w.out_h.div_ceil(m), w.out_w.div_ceil(m));
         let tiles = (images * tiles_h * tiles_w).max(1);
         let largest = (BLOCK_BYTES / per_tile).clamp(MIN_BLOCK, 256);
         Tiling {
             w: *w,
             filters,
+            m,
             tiles_h,
             tiles_w,
             block: tiles.div_ceil(tiles.div_ceil(largest)),
@@ -135,7 +159,11 @@ impl Tiling {
     fn tile(&self, t: usize) -> (usize, usize, usize) {
         let per_image = self.tiles_per_image();
         let (image, within) = (t / per_image, t % per_image);
-        (image, within / self.tiles_w * M, within % self.tiles_w * M)
+        (
+            image,
+            within / self.tiles_w * self.m,
+            within % self.tiles_w * self.m,
+        )
     }
 
     /// The input pixel (row, column) under output pixel `(oy, ox)`'s tap
@@ -153,13 +181,29 @@ pub fn kernel_len(w: &Window2d, filters: usize) -> usize {
 }
 
 /// `U_ξ = (G g Gᵀ)_ξ` for every channel and filter of `kernel` (Keras
-/// layout: 3 x 3 x channels x filters), into `u` (36 x channels x
+/// layout: r x r x channels x filters), into `u` (36 x channels x
 /// filters).
 pub fn transform_kernel(w: &Window2d, filters: usize, kernel: &[f32], u: &mut [f32]) {
-    let (channels, taps) = (w.channels, w.channels * filters);
-    assert_eq!(kernel.len(), 9 * taps, "a 3x3 kernel");
+    let taps = w.channels * filters;
+    assert!(applies(w, filters), "a layer these kernels compute");
+    assert_eq!(kernel.len(), w.k_h * w.k_w * taps, "the layer's kernel");
     assert_eq!(u.len(), XI * taps, "room for the transformed kernel");
-    let mut g = Grids::<Portable, 3, A>::new();
+    if w.k_h == 3 {
+        transform_kernel_of::<3, Kernel3>(w, filters, kernel, u)
+    } else {
+        transform_kernel_of::<5, Kernel5>(w, filters, kernel, u)
+    }
+}
+
+/// [`transform_kernel`] for kernels of side `R`, whose transform is `T`.
+fn transform_kernel_of<const R: usize, T: Transform<R, A>>(
+    w: &Window2d,
+    filters: usize,
+    kernel: &[f32],
+    u: &mut [f32],
+) {
+    let (channels, taps) = (w.channels, w.channels * filters);
+    let mut g = Grids::<Portable, R, A>::new();
     for c in 0..channels {
         for f in (0..filters).step_by(LANES) {
             let n = LANES.min(filters - f);
@@ -167,7 +211,7 @@ pub fn transform_kernel(w: &Window2d, filters: usize, kernel: &[f32], u: &mut [f
             for (tap, value) in g.input.as_flattened_mut().iter_mut().enumerate() {
                 *value = load(kernel, tap * taps + at, n);
             }
-            g.transform::<Kernel>();
+            g.transform::<T>();
             for (xi, value) in g.output.as_flattened().iter().enumerate() {
                 store(u, xi * taps + at, n, *value);
             }
@@ -190,6 +234,7 @@ pub fn forward(
     scratch: &mut Vec<f32>,
 ) {
     let images = x.len() / w.in_len();
+    assert!(applies(w, filters), "a layer these kernels compute");
     assert_eq!(y.len(), images * w.out_pixels() * filters, "output size");
     assert_eq!(u.len(), kernel_len(w, filters), "transformed kernel size");
     let t = Tiling::new(w, filters, images, w.channels + filters);
@@ -273,7 +318,11 @@ fn forward_blocks_of<V: Simd, const FULL: bool>((t, x, u, bias, relu, y, scratch
             );
             matmul(v_xi, u_xi, &mut m[xi * m_plane..][..count * filters], 0.0);
         }
-        transform_output::<V, FULL>(&t, m, (first, count), bias, relu, y);
+        let out = (&t, &m[..], (first, count), bias, relu);
+        match t.m {
+            4 => transform_output::<V, FULL, 4, Output4>(out, y),
+            _ => transform_output::<V, FULL, 2, Output2>(out, y),
+        }
     }
 }
 
@@ -311,15 +360,11 @@ fn transform_input<V: Simd, const FULL: bool>(
 }
 
 /// `y = Aᵀ m A` (+ bias, relu) for tiles `first..` of `m` (36 x tiles x
-/// filters), into the images `y`; the parts of edge tiles past the image
-/// are dropped.
+/// filters), into the images `y`: `M` x `M` output tiles by the transform
+/// `T`; the parts of edge tiles past the image are dropped.
 #[inline(always)]
-fn transform_output<V: Simd, const FULL: bool>(
-    t: &Tiling,
-    m: &[f32],
-    (first, count): (usize, usize),
-    bias: &[f32],
-    relu: bool,
+fn transform_output<V: Simd, const FULL: bool, const M: usize, T: Transform<A, M>>(
+    (t, m, (first, count), bias, relu): (&Tiling, &[f32], (usize, usize), &[f32], bool),
     y: &mut [f32],
 ) {
     let filters = t.filters;
@@ -335,7 +380,7 @@ fn transform_output<V: Simd, const FULL: bool>(
             for (xi, value) in g.input.as_flattened_mut().iter_mut().enumerate() {
                 *value = load(m, xi * stride + i * filters + f, n);
             }
-            g.transform::<Output>();
+            g.transform::<T>();
             let bias = load(bias, f, n);
             for (r, row) in g.output.iter().enumerate().take(rows) {
                 for (s, value) in row.iter().enumerate().take(cols) {
@@ -375,9 +420,10 @@ pub fn backward(
         images * w.out_pixels() * filters,
         "output gradient size"
     );
+    assert!(applies(w, filters), "a layer these kernels compute");
     assert_eq!(
         d_kernel.len(),
-        9 * channels * filters,
+        w.k_h * w.k_w * channels * filters,
         "kernel gradient size"
     );
     assert_eq!(u.len(), kernel_len(w, filters), "transformed kernel size");
@@ -461,7 +507,10 @@ fn backward_blocks_of<V: Simd, const FULL: bool>(
         let count = t.block.min(tiles - first);
         let (v_plane, z_plane) = (plane(count, channels), plane(count, filters));
         transform_input::<V, FULL>(&t, x, (first, count), v);
-        transform_output_grad::<V, FULL>(&t, dy, (first, count), z);
+        match t.m {
+            4 => transform_output_grad::<V, FULL, 4, OutputGrad4>(&t, dy, (first, count), z),
+            _ => transform_output_grad::<V, FULL, 2, OutputGrad2>(&t, dy, (first, count), z),
+        }
         let beta = if first == 0 { 0.0 } else { 1.0 };
         for xi in 0..XI {
             let v_xi = Mat::new(&v[xi * v_plane..][..count * channels], count, channels);
@@ -488,13 +537,17 @@ fn backward_blocks_of<V: Simd, const FULL: bool>(
         }
         add_input_grad::<V, FULL>(&t, p, (first, count), dx);
     }
-    transform_kernel_grad::<V>(&t, d_u, d_kernel);
+    match t.m {
+        4 => transform_kernel_grad::<V, 3, KernelGrad3>(&t, d_u, d_kernel),
+        _ => transform_kernel_grad::<V, 5, KernelGrad5>(&t, d_u, d_kernel),
+    }
 }
 
 /// `Z_ξ = (A dY Aᵀ)_ξ` for tiles `first..` of the output gradient `dy`,
-/// into `z` (36 x tiles x filters); outside the output, `dY` is 0.
+/// into `z` (36 x tiles x filters), by the transform `T` of `M` x `M`
+/// output tiles; outside the output, `dY` is 0.
 #[inline(always)]
-fn transform_output_grad<V: Simd, const FULL: bool>(
+fn transform_output_grad<V: Simd, const FULL: bool, const M: usize, T: Transform<M, A>>(
     t: &Tiling,
     dy: &[f32],
     (first, count): (usize, usize),
@@ -519,7 +572,7 @@ fn transform_output_grad<V: Simd, const FULL: bool>(
                     };
                 }
             }
-            g.transform::<OutputGrad>();
+            g.transform::<T>();
             for (xi, value) in g.output.as_flattened().iter().enumerate() {
                 store(z, xi * stride + i * filters + f, n, *value);
             }
@@ -562,12 +615,17 @@ fn add_input_grad<V: Simd, const FULL: bool>(
 }
 
 /// `dg = Gᵀ m G` for every channel and filter of `d_u` (36 x channels x
-/// filters), into `d_kernel` (3 x 3 x channels x filters).
+/// filters), into `d_kernel` (`R` x `R` x channels x filters) by the
+/// transform `T`.
 #[inline(always)]
-fn transform_kernel_grad<V: Simd>(t: &Tiling, d_u: &[f32], d_kernel: &mut [f32]) {
+fn transform_kernel_grad<V: Simd, const R: usize, T: Transform<A, R>>(
+    t: &Tiling,
+    d_u: &[f32],
+    d_kernel: &mut [f32],
+) {
     let (channels, filters) = (t.w.channels, t.filters);
     let taps = channels * filters;
-    let mut g = Grids::<V, A, 3>::new();
+    let mut g = Grids::<V, A, R>::new();
     for c in 0..channels {
         for f in (0..filters).step_by(LANES) {
             let n = LANES.min(filters - f);
@@ -575,7 +633,7 @@ fn transform_kernel_grad<V: Simd>(t: &Tiling, d_u: &[f32], d_kernel: &mut [f32])
             for (xi, value) in g.input.as_flattened_mut().iter_mut().enumerate() {
                 *value = load(d_u, xi * taps + at, n);
             }
-            g.transform::<KernelGrad>();
+            g.transform::<T>();
             for (tap, value) in g.output.as_flattened().iter().enumerate() {
                 store(d_kernel, tap * taps + at, n, *value);
             }
@@ -630,14 +688,22 @@ trait Transform<const I: usize, const O: usize> {
 struct Input;
 /// `B p`: the input transform transposed (input gradient).
 struct InputGrad;
-/// `Aᵀ m`: the output transform.
-struct Output;
-/// `A e`: the output transform transposed (output gradient).
-struct OutputGrad;
-/// `G g`: the kernel transform.
-struct Kernel;
-/// `Gᵀ m`: the kernel transform transposed (kernel gradient).
-struct KernelGrad;
+/// `Aᵀ m`: the output transform of F(4x4, 3x3).
+struct Output4;
+/// `A e`: [`Output4`] transposed (output gradient).
+struct OutputGrad4;
+/// `G g`: the kernel transform of F(4x4, 3x3).
+struct Kernel3;
+/// `Gᵀ m`: [`Kernel3`] transposed (kernel gradient).
+struct KernelGrad3;
+/// `Aᵀ m`: the output transform of F(2x2, 5x5).
+struct Output2;
+/// `A e`: [`Output2`] transposed (output gradient).
+struct OutputGrad2;
+/// `G g`: the kernel transform of F(2x2, 5x5).
+struct Kernel5;
+/// `Gᵀ m`: [`Kernel5`] transposed (kernel gradient).
+struct KernelGrad5;
 
 impl Transform<A, A> for Input {
     #[inline(always)]
@@ -673,9 +739,9 @@ impl Transform<A, A> for InputGrad {
     }
 }
 
-impl Transform<A, M> for Output {
+impl Transform<A, 4> for Output4 {
     #[inline(always)]
-    fn apply<V: Simd>(m: &[V; A], out: &mut [V; M]) {
+    fn apply<V: Simd>(m: &[V; A], out: &mut [V; 4]) {
         out[0] = m[0].add(m[1]).add(m[2]).add(m[3]).add(m[4]);
         out[1] = m[1].sub(m[2]).add(m[3].scale(2.0)).sub(m[4].scale(2.0));
         out[2] = m[1].add(m[2]).add(m[3].scale(4.0)).add(m[4].scale(4.0));
@@ -687,9 +753,9 @@ impl Transform<A, M> for Output {
     }
 }
 
-impl Transform<M, A> for OutputGrad {
+impl Transform<4, A> for OutputGrad4 {
     #[inline(always)]
-    fn apply<V: Simd>(e: &[V; M], out: &mut [V; A]) {
+    fn apply<V: Simd>(e: &[V; 4], out: &mut [V; A]) {
         out[0] = e[0];
         out[1] = e[0].add(e[1]).add(e[2]).add(e[3]);
         out[2] = e[0].sub(e[1]).add(e[2]).sub(e[3]);
@@ -705,7 +771,7 @@ impl Transform<M, A> for OutputGrad {
     }
 }
 
-impl Transform<3, A> for Kernel {
+impl Transform<3, A> for Kernel3 {
     #[inline(always)]
     fn apply<V: Simd>(g: &[V; 3], out: &mut [V; A]) {
         out[0] = g[0].div(4.0);
@@ -717,7 +783,7 @@ impl Transform<3, A> for Kernel {
     }
 }
 
-impl Transform<A, 3> for KernelGrad {
+impl Transform<A, 3> for KernelGrad3 {
     #[inline(always)]
     fn apply<V: Simd>(m: &[V; A], out: &mut [V; 3]) {
         out[0] = m[0]
@@ -726,6 +792,59 @@ impl Transform<A, 3> for KernelGrad {
             .add(m[3].add(m[4]).div(24.0));
         out[1] = m[2].sub(m[1]).div(6.0).add(m[3].sub(m[4]).div(12.0));
         out[2] = m[3].add(m[4]).sub(m[1]).sub(m[2]).div(6.0).add(m[5]);
+    }
+}
+
+impl Transform<A, 2> for Output2 {
+    #[inline(always)]
+    fn apply<V: Simd>(m: &[V; A], out: &mut [V; 2]) {
+        out[0] = m[0].add(m[1]).add(m[2]).add(m[3]).add(m[4]);
+        out[1] = m[1]
+            .sub(m[2])
+            .add(m[3].scale(2.0))
+            .sub(m[4].scale(2.0))
+            .add(m[5]);
+    }
+}
+
+impl Transform<2, A> for OutputGrad2 {
+    #[inline(always)]
+    fn apply<V: Simd>(e: &[V; 2], out: &mut [V; A]) {
+        out[0] = e[0];
+        out[1] = e[0].add(e[1]);
+        out[2] = e[0].sub(e[1]);
+        out[3] = e[0].add(e[1].scale(2.0));
+        out[4] = e[0].sub(e[1].scale(2.0));
+        out[5] = e[1];
+    }
+}
+
+impl Transform<5, A> for Kernel5 {
+    #[inline(always)]
+    fn apply<V: Simd>(g: &[V; 5], out: &mut [V; A]) {
+        let (even, odd) = (g[0].add(g[2]).add(g[4]), g[1].add(g[3]));
+        out[0] = g[0].div(4.0);
+        out[1] = even.add(odd).div(-6.0);
+        out[2] = even.sub(odd).div(-6.0);
+        let even = g[0].add(g[2].scale(4.0)).add(g[4].scale(16.0));
+        let odd = g[1].scale(2.0).add(g[3].scale(8.0));
+        out[3] = even.add(odd).div(24.0);
+        out[4] = even.sub(odd).div(24.0);
+        out[5] = g[4];
+    }
+}
+
+impl Transform<A, 5> for KernelGrad5 {
+    #[inline(always)]
+    fn apply<V: Simd>(m: &[V; A], out: &mut [V; 5]) {
+        // Row p of G is scale_p (1, p, p², p³, p⁴): tap k gathers p^k.
+        let (plus1, minus1) = (m[1].add(m[2]).div(-6.0), m[2].sub(m[1]).div(6.0));
+        let (plus2, minus2) = (m[3].add(m[4]).div(24.0), m[3].sub(m[4]).div(24.0));
+        out[0] = m[0].div(4.0).add(plus1).add(plus2);
+        out[1] = minus1.add(minus2.scale(2.0));
+        out[2] = plus1.add(plus2.scale(4.0));
+        out[3] = minus1.add(minus2.scale(8.0));
+        out[4] = plus1.add(plus2.scale(16.0)).add(m[5]);
     }
 }
 

@@ -13,13 +13,13 @@
 //! backward pass reuses the same rows: `d_kernel = rowsᵀ · dy`, and `d_rows
 //! = dy · kernelᵀ`, which col2im adds back onto the input pixels.
 //!
-//! 3x3 stride-1 layers of 16 to 512 channels and filters (CIFAR-, VGG-
-//! and AlexNet-style networks) run as Winograd F(4x4, 3x3)
-//! (`kernels::winograd`): 36 small products per block of tiles instead of
-//! one large one, up to 4x fewer multiplications. A chunk then holds at
-//! least a block of 64 tiles (four of AlexNet's 13x13 images); the
-//! backward pass transforms the layer's input again instead of keeping
-//! anything.
+//! 3x3 and 5x5 stride-1 layers of 16 to 512 channels and filters (CIFAR-,
+//! VGG- and AlexNet-style networks) run as Winograd F(4x4, 3x3) or F(2x2,
+//! 5x5) (`kernels::winograd`): 36 small products per block of tiles
+//! instead of one large one, up to 4x (3x3) or 2.8x (5x5) fewer
+//! multiplications. A chunk then holds at least a block of 64 tiles (four
+//! of AlexNet's 13x13 images); the backward pass transforms the layer's
+//! input again instead of keeping anything.
 //!
 //! Other stride-1 layers with at most 8 or a multiple of 16 filters (both of
 //! LeNet's) skip the rows on AVX2 CPUs: `kernels::filter_conv` computes the
@@ -106,7 +106,7 @@ fn filters_pay_off(w: &Window2d, filters: usize) -> bool {
 /// The kernels a Conv2D runs on (see `Conv2D::path`).
 #[derive(Clone, Copy)]
 enum Path {
-    /// 3x3, stride 1, 16 to 512 channels and filters: `kernels::winograd`;
+    /// 3x3 or 5x5, stride 1, 16 to 512 channels and filters: `kernels::winograd`;
     /// keeps nothing (its backward pass reads the layer's input).
     Winograd,
     /// A multiple of 16 filters on AVX2: `kernels::filter_conv`, keeps padded images.
@@ -341,7 +341,7 @@ impl Conv2D {
         u
     }
 
-    /// Winograd F(4x4, 3x3), a chunk of images per task. Nothing is kept
+    /// Winograd F(4x4, 3x3) or F(2x2, 5x5), a chunk of images per task. Nothing is kept
     /// for the backward pass: it transforms the layer's input again.
     fn forward_winograd(&self, input: &ArrayD<f32>, output: &mut ArrayD<f32>) {
         let w = self.window();
@@ -911,10 +911,11 @@ impl PoolingConv for Conv2D {
     fn pooled_forward_unavailable(&self) -> Option<String> {
         let w = self.window();
         if matches!(self.path(), Path::Winograd) {
-            let channels = w.channels;
+            let (channels, side) = (w.channels, w.k_h);
+            let (tile, gain) = if side == 3 { (4, "4x") } else { (2, "2.8x") };
             return Some(format!(
-                "3x3 over {channels} channels runs as Winograd F(4x4, 3x3) instead, \
-                 with up to 4x fewer multiplications"
+                "{side}x{side} over {channels} channels runs as Winograd \
+                 F({tile}x{tile}, {side}x{side}) instead, with up to {gain} fewer multiplications"
             ));
         }
         if filter_conv::pooled_forward_applies(&w, self.filters) {

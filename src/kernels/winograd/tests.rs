@@ -48,7 +48,19 @@ struct Case {
 }
 
 fn case(h: usize, w: usize, channels: usize, filters: usize, padding: Padding) -> Case {
-    let window = Window2d::new((h, w, channels), (3, 3), (1, 1), padding).unwrap();
+    case_of(3, (h, w, channels, filters), padding)
+}
+
+fn case5(h: usize, w: usize, channels: usize, filters: usize, padding: Padding) -> Case {
+    case_of(5, (h, w, channels, filters), padding)
+}
+
+fn case_of(
+    side: usize,
+    (h, w, channels, filters): (usize, usize, usize, usize),
+    padding: Padding,
+) -> Case {
+    let window = Window2d::new((h, w, channels), (side, side), (1, 1), padding).unwrap();
     Case {
         w: window,
         filters,
@@ -66,7 +78,17 @@ fn cases() -> Vec<Case> {
         case(3, 3, 16, 16, Padding::Valid),
         case(6, 5, 130, 140, Padding::Same),
         case(7, 7, 256, 64, Padding::Valid),
+        case5(8, 8, 16, 16, Padding::Same),
+        case5(27, 27, 32, 48, Padding::Same),
+        case5(13, 11, 17, 20, Padding::Valid),
+        case5(5, 5, 33, 35, Padding::Valid),
+        case5(6, 7, 96, 64, Padding::Same),
     ]
+}
+
+/// Kernel values of a case: side x side x channels x filters.
+fn kernel_len_of(c: &Case) -> usize {
+    c.w.k_h * c.w.k_w * c.w.channels * c.filters
 }
 
 /// `x[n, y, x, c]` or 0 in the padding, for output pixel `(oy, ox)`'s tap
@@ -79,19 +101,19 @@ fn tap(c: &Case, n: usize, (oy, ox): (usize, usize), (r, s): (usize, usize)) -> 
 
 /// Every (input index, kernel index, output index) of the convolution.
 fn products(c: &Case, mut visit: impl FnMut(usize, usize, usize)) {
-    let (ch, f) = (c.w.channels, c.filters);
+    let (ch, f, side) = (c.w.channels, c.filters, c.w.k_h);
     for n in 0..c.images {
         for oy in 0..c.w.out_h {
             for ox in 0..c.w.out_w {
                 let out = ((n * c.w.out_h + oy) * c.w.out_w + ox) * f;
-                for r in 0..3 {
-                    for s in 0..3 {
+                for r in 0..side {
+                    for s in 0..side {
                         let Some(at) = tap(c, n, (oy, ox), (r, s)) else {
                             continue;
                         };
                         for ci in 0..ch {
                             for fi in 0..f {
-                                visit(at + ci, ((r * 3 + s) * ch + ci) * f + fi, out + fi);
+                                visit(at + ci, ((r * side + s) * ch + ci) * f + fi, out + fi);
                             }
                         }
                     }
@@ -142,7 +164,7 @@ fn transformed(c: &Case, kernel: &[f32]) -> Vec<f32> {
 fn forward_matches_direct_convolution() {
     for (k, c) in cases().iter().enumerate() {
         let x = noise_vec(c.images * c.w.in_len(), 1 + k as u64);
-        let kernel = noise_vec(9 * c.w.channels * c.filters, 100 + k as u64);
+        let kernel = noise_vec(kernel_len_of(c), 100 + k as u64);
         let bias = noise_vec(c.filters, 200 + k as u64);
         let out_len = c.images * c.w.out_pixels() * c.filters;
         let (mut want, mut scale) = (vec![0.0f64; out_len], vec![0.0f64; out_len]);
@@ -169,7 +191,7 @@ fn forward_matches_direct_convolution() {
 fn the_public_forward_agrees_with_its_paths() {
     let c = &cases()[1];
     let x = noise_vec(c.images * c.w.in_len(), 7);
-    let kernel = noise_vec(9 * c.w.channels * c.filters, 8);
+    let kernel = noise_vec(kernel_len_of(c), 8);
     let bias = noise_vec(c.filters, 9);
     let u = transformed(c, &kernel);
     let mut y = vec![0.0; c.images * c.w.out_pixels() * c.filters];
@@ -194,7 +216,7 @@ fn run_backward(
     u: &[f32],
     with_dx: bool,
 ) -> (Vec<f32>, Vec<f32>) {
-    let mut d_kernel = vec![f32::NAN; 9 * c.w.channels * c.filters];
+    let mut d_kernel = vec![f32::NAN; kernel_len_of(c)];
     let mut dx = vec![f32::NAN; x.len()];
     let t = Tiling::new(&c.w, c.filters, c.images, 2 * c.w.channels + c.filters);
     let (ch, f) = (c.w.channels, c.filters);
@@ -217,7 +239,7 @@ fn gradients_match_the_direct_definitions() {
     for (k, c) in cases().iter().enumerate() {
         let x = noise_vec(c.images * c.w.in_len(), 300 + k as u64);
         let dy = noise_vec(c.images * c.w.out_pixels() * c.filters, 400 + k as u64);
-        let kernel = noise_vec(9 * c.w.channels * c.filters, 500 + k as u64);
+        let kernel = noise_vec(kernel_len_of(c), 500 + k as u64);
         let (mut d_kernel, mut d_kernel_scale) =
             (vec![0.0f64; kernel.len()], vec![0.0f64; kernel.len()]);
         let (mut dx, mut dx_scale) = (vec![0.0f64; x.len()], vec![0.0f64; x.len()]);
@@ -256,26 +278,28 @@ fn gradients_match_the_direct_definitions() {
 fn every_path_gives_the_same_bits() {
     // The transforms do the same operations in the same order on every
     // path; the products are the same GEMM. So the paths agree exactly.
-    let c = &cases()[3];
-    let x = noise_vec(c.images * c.w.in_len(), 11);
-    let dy = noise_vec(c.images * c.w.out_pixels() * c.filters, 12);
-    let u = transformed(c, &noise_vec(9 * c.w.channels * c.filters, 13));
-    let bias = noise_vec(c.filters, 14);
-    let portable = (
-        run_forward(Isa::Portable, c, &x, &u, &bias, false),
-        run_backward(Isa::Portable, c, (&x, &dy), &u, true),
-    );
-    for isa in paths() {
-        let other = (
-            run_forward(isa, c, &x, &u, &bias, false),
-            run_backward(isa, c, (&x, &dy), &u, true),
+    let all = cases();
+    for c in [&all[3], &all[10]] {
+        let x = noise_vec(c.images * c.w.in_len(), 11);
+        let dy = noise_vec(c.images * c.w.out_pixels() * c.filters, 12);
+        let u = transformed(c, &noise_vec(kernel_len_of(c), 13));
+        let bias = noise_vec(c.filters, 14);
+        let portable = (
+            run_forward(Isa::Portable, c, &x, &u, &bias, false),
+            run_backward(Isa::Portable, c, (&x, &dy), &u, true),
         );
-        assert!(other == portable, "{isa:?} differs from the portable path");
+        for isa in paths() {
+            let other = (
+                run_forward(isa, c, &x, &u, &bias, false),
+                run_backward(isa, c, (&x, &dy), &u, true),
+            );
+            assert!(other == portable, "{isa:?} differs from the portable path");
+        }
     }
 }
 
 #[test]
-fn applies_to_3x3_stride_1_layers_of_16_to_512_channels() {
+fn applies_to_3x3_and_5x5_stride_1_layers_of_16_to_512_channels() {
     let window = |channels, stride, kernel| {
         Window2d::new((16, 16, channels), kernel, stride, Padding::Same).unwrap()
     };
@@ -289,7 +313,9 @@ fn applies_to_3x3_stride_1_layers_of_16_to_512_channels() {
         "an RGB first layer"
     );
     assert!(!applies(&window(32, (2, 2), (3, 3)), 32), "strides");
-    assert!(!applies(&window(32, (1, 1), (5, 5)), 32), "5x5");
+    assert!(applies(&window(96, (1, 1), (5, 5)), 256), "AlexNet's conv2");
+    assert!(!applies(&window(32, (1, 1), (7, 7)), 32), "7x7");
+    assert!(!applies(&window(32, (1, 1), (3, 5)), 32), "3x5");
     assert!(!applies(&window(1024, (1, 1), (3, 3)), 64), "too wide");
 }
 
@@ -299,4 +325,6 @@ fn a_chunk_holds_a_block_of_tiles() {
     assert_eq!(images_per_block(&window(32)), 1, "64 tiles");
     assert_eq!(images_per_block(&window(13)), 4, "16 tiles each");
     assert_eq!(images_per_block(&window(2)), 64, "one tile each");
+    let window5 = Window2d::new((27, 27, 96), (5, 5), (1, 1), Padding::Same).unwrap();
+    assert_eq!(images_per_block(&window5), 1, "196 tiles of 2x2");
 }
