@@ -76,6 +76,22 @@ fn main() {
         (7200, 288, 32, RowMajor, RowMajor, "CIFAR conv2 forward"),
         (8192, 27, 32, RowMajor, RowMajor, "CIFAR conv1 forward"),
         (16, 9216, 4096, RowMajor, RowMajor, "dense, batch 16"),
+        (
+            16,
+            4096,
+            9216,
+            RowMajor,
+            Transposed,
+            "dense input grad, batch 16",
+        ),
+        (
+            9216,
+            16,
+            4096,
+            Transposed,
+            RowMajor,
+            "dense kernel grad, batch 16",
+        ),
     ];
     if !has_avx512() {
         println!("no AVX-512 on this CPU: both columns are matrixmultiply");

@@ -11,6 +11,8 @@
 
 use rayon::prelude::*;
 
+use super::scratch::Scratch;
+
 /// A row-major `rows x cols` matrix in a slice (or a block of its columns),
 /// possibly read transposed. Every constructor checks that each index the
 /// strides reach lies inside `data`.
@@ -226,6 +228,161 @@ unsafe fn product_on(
     }
 }
 
+/// Right-hand matrices of one shape, each prepared once for many
+/// products (a Winograd layer's 36 kernel planes, used by every block of
+/// tiles): on AVX-512 CPUs they are kept in the panels that
+/// `kernels::sgemm` reads, so that no product packs them again; elsewhere
+/// as row-major copies. The values live in a [`Scratch`] of the thread
+/// that packs them.
+///
+/// ```
+/// use convnet::kernels::gemm::{Mat, PackedMats, matmul, matmul_packed};
+/// let planes = [vec![1.0, 2.0, 3.0, 4.0], vec![0.5; 4]];
+/// let packed = PackedMats::new(2, 2, 2, |i| Mat::new(&planes[i], 2, 2));
+/// let a = [1.0, 1.0, 0.0, 2.0];
+/// let (mut c, mut want) = (vec![0.0; 4], vec![0.0; 4]);
+/// matmul_packed(Mat::new(&a, 2, 2), packed.get(0), &mut c, 0.0);
+/// matmul(Mat::new(&a, 2, 2), Mat::new(&planes[0], 2, 2), &mut want, 0.0);
+/// assert_eq!(c, want);
+/// ```
+pub struct PackedMats {
+    rows: usize,
+    cols: usize,
+    backend: Backend,
+    /// Values per matrix: a multiple of 16, so that each starts 64-byte
+    /// aligned.
+    stride: usize,
+    /// Index of the first value on a 64-byte boundary.
+    start: usize,
+    values: Scratch,
+}
+
+/// One matrix of a [`PackedMats`].
+#[derive(Clone, Copy)]
+pub struct Packed<'a> {
+    rows: usize,
+    cols: usize,
+    backend: Backend,
+    values: &'a [f32],
+}
+
+impl PackedMats {
+    /// Packs the `count` matrices `mat(0)..mat(count - 1)`, each `rows x
+    /// cols`, in parallel.
+    pub fn new<'a>(
+        count: usize,
+        rows: usize,
+        cols: usize,
+        mat: impl Fn(usize) -> Mat<'a> + Sync,
+    ) -> Self {
+        let backend = Backend::current();
+        let len = match backend {
+            #[cfg(target_arch = "x86_64")]
+            Backend::Avx512 => super::sgemm::packed_b_len(rows, cols),
+            _ => rows * cols,
+        };
+        let stride = len.next_multiple_of(16);
+        let mut values = Scratch::take_unzeroed();
+        values.resize(count * stride + 16, 0.0);
+        let start = values.as_ptr().align_offset(64).min(15);
+        values[start..][..count * stride]
+            .par_chunks_mut(stride.max(1))
+            .enumerate()
+            .for_each(|(i, dst)| {
+                let b = mat(i);
+                assert_eq!(
+                    (b.rows, b.cols),
+                    (rows, cols),
+                    "packed matrices share a shape"
+                );
+                assert!(b.in_bounds(), "matrix outside its data");
+                pack_one(backend, b, &mut dst[..len]);
+            });
+        PackedMats {
+            rows,
+            cols,
+            backend,
+            stride,
+            start,
+            values,
+        }
+    }
+
+    /// Matrix `i`.
+    pub fn get(&self, i: usize) -> Packed<'_> {
+        Packed {
+            rows: self.rows,
+            cols: self.cols,
+            backend: self.backend,
+            values: &self.values[self.start + i * self.stride..][..self.stride],
+        }
+    }
+}
+
+/// Writes `b` into `dst` as `backend` reads it.
+fn pack_one(backend: Backend, b: Mat, dst: &mut [f32]) {
+    match backend {
+        #[cfg(target_arch = "x86_64")]
+        Backend::Avx512 => {
+            assert_eq!(dst.as_ptr().align_offset(64), 0, "panels on cache lines");
+            // SAFETY: the CPU has AVX-512F (Backend::current), b's values
+            // are inside its data (checked by the caller), dst holds
+            // packed_b_len values on a 64-byte boundary.
+            unsafe {
+                super::sgemm::pack_whole_b(
+                    b.rows,
+                    b.cols,
+                    b.data.as_ptr(),
+                    b.row_stride,
+                    b.col_stride,
+                    dst.as_mut_ptr(),
+                )
+            }
+        }
+        _ => {
+            for (i, row) in dst.chunks_exact_mut(b.cols.max(1)).enumerate() {
+                for (j, value) in row.iter_mut().enumerate() {
+                    *value =
+                        b.data[(i as isize * b.row_stride + j as isize * b.col_stride) as usize];
+                }
+            }
+        }
+    }
+}
+
+/// `c = a · b + beta · c` as [`matmul`], for a `b` packed beforehand.
+pub fn matmul_packed(a: Mat, b: Packed, c: &mut [f32], beta: f32) {
+    let (m, k, n) = (a.rows, b.rows, b.cols);
+    assert_eq!(a.cols, k, "inner dimensions of a matrix product differ");
+    assert_eq!(
+        c.len(),
+        m * n,
+        "output of a matrix product has the wrong size"
+    );
+    assert!(a.in_bounds(), "matrix outside its data");
+    match b.backend {
+        #[cfg(target_arch = "x86_64")]
+        Backend::Avx512 if k > 0 => {
+            // SAFETY: the CPU has AVX-512F (it packed b); a's values are
+            // inside its data (checked), b holds what pack_whole_b wrote
+            // for k x n, and c (m x n, checked) does not alias them.
+            unsafe {
+                super::sgemm::sgemm_packed_b(
+                    m,
+                    k,
+                    n,
+                    (a.data.as_ptr(), a.row_stride, a.col_stride),
+                    b.values.as_ptr(),
+                    beta,
+                    c.as_mut_ptr(),
+                    n as isize,
+                )
+            }
+        }
+        _ => matmul(a, Mat::new(&b.values[..k * n], k, n), c, beta),
+    }
+}
+
 /// Multiply-adds below which [`matmul_par`] runs one product on the
 /// calling thread: splitting costs more than it saves.
 const PARALLEL_MIN_WORK: usize = 1 << 21;
@@ -409,6 +566,46 @@ mod tests {
         matmul(Mat::new(&a, m, k), Mat::new(&b, k, n), &mut c, 1.0);
         for (x, y) in c.iter().zip(&want) {
             assert!((x - 2.0 * y).abs() < 1e-5);
+        }
+    }
+
+    /// Products with packed matrices equal the plain ones bit for bit
+    /// (the same micro-kernel sums in the same order), for matrices that
+    /// span several blocks of steps and of columns, stored or read
+    /// transposed, with either beta.
+    #[test]
+    fn packed_products_are_the_plain_ones_bit_for_bit() {
+        let value = |i: usize| ((i as f32) * 0.377).sin();
+        for (m, k, n) in [(37, 600, 1100), (20, 5, 3), (3, 257, 33)] {
+            let a: Vec<f32> = (0..m * k).map(value).collect();
+            let bs: Vec<Vec<f32>> = (0..3)
+                .map(|s| (0..k * n).map(|i| value(i * (s + 2) + 1)).collect())
+                .collect();
+            for transposed in [false, true] {
+                // Read transposed, each stored matrix is n x k: use its
+                // transpose, k x n again.
+                let mat = |i: usize| {
+                    if transposed {
+                        Mat::new(&bs[i], n, k).t()
+                    } else {
+                        Mat::new(&bs[i], k, n)
+                    }
+                };
+                let packed = PackedMats::new(bs.len(), k, n, mat);
+                for (i, beta) in [(0, 0.0), (2, 1.0), (1, 0.0)] {
+                    let start: Vec<f32> = (0..m * n).map(|j| value(j + 5)).collect();
+                    let mut want = start.clone();
+                    matmul(Mat::new(&a, m, k), mat(i), &mut want, beta);
+                    let mut got = start;
+                    matmul_packed(Mat::new(&a, m, k), packed.get(i), &mut got, beta);
+                    assert!(
+                        got.iter()
+                            .zip(&want)
+                            .all(|(x, y)| x.to_bits() == y.to_bits()),
+                        "{m}x{k}x{n}, matrix {i}, transposed {transposed}"
+                    );
+                }
+            }
         }
     }
 

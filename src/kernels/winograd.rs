@@ -59,7 +59,9 @@
 mod simd;
 
 use super::Window2d;
-use super::gemm::{Mat, matmul};
+use super::gemm::{Mat, PackedMats, matmul, matmul_packed};
+use super::scratch::Scratch;
+use rayon::prelude::*;
 #[cfg(target_arch = "x86_64")]
 use simd::{Avx2, Avx512};
 use simd::{LANES, Portable, Simd};
@@ -175,59 +177,152 @@ impl Tiling {
     }
 }
 
-/// Values of the transformed kernel `U`: 36 x channels x filters.
-pub fn kernel_len(w: &Window2d, filters: usize) -> usize {
-    XI * w.channels * filters
-}
-
-/// `U_ξ = (G g Gᵀ)_ξ` for every channel and filter of `kernel` (Keras
-/// layout: r x r x channels x filters), into `u` (36 x channels x
-/// filters).
-pub fn transform_kernel(w: &Window2d, filters: usize, kernel: &[f32], u: &mut [f32]) {
-    let taps = w.channels * filters;
-    assert!(applies(w, filters), "a layer these kernels compute");
-    assert_eq!(kernel.len(), w.k_h * w.k_w * taps, "the layer's kernel");
-    assert_eq!(u.len(), XI * taps, "room for the transformed kernel");
-    if w.k_h == 3 {
-        transform_kernel_of::<3, Kernel3>(w, filters, kernel, u)
-    } else {
-        transform_kernel_of::<5, Kernel5>(w, filters, kernel, u)
-    }
-}
-
-/// [`transform_kernel`] for kernels of side `R`, whose transform is `T`.
-fn transform_kernel_of<const R: usize, T: Transform<R, A>>(
+/// The kernel in the Winograd domain, `U_ξ = (G g Gᵀ)_ξ` for every
+/// channel and filter of `kernel` (Keras layout: r x r x channels x
+/// filters), ready for the products: 36 planes of channels x filters or,
+/// `transposed` (for the input gradient), of filters x channels. Computed
+/// in parallel, then packed once for all the blocks of tiles of a pass.
+pub fn transform_kernel(
     w: &Window2d,
     filters: usize,
     kernel: &[f32],
-    u: &mut [f32],
-) {
-    let (channels, taps) = (w.channels, w.channels * filters);
-    let mut g = Grids::<Portable, R, A>::new();
-    for c in 0..channels {
-        for f in (0..filters).step_by(LANES) {
-            let n = LANES.min(filters - f);
-            let at = c * filters + f;
+    transposed: bool,
+) -> PackedMats {
+    assert!(applies(w, filters), "a layer these kernels compute");
+    let channels = w.channels;
+    assert_eq!(
+        kernel.len(),
+        w.k_h * w.k_w * channels * filters,
+        "the layer's kernel"
+    );
+    let (rows, cols) = if transposed {
+        (filters, channels)
+    } else {
+        (channels, filters)
+    };
+    // Row r of `planes` holds row r of U_ξ for every ξ in turn.
+    let mut planes = Scratch::take_unzeroed();
+    planes.resize(rows * XI * cols, 0.0);
+    let kernel = KernelRows {
+        values: kernel,
+        rows,
+        cols,
+        transposed,
+    };
+    planes
+        .par_chunks_mut(XI * cols)
+        .enumerate()
+        .for_each(|(row, out)| kernel.transform_row(w.k_h, row, out));
+    PackedMats::new(XI, rows, cols, |xi| {
+        Mat::columns(&planes, rows, XI * cols, xi * cols, cols)
+    })
+}
+
+/// A kernel read as `rows` x `cols` per tap: channels x filters as Keras
+/// stores it, or filters x channels (`transposed`).
+#[derive(Clone, Copy)]
+struct KernelRows<'a> {
+    values: &'a [f32],
+    rows: usize,
+    cols: usize,
+    transposed: bool,
+}
+
+impl KernelRows<'_> {
+    /// Row `row` of every `U_ξ`, into `out` (36 x cols), on the fastest
+    /// path this CPU has.
+    fn transform_row(self, side: usize, row: usize, out: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if super::has_avx512() {
+                // SAFETY: the CPU has AVX-512F.
+                return unsafe { self.transform_row_avx512(side, row, out) };
+            }
+            if super::has_avx2_fma() {
+                // SAFETY: the CPU has AVX2.
+                return unsafe { self.transform_row_avx2(side, row, out) };
+            }
+        }
+        self.transform_row_on::<Portable>(side, row, out)
+    }
+
+    /// [`Self::transform_row`] compiled for AVX-512F.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn transform_row_avx512(self, side: usize, row: usize, out: &mut [f32]) {
+        self.transform_row_on::<Avx512>(side, row, out)
+    }
+
+    /// [`Self::transform_row`] compiled for AVX2.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn transform_row_avx2(self, side: usize, row: usize, out: &mut [f32]) {
+        self.transform_row_on::<Avx2>(side, row, out)
+    }
+
+    #[inline(always)]
+    fn transform_row_on<V: Simd>(self, side: usize, row: usize, out: &mut [f32]) {
+        if side == 3 {
+            self.transform_row_of::<V, 3, Kernel3>(row, out)
+        } else {
+            self.transform_row_of::<V, 5, Kernel5>(row, out)
+        }
+    }
+
+    /// [`Self::transform_row`] for kernels of side `R`, whose transform
+    /// is `T`.
+    #[inline(always)]
+    fn transform_row_of<V: Simd, const R: usize, T: Transform<R, A>>(
+        self,
+        row: usize,
+        out: &mut [f32],
+    ) {
+        let mut g = Grids::<V, R, A>::new();
+        for col in (0..self.cols).step_by(LANES) {
+            let n = LANES.min(self.cols - col);
             for (tap, value) in g.input.as_flattened_mut().iter_mut().enumerate() {
-                *value = load(kernel, tap * taps + at, n);
+                *value = self.load(tap, row, col, n);
             }
             g.transform::<T>();
             for (xi, value) in g.output.as_flattened().iter().enumerate() {
-                store(u, xi * taps + at, n, *value);
+                store(out, xi * self.cols + col, n, *value);
             }
         }
+    }
+
+    /// Tap `tap`'s values at `row`, columns `col..col + n`.
+    #[inline(always)]
+    fn load<V: Simd>(self, tap: usize, row: usize, col: usize, n: usize) -> V {
+        let tap_values = &self.values[tap * self.rows * self.cols..][..self.rows * self.cols];
+        if !self.transposed {
+            return load(tap_values, row * self.cols + col, n);
+        }
+        // Keras stores channels x filters: a filter's channels lie
+        // `rows` (= filters) apart.
+        let mut lanes = [0.0; LANES];
+        for (j, lane) in lanes[..n].iter_mut().enumerate() {
+            *lane = tap_values[(col + j) * self.rows + row];
+        }
+        V::load(&lanes)
     }
 }
 
 /// The forward pass of a chunk of images `x` into `y` (`filters` per
 /// pixel): `y = x ⋆ kernel + bias`, then relu if asked for. `u` is the
-/// kernel as [`transform_kernel`] gives it; `scratch` is working space.
+/// kernel as [`transform_kernel`] gives it (not transposed); `scratch`
+/// is working space.
 #[allow(clippy::too_many_arguments)]
 pub fn forward(
     w: &Window2d,
     filters: usize,
     x: &[f32],
-    u: &[f32],
+    u: &PackedMats,
     bias: &[f32],
     relu: bool,
     y: &mut [f32],
@@ -236,7 +331,6 @@ pub fn forward(
     let images = x.len() / w.in_len();
     assert!(applies(w, filters), "a layer these kernels compute");
     assert_eq!(y.len(), images * w.out_pixels() * filters, "output size");
-    assert_eq!(u.len(), kernel_len(w, filters), "transformed kernel size");
     let t = Tiling::new(w, filters, images, w.channels + filters);
     scratch.resize(
         XI * (plane(t.block, w.channels) + plane(t.block, filters)),
@@ -260,7 +354,7 @@ pub fn forward(
 type ForwardArgs<'a> = (
     Tiling,
     &'a [f32],
-    &'a [f32],
+    &'a PackedMats,
     &'a [f32],
     bool,
     &'a mut [f32],
@@ -311,12 +405,12 @@ fn forward_blocks_of<V: Simd, const FULL: bool>((t, x, u, bias, relu, y, scratch
         transform_input::<V, FULL>(&t, x, (first, count), v);
         for xi in 0..XI {
             let v_xi = Mat::new(&v[xi * v_plane..][..count * channels], count, channels);
-            let u_xi = Mat::new(
-                &u[xi * channels * filters..][..channels * filters],
-                channels,
-                filters,
+            matmul_packed(
+                v_xi,
+                u.get(xi),
+                &mut m[xi * m_plane..][..count * filters],
+                0.0,
             );
-            matmul(v_xi, u_xi, &mut m[xi * m_plane..][..count * filters], 0.0);
         }
         let out = (&t, &m[..], (first, count), bias, relu);
         match t.m {
@@ -403,15 +497,14 @@ fn transform_output<V: Simd, const FULL: bool, const M: usize, T: Transform<A, M
 /// The backward pass of a chunk: from its input `x` and the gradient `dy`
 /// of its output (after the activation's derivative), this chunk's
 /// kernel gradient into `d_kernel` (Keras layout, overwritten) and, when
-/// asked for, the input gradient into `dx` (overwritten). `u` is the
-/// kernel as [`transform_kernel`] gives it.
+/// asked for, the input gradient into `dx.0` (overwritten), for which
+/// `dx.1` is the kernel as [`transform_kernel`] gives it transposed.
 pub fn backward(
     w: &Window2d,
     filters: usize,
     (x, dy): (&[f32], &[f32]),
-    u: &[f32],
     d_kernel: &mut [f32],
-    dx: Option<&mut [f32]>,
+    dx: Option<(&mut [f32], &PackedMats)>,
     scratch: &mut Vec<f32>,
 ) {
     let (channels, images) = (w.channels, x.len() / w.in_len());
@@ -426,14 +519,13 @@ pub fn backward(
         w.k_h * w.k_w * channels * filters,
         "kernel gradient size"
     );
-    assert_eq!(u.len(), kernel_len(w, filters), "transformed kernel size");
-    if let Some(dx) = &dx {
+    if let Some((dx, _)) = &dx {
         assert_eq!(dx.len(), x.len(), "input gradient size");
     }
     let t = Tiling::new(w, filters, images, 2 * channels + filters);
     let planes = 2 * plane(t.block, channels) + plane(t.block, filters);
     scratch.resize(XI * (planes + channels * filters), 0.0);
-    let args = (t, (x, dy), u, d_kernel, dx, &mut scratch[..]);
+    let args = (t, (x, dy), d_kernel, dx, &mut scratch[..]);
     #[cfg(target_arch = "x86_64")]
     {
         if super::has_avx512() {
@@ -451,9 +543,8 @@ pub fn backward(
 type BackwardArgs<'a> = (
     Tiling,
     (&'a [f32], &'a [f32]),
-    &'a [f32],
     &'a mut [f32],
-    Option<&'a mut [f32]>,
+    Option<(&'a mut [f32], &'a PackedMats)>,
     &'a mut [f32],
 );
 
@@ -493,13 +584,13 @@ fn backward_blocks<V: Simd>(args: BackwardArgs) {
 /// 36 more products, transformed back onto the input gradient.
 #[inline(always)]
 fn backward_blocks_of<V: Simd, const FULL: bool>(
-    (t, (x, dy), u, d_kernel, mut dx, scratch): BackwardArgs,
+    (t, (x, dy), d_kernel, mut dx, scratch): BackwardArgs,
 ) {
     let (channels, filters) = (t.w.channels, t.filters);
     let (v, rest) = scratch.split_at_mut(XI * plane(t.block, channels));
     let (z, rest) = rest.split_at_mut(XI * plane(t.block, filters));
     let (p, d_u) = rest.split_at_mut(XI * plane(t.block, channels));
-    if let Some(dx) = dx.as_deref_mut() {
+    if let Some((dx, _)) = &mut dx {
         dx.fill(0.0);
     }
     let tiles = x.len() / t.w.in_len() * t.tiles_per_image();
@@ -518,22 +609,13 @@ fn backward_blocks_of<V: Simd, const FULL: bool>(
             let d_u_xi = &mut d_u[xi * channels * filters..][..channels * filters];
             matmul(v_xi.t(), z_xi, d_u_xi, beta);
         }
-        let Some(dx) = dx.as_deref_mut() else {
+        let Some((dx, u_t)) = &mut dx else {
             continue;
         };
         for xi in 0..XI {
             let z_xi = Mat::new(&z[xi * z_plane..][..count * filters], count, filters);
-            let u_xi = Mat::new(
-                &u[xi * channels * filters..][..channels * filters],
-                channels,
-                filters,
-            );
-            matmul(
-                z_xi,
-                u_xi.t(),
-                &mut p[xi * v_plane..][..count * channels],
-                0.0,
-            );
+            let p_xi = &mut p[xi * v_plane..][..count * channels];
+            matmul_packed(z_xi, u_t.get(xi), p_xi, 0.0);
         }
         add_input_grad::<V, FULL>(&t, p, (first, count), dx);
     }

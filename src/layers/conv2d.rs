@@ -45,6 +45,7 @@ use super::{
     kernel_and_bias_mut, resize, resize_buffer, samples_per_chunk, values, values_mut,
 };
 use crate::initializers::{Initializer, Rng};
+use crate::kernels::gemm::PackedMats;
 use crate::kernels::scratch::Scratch;
 use crate::kernels::{Window2d, direct_conv, filter_conv, im2col, linear, winograd};
 use crate::{Activation, Error, Result};
@@ -332,13 +333,11 @@ impl Conv2D {
         Self::padded_chunks((w, chunk, images), kept, chunks, compute);
     }
 
-    /// The kernel in the Winograd domain (`winograd::transform_kernel`).
-    fn winograd_kernel(&self) -> Scratch {
-        let w = self.window();
-        let mut u = Scratch::take_unzeroed();
-        u.resize(winograd::kernel_len(&w, self.filters), 0.0);
-        winograd::transform_kernel(&w, self.filters, values(&self.kernel.value), &mut u);
-        u
+    /// The kernel in the Winograd domain, packed for the products
+    /// (`winograd::transform_kernel`; `transposed` for the input gradient).
+    fn winograd_kernel(&self, transposed: bool) -> PackedMats {
+        let (w, kernel) = (self.window(), values(&self.kernel.value));
+        winograd::transform_kernel(&w, self.filters, kernel, transposed)
     }
 
     /// Winograd F(4x4, 3x3) or F(2x2, 5x5), a chunk of images per task. Nothing is kept
@@ -346,7 +345,7 @@ impl Conv2D {
     fn forward_winograd(&self, input: &ArrayD<f32>, output: &mut ArrayD<f32>) {
         let w = self.window();
         let (chunk, filters) = (self.chunk(), self.filters);
-        let u = self.winograd_kernel();
+        let u = self.winograd_kernel(false);
         // Without use_bias the bias parameter exists but stays zero.
         let bias = values(&self.bias.value);
         let activation = self.output_activation;
@@ -373,12 +372,13 @@ impl Conv2D {
     ) {
         let w = self.window();
         let (chunk, filters) = (self.chunk(), self.filters);
-        let u = self.winograd_kernel();
+        let u_t = grad_input.is_some().then(|| self.winograd_kernel(true));
         let grads = |(x, dy): (&[f32], &[f32]),
                      (d_kernel, d_bias): (&mut [f32], &mut [f32]),
                      dx: Option<&mut [f32]>,
                      scratch: &mut Vec<f32>| {
-            winograd::backward(&w, filters, (x, dy), &u, d_kernel, dx, scratch);
+            let dx = dx.zip(u_t.as_ref());
+            winograd::backward(&w, filters, (x, dy), d_kernel, dx, scratch);
             linear::column_sums(dy, d_bias);
         };
         let shares = values(input)

@@ -67,6 +67,8 @@ struct Aligned([f32; 16]);
 struct Scratch {
     a: Vec<Aligned>,
     b: Vec<Aligned>,
+    /// C transposed, for [`sgemm_transposed`].
+    c_t: Vec<Aligned>,
 }
 
 thread_local! {
@@ -162,57 +164,235 @@ pub(crate) unsafe fn sgemm(
         }
         return;
     }
+    if m <= FEW_ROWS && rsb == 1 && csb != 1 && n >= NR {
+        // SAFETY: the caller's promises.
+        return unsafe { sgemm_transposed(m, k, n, (a, rsa, csa), (b, csb), beta, (c, rsc)) };
+    }
     SCRATCH.with(|scratch| {
         let scratch = &mut *scratch.borrow_mut();
         let packed_b = reserve(&mut scratch.b, KC * NC.min(n.next_multiple_of(NR)));
         let packed_a = reserve(&mut scratch.a, KC * MR);
-        let mut prefetch_lines = [0; MAX_LINES];
-        for jc in (0..n).step_by(NC) {
-            let nc = NC.min(n - jc);
-            for pc in (0..k).step_by(KC) {
-                let kc = KC.min(k - pc);
-                // The first block overwrites C when beta is 0; every later
-                // block adds its sum to C.
-                let accumulate = pc > 0 || beta != 0.0;
-                // SAFETY: B[pc..pc + kc, jc..jc + nc] is readable (the
-                // caller's promise) and the buffer holds its panels.
-                unsafe { pack_b(kc, nc, at(b, pc, rsb, jc, csb), rsb, csb, packed_b) };
-                for ir in (0..m).step_by(MR) {
-                    let rows = MR.min(m - ir);
-                    let a_panel = at(a, ir, rsa, pc, csa);
-                    let (tile, a_panel) = if csa == 1 {
-                        (DIRECT_TILES[rows - 1], a_panel)
-                    } else {
-                        // SAFETY: A[ir..ir + rows, pc..pc + kc] is readable
-                        // (the caller's promise) and the buffer holds a panel.
-                        unsafe { pack_a(rows, kc, a_panel, rsa, csa, packed_a) };
-                        (TILES[rows - 1], packed_a.cast_const())
-                    };
-                    // While the tiles of this panel run, the next panel's
-                    // part of A comes into the cache, a share per tile.
-                    let next_rows = MR.min(m - ir - rows);
-                    let next = at(a, ir + rows, rsa, pc, csa);
-                    let lines = lines_of(next, next_rows, kc, rsa, csa, &mut prefetch_lines);
-                    let tiles = nc.div_ceil(NR);
-                    for (t, jr) in (0..nc).step_by(NR).enumerate() {
-                        let cols = NR.min(nc - jr);
-                        let c_tile = CTile {
-                            c: c.wrapping_offset(ir as isize * rsc + (jc + jr) as isize),
-                            rsc,
-                            mask: if cols == NR { !0 } else { (1 << cols) - 1 },
-                            accumulate,
-                        };
-                        let share = &prefetch_lines[lines * t / tiles..lines * (t + 1) / tiles];
-                        // SAFETY: the CPU has AVX-512F (the caller's
-                        // promise); the panels hold kc steps (the B panel
-                        // is 64-byte aligned: kc * NR values per panel);
-                        // C's tile lies inside C.
-                        unsafe { tile(kc, a_panel, rsa, packed_b.add(jr * kc), c_tile, share) };
-                    }
+        let a = (a, rsa, csa);
+        // SAFETY: the caller's promises; each block of B is packed into
+        // the buffer, which holds its panels, before its tiles read it.
+        unsafe {
+            blocks(m, k, n, a, beta, (c, rsc), packed_a, |pc, kc, jc, nc| {
+                pack_b(kc, nc, at(b, pc, rsb, jc, csb), rsb, csb, packed_b);
+                packed_b
+            })
+        }
+    });
+}
+
+/// Rows of C up to which a B read transposed is better not packed (see
+/// [`sgemm_transposed`]).
+const FEW_ROWS: usize = 2 * MR;
+
+/// [`sgemm`] for a C of few rows and a B stored transposed (`B[p, j]` at
+/// `b + p + j * csb`: a dense layer's input gradient `dy · Wᵀ`). Packing
+/// such a B costs as much as the product itself, so this computes `Cᵀ =
+/// Bᵀ · Aᵀ` instead, with the row-major `Bᵀ` read where it lies and the
+/// small `Aᵀ` packed, into a buffer that starts as `Cᵀ` (for `beta` 1),
+/// then copies it back transposed. Each element is the same products
+/// summed in the same order, so C gets the same bits as from [`sgemm`]'s
+/// own loops.
+///
+/// # Safety
+/// As for [`sgemm`].
+unsafe fn sgemm_transposed(
+    m: usize,
+    k: usize,
+    n: usize,
+    (a, rsa, csa): (*const f32, isize, isize),
+    (b, csb): (*const f32, isize),
+    beta: f32,
+    (c, rsc): (*mut f32, isize),
+) {
+    SCRATCH.with(|scratch| {
+        let scratch = &mut *scratch.borrow_mut();
+        let c_t = reserve(&mut scratch.c_t, n * m);
+        let packed_b = reserve(&mut scratch.b, KC * NC.min(m.next_multiple_of(NR)));
+        let packed_a = reserve(&mut scratch.a, KC * MR);
+        // C[i, j] at c + i * rsc + j; Cᵀ[j, i] at c_t + j * m + i.
+        let c_at = |i: usize, j: usize| c.wrapping_offset(i as isize * rsc + j as isize);
+        if beta != 0.0 {
+            for j in 0..n {
+                for i in 0..m {
+                    // SAFETY: C[i, j] is readable (the caller's promise)
+                    // and c_t holds n * m values.
+                    unsafe { *c_t.add(j * m + i) = *c_at(i, j) };
                 }
             }
         }
+        // SAFETY: Bᵀ (n x k, row stride csb) and Aᵀ (k x m, strides csa,
+        // rsa) are B and A read the other way (the caller's promises);
+        // c_t holds the n x m values of Cᵀ; each block of Aᵀ is packed
+        // into the buffer, which holds its panels, before its tiles read it.
+        unsafe {
+            blocks(
+                n,
+                k,
+                m,
+                (b, csb, 1),
+                beta,
+                (c_t, m as isize),
+                packed_a,
+                |pc, kc, jc, nc| {
+                    pack_b(kc, nc, at(a, pc, csa, jc, rsa), csa, rsa, packed_b);
+                    packed_b
+                },
+            );
+        }
+        for i in 0..m {
+            for j in 0..n {
+                // SAFETY: C[i, j] is writable (the caller's promise).
+                unsafe { *c_at(i, j) = *c_t.add(j * m + i) };
+            }
+        }
     });
+}
+
+/// Values that [`pack_whole_b`] writes for a `k x n` matrix B.
+pub(crate) fn packed_b_len(k: usize, n: usize) -> usize {
+    k * n.next_multiple_of(NR)
+}
+
+/// Where [`pack_whole_b`] puts the block of steps `pc..` and columns
+/// `jc..`: after the `k x jc` columns before it (whole panels: `NC` is a
+/// multiple of `NR`), `pc` steps of this block's padded width in.
+fn packed_block_at(k: usize, n: usize, pc: usize, jc: usize) -> usize {
+    k * jc + pc * NC.min(n - jc).next_multiple_of(NR)
+}
+
+/// Packs all of the `k x n` matrix B (strides `rsb`, `csb`) into `dst`,
+/// block by block as [`sgemm`] packs them one at a time, for
+/// [`sgemm_packed_b`] to reuse in many products.
+///
+/// # Safety
+/// The CPU must have AVX-512F; every element of B must be readable and
+/// `dst` must hold [`packed_b_len`] values, 64-byte aligned.
+pub(crate) unsafe fn pack_whole_b(
+    k: usize,
+    n: usize,
+    b: *const f32,
+    rsb: isize,
+    csb: isize,
+    dst: *mut f32,
+) {
+    for jc in (0..n).step_by(NC) {
+        for pc in (0..k).step_by(KC) {
+            let (kc, nc) = (KC.min(k - pc), NC.min(n - jc));
+            // SAFETY: the block is readable and its panels lie inside dst
+            // (the caller's promises).
+            unsafe {
+                let block = dst.add(packed_block_at(k, n, pc, jc));
+                pack_b(kc, nc, at(b, pc, rsb, jc, csb), rsb, csb, block);
+            }
+        }
+    }
+}
+
+/// [`sgemm`] with B already packed by [`pack_whole_b`] at `packed`.
+///
+/// # Safety
+/// As for [`sgemm`], with `packed` holding what [`pack_whole_b`] wrote
+/// for a `k x n` matrix.
+#[allow(clippy::too_many_arguments)] // sgemm's contract, B packed
+pub(crate) unsafe fn sgemm_packed_b(
+    m: usize,
+    k: usize,
+    n: usize,
+    (a, rsa, csa): (*const f32, isize, isize),
+    packed: *const f32,
+    beta: f32,
+    c: *mut f32,
+    rsc: isize,
+) {
+    if m == 0 || n == 0 || k == 0 {
+        assert!(k > 0 || m == 0 || n == 0, "a packed B has steps");
+        return;
+    }
+    SCRATCH.with(|scratch| {
+        let packed_a = reserve(&mut scratch.borrow_mut().a, KC * MR);
+        // SAFETY: the caller's promises; every block lies where
+        // pack_whole_b put it.
+        unsafe {
+            blocks(
+                m,
+                k,
+                n,
+                (a, rsa, csa),
+                beta,
+                (c, rsc),
+                packed_a,
+                |pc, _, jc, _| packed.add(packed_block_at(k, n, pc, jc)).cast_mut(),
+            )
+        }
+    });
+}
+
+/// The loops of [`sgemm`] (see the module's notes), with `block_of(pc,
+/// kc, jc, nc)` giving the packed panels of each `kc x nc` block of B.
+///
+/// # Safety
+/// As for [`sgemm`]; `packed_a` holds a panel of `MR x KC` values and
+/// `block_of` returns 64-byte aligned panels of the block it is asked for.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn blocks(
+    m: usize,
+    k: usize,
+    n: usize,
+    (a, rsa, csa): (*const f32, isize, isize),
+    beta: f32,
+    (c, rsc): (*mut f32, isize),
+    packed_a: *mut f32,
+    mut block_of: impl FnMut(usize, usize, usize, usize) -> *mut f32,
+) {
+    let mut prefetch_lines = [0; MAX_LINES];
+    for jc in (0..n).step_by(NC) {
+        let nc = NC.min(n - jc);
+        for pc in (0..k).step_by(KC) {
+            let kc = KC.min(k - pc);
+            // The first block overwrites C when beta is 0; every later
+            // block adds its sum to C.
+            let accumulate = pc > 0 || beta != 0.0;
+            let packed_b = block_of(pc, kc, jc, nc);
+            for ir in (0..m).step_by(MR) {
+                let rows = MR.min(m - ir);
+                let a_panel = at(a, ir, rsa, pc, csa);
+                let (tile, a_panel) = if csa == 1 {
+                    (DIRECT_TILES[rows - 1], a_panel)
+                } else {
+                    // SAFETY: A[ir..ir + rows, pc..pc + kc] is readable
+                    // (the caller's promise) and the buffer holds a panel.
+                    unsafe { pack_a(rows, kc, a_panel, rsa, csa, packed_a) };
+                    (TILES[rows - 1], packed_a.cast_const())
+                };
+                // While the tiles of this panel run, the next panel's
+                // part of A comes into the cache, a share per tile.
+                let next_rows = MR.min(m - ir - rows);
+                let next = at(a, ir + rows, rsa, pc, csa);
+                let lines = lines_of(next, next_rows, kc, rsa, csa, &mut prefetch_lines);
+                let tiles = nc.div_ceil(NR);
+                for (t, jr) in (0..nc).step_by(NR).enumerate() {
+                    let cols = NR.min(nc - jr);
+                    let c_tile = CTile {
+                        c: c.wrapping_offset(ir as isize * rsc + (jc + jr) as isize),
+                        rsc,
+                        mask: if cols == NR { !0 } else { (1 << cols) - 1 },
+                        accumulate,
+                    };
+                    let share = &prefetch_lines[lines * t / tiles..lines * (t + 1) / tiles];
+                    // SAFETY: the CPU has AVX-512F (the caller's
+                    // promise); the panels hold kc steps (the B panel
+                    // is 64-byte aligned: kc * NR values per panel);
+                    // C's tile lies inside C.
+                    unsafe { tile(kc, a_panel, rsa, packed_b.add(jr * kc), c_tile, share) };
+                }
+            }
+        }
+    }
 }
 
 /// The most cache lines [`lines_of`] lists: `KC` runs of `MR` values

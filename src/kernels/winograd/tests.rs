@@ -137,12 +137,19 @@ fn assert_close(what: &str, got: &[f32], want: &[f64], scale: &[f64]) {
 }
 
 /// (The scratch starts as NaN: a value read before it is written shows.)
-fn run_forward(isa: Isa, c: &Case, x: &[f32], u: &[f32], bias: &[f32], relu: bool) -> Vec<f32> {
+fn run_forward(
+    isa: Isa,
+    c: &Case,
+    x: &[f32],
+    u: &Transformed,
+    bias: &[f32],
+    relu: bool,
+) -> Vec<f32> {
     let mut y = vec![f32::NAN; c.images * c.w.out_pixels() * c.filters];
     let t = Tiling::new(&c.w, c.filters, c.images, c.w.channels + c.filters);
     let mut scratch =
         vec![f32::NAN; XI * (plane(t.block, c.w.channels) + plane(t.block, c.filters))];
-    let args = (t, x, u, bias, relu, &mut y[..], &mut scratch[..]);
+    let args = (t, x, &u.u, bias, relu, &mut y[..], &mut scratch[..]);
     match isa {
         Isa::Portable => forward_blocks::<Portable>(args),
         // SAFETY: only listed by `paths` where the CPU has them.
@@ -154,10 +161,18 @@ fn run_forward(isa: Isa, c: &Case, x: &[f32], u: &[f32], bias: &[f32], relu: boo
     y
 }
 
-fn transformed(c: &Case, kernel: &[f32]) -> Vec<f32> {
-    let mut u = vec![0.0; kernel_len(&c.w, c.filters)];
-    transform_kernel(&c.w, c.filters, kernel, &mut u);
-    u
+/// A kernel packed for the forward pass and, transposed, for the input
+/// gradient.
+struct Transformed {
+    u: PackedMats,
+    u_t: PackedMats,
+}
+
+fn transformed(c: &Case, kernel: &[f32]) -> Transformed {
+    Transformed {
+        u: transform_kernel(&c.w, c.filters, kernel, false),
+        u_t: transform_kernel(&c.w, c.filters, kernel, true),
+    }
 }
 
 #[test]
@@ -199,7 +214,7 @@ fn the_public_forward_agrees_with_its_paths() {
         &c.w,
         c.filters,
         &x,
-        &u,
+        &u.u,
         &bias,
         true,
         &mut y,
@@ -213,7 +228,7 @@ fn run_backward(
     isa: Isa,
     c: &Case,
     (x, dy): (&[f32], &[f32]),
-    u: &[f32],
+    u: &Transformed,
     with_dx: bool,
 ) -> (Vec<f32>, Vec<f32>) {
     let mut d_kernel = vec![f32::NAN; kernel_len_of(c)];
@@ -221,8 +236,8 @@ fn run_backward(
     let t = Tiling::new(&c.w, c.filters, c.images, 2 * c.w.channels + c.filters);
     let (ch, f) = (c.w.channels, c.filters);
     let mut scratch = vec![f32::NAN; XI * (2 * plane(t.block, ch) + plane(t.block, f) + ch * f)];
-    let dx_arg = with_dx.then_some(&mut dx[..]);
-    let args = (t, (x, dy), u, &mut d_kernel[..], dx_arg, &mut scratch[..]);
+    let dx_arg = with_dx.then_some((&mut dx[..], &u.u_t));
+    let args = (t, (x, dy), &mut d_kernel[..], dx_arg, &mut scratch[..]);
     match isa {
         Isa::Portable => backward_blocks::<Portable>(args),
         // SAFETY: only listed by `paths` where the CPU has them.
@@ -294,6 +309,49 @@ fn every_path_gives_the_same_bits() {
                 run_backward(isa, c, (&x, &dy), &u, true),
             );
             assert!(other == portable, "{isa:?} differs from the portable path");
+        }
+    }
+}
+
+#[test]
+fn the_kernel_transform_gives_the_same_bits_on_every_path() {
+    for c in [&cases()[4], &cases()[11]] {
+        let kernel = noise_vec(kernel_len_of(c), 15);
+        for transposed in [false, true] {
+            let (rows, cols) = if transposed {
+                (c.filters, c.w.channels)
+            } else {
+                (c.w.channels, c.filters)
+            };
+            let kernel = KernelRows {
+                values: &kernel,
+                rows,
+                cols,
+                transposed,
+            };
+            let row = |isa| {
+                let mut out = vec![f32::NAN; XI * cols];
+                match isa {
+                    Isa::Portable => kernel.transform_row_on::<Portable>(c.w.k_h, 1, &mut out),
+                    // SAFETY: only listed by `paths` where the CPU has them.
+                    #[cfg(target_arch = "x86_64")]
+                    Isa::Avx2 => unsafe { kernel.transform_row_avx2(c.w.k_h, 1, &mut out) },
+                    #[cfg(target_arch = "x86_64")]
+                    Isa::Avx512 => unsafe { kernel.transform_row_avx512(c.w.k_h, 1, &mut out) },
+                }
+                out
+            };
+            let portable = row(Isa::Portable);
+            assert!(
+                portable.iter().all(|v| v.is_finite()),
+                "every value written"
+            );
+            for isa in paths() {
+                assert!(
+                    row(isa) == portable,
+                    "{isa:?} differs from the portable path"
+                );
+            }
         }
     }
 }
