@@ -183,6 +183,81 @@ fn conv2d_matches_a_direct_loop_on_lenet_shapes() {
 }
 
 #[test]
+fn conv2d_matches_a_direct_loop_on_a_large_strided_layer() {
+    // AlexNet-style 11x11/4 over RGB: an image has more im2col rows than
+    // one cache-sized block (361 of 363 values), so both passes make
+    // and multiply them a block at a time, across the padded border too.
+    let mut r = rng(8);
+    for padding in [Padding::Same, Padding::Valid] {
+        let mut layer = Conv2D::new(8, (11, 11))
+            .strides((4, 4))
+            .padding(padding)
+            .activation(Activation::Relu);
+        layer.build(&[95, 91, 3], &mut rng(9)).unwrap();
+        let bias = random(&[8], &mut r);
+        layer.params_mut()[1].value.assign(&bias);
+        let x = random(&[2, 95, 91, 3], &mut r);
+        let kernel = layer.params()[0].value.clone();
+        let mut want = direct_conv(&x, &kernel, bias.as_slice().unwrap(), (4, 4), padding);
+        want.mapv_inplace(|v| v.max(0.0));
+        assert!(want.shape()[1] * want.shape()[2] > 361, "several blocks");
+        assert_close(&forward(&mut layer, &x), &want, &format!("{padding:?}"));
+        let mut y = ArrayD::zeros(IxDyn(&[0]));
+        layer.forward_train(&x, &mut y, Default::default());
+        assert_close(&y, &want, &format!("{padding:?}, training"));
+        // The kernel gradient reads the rows that training kept, block by
+        // block: against its definition, Σ x · dy over every window.
+        let mut linear = Conv2D::new(8, (11, 11)).strides((4, 4)).padding(padding);
+        linear.build(&[95, 91, 3], &mut rng(9)).unwrap();
+        linear.forward_train(&x, &mut y, Default::default());
+        let mut dy = random(y.shape(), &mut r);
+        let want_dy = dy.clone();
+        linear.backward(&x, &y, &mut dy, None);
+        let d_kernel = &linear.params()[0].grad;
+        let want = direct_kernel_grad(&x, &want_dy, 11, 4, padding);
+        assert_close(d_kernel, &want, &format!("{padding:?}, kernel gradient"));
+    }
+}
+
+/// `dk[i,j,c,f] = Σ x[n, y·s+i-p, x·s+j-p, c] · dy[n,y,x,f]`, square
+/// kernel of side `k` and stride `s`.
+fn direct_kernel_grad(
+    x: &ArrayD<f32>,
+    dy: &ArrayD<f32>,
+    k: usize,
+    s: usize,
+    padding: Padding,
+) -> ArrayD<f32> {
+    let (n, h, w, c) = (x.shape()[0], x.shape()[1], x.shape()[2], x.shape()[3]);
+    let (oh, ow, f) = (dy.shape()[1], dy.shape()[2], dy.shape()[3]);
+    let (_, pt) = geometry(h, k, s, padding);
+    let (_, pl) = geometry(w, k, s, padding);
+    let mut dk = ArrayD::<f64>::zeros(IxDyn(&[k, k, c, f]));
+    for b in 0..n {
+        for y in 0..oh {
+            for xo in 0..ow {
+                for i in 0..k {
+                    for j in 0..k {
+                        let iy = (y * s + i) as isize - pt;
+                        let ix = (xo * s + j) as isize - pl;
+                        if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
+                            continue;
+                        }
+                        for ci in 0..c {
+                            let xv = x[[b, iy as usize, ix as usize, ci]] as f64;
+                            for fi in 0..f {
+                                dk[[i, j, ci, fi]] += xv * dy[[b, y, xo, fi]] as f64;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    dk.mapv(|v| v as f32)
+}
+
+#[test]
 fn max_pooling_matches_a_direct_loop_on_random_cases() {
     let mut r = rng(2);
     for case in 0..40 {

@@ -240,22 +240,32 @@ impl Window2d {
 /// contiguous run of the image (inside it, columns not dilated), the input
 /// offset it comes from.
 #[inline]
-fn for_each_window_row(w: &Window2d, mut visit: impl FnMut(usize, Option<usize>)) {
+fn for_each_window_row(w: &Window2d, visit: impl FnMut(usize, Option<usize>)) {
+    for_each_window_row_of(w, 0..w.out_pixels(), visit)
+}
+
+/// [`for_each_window_row`] for the output pixels `pixels` only (in
+/// row-major order), with the im2col rows counted from the first of them.
+#[inline]
+fn for_each_window_row_of(
+    w: &Window2d,
+    pixels: std::ops::Range<usize>,
+    mut visit: impl FnMut(usize, Option<usize>),
+) {
     let c = w.channels;
     let run = w.k_w * c;
-    for oy in 0..w.out_h {
-        for ox in 0..w.out_w {
-            let (y0, x0) = w.origin(oy, ox);
-            let row_start = (oy * w.out_w + ox) * w.patch_len();
-            let inside_x = w.dilation_w == 1 && x0 >= 0 && x0 as usize + w.k_w <= w.in_w;
-            for ky in 0..w.k_h {
-                let iy = y0 + (ky * w.dilation_h) as isize;
-                let dst = row_start + ky * run;
-                if inside_x && iy >= 0 && (iy as usize) < w.in_h {
-                    visit(dst, Some((iy as usize * w.in_w + x0 as usize) * c));
-                } else {
-                    visit(dst, None);
-                }
+    let first = pixels.start;
+    for pixel in pixels {
+        let (y0, x0) = w.origin(pixel / w.out_w, pixel % w.out_w);
+        let row_start = (pixel - first) * w.patch_len();
+        let inside_x = w.dilation_w == 1 && x0 >= 0 && x0 as usize + w.k_w <= w.in_w;
+        for ky in 0..w.k_h {
+            let iy = y0 + (ky * w.dilation_h) as isize;
+            let dst = row_start + ky * run;
+            if inside_x && iy >= 0 && (iy as usize) < w.in_h {
+                visit(dst, Some((iy as usize * w.in_w + x0 as usize) * c));
+            } else {
+                visit(dst, None);
             }
         }
     }
@@ -276,27 +286,49 @@ fn pixel_offset(w: &Window2d, (y0, x0): (isize, isize), (ky, kx): (usize, usize)
 /// `input` holds `n` images of [`Window2d::in_len`] values; `cols` receives
 /// `n * out_pixels` rows of `patch_len` values.
 pub fn im2col(w: &Window2d, input: &[f32], cols: &mut [f32]) {
-    let (c, run) = (w.channels, w.k_w * w.channels);
     let per_image = w.out_pixels() * w.patch_len();
     for (img, cols) in input
         .chunks_exact(w.in_len())
         .zip(cols.chunks_exact_mut(per_image))
     {
-        let mut ragged = Vec::new();
-        for_each_window_row(w, |dst, src| match src {
-            Some(src) => copy_short(&mut cols[dst..dst + run], &img[src..src + run]),
-            None => ragged.push(dst),
-        });
-        // Window rows that cross the border, filled pixel by pixel.
-        for dst in ragged {
-            let (pixel, ky) = ((dst / w.patch_len()), (dst % w.patch_len()) / run);
-            let origin = w.origin(pixel / w.out_w, pixel % w.out_w);
-            for kx in 0..w.k_w {
-                let out = &mut cols[dst + kx * c..dst + (kx + 1) * c];
-                match pixel_offset(w, origin, (ky, kx)) {
-                    Some(src) => out.copy_from_slice(&img[src..src + c]),
-                    None => out.fill(0.0),
-                }
+        im2col_pixels(w, img, 0, cols);
+    }
+}
+
+/// Writes the im2col rows of output pixels `first..` of one image, as many
+/// as `cols` holds (`cols.len() / patch_len`): a block small enough to
+/// stay in cache for the product that reads it.
+///
+/// ```
+/// use convnet::kernels::Window2d;
+/// use convnet::kernels::im2col::{Padding, im2col, im2col_pixels};
+/// let w = Window2d::new((5, 5, 2), (3, 3), (1, 1), Padding::Same).unwrap();
+/// let image: Vec<f32> = (0..w.in_len()).map(|v| v as f32).collect();
+/// let mut all = vec![0.0; w.out_pixels() * w.patch_len()];
+/// im2col(&w, &image, &mut all);
+/// let mut block = vec![0.0; 4 * w.patch_len()];
+/// im2col_pixels(&w, &image, 7, &mut block);
+/// assert_eq!(block, all[7 * w.patch_len()..11 * w.patch_len()]);
+/// ```
+pub fn im2col_pixels(w: &Window2d, image: &[f32], first: usize, cols: &mut [f32]) {
+    let (c, run) = (w.channels, w.k_w * w.channels);
+    let count = cols.len() / w.patch_len();
+    assert!(first + count <= w.out_pixels(), "pixels inside the output");
+    assert_eq!(image.len(), w.in_len(), "one image");
+    let mut ragged = Vec::new();
+    for_each_window_row_of(w, first..first + count, |dst, src| match src {
+        Some(src) => copy_short(&mut cols[dst..dst + run], &image[src..src + run]),
+        None => ragged.push(dst),
+    });
+    // Window rows that cross the border, filled pixel by pixel.
+    for dst in ragged {
+        let (pixel, ky) = (first + dst / w.patch_len(), (dst % w.patch_len()) / run);
+        let origin = w.origin(pixel / w.out_w, pixel % w.out_w);
+        for kx in 0..w.k_w {
+            let out = &mut cols[dst + kx * c..dst + (kx + 1) * c];
+            match pixel_offset(w, origin, (ky, kx)) {
+                Some(src) => out.copy_from_slice(&image[src..src + c]),
+                None => out.fill(0.0),
             }
         }
     }
