@@ -195,20 +195,27 @@ pub fn transform_kernel(
         w.k_h * w.k_w * channels * filters,
         "the layer's kernel"
     );
-    let (rows, cols) = if transposed {
-        (filters, channels)
-    } else {
-        (channels, filters)
+    // Transposed, the kernel is first turned into filters x channels per
+    // tap, a block at a time: reading it across (a filter's channels lie
+    // `filters` apart) would wait on the cache for every value.
+    let turned = transposed.then(|| {
+        let mut turned = Scratch::take_unzeroed();
+        turned.resize(kernel.len(), 0.0);
+        let taps = kernel.par_chunks(channels * filters);
+        turned
+            .par_chunks_mut(channels * filters)
+            .zip(taps)
+            .for_each(|(dst, src)| transpose(src, channels, filters, dst));
+        turned
+    });
+    let (values, rows, cols) = match &turned {
+        Some(turned) => (&turned[..], filters, channels),
+        None => (kernel, channels, filters),
     };
     // Row r of `planes` holds row r of U_ξ for every ξ in turn.
     let mut planes = Scratch::take_unzeroed();
     planes.resize(rows * XI * cols, 0.0);
-    let kernel = KernelRows {
-        values: kernel,
-        rows,
-        cols,
-        transposed,
-    };
+    let kernel = KernelRows { values, rows, cols };
     planes
         .par_chunks_mut(XI * cols)
         .enumerate()
@@ -218,14 +225,28 @@ pub fn transform_kernel(
     })
 }
 
-/// A kernel read as `rows` x `cols` per tap: channels x filters as Keras
-/// stores it, or filters x channels (`transposed`).
+/// `dst` (`cols` x `rows`) = `src` (`rows` x `cols`) transposed, in
+/// blocks of 16 x 16 that stay in L1.
+fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
+    const SIDE: usize = 16;
+    for r0 in (0..rows).step_by(SIDE) {
+        for c0 in (0..cols).step_by(SIDE) {
+            for r in r0..(r0 + SIDE).min(rows) {
+                for c in c0..(c0 + SIDE).min(cols) {
+                    dst[c * rows + r] = src[r * cols + c];
+                }
+            }
+        }
+    }
+}
+
+/// A kernel as `rows` x `cols` values per tap: channels x filters as Keras
+/// stores it, or filters x channels (turned for the input gradient).
 #[derive(Clone, Copy)]
 struct KernelRows<'a> {
     values: &'a [f32],
     rows: usize,
     cols: usize,
-    transposed: bool,
 }
 
 impl KernelRows<'_> {
@@ -299,17 +320,12 @@ impl KernelRows<'_> {
     /// Tap `tap`'s values at `row`, columns `col..col + n`.
     #[inline(always)]
     fn load<V: Simd>(self, tap: usize, row: usize, col: usize, n: usize) -> V {
-        let tap_values = &self.values[tap * self.rows * self.cols..][..self.rows * self.cols];
-        if !self.transposed {
-            return load(tap_values, row * self.cols + col, n);
-        }
-        // Keras stores channels x filters: a filter's channels lie
-        // `rows` (= filters) apart.
-        let mut lanes = [0.0; LANES];
-        for (j, lane) in lanes[..n].iter_mut().enumerate() {
-            *lane = tap_values[(col + j) * self.rows + row];
-        }
-        V::load(&lanes)
+        let plane = self.rows * self.cols;
+        load(
+            &self.values[tap * plane..][..plane],
+            row * self.cols + col,
+            n,
+        )
     }
 }
 

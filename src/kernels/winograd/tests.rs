@@ -316,42 +316,48 @@ fn every_path_gives_the_same_bits() {
 #[test]
 fn the_kernel_transform_gives_the_same_bits_on_every_path() {
     for c in [&cases()[4], &cases()[11]] {
-        let kernel = noise_vec(kernel_len_of(c), 15);
-        for transposed in [false, true] {
-            let (rows, cols) = if transposed {
-                (c.filters, c.w.channels)
-            } else {
-                (c.w.channels, c.filters)
-            };
-            let kernel = KernelRows {
-                values: &kernel,
-                rows,
-                cols,
-                transposed,
-            };
-            let row = |isa| {
-                let mut out = vec![f32::NAN; XI * cols];
-                match isa {
-                    Isa::Portable => kernel.transform_row_on::<Portable>(c.w.k_h, 1, &mut out),
-                    // SAFETY: only listed by `paths` where the CPU has them.
-                    #[cfg(target_arch = "x86_64")]
-                    Isa::Avx2 => unsafe { kernel.transform_row_avx2(c.w.k_h, 1, &mut out) },
-                    #[cfg(target_arch = "x86_64")]
-                    Isa::Avx512 => unsafe { kernel.transform_row_avx512(c.w.k_h, 1, &mut out) },
-                }
-                out
-            };
-            let portable = row(Isa::Portable);
-            assert!(
-                portable.iter().all(|v| v.is_finite()),
-                "every value written"
-            );
-            for isa in paths() {
-                assert!(
-                    row(isa) == portable,
-                    "{isa:?} differs from the portable path"
-                );
+        let values = noise_vec(kernel_len_of(c), 15);
+        let (rows, cols) = (c.w.channels, c.filters);
+        let kernel = KernelRows {
+            values: &values,
+            rows,
+            cols,
+        };
+        let row = |isa| {
+            let mut out = vec![f32::NAN; XI * cols];
+            match isa {
+                Isa::Portable => kernel.transform_row_on::<Portable>(c.w.k_h, 1, &mut out),
+                // SAFETY: only listed by `paths` where the CPU has them.
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx2 => unsafe { kernel.transform_row_avx2(c.w.k_h, 1, &mut out) },
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx512 => unsafe { kernel.transform_row_avx512(c.w.k_h, 1, &mut out) },
             }
+            out
+        };
+        let portable = row(Isa::Portable);
+        assert!(
+            portable.iter().all(|v| v.is_finite()),
+            "every value written"
+        );
+        for isa in paths() {
+            assert!(
+                row(isa) == portable,
+                "{isa:?} differs from the portable path"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_kernel_turns_into_filters_x_channels() {
+    let (rows, cols) = (37, 20);
+    let src: Vec<f32> = (0..rows * cols).map(|v| v as f32).collect();
+    let mut dst = vec![f32::NAN; rows * cols];
+    transpose(&src, rows, cols, &mut dst);
+    for r in 0..rows {
+        for c in 0..cols {
+            assert_eq!(dst[c * rows + r], src[r * cols + c]);
         }
     }
 }
