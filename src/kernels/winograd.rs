@@ -101,11 +101,18 @@ pub fn applies(w: &Window2d, filters: usize) -> bool {
     shape_fits && (16..=512).contains(&w.channels) && (16..=512).contains(&filters)
 }
 
-/// Images a parallel chunk needs for a full block of tiles (one image of
-/// CIFAR's 32x32 has 64 tiles; one of AlexNet's 13x13 layers, 16).
+/// Images a parallel chunk needs: enough for a full block of tiles (one
+/// image of CIFAR's 32x32 has 64 tiles; one of AlexNet's 13x13 layers,
+/// 16), and two at least: the kernel gradient's sum in the transformed
+/// domain (36 x channels x filters, 3.5 MB for AlexNet's conv2) is
+/// written and transformed back once per chunk (two images a chunk:
+/// conv2's backward pass 121–125 → 115–116 ms on one core, vgg-small's
+/// 99 → 93 ms).
 pub fn images_per_block(w: &Window2d) -> usize {
     let m = output_side(w);
-    MIN_BLOCK.div_ceil(w.out_h.div_ceil(m) * w.out_w.div_ceil(m))
+    MIN_BLOCK
+        .div_ceil(w.out_h.div_ceil(m) * w.out_w.div_ceil(m))
+        .max(2)
 }
 
 /// Side of the output tile that a 6x6 transformed tile gives: 4 for a

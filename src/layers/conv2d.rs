@@ -18,8 +18,8 @@
 //! 5x5) (`kernels::winograd`): 36 small products per block of tiles
 //! instead of one large one, up to 4x (3x3) or 2.8x (5x5) fewer
 //! multiplications. A chunk then holds at least a block of 64 tiles (four
-//! of AlexNet's 13x13 images); the backward pass transforms the layer's
-//! input again instead of keeping anything.
+//! of AlexNet's 13x13 images) and two images; the backward pass
+//! transforms the layer's input again instead of keeping anything.
 //!
 //! Other stride-1 layers with at most 8 or a multiple of 16 filters (both of
 //! LeNet's) skip the rows on AVX2 CPUs: `kernels::filter_conv` computes the
