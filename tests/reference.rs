@@ -258,6 +258,35 @@ fn direct_kernel_grad(
 }
 
 #[test]
+fn a_winograd_layer_predicts_with_its_current_weights() {
+    // Inference keeps the transformed kernel between batches: it must
+    // follow every change of the weights, however made.
+    let mut r = rng(10);
+    let mut layer = Conv2D::new(16, (3, 3)).padding(Padding::Same);
+    layer.build(&[9, 9, 16], &mut rng(11)).unwrap();
+    let x = random(&[2, 9, 9, 16], &mut r);
+    let direct = |layer: &Conv2D| {
+        let kernel = layer.params()[0].value.clone();
+        let bias = layer.params()[1].value.clone();
+        direct_conv(&x, &kernel, bias.as_slice().unwrap(), (1, 1), Padding::Same)
+    };
+    let first = forward(&mut layer, &x);
+    assert_close(&first, &direct(&layer), "first batch");
+    assert_eq!(forward(&mut layer, &x), first, "the kept kernel, same bits");
+    layer.params_mut()[0].value.mapv_inplace(|v| -2.0 * v);
+    assert_close(&forward(&mut layer, &x), &direct(&layer), "new weights");
+    // One value changed, by the smallest step.
+    let mut params = layer.params_mut();
+    let value = &mut params[0].value.as_slice_mut().unwrap()[5];
+    *value = f32::from_bits(value.to_bits() + 1);
+    drop(params);
+    let mut fresh = layer.clone();
+    let mut y = ArrayD::zeros(IxDyn(&[0]));
+    fresh.forward_train(&x, &mut y, Default::default());
+    assert_eq!(forward(&mut layer, &x), y, "as a fresh transform of the kernel");
+}
+
+#[test]
 fn max_pooling_matches_a_direct_loop_on_random_cases() {
     let mut r = rng(2);
     for case in 0..40 {

@@ -38,6 +38,7 @@
 
 use ndarray::{ArrayD, IxDyn};
 use rayon::prelude::*;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use super::config::{Config, Fields, config, pair, with_input_shape};
 use super::{
@@ -86,6 +87,52 @@ pub struct Conv2D {
     // scratch of the kernel gradient.
     spread_input: Vec<f32>,
     direct_accumulators: Vec<f32>,
+    /// The Winograd kernel of the last inference pass (see [`KeptKernel`]).
+    inference_kernel: KeptKernel,
+}
+
+/// A Winograd layer's transformed, packed kernel from its last inference
+/// pass, kept with the kernel values it was made from: predicting batch
+/// after batch transforms and packs the kernel once (AlexNet's: 52 MB of
+/// planes for every batch of 16). It is used only while the kernel is
+/// the same value for value, so nothing that changes the weights can
+/// leave it stale; training drops it, and a clone starts without one.
+#[derive(Default)]
+struct KeptKernel(Mutex<Option<(Vec<f32>, Arc<PackedMats>)>>);
+
+impl KeptKernel {
+    /// The kept kernel if it was made from `kernel`, else `make()`'s, kept.
+    /// (`make` runs unlocked: it runs parallel loops, whose threads may
+    /// predict with this layer too.)
+    fn get(&self, kernel: &[f32], make: impl FnOnce() -> PackedMats) -> Arc<PackedMats> {
+        let lock = || self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((from, packed)) = &*lock()
+            && same_bits(from, kernel)
+        {
+            return Arc::clone(packed);
+        }
+        let packed = Arc::new(make());
+        *lock() = Some((kernel.to_vec(), Arc::clone(&packed)));
+        packed
+    }
+}
+
+/// Whether `a` and `b` hold the same values, bit for bit.
+fn same_bits(a: &[f32], b: &[f32]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
+}
+
+impl Clone for KeptKernel {
+    fn clone(&self) -> Self {
+        KeptKernel::default()
+    }
+}
+
+impl std::fmt::Debug for KeptKernel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kept = self.0.lock().map(|kept| kept.is_some()).unwrap_or(false);
+        f.debug_struct("KeptKernel").field("kept", &kept).finish()
+    }
 }
 
 /// Rows of `d_rows` per matrix product of the input gradient: few enough
@@ -149,6 +196,7 @@ impl Conv2D {
             partial_bias: Vec::new(),
             spread_input: Vec::new(),
             direct_accumulators: Vec::new(),
+            inference_kernel: KeptKernel::default(),
         }
     }
 
@@ -371,10 +419,16 @@ impl Conv2D {
 
     /// Winograd F(4x4, 3x3) or F(2x2, 5x5), a chunk of images per task. Nothing is kept
     /// for the backward pass: it transforms the layer's input again.
-    fn forward_winograd(&self, input: &ArrayD<f32>, output: &mut ArrayD<f32>) {
+    fn forward_winograd(&self, input: &ArrayD<f32>, output: &mut ArrayD<f32>, training: bool) {
         let w = self.window();
         let (chunk, filters) = (self.chunk(), self.filters);
-        let u = self.winograd_kernel(false);
+        let u = if training {
+            Arc::new(self.winograd_kernel(false))
+        } else {
+            let kernel = values(&self.kernel.value);
+            self.inference_kernel
+                .get(kernel, || self.winograd_kernel(false))
+        };
         // Without use_bias the bias parameter exists but stays zero.
         let bias = values(&self.bias.value);
         let activation = self.output_activation;
@@ -787,7 +841,7 @@ impl Conv2D {
         let batch = input.shape()[0];
         resize(output, &[batch, w.out_h, w.out_w, self.filters]);
         match self.path() {
-            Path::Winograd => self.forward_winograd(input, output),
+            Path::Winograd => self.forward_winograd(input, output, kept.is_some()),
             Path::Filters => self.forward_filters(input, output, kept),
             Path::Direct => self.forward_direct(input, output, kept),
             Path::Im2col => self.forward_im2col(input, output, kept),
@@ -865,6 +919,8 @@ impl Layer for Conv2D {
     }
 
     fn forward_train(&mut self, input: &ArrayD<f32>, output: &mut ArrayD<f32>, _: TrainingStep) {
+        // The weights are about to change: no inference kernel to keep.
+        self.inference_kernel = KeptKernel::default();
         // The kept input moves out while `forward_keeping` borrows the layer.
         let mut kept = std::mem::take(self.kept_input());
         self.forward_keeping(input, output, Some(&mut kept));
