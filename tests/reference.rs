@@ -283,7 +283,11 @@ fn a_winograd_layer_predicts_with_its_current_weights() {
     let mut fresh = layer.clone();
     let mut y = ArrayD::zeros(IxDyn(&[0]));
     fresh.forward_train(&x, &mut y, Default::default());
-    assert_eq!(forward(&mut layer, &x), y, "as a fresh transform of the kernel");
+    assert_eq!(
+        forward(&mut layer, &x),
+        y,
+        "as a fresh transform of the kernel"
+    );
 }
 
 #[test]
