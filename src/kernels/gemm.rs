@@ -456,6 +456,7 @@ impl SharedOutput {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::same_bits;
 
     fn naive(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
         let mut c = vec![0.0; m * n];
@@ -605,9 +606,7 @@ mod tests {
                     let mut got = start;
                     matmul_packed(Mat::new(&a, m, k), packed.get(i), &mut got, beta);
                     assert!(
-                        got.iter()
-                            .zip(&want)
-                            .all(|(x, y)| x.to_bits() == y.to_bits()),
+                        same_bits(&got, &want),
                         "{m}x{k}x{n}, matrix {i}, transposed {transposed}"
                     );
                 }
@@ -638,22 +637,13 @@ mod tests {
                     pool.install(|| {
                         matmul_par(Mat::new(&a, m, k), Mat::new(&bt, n, k).t(), &mut got, beta)
                     });
-                    assert!(
-                        got.iter()
-                            .zip(&want)
-                            .all(|(x, y)| x.to_bits() == y.to_bits()),
-                        "{m}x{k}x{n}"
-                    );
+                    assert!(same_bits(&got, &want), "{m}x{k}x{n}");
                 }
                 let mut plain = start.clone();
                 matmul(Mat::new(&a, m, k), Mat::new(&b, k, n), &mut plain, beta);
                 let mut par = start.clone();
                 matmul_par(Mat::new(&a, m, k), Mat::new(&b, k, n), &mut par, beta);
-                assert!(
-                    par.iter()
-                        .zip(&plain)
-                        .all(|(x, y)| x.to_bits() == y.to_bits())
-                );
+                assert!(same_bits(&par, &plain));
             }
         }
     }

@@ -149,6 +149,7 @@ pub fn sum_partials(partials: &[f32], total: &mut [f32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::same_bits;
 
     /// Blocks of the total summed in parallel give the chunk-order sums.
     #[test]
@@ -166,12 +167,7 @@ mod tests {
                 .unwrap();
             let mut total = vec![f32::NAN; len];
             pool.install(|| sum_partials(&partials, &mut total));
-            assert!(
-                total
-                    .iter()
-                    .zip(&want)
-                    .all(|(a, b)| a.to_bits() == b.to_bits())
-            );
+            assert!(same_bits(&total, &want));
         }
     }
 }

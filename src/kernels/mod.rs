@@ -61,6 +61,12 @@ pub fn has_avx2_fma() -> bool {
     }
 }
 
+/// Whether `a` and `b` hold the same values, bit for bit (NaNs and signed
+/// zeros included).
+pub(crate) fn same_bits(a: &[f32], b: &[f32]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
+}
+
 /// `dst = src` for short runs (im2col's windows, padded image rows),
 /// without the call to `memcpy` that `copy_from_slice` makes for lengths
 /// unknown at compile time.

@@ -34,14 +34,11 @@ pub struct Scratch(Vec<f32>);
 impl Scratch {
     /// A vector from this thread's pool, or a new one.
     pub fn take() -> Self {
-        let kept = POOL.try_with(|pool| pool.borrow_mut().pop()).ok().flatten();
-        let mut vector = kept.unwrap_or_default();
-        vector.clear();
-        Scratch(vector)
+        let mut scratch = Scratch::take_unzeroed();
+        scratch.0.clear();
+        scratch
     }
-}
 
-impl Scratch {
     /// A vector from this thread's pool as its last user left it, stale
     /// values and all (or a new, empty one): for working space that is
     /// written before it is read, so that growing it to the length it had

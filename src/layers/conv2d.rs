@@ -48,7 +48,7 @@ use super::{
 use crate::initializers::{Initializer, Rng};
 use crate::kernels::gemm::PackedMats;
 use crate::kernels::scratch::Scratch;
-use crate::kernels::{Window2d, direct_conv, filter_conv, im2col, linear, winograd};
+use crate::kernels::{Window2d, direct_conv, filter_conv, im2col, linear, same_bits, winograd};
 use crate::{Activation, Error, Result};
 
 /// 2-D convolution layer (Keras `Conv2D`) over NHWC images.
@@ -115,11 +115,6 @@ impl KeptKernel {
         *lock() = Some((kernel.to_vec(), Arc::clone(&packed)));
         packed
     }
-}
-
-/// Whether `a` and `b` hold the same values, bit for bit.
-fn same_bits(a: &[f32], b: &[f32]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
 }
 
 impl Clone for KeptKernel {

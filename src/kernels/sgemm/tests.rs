@@ -2,6 +2,7 @@
 //! a product equal the whole product's blocks bit for bit.
 
 use super::*;
+use crate::kernels::same_bits;
 
 /// Whether the CPU runs the kernel; if not, says so (the test then
 /// checks nothing).
@@ -70,11 +71,6 @@ impl Strided {
             ..*self
         }
     }
-}
-
-/// Whether `x` and `y` hold the same values, bit for bit.
-fn same_bits(x: &[f32], y: &[f32]) -> bool {
-    x.len() == y.len() && x.iter().zip(y).all(|(x, y)| x.to_bits() == y.to_bits())
 }
 
 /// `c = a · b + beta · c` with the kernel, C at row stride `rsc`.
