@@ -10,7 +10,7 @@
 
 use std::time::Instant;
 
-use convnet::kernels::gemm::{Mat, matmul};
+use convnet::kernels::gemm::{Mat, PackedMats, matmul, matmul_packed};
 use convnet::kernels::{allow_avx512, has_avx512};
 
 /// How A or B is stored.
@@ -21,12 +21,12 @@ enum Layout {
     Transposed,
 }
 
-/// Seconds of the fastest of 5 runs of `c = a · b`.
-fn best_of_5(a: Mat, b: Mat, c: &mut [f32]) -> f64 {
+/// Seconds of the fastest of 5 runs of `product`.
+fn best_of_5(mut product: impl FnMut()) -> f64 {
     (0..5)
         .map(|_| {
             let (start, cpu_start) = (Instant::now(), thread_cpu_seconds());
-            matmul(a, b, c, 0.0);
+            product();
             match (cpu_start, thread_cpu_seconds()) {
                 (Some(from), Some(to)) => to - from,
                 _ => start.elapsed().as_secs_f64(),
@@ -114,9 +114,9 @@ fn main() {
         };
         let mut c = vec![0.0; m * n];
         let flops = 2.0 * (m * k * n) as f64;
-        let ours = best_of_5(a, b, &mut c);
+        let ours = best_of_5(|| matmul(a, b, &mut c, 0.0));
         allow_avx512(false);
-        let theirs = best_of_5(a, b, &mut c);
+        let theirs = best_of_5(|| matmul(a, b, &mut c, 0.0));
         allow_avx512(true);
         println!(
             "{m:>5} {k:>5} {n:>5}  {:>8.1} {:>14.1}  {what}{}{}",
@@ -134,4 +134,22 @@ fn main() {
             },
         );
     }
+    kept_dense_kernel();
+}
+
+/// The dense product at batch 16 with its kernel packed beforehand, as a
+/// Dense layer keeps it between inference batches: B streams from memory
+/// once, with no packing (`matmul_packed`, one thread).
+fn kept_dense_kernel() {
+    let (m, k, n) = (16, 9216, 4096);
+    let a: Vec<f32> = (0..m * k).map(|i| (i % 17) as f32 * 0.1 - 0.8).collect();
+    let b: Vec<f32> = (0..k * n).map(|i| (i % 13) as f32 * 0.1 - 0.6).collect();
+    let packed = PackedMats::new(1, k, n, |_| Mat::new(&b, k, n));
+    let mut c = vec![0.0; m * n];
+    let seconds = best_of_5(|| matmul_packed(Mat::new(&a, m, k), packed.get(0), &mut c, 0.0));
+    println!(
+        "{m:>5} {k:>5} {n:>5}  {:>8.1} {:>14}  dense, batch 16, B packed beforehand",
+        2.0 * (m * k * n) as f64 / seconds / 1e9,
+        "-"
+    );
 }

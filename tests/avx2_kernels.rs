@@ -3,6 +3,7 @@
 //! (wide, narrow, narrow over grey images, and the sparse input gradient)
 //! still pass the finite-difference checks and agree with the AVX-512 ones,
 //! 2x2 and 3x3/2 max pooling give the same outputs and gradients either
+//! way, a Dense layer predicts alike with its kept kernel packed either
 //! way, and so does training a model end to end. One test only, since the
 //! switch is process-wide.
 //!
@@ -16,7 +17,7 @@ mod common;
 use common::{check_gradients, random, rng};
 use convnet::Activation;
 use convnet::kernels::{allow_avx512, has_avx2_fma, has_avx512};
-use convnet::layers::{ActivationLayer, Conv2D, Layer, MaxPooling2D, Padding};
+use convnet::layers::{ActivationLayer, Conv2D, Dense, Layer, MaxPooling2D, Padding};
 use ndarray::{ArrayD, IxDyn};
 
 /// Output, input gradient and parameter gradients of one training step.
@@ -120,6 +121,7 @@ fn avx2_kernels_agree_with_avx512_and_finite_differences() {
         step_on_both_kernel_sets(&mut layer, (&x, &dy), &format!("Winograd case {case}"));
     }
     max_pooling_agrees_with_and_without_avx512();
+    a_dense_layer_predicts_alike_with_and_without_avx512();
     a_model_trains_alike_with_and_without_avx512();
     allow_avx512(true);
 }
@@ -217,6 +219,37 @@ fn max_pooling_agrees_with_and_without_avx512() {
             assert!(
                 same,
                 "case {case}, result {i}: AVX-512 and scalar pooling differ"
+            );
+        }
+    }
+}
+
+/// A Dense layer predicting a few samples at a time, whose kept kernel is
+/// packed for AVX-512's products or copied plainly without: the same
+/// outputs up to rounding, batch after batch.
+fn a_dense_layer_predicts_alike_with_and_without_avx512() {
+    if !both_kernel_sets_run("a_dense_layer_predicts_alike_with_and_without_avx512") {
+        return; // SKIPPED, not passed: nothing to compare on this CPU.
+    }
+    let mut r = rng(120);
+    let mut dense = Dense::new(300).activation(Activation::Relu);
+    dense.build(&[600], &mut r).unwrap();
+    let x = random(&[16, 600], &mut r);
+    let mut outputs = Vec::new();
+    for avx512 in [true, false] {
+        allow_avx512(avx512);
+        let layer = dense.clone();
+        for _ in 0..2 {
+            let mut y = ArrayD::zeros(IxDyn(&[0]));
+            layer.forward(&x, &mut y);
+            outputs.push(y);
+        }
+    }
+    for (i, y) in outputs.iter().enumerate() {
+        for (u, v) in y.iter().zip(&outputs[0]) {
+            assert!(
+                (u - v).abs() <= 1e-4 * (1.0 + v.abs()),
+                "prediction {i}: {u} vs {v} (AVX-512, first)"
             );
         }
     }

@@ -5,7 +5,7 @@ mod common;
 
 use common::{forward, random, rng};
 use convnet::Activation;
-use convnet::layers::{Conv2D, Layer, MaxPooling2D, Padding};
+use convnet::layers::{Conv2D, Dense, Layer, MaxPooling2D, Padding};
 use ndarray::{ArrayD, IxDyn};
 use rand::RngExt;
 
@@ -257,6 +257,13 @@ fn direct_kernel_grad(
     dk.mapv(|v| v as f32)
 }
 
+/// Changes one value of the layer's kernel by the smallest step there is.
+fn nudge_one_kernel_value(layer: &mut dyn Layer) {
+    let mut params = layer.params_mut();
+    let value = &mut params[0].value.as_slice_mut().unwrap()[5];
+    *value = f32::from_bits(value.to_bits() + 1);
+}
+
 #[test]
 fn a_winograd_layer_predicts_with_its_current_weights() {
     // Inference keeps the transformed kernel between batches: it must
@@ -275,11 +282,7 @@ fn a_winograd_layer_predicts_with_its_current_weights() {
     assert_eq!(forward(&mut layer, &x), first, "the kept kernel, same bits");
     layer.params_mut()[0].value.mapv_inplace(|v| -2.0 * v);
     assert_close(&forward(&mut layer, &x), &direct(&layer), "new weights");
-    // One value changed, by the smallest step.
-    let mut params = layer.params_mut();
-    let value = &mut params[0].value.as_slice_mut().unwrap()[5];
-    *value = f32::from_bits(value.to_bits() + 1);
-    drop(params);
+    nudge_one_kernel_value(&mut layer);
     let mut fresh = layer.clone();
     let mut y = ArrayD::zeros(IxDyn(&[0]));
     fresh.forward_train(&x, &mut y, Default::default());
@@ -288,6 +291,48 @@ fn a_winograd_layer_predicts_with_its_current_weights() {
         y,
         "as a fresh transform of the kernel"
     );
+}
+
+#[test]
+fn a_dense_layer_predicts_with_its_current_weights() {
+    // A few samples at a time, inference keeps the packed kernel between
+    // batches: it must follow every change of the weights, however made.
+    // 16 x 600 x 300 multiply-adds: enough to run on several threads.
+    let (batch, inputs, units) = (16, 600, 300);
+    let mut r = rng(12);
+    let mut layer = Dense::new(units);
+    layer.build(&[inputs], &mut rng(13)).unwrap();
+    layer.params_mut()[1].value = random(&[units], &mut r);
+    let x = random(&[batch, inputs], &mut r);
+    let direct = |layer: &Dense| {
+        let (kernel, bias) = (&layer.params()[0].value, &layer.params()[1].value);
+        ArrayD::from_shape_fn(IxDyn(&[batch, units]), |at| {
+            let (b, u) = (at[0], at[1]);
+            let sum: f64 = (0..inputs)
+                .map(|i| x[[b, i]] as f64 * kernel[[i, u]] as f64)
+                .sum();
+            (sum + bias[u] as f64) as f32
+        })
+    };
+    let training = |layer: &Dense| {
+        let mut fresh = layer.clone();
+        let mut y = ArrayD::zeros(IxDyn(&[0]));
+        fresh.forward_train(&x, &mut y, Default::default());
+        y
+    };
+    let first = forward(&mut layer, &x);
+    assert_close(&first, &direct(&layer), "first batch");
+    assert_eq!(first, training(&layer), "as the unpacked kernel, same bits");
+    assert_eq!(forward(&mut layer, &x), first, "the kept kernel, same bits");
+    layer.params_mut()[0].value.mapv_inplace(|v| -2.0 * v);
+    assert_close(&forward(&mut layer, &x), &direct(&layer), "new weights");
+    nudge_one_kernel_value(&mut layer);
+    assert_eq!(forward(&mut layer, &x), training(&layer), "one ulp changed");
+    // Trained in between: the step's weights, not the kept ones.
+    let mut y = ArrayD::zeros(IxDyn(&[0]));
+    layer.forward_train(&x, &mut y, Default::default());
+    layer.params_mut()[0].value.mapv_inplace(|v| v + 0.5);
+    assert_close(&forward(&mut layer, &x), &direct(&layer), "after training");
 }
 
 #[test]

@@ -319,6 +319,13 @@ impl PackedMats {
     }
 }
 
+impl Packed<'_> {
+    /// (rows, columns) of the matrix.
+    pub fn shape(&self) -> (usize, usize) {
+        (self.rows, self.cols)
+    }
+}
+
 /// Writes `b` into `dst` as `backend` reads it.
 fn pack_one(backend: Backend, b: Mat, dst: &mut [f32]) {
     match backend {
@@ -350,8 +357,8 @@ fn pack_one(backend: Backend, b: Mat, dst: &mut [f32]) {
     }
 }
 
-/// `c = a · b + beta · c` as [`matmul`], for a `b` packed beforehand.
-pub fn matmul_packed(a: Mat, b: Packed, c: &mut [f32], beta: f32) {
+/// (m, k, n) of the product `c = a · b` of a packed `b`, checked.
+fn packed_product_shape(a: Mat, b: Packed, c: &[f32]) -> (usize, usize, usize) {
     let (m, k, n) = (a.rows, b.rows, b.cols);
     assert_eq!(a.cols, k, "inner dimensions of a matrix product differ");
     assert_eq!(
@@ -360,6 +367,12 @@ pub fn matmul_packed(a: Mat, b: Packed, c: &mut [f32], beta: f32) {
         "output of a matrix product has the wrong size"
     );
     assert!(a.in_bounds(), "matrix outside its data");
+    (m, k, n)
+}
+
+/// `c = a · b + beta · c` as [`matmul`], for a `b` packed beforehand.
+pub fn matmul_packed(a: Mat, b: Packed, c: &mut [f32], beta: f32) {
+    let (m, k, n) = packed_product_shape(a, b, c);
     match b.backend {
         #[cfg(target_arch = "x86_64")]
         Backend::Avx512 if k > 0 => {
@@ -374,12 +387,63 @@ pub fn matmul_packed(a: Mat, b: Packed, c: &mut [f32], beta: f32) {
                     (a.data.as_ptr(), a.row_stride, a.col_stride),
                     b.values.as_ptr(),
                     beta,
-                    c.as_mut_ptr(),
-                    n as isize,
+                    (c.as_mut_ptr(), n as isize),
+                    0..n,
                 )
             }
         }
         _ => matmul(a, Mat::new(&b.values[..k * n], k, n), c, beta),
+    }
+}
+
+/// [`matmul_packed`] on the threads of the current rayon pool, split into
+/// blocks of columns (a few per thread): for a few rows of `a` against a
+/// large `b` packed once and kept (a dense layer's kernel while it
+/// predicts batch after batch), each value of `b` streams from memory
+/// once. The same result, bit for bit, as [`matmul_packed`] and
+/// [`matmul`].
+///
+/// ```
+/// use convnet::kernels::gemm::{Mat, PackedMats, matmul, matmul_packed_par};
+/// let (a, b) = ([1.0, 2.0], [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+/// let packed = PackedMats::new(1, 2, 3, |_| Mat::new(&b, 2, 3));
+/// let (mut c, mut expected) = ([0.0; 3], [0.0; 3]);
+/// matmul_packed_par(Mat::new(&a, 1, 2), packed.get(0), &mut c, 0.0);
+/// matmul(Mat::new(&a, 1, 2), Mat::new(&b, 2, 3), &mut expected, 0.0);
+/// assert_eq!(c, expected);
+/// ```
+pub fn matmul_packed_par(a: Mat, b: Packed, c: &mut [f32], beta: f32) {
+    let (m, k, n) = packed_product_shape(a, b, c);
+    match b.backend {
+        #[cfg(target_arch = "x86_64")]
+        Backend::Avx512 if k > 0 && m * n * k >= PARALLEL_MIN_WORK => {
+            let width = n.div_ceil(2 * rayon::current_num_threads());
+            let c_at = SharedOutput(c.as_mut_ptr());
+            super::sgemm::column_ranges(n, width)
+                .into_par_iter()
+                .for_each(|cols| {
+                    // SAFETY: the CPU has AVX-512F (it packed b); a's
+                    // values are inside its data (checked), b holds what
+                    // pack_whole_b wrote for k x n; the tasks' columns of
+                    // c (m x n, checked) are disjoint, and c stays
+                    // borrowed mutably until every task ends.
+                    unsafe {
+                        super::sgemm::sgemm_packed_b(
+                            m,
+                            k,
+                            n,
+                            (a.data.as_ptr(), a.row_stride, a.col_stride),
+                            b.values.as_ptr(),
+                            beta,
+                            (c_at.at(0), n as isize),
+                            cols,
+                        )
+                    }
+                });
+        }
+        #[cfg(target_arch = "x86_64")]
+        Backend::Avx512 => matmul_packed(a, b, c, beta),
+        _ => matmul_par(a, Mat::new(&b.values[..k * n], k, n), c, beta),
     }
 }
 
@@ -614,6 +678,47 @@ mod tests {
         }
     }
 
+    /// Runs `product` on a copy of `start` in pools of 1 and 3 threads;
+    /// each result must be `want`, bit for bit.
+    fn on_1_and_3_threads(
+        start: &[f32],
+        want: &[f32],
+        what: &str,
+        product: impl Fn(&mut [f32]) + Sync,
+    ) {
+        for threads in [1, 3] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            let mut got = start.to_vec();
+            pool.install(|| product(&mut got));
+            assert!(same_bits(&got, want), "{what}, {threads} threads");
+        }
+    }
+
+    /// The parallel product of a packed matrix equals the plain product
+    /// bit for bit, for few rows (streamed tiles) and many, columns that
+    /// end inside a panel, fill several blocks or only part of one, with
+    /// either beta, on 1 and 3 threads.
+    #[test]
+    fn parallel_packed_products_are_the_plain_ones_bit_for_bit() {
+        let value = |i: usize| ((i as f32) * 0.291).cos();
+        for (m, k, n) in [(16, 300, 2100), (3, 700, 1000), (40, 260, 250), (2, 5, 7)] {
+            let a: Vec<f32> = (0..m * k).map(value).collect();
+            let b: Vec<f32> = (0..k * n).map(|i| value(i + 11)).collect();
+            let packed = PackedMats::new(1, k, n, |_| Mat::new(&b, k, n));
+            for beta in [0.0, 1.0] {
+                let start: Vec<f32> = (0..m * n).map(|i| value(i + 3)).collect();
+                let mut want = start.clone();
+                matmul(Mat::new(&a, m, k), Mat::new(&b, k, n), &mut want, beta);
+                on_1_and_3_threads(&start, &want, &format!("{m}x{k}x{n}"), |c| {
+                    matmul_packed_par(Mat::new(&a, m, k), packed.get(0), c, beta)
+                });
+            }
+        }
+    }
+
     /// The parallel product equals the serial one bit for bit, for row
     /// and column splits, transposed operands and both betas, on 1 and 3
     /// threads.
@@ -628,17 +733,9 @@ mod tests {
                 let start: Vec<f32> = (0..m * n).map(|i| value(i + 3)).collect();
                 let mut want = start.clone();
                 matmul(Mat::new(&a, m, k), Mat::new(&bt, n, k).t(), &mut want, beta);
-                for threads in [1, 3] {
-                    let pool = rayon::ThreadPoolBuilder::new()
-                        .num_threads(threads)
-                        .build()
-                        .unwrap();
-                    let mut got = start.clone();
-                    pool.install(|| {
-                        matmul_par(Mat::new(&a, m, k), Mat::new(&bt, n, k).t(), &mut got, beta)
-                    });
-                    assert!(same_bits(&got, &want), "{m}x{k}x{n}");
-                }
+                on_1_and_3_threads(&start, &want, &format!("{m}x{k}x{n}"), |c| {
+                    matmul_par(Mat::new(&a, m, k), Mat::new(&bt, n, k).t(), c, beta)
+                });
                 let mut plain = start.clone();
                 matmul(Mat::new(&a, m, k), Mat::new(&b, k, n), &mut plain, beta);
                 let mut par = start.clone();

@@ -5,28 +5,43 @@
 use rayon::prelude::*;
 
 use super::copy_short;
-use super::gemm::{Mat, matmul, matmul_par};
+use super::gemm::{Mat, Packed, matmul, matmul_packed_par, matmul_par};
 
 /// `y = x · kernel + bias`.
 pub fn forward(x: &[f32], kernel: &[f32], bias: Option<&[f32]>, y: &mut [f32], inputs: usize) {
-    forward_with(matmul, x, kernel, bias, y, inputs);
+    let units = kernel.len() / inputs;
+    forward_with(x, bias, y, (inputs, units), |x, y, beta| {
+        matmul(x, Mat::new(kernel, inputs, units), y, beta)
+    });
 }
 
 /// [`forward`] on the threads of the current rayon pool (the same
 /// result, bit for bit).
 pub fn forward_par(x: &[f32], kernel: &[f32], bias: Option<&[f32]>, y: &mut [f32], inputs: usize) {
-    forward_with(matmul_par, x, kernel, bias, y, inputs);
+    let units = kernel.len() / inputs;
+    forward_with(x, bias, y, (inputs, units), |x, y, beta| {
+        matmul_par(x, Mat::new(kernel, inputs, units), y, beta)
+    });
 }
 
+/// [`forward_par`] with the kernel packed beforehand
+/// ([`PackedMats`](super::gemm::PackedMats)), for a few rows against a
+/// kernel kept between batches (the same result, bit for bit).
+pub fn forward_packed_par(x: &[f32], kernel: Packed, bias: Option<&[f32]>, y: &mut [f32]) {
+    let (inputs, units) = kernel.shape();
+    forward_with(x, bias, y, (inputs, units), |x, y, beta| {
+        matmul_packed_par(x, kernel, y, beta)
+    });
+}
+
+/// `y = bias` (or nothing), then `product(x, y, beta)` adds `x · kernel`.
 fn forward_with(
-    matmul: fn(Mat, Mat, &mut [f32], f32),
     x: &[f32],
-    kernel: &[f32],
     bias: Option<&[f32]>,
     y: &mut [f32],
-    inputs: usize,
+    (inputs, units): (usize, usize),
+    product: impl FnOnce(Mat, &mut [f32], f32),
 ) {
-    let units = kernel.len() / inputs;
     let rows = x.len() / inputs;
     let beta = match bias {
         Some(bias) => {
@@ -36,12 +51,7 @@ fn forward_with(
         }
         None => 0.0,
     };
-    matmul(
-        Mat::new(x, rows, inputs),
-        Mat::new(kernel, inputs, units),
-        y,
-        beta,
-    );
+    product(Mat::new(x, rows, inputs), y, beta);
 }
 
 /// The parameter gradients of one chunk, written (not added):

@@ -11,12 +11,13 @@ use ndarray::{ArrayD, IxDyn};
 use rayon::prelude::*;
 
 use super::config::{Config, Fields, config, with_input_shape};
+use super::kept::Kept;
 use super::{
-    Layer, OutputActivation, Param, kernel_and_bias, kernel_and_bias_mut, resize,
+    Layer, OutputActivation, Param, TrainingStep, kernel_and_bias, kernel_and_bias_mut, resize,
     samples_per_chunk, values, values_mut,
 };
 use crate::initializers::{Initializer, Rng};
-use crate::kernels::gemm::{Mat, matmul};
+use crate::kernels::gemm::{Mat, PackedMats, matmul};
 use crate::kernels::linear;
 use crate::{Activation, Error, Result};
 
@@ -37,6 +38,11 @@ pub struct Dense {
     inputs: usize,
     kernel: Param,
     bias: Param,
+    /// The kernel packed for the few-sample product, kept between
+    /// inference batches: packing AlexNet's 9216 x 4096 kernel costs as
+    /// much as the product. Dropped whenever the kernel can change (any
+    /// `&mut` access to the parameters, `build`, training).
+    inference_kernel: Kept<(), PackedMats>,
 }
 
 /// Samples per parallel chunk: 64, two chunks of a 128-sample batch (each
@@ -62,6 +68,7 @@ impl Dense {
             inputs: 0,
             kernel: empty("kernel"),
             bias: empty("bias"),
+            inference_kernel: Kept::default(),
         }
     }
 
@@ -104,6 +111,46 @@ impl Dense {
     pub fn input_shape(mut self, shape: &[usize]) -> Self {
         self.input_shape = Some(shape.to_vec());
         self
+    }
+
+    /// The forward pass; with `keep`, a batch of few samples uses (and
+    /// keeps) the packed kernel of [`Dense::inference_kernel`].
+    fn forward_keeping(&self, input: &ArrayD<f32>, output: &mut ArrayD<f32>, keep: bool) {
+        let batch = input.shape()[0];
+        resize(output, &[batch, self.units]);
+        let (inputs, units) = (self.inputs, self.units);
+        let kernel = values(&self.kernel.value);
+        let bias = self.use_bias.then(|| values(&self.bias.value));
+        let activation = self.output_activation;
+        if batch >= 2 * chunk() {
+            // Chunks of samples for the threads, each product followed by
+            // its activation while the chunk is in cache.
+            values(input)
+                .par_chunks(chunk() * inputs)
+                .zip(values_mut(output).par_chunks_mut(chunk() * units))
+                .for_each(|(x, y)| {
+                    linear::forward(x, kernel, bias, y, inputs);
+                    activation.forward(y, units);
+                });
+        } else {
+            // Too few samples to go round (AlexNet's 16): blocks of units.
+            let (x, y) = (values(input), values_mut(output));
+            if keep {
+                let packed = self.inference_kernel.get(
+                    |()| true,
+                    || {
+                        (
+                            (),
+                            PackedMats::new(1, inputs, units, |_| Mat::new(kernel, inputs, units)),
+                        )
+                    },
+                );
+                linear::forward_packed_par(x, packed.get(0), bias, y);
+            } else {
+                linear::forward_par(x, kernel, bias, y, inputs);
+            }
+            activation.forward(values_mut(output), units);
+        }
     }
 }
 
@@ -148,31 +195,18 @@ impl Layer for Dense {
         let kernel = ArrayD::from_shape_vec(IxDyn(&[inputs, self.units]), kernel).unwrap();
         self.kernel = Param::new("kernel", kernel);
         self.bias = Param::new("bias", ArrayD::zeros(IxDyn(&[self.units])));
+        self.inference_kernel.clear();
         Ok(vec![self.units])
     }
 
     fn forward(&self, input: &ArrayD<f32>, output: &mut ArrayD<f32>) {
-        let batch = input.shape()[0];
-        resize(output, &[batch, self.units]);
-        let (inputs, units) = (self.inputs, self.units);
-        let kernel = values(&self.kernel.value);
-        let bias = self.use_bias.then(|| values(&self.bias.value));
-        let activation = self.output_activation;
-        if batch >= 2 * chunk() {
-            // Chunks of samples for the threads, each product followed by
-            // its activation while the chunk is in cache.
-            values(input)
-                .par_chunks(chunk() * inputs)
-                .zip(values_mut(output).par_chunks_mut(chunk() * units))
-                .for_each(|(x, y)| {
-                    linear::forward(x, kernel, bias, y, inputs);
-                    activation.forward(y, units);
-                });
-        } else {
-            // Too few samples to go round (AlexNet's 16): blocks of units.
-            linear::forward_par(values(input), kernel, bias, values_mut(output), inputs);
-            activation.forward(values_mut(output), units);
-        }
+        self.forward_keeping(input, output, true);
+    }
+
+    fn forward_train(&mut self, input: &ArrayD<f32>, output: &mut ArrayD<f32>, _: TrainingStep) {
+        // The weights are about to change: no inference kernel to keep.
+        self.inference_kernel.clear();
+        self.forward_keeping(input, output, false);
     }
 
     fn backward(
@@ -236,6 +270,7 @@ impl Layer for Dense {
     }
 
     fn params_mut(&mut self) -> Vec<&mut Param> {
+        self.inference_kernel.clear();
         kernel_and_bias_mut(&mut self.kernel, &mut self.bias, self.use_bias)
     }
 

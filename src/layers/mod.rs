@@ -23,6 +23,7 @@ mod dense;
 mod dropout;
 mod flatten;
 mod global_pooling2d;
+mod kept;
 pub(crate) mod max_pooling2d;
 mod pooling;
 mod random_flip;

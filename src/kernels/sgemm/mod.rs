@@ -46,6 +46,7 @@
 mod avx512;
 
 use std::cell::RefCell;
+use std::ops::Range;
 
 /// Rows of A (and C) per micro-tile.
 pub(crate) const MR: usize = 14;
@@ -100,27 +101,45 @@ struct CTile {
 
 /// The micro-kernel for tiles of `r` rows, `r` in `1..=MR`.
 type Tile = unsafe fn(usize, *const f32, isize, *const f32, CTile, &[usize]);
-const TILES: [Tile; MR] = tiles::<true>();
-/// The micro-kernels that read a row-major A where it lies.
-const DIRECT_TILES: [Tile; MR] = tiles::<false>();
+
+/// The micro-kernels of a product, for 1 to `MR` rows: `packed` for a
+/// packed panel of A, `direct` for a row-major A read where it lies.
+struct Tiles {
+    packed: [Tile; MR],
+    direct: [Tile; MR],
+}
+
+/// The tiles of most products: B's panels are packed just before, into
+/// the cache.
+const CACHED: Tiles = Tiles {
+    packed: tiles::<true, false>(),
+    direct: tiles::<false, false>(),
+};
+
+/// The tiles of a few rows against a B packed beforehand, streamed from
+/// memory (see `avx512::tile`).
+const STREAMED: Tiles = Tiles {
+    packed: tiles::<true, true>(),
+    direct: tiles::<false, true>(),
+};
 
 /// The micro-kernels for 1 to `MR` rows.
-const fn tiles<const PACKED: bool>() -> [Tile; MR] {
+const fn tiles<const PACKED: bool, const STREAM: bool>() -> [Tile; MR] {
     [
-        avx512::tile::<1, PACKED>,
-        avx512::tile::<2, PACKED>,
-        avx512::tile::<3, PACKED>,
-        avx512::tile::<4, PACKED>,
-        avx512::tile::<5, PACKED>,
-        avx512::tile::<6, PACKED>,
-        avx512::tile::<7, PACKED>,
-        avx512::tile::<8, PACKED>,
-        avx512::tile::<9, PACKED>,
-        avx512::tile::<10, PACKED>,
-        avx512::tile::<11, PACKED>,
-        avx512::tile::<12, PACKED>,
-        avx512::tile::<13, PACKED>,
-        avx512::tile::<14, PACKED>,
+        avx512::tile::<1, PACKED, STREAM>,
+        avx512::tile::<2, PACKED, STREAM>,
+        avx512::tile::<3, PACKED, STREAM>,
+        avx512::tile::<4, PACKED, STREAM>,
+        avx512::tile::<5, PACKED, STREAM>,
+        avx512::tile::<6, PACKED, STREAM>,
+        avx512::tile::<7, PACKED, STREAM>,
+        avx512::tile::<8, PACKED, STREAM>,
+        avx512::tile::<9, PACKED, STREAM>,
+        avx512::tile::<10, PACKED, STREAM>,
+        avx512::tile::<11, PACKED, STREAM>,
+        avx512::tile::<12, PACKED, STREAM>,
+        avx512::tile::<13, PACKED, STREAM>,
+        avx512::tile::<14, PACKED, STREAM>,
     ]
 }
 
@@ -176,10 +195,20 @@ pub(crate) unsafe fn sgemm(
         // SAFETY: the caller's promises; each block of B is packed into
         // the buffer, which holds its panels, before its tiles read it.
         unsafe {
-            blocks(m, k, n, a, beta, (c, rsc), packed_a, |pc, kc, jc, nc| {
-                pack_b(kc, nc, at(b, pc, rsb, jc, csb), rsb, csb, packed_b);
-                packed_b
-            })
+            blocks(
+                m,
+                k,
+                n,
+                a,
+                beta,
+                (c, rsc),
+                packed_a,
+                &CACHED,
+                |pc, kc, jc, nc| {
+                    pack_b(kc, nc, at(b, pc, rsb, jc, csb), rsb, csb, packed_b);
+                    packed_b
+                },
+            )
         }
     });
 }
@@ -237,6 +266,7 @@ unsafe fn sgemm_transposed(
                 beta,
                 (c_t, m as isize),
                 packed_a,
+                &CACHED,
                 |pc, kc, jc, nc| {
                     pack_b(kc, nc, at(a, pc, csa, jc, rsa), csa, rsa, packed_b);
                     packed_b
@@ -292,7 +322,11 @@ pub(crate) unsafe fn pack_whole_b(
     }
 }
 
-/// [`sgemm`] with B already packed by [`pack_whole_b`] at `packed`.
+/// [`sgemm`] with B already packed by [`pack_whole_b`] at `packed`, for
+/// the columns `cols` of B and C only (`c` and `packed` stay those of the
+/// whole matrices). `cols` starts on a panel (a multiple of `NR`) and
+/// either on a block of `NC` columns or ends inside the block it starts
+/// in (see [`column_ranges`]).
 ///
 /// # Safety
 /// As for [`sgemm`], with `packed` holding what [`pack_whole_b`] wrote
@@ -305,30 +339,67 @@ pub(crate) unsafe fn sgemm_packed_b(
     (a, rsa, csa): (*const f32, isize, isize),
     packed: *const f32,
     beta: f32,
-    c: *mut f32,
-    rsc: isize,
+    (c, rsc): (*mut f32, isize),
+    cols: Range<usize>,
 ) {
-    if m == 0 || n == 0 {
+    if m == 0 || cols.is_empty() {
         return;
     }
     assert!(k > 0, "a packed B has steps");
+    assert!(cols.end <= n, "columns inside B");
+    let first = cols.start;
+    let block_end = (first / NC + 1) * NC;
+    assert!(
+        first.is_multiple_of(NR) && (first.is_multiple_of(NC) || cols.end <= block_end),
+        "columns of a packed B start on a panel and stay in their block"
+    );
+    // Streamed from memory where a few rows read each value of B once.
+    let tiles = if m <= FEW_ROWS { &STREAMED } else { &CACHED };
     SCRATCH.with(|scratch| {
         let packed_a = reserve(&mut scratch.borrow_mut().a, KC * MR);
         // SAFETY: the caller's promises; every block lies where
-        // pack_whole_b put it.
+        // pack_whole_b put it, and local column jc of `cols` is global
+        // column first + jc, in the panel (first + jc - block) / NR of the
+        // block that starts at column `block` (checked above: the local
+        // blocks never straddle two of pack_whole_b's).
         unsafe {
             blocks(
                 m,
                 k,
-                n,
+                cols.len(),
                 (a, rsa, csa),
                 beta,
-                (c, rsc),
+                (c.add(first), rsc),
                 packed_a,
-                |pc, _, jc, _| packed.add(packed_block_at(k, n, pc, jc)).cast_mut(),
+                tiles,
+                |pc, kc, jc, _| {
+                    let column = first + jc;
+                    let block = column / NC * NC;
+                    let panel = (column - block) * kc;
+                    packed
+                        .add(packed_block_at(k, n, pc, block) + panel)
+                        .cast_mut()
+                },
             )
         }
     });
+}
+
+/// Ranges of columns of a `n`-column B packed by [`pack_whole_b`], about
+/// `width` columns each, that [`sgemm_packed_b`] can compute one by one:
+/// whole panels inside one block, so the work splits evenly over threads
+/// however narrow B is.
+pub(crate) fn column_ranges(n: usize, width: usize) -> Vec<Range<usize>> {
+    let width = width.clamp(NR, NC).next_multiple_of(NR);
+    (0..n)
+        .step_by(NC)
+        .flat_map(|block| {
+            let end = (block + NC).min(n);
+            (block..end)
+                .step_by(width)
+                .map(move |first| first..(first + width).min(end))
+        })
+        .collect()
 }
 
 /// The loops of [`sgemm`] (see the module's notes), with `block_of(pc,
@@ -347,6 +418,7 @@ unsafe fn blocks(
     beta: f32,
     (c, rsc): (*mut f32, isize),
     packed_a: *mut f32,
+    tiles: &Tiles,
     mut block_of: impl FnMut(usize, usize, usize, usize) -> *mut f32,
 ) {
     let mut prefetch_lines = [0; MAX_LINES];
@@ -362,12 +434,12 @@ unsafe fn blocks(
                 let rows = MR.min(m - ir);
                 let a_panel = at(a, ir, rsa, pc, csa);
                 let (tile, a_panel) = if csa == 1 {
-                    (DIRECT_TILES[rows - 1], a_panel)
+                    (tiles.direct[rows - 1], a_panel)
                 } else {
                     // SAFETY: A[ir..ir + rows, pc..pc + kc] is readable
                     // (the caller's promise) and the buffer holds a panel.
                     unsafe { pack_a(rows, kc, a_panel, rsa, csa, packed_a) };
-                    (TILES[rows - 1], packed_a.cast_const())
+                    (tiles.packed[rows - 1], packed_a.cast_const())
                 };
                 // While the tiles of this panel run, the next panel's
                 // part of A comes into the cache, a share per tile.

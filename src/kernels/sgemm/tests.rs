@@ -253,3 +253,24 @@ fn blocks_of_a_product_are_the_whole_product_bit_for_bit() {
         }
     }
 }
+
+/// The column ranges cover B once, in order, each on whole panels of one
+/// block (what `sgemm_packed_b` requires), about as wide as asked.
+#[test]
+fn column_ranges_split_b_on_panels_inside_blocks() {
+    for n in [1, 31, 32, 250, 1000, 1024, 1025, 2100, 4096] {
+        for width in [1, 100, 256, 1024, 5000] {
+            let ranges = column_ranges(n, width);
+            let mut next = 0;
+            for cols in &ranges {
+                assert_eq!(cols.start, next, "n {n}, width {width}: in order");
+                assert!(!cols.is_empty());
+                assert_eq!(cols.start % NR, 0, "starts on a panel");
+                assert_eq!(cols.start / NC, (cols.end - 1) / NC, "inside one block");
+                assert!(cols.len() <= width.clamp(NR, NC).next_multiple_of(NR));
+                next = cols.end;
+            }
+            assert_eq!(next, n, "n {n}, width {width}: all of B");
+        }
+    }
+}
