@@ -99,6 +99,11 @@ def torch_model(name):
     return nn.Sequential(*layers)
 
 
+def peak_rss_mb():
+    """The most resident memory this process has held so far, in MB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def run_pytorch(args, x, y):
     import torch
 
@@ -128,6 +133,7 @@ def run_pytorch(args, x, y):
     for _ in range(passes):
         train_pass()
     train_rate = passes * len(x) / (time.perf_counter() - start)
+    train_peak = peak_rss_mb()
 
     def predict():
         model.eval()
@@ -136,7 +142,7 @@ def run_pytorch(args, x, y):
                 model(xb)
 
     inference_rate = len(x) / best_of_three(predict)
-    return torch.__version__, train_rate, inference_rate, passes * DATA_BATCHES
+    return torch.__version__, train_rate, inference_rate, passes * DATA_BATCHES, train_peak
 
 
 # ---------------------------------------------------------------- Keras
@@ -191,15 +197,16 @@ def run_keras(args, x, y):
     start = time.perf_counter()
     model.fit(data, steps_per_epoch=steps, epochs=1, verbose=0, shuffle=False)
     train_rate = steps * b / (time.perf_counter() - start)
+    train_peak = peak_rss_mb()
     inference_rate = len(x) / best_of_three(lambda: model.predict(x, batch_size=b, verbose=0))
-    return keras.__version__, train_rate, inference_rate, steps
+    return keras.__version__, train_rate, inference_rate, steps, train_peak
 
 
 def main():
     args = parse_args()
     x, y = random_data(args.model, args.batch_size)
     run = run_pytorch if args.framework == "pytorch" else run_keras
-    version, train_rate, inference_rate, steps = run(args, x, y)
+    version, train_rate, inference_rate, steps, train_peak = run(args, x, y)
     result = {
         "framework": args.framework,
         "version": version,
@@ -210,7 +217,8 @@ def main():
         "channels_last": args.framework == "keras" or not args.channels_first,
         "train_images_per_sec": train_rate,
         "inference_images_per_sec": inference_rate,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_train_rss_mb": train_peak,
+        "peak_rss_mb": peak_rss_mb(),
     }
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:

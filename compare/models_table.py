@@ -37,11 +37,16 @@ def ratio(results, model, key):
     return ours[key] / peer[key]
 
 
+def training_peak(result):
+    """Peak resident MB once training ends (results of older runs: at the end)."""
+    return result.get("peak_train_rss_mb", result.get("peak_rss_mb"))
+
+
 def table(folder):
     results = load(folder)
     models = [m for m in MODELS if any((m, f) in results for f in FRAMEWORKS)]
     head = "| network (batch) | " + " | ".join(
-        f"{f} train | {f} infer" for f in FRAMEWORKS) + " | train / PyTorch | infer / PyTorch | peak MB (convnet / PyTorch) |"
+        f"{f} train | {f} infer" for f in FRAMEWORKS) + " | train / PyTorch | infer / PyTorch | peak MB training (convnet / PyTorch) |"
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for m in models:
         row = []
@@ -50,7 +55,7 @@ def table(folder):
             r = results.get((m, f), {})
             digits = 1 if m == "alexnet" else 0
             row += [cell(r.get("train_images_per_sec"), digits), cell(r.get("inference_images_per_sec"), digits)]
-        mem = [results.get((m, f), {}).get("peak_rss_mb") for f in ("convnet", "pytorch")]
+        mem = [training_peak(results.get((m, f), {})) for f in ("convnet", "pytorch")]
         tr, inf = ratio(results, m, "train_images_per_sec"), ratio(results, m, "inference_images_per_sec")
         row += [cell(tr, 2), cell(inf, 2), " / ".join(cell(v) for v in mem)]
         lines.append(f"| {m} ({batch}) | " + " | ".join(row) + " |")

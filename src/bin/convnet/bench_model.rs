@@ -164,6 +164,7 @@ pub fn run(bench: ModelBench) -> Result<ModelFigures> {
     if !bench.layers_only {
         let passes = steps.div_ceil(DATA_BATCHES);
         let training = training_rate(&mut model, (&x, &y), batch_size, passes)?;
+        let train_peak = peak_rss_mb();
         let inference = inference_rate(&model, &x, batch_size)?;
         let peak = peak_rss_mb();
         println!(
@@ -175,14 +176,19 @@ pub fn run(bench: ModelBench) -> Result<ModelFigures> {
             "inference: {inference:.1} images/s, {:.1} GFLOP/s",
             inference * forward / 1e9
         );
-        if let Some(peak) = peak {
-            println!("peak resident memory of this process: {peak:.0} MB");
+        if let (Some(train_peak), Some(peak)) = (train_peak, peak) {
+            // Inference adds the kernels layers keep between batches.
+            println!(
+                "peak resident memory of this process: {train_peak:.0} MB training, \
+                 {peak:.0} MB after inference"
+            );
         }
         json["train_images_per_sec"] = training.into();
         json["inference_images_per_sec"] = inference.into();
         json["train_gflops"] = (training * train / 1e9).into();
         json["inference_gflops"] = (inference * forward / 1e9).into();
         json["steps"] = (passes * DATA_BATCHES).into();
+        json["peak_train_rss_mb"] = train_peak.into();
         json["peak_rss_mb"] = peak.into();
     }
     Ok(ModelFigures { json })
