@@ -14,6 +14,13 @@ use std::ops::{Deref, DerefMut};
 /// Vectors kept per thread: as many as one kernel call holds at once.
 const KEPT_PER_THREAD: usize = 4;
 
+/// Values of the largest vector a pool keeps (64 MB). Working space per
+/// step is far smaller; a larger vector held a kernel kept between
+/// inference batches (AlexNet's packed dense kernel: 151 MB), which goes
+/// back to the system when dropped instead of staying resident in a
+/// pool through the training that follows.
+const KEPT_MAX_VALUES: usize = 16 << 20;
+
 thread_local! {
     static POOL: RefCell<Vec<Vec<f32>>> = const { RefCell::new(Vec::new()) };
 }
@@ -58,7 +65,7 @@ impl Scratch {
 impl Drop for Scratch {
     fn drop(&mut self) {
         let vector = std::mem::take(&mut self.0);
-        if vector.capacity() == 0 {
+        if vector.capacity() == 0 || vector.capacity() > KEPT_MAX_VALUES {
             return;
         }
         // During thread shutdown the pool may be gone: then the vector is
@@ -88,6 +95,25 @@ impl DerefMut for Scratch {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_vector_over_the_largest_kept_size_is_freed_not_pooled() {
+        // Empty this thread's pool first: what it held would come back.
+        let held: Vec<Scratch> = (0..KEPT_PER_THREAD).map(|_| Scratch::take()).collect();
+        drop(Scratch(Vec::with_capacity(KEPT_MAX_VALUES + 1)));
+        assert_eq!(
+            Scratch::take().capacity(),
+            0,
+            "a new vector, not the large one"
+        );
+        drop(Scratch(Vec::with_capacity(KEPT_MAX_VALUES)));
+        assert_eq!(
+            Scratch::take().capacity(),
+            KEPT_MAX_VALUES,
+            "the largest kept size"
+        );
+        drop(held);
+    }
 
     #[test]
     fn an_unzeroed_take_keeps_the_length_and_values_it_was_left_with() {

@@ -6,6 +6,11 @@
 //! pictures), split the units into blocks (`kernels::gemm::matmul_par`);
 //! the kernel gradient is split into blocks of its rows, each summed over
 //! the whole batch, so no partial gradients need adding up.
+//!
+//! Predicting so few samples at a time, the layer keeps its kernel packed
+//! for the matrix product between batches (as much memory again as the
+//! kernel: 151 MB for AlexNet's first dense layer), and streams it from
+//! memory once per batch instead of packing it every time.
 
 use ndarray::{ArrayD, IxDyn};
 use rayon::prelude::*;
