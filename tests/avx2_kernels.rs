@@ -3,8 +3,8 @@
 //! (wide, narrow, narrow over grey images, and the sparse input gradient)
 //! still pass the finite-difference checks and agree with the AVX-512 ones,
 //! 2x2 and 3x3/2 max pooling give the same outputs and gradients either
-//! way, a Dense layer predicts alike with its kept kernel packed either
-//! way, and so does training a model end to end. One test only, since the
+//! way, a Dense layer predicts alike with its kernel kept packed or not,
+//! and so does training a model end to end. One test only, since the
 //! switch is process-wide.
 //!
 //! On a CPU without AVX-512 (or without AVX2 and FMA) both runs would take
@@ -224,9 +224,9 @@ fn max_pooling_agrees_with_and_without_avx512() {
     }
 }
 
-/// A Dense layer predicting a few samples at a time, whose kept kernel is
-/// packed for AVX-512's products or copied plainly without: the same
-/// outputs up to rounding, batch after batch.
+/// A Dense layer predicting a few samples at a time, with its kernel
+/// kept packed for AVX-512's products, or read where it lies without: the
+/// same outputs up to rounding, batch after batch.
 fn a_dense_layer_predicts_alike_with_and_without_avx512() {
     if !both_kernel_sets_run("a_dense_layer_predicts_alike_with_and_without_avx512") {
         return; // SKIPPED, not passed: nothing to compare on this CPU.

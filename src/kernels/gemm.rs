@@ -389,6 +389,7 @@ pub fn matmul_packed(a: Mat, b: Packed, c: &mut [f32], beta: f32) {
                     beta,
                     (c.as_mut_ptr(), n as isize),
                     0..n,
+                    false,
                 )
             }
         }
@@ -401,7 +402,8 @@ pub fn matmul_packed(a: Mat, b: Packed, c: &mut [f32], beta: f32) {
 /// large `b` packed once and kept (a dense layer's kernel while it
 /// predicts batch after batch), each value of `b` streams from memory
 /// once. The same result, bit for bit, as [`matmul_packed`] and
-/// [`matmul`].
+/// [`matmul`] (on the backend that packed `b`: a `b` packed with
+/// AVX-512 allowed is multiplied with it, see `kernels::allow_avx512`).
 ///
 /// ```
 /// use convnet::kernels::gemm::{Mat, PackedMats, matmul, matmul_packed_par};
@@ -437,6 +439,7 @@ pub fn matmul_packed_par(a: Mat, b: Packed, c: &mut [f32], beta: f32) {
                             beta,
                             (c_at.at(0), n as isize),
                             cols,
+                            m <= super::sgemm::FEW_ROWS,
                         )
                     }
                 });
@@ -497,12 +500,13 @@ pub fn matmul_par(a: Mat, b: Mat, c: &mut [f32], beta: f32) {
     });
 }
 
-/// The output of [`matmul_par`], shared by tasks that write disjoint
-/// parts of it.
+/// The output of [`matmul_par`] or [`matmul_packed_par`], shared by
+/// tasks that write disjoint parts of it.
 #[derive(Clone, Copy)]
 struct SharedOutput(*mut f32);
 
-// SAFETY: the tasks holding it write disjoint values (see `matmul_par`).
+// SAFETY: the tasks holding it write disjoint values (see `matmul_par`
+// and `matmul_packed_par`).
 unsafe impl Send for SharedOutput {}
 unsafe impl Sync for SharedOutput {}
 
@@ -704,7 +708,9 @@ mod tests {
     #[test]
     fn parallel_packed_products_are_the_plain_ones_bit_for_bit() {
         let value = |i: usize| ((i as f32) * 0.291).cos();
-        for (m, k, n) in [(16, 300, 2100), (3, 700, 1000), (40, 260, 250), (2, 5, 7)] {
+        let shapes = [(16, 300, 2100), (3, 700, 1000), (40, 260, 250), (2, 5, 7)];
+        // FEW_ROWS (28) rows stream B; one more caches it.
+        for (m, k, n) in shapes.into_iter().chain([(28, 600, 300), (29, 600, 300)]) {
             let a: Vec<f32> = (0..m * k).map(value).collect();
             let b: Vec<f32> = (0..k * n).map(|i| value(i + 11)).collect();
             let packed = PackedMats::new(1, k, n, |_| Mat::new(&b, k, n));

@@ -7,10 +7,13 @@
 //! the kernel gradient is split into blocks of its rows, each summed over
 //! the whole batch, so no partial gradients need adding up.
 //!
-//! Predicting so few samples at a time, the layer keeps its kernel packed
-//! for the matrix product between batches (as much memory again as the
-//! kernel: 151 MB for AlexNet's first dense layer), and streams it from
-//! memory once per batch instead of packing it every time.
+//! Predicting so few samples at a time on AVX-512, the layer keeps its
+//! kernel packed for the matrix product between batches (as much memory
+//! again as the kernel: 151 MB for AlexNet's first dense layer), and
+//! streams it from memory once per batch instead of packing it every
+//! time. (Two threads predicting at once may each pack it, once.)
+
+use std::sync::Arc;
 
 use ndarray::{ArrayD, IxDyn};
 use rayon::prelude::*;
@@ -23,7 +26,7 @@ use super::{
 };
 use crate::initializers::{Initializer, Rng};
 use crate::kernels::gemm::{Mat, PackedMats, matmul};
-use crate::kernels::linear;
+use crate::kernels::{has_avx512, linear};
 use crate::{Activation, Error, Result};
 
 /// Fully connected layer (Keras `Dense`).
@@ -118,6 +121,14 @@ impl Dense {
         self
     }
 
+    /// The kernel packed for the GEMM, kept (see [`Dense::inference_kernel`]).
+    fn packed_kernel(&self) -> Arc<PackedMats> {
+        let (inputs, units) = (self.inputs, self.units);
+        let kernel = values(&self.kernel.value);
+        let pack = || PackedMats::new(1, inputs, units, |_| Mat::new(kernel, inputs, units));
+        self.inference_kernel.get(|()| true, || ((), pack()))
+    }
+
     /// The forward pass; with `keep`, a batch of few samples uses (and
     /// keeps) the packed kernel of [`Dense::inference_kernel`].
     fn forward_keeping(&self, input: &ArrayD<f32>, output: &mut ArrayD<f32>, keep: bool) {
@@ -140,17 +151,10 @@ impl Dense {
         } else {
             // Too few samples to go round (AlexNet's 16): blocks of units.
             let (x, y) = (values(input), values_mut(output));
-            if keep {
-                let packed = self.inference_kernel.get(
-                    |()| true,
-                    || {
-                        (
-                            (),
-                            PackedMats::new(1, inputs, units, |_| Mat::new(kernel, inputs, units)),
-                        )
-                    },
-                );
-                linear::forward_packed_par(x, packed.get(0), bias, y);
+            // Kept where the packed copy is what the GEMM reads (AVX-512):
+            // elsewhere it would be a plain copy, memory for nothing.
+            if keep && batch > 0 && has_avx512() {
+                linear::forward_packed_par(x, self.packed_kernel().get(0), bias, y);
             } else {
                 linear::forward_par(x, kernel, bias, y, inputs);
             }

@@ -14,8 +14,8 @@ use std::arch::x86_64::*;
 use super::{CTile, MR, NR};
 
 /// Values of B ahead of the step being computed that a streaming tile
-/// (`STREAM`) prefetches: 8 KB, about 60 steps of a 14-row tile (1024 to
-/// 4096 measured alike).
+/// (`STREAM`) prefetches: 8 KB, 64 steps of a panel (1024 to 4096 values
+/// measured alike).
 const STREAM_AHEAD: usize = 2048;
 
 /// `C[0..R, 0..32] (+)= A_panel · B_panel` over `kc` steps.

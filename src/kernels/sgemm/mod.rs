@@ -21,7 +21,8 @@
 //! So every element of C is summed in an order that depends on `k` alone,
 //! never on `m`, `n`, or where the element lies in a tile: a product of a
 //! block of rows or columns of C equals that block of the whole product,
-//! bit for bit (what `gemm::matmul_par` relies on).
+//! bit for bit (what `gemm::matmul_par` and the column ranges of
+//! `gemm::matmul_packed_par` rely on).
 //!
 //! Speed, single-threaded, GFLOP/s (best of 5, `cargo run --release
 //! --example gemm_bench`), on a shared Sapphire-Rapids-class Xeon core
@@ -214,8 +215,10 @@ pub(crate) unsafe fn sgemm(
 }
 
 /// Rows of C up to which a B read transposed is better not packed (see
-/// [`sgemm_transposed`]).
-const FEW_ROWS: usize = 2 * MR;
+/// [`sgemm_transposed`]), and up to which a product reads each value of
+/// a packed B too few times for it to stay in cache (see
+/// [`sgemm_packed_b`]).
+pub(crate) const FEW_ROWS: usize = 2 * MR;
 
 /// [`sgemm`] for a C of few rows and a B stored transposed (`B[p, j]` at
 /// `b + p + j * csb`: a dense layer's input gradient `dy · Wᵀ`). Packing
@@ -326,7 +329,9 @@ pub(crate) unsafe fn pack_whole_b(
 /// the columns `cols` of B and C only (`c` and `packed` stay those of the
 /// whole matrices). `cols` starts on a panel (a multiple of `NR`) and
 /// either on a block of `NC` columns or ends inside the block it starts
-/// in (see [`column_ranges`]).
+/// in (see [`column_ranges`]). With `streamed`, B is read from memory
+/// once (a few rows of A against a large B): the tiles prefetch it ahead
+/// (see `avx512::tile`).
 ///
 /// # Safety
 /// As for [`sgemm`], with `packed` holding what [`pack_whole_b`] wrote
@@ -341,6 +346,7 @@ pub(crate) unsafe fn sgemm_packed_b(
     beta: f32,
     (c, rsc): (*mut f32, isize),
     cols: Range<usize>,
+    streamed: bool,
 ) {
     if m == 0 || cols.is_empty() {
         return;
@@ -353,8 +359,7 @@ pub(crate) unsafe fn sgemm_packed_b(
         first.is_multiple_of(NR) && (first.is_multiple_of(NC) || cols.end <= block_end),
         "columns of a packed B start on a panel and stay in their block"
     );
-    // Streamed from memory where a few rows read each value of B once.
-    let tiles = if m <= FEW_ROWS { &STREAMED } else { &CACHED };
+    let tiles = if streamed { &STREAMED } else { &CACHED };
     SCRATCH.with(|scratch| {
         let packed_a = reserve(&mut scratch.borrow_mut().a, KC * MR);
         // SAFETY: the caller's promises; every block lies where
@@ -387,8 +392,9 @@ pub(crate) unsafe fn sgemm_packed_b(
 
 /// Ranges of columns of a `n`-column B packed by [`pack_whole_b`], about
 /// `width` columns each, that [`sgemm_packed_b`] can compute one by one:
-/// whole panels inside one block, so the work splits evenly over threads
-/// however narrow B is.
+/// whole panels inside one block, so that a B of fewer columns than a
+/// block (a 1000-unit dense layer) still splits over threads, down to one
+/// panel per range.
 pub(crate) fn column_ranges(n: usize, width: usize) -> Vec<Range<usize>> {
     let width = width.clamp(NR, NC).next_multiple_of(NR);
     (0..n)

@@ -274,3 +274,31 @@ fn column_ranges_split_b_on_panels_inside_blocks() {
         }
     }
 }
+
+/// A column range that starts inside a panel, or starts inside a block
+/// and leaves it, is refused before any value is read.
+#[test]
+fn packed_column_ranges_off_the_panels_are_refused() {
+    for cols in [1000..1100, 992..1056] {
+        let (a, packed) = (vec![1.0_f32; 2048], vec![0.0_f32; 2048]);
+        let mut c = vec![0.0_f32; 2048];
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            // SAFETY: the range is refused by an assertion before any
+            // instruction or value the contract covers is used.
+            unsafe {
+                sgemm_packed_b(
+                    1,
+                    1,
+                    2048,
+                    (a.as_ptr(), 1, 1),
+                    packed.as_ptr(),
+                    0.0,
+                    (c.as_mut_ptr(), 2048),
+                    cols.clone(),
+                    false,
+                )
+            }
+        }));
+        assert!(outcome.is_err(), "columns {cols:?} refused");
+    }
+}
