@@ -258,6 +258,12 @@ fn direct_kernel_grad(
     dk.mapv(|v| v as f32)
 }
 
+/// Whether a layer holds a kernel kept for inference (its Debug output
+/// says so).
+fn holds_kept_kernel(layer: &dyn std::fmt::Debug) -> bool {
+    format!("{layer:?}").contains("kept: true")
+}
+
 /// Changes one value of the layer's kernel by the smallest step there is.
 fn nudge_one_kernel_value(layer: &mut dyn Layer) {
     let mut params = layer.params_mut();
@@ -280,6 +286,10 @@ fn a_winograd_layer_predicts_with_its_current_weights() {
     };
     let first = forward(&mut layer, &x);
     assert_close(&first, &direct(&layer), "first batch");
+    assert!(
+        holds_kept_kernel(&layer),
+        "predicting keeps the transformed kernel"
+    );
     assert_eq!(forward(&mut layer, &x), first, "the kept kernel, same bits");
     layer.params_mut()[0].value.mapv_inplace(|v| -2.0 * v);
     assert_close(&forward(&mut layer, &x), &direct(&layer), "new weights");
@@ -292,6 +302,8 @@ fn a_winograd_layer_predicts_with_its_current_weights() {
         y,
         "as a fresh transform of the kernel"
     );
+    layer.forward_train(&x, &mut y, Default::default());
+    assert!(!holds_kept_kernel(&layer), "training drops it");
 }
 
 #[test]
@@ -329,9 +341,8 @@ fn a_dense_layer_predicts_with_its_current_weights() {
     assert_close(&forward(&mut layer, &x), &direct(&layer), "new weights");
     nudge_one_kernel_value(&mut layer);
     assert_eq!(forward(&mut layer, &x), training(&layer), "one ulp changed");
-    // Training frees the kept kernel (the weights are about to change);
-    // the layer's Debug output says whether it holds one.
-    let holds_one = |layer: &Dense| format!("{layer:?}").contains("kept: true");
+    // Training frees the kept kernel (the weights are about to change).
+    let holds_one = |layer: &Dense| holds_kept_kernel(layer);
     if has_avx512() {
         assert!(holds_one(&layer), "predicting keeps a packed kernel");
     } else {
