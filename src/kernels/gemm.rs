@@ -372,26 +372,12 @@ fn packed_product_shape(a: Mat, b: Packed, c: &[f32]) -> (usize, usize, usize) {
 
 /// `c = a · b + beta · c` as [`matmul`], for a `b` packed beforehand.
 pub fn matmul_packed(a: Mat, b: Packed, c: &mut [f32], beta: f32) {
-    let (m, k, n) = packed_product_shape(a, b, c);
+    let (_, k, n) = packed_product_shape(a, b, c);
     match b.backend {
         #[cfg(target_arch = "x86_64")]
         Backend::Avx512 if k > 0 => {
-            // SAFETY: the CPU has AVX-512F (it packed b); a's values are
-            // inside its data (checked), b holds what pack_whole_b wrote
-            // for k x n, and c (m x n, checked) does not alias them.
-            unsafe {
-                super::sgemm::sgemm_packed_b(
-                    m,
-                    k,
-                    n,
-                    (a.data.as_ptr(), a.row_stride, a.col_stride),
-                    b.values.as_ptr(),
-                    beta,
-                    (c.as_mut_ptr(), n as isize),
-                    0..n,
-                    false,
-                )
-            }
+            // SAFETY: c is m x n (checked) and borrowed mutably for the call.
+            unsafe { packed_columns(a, b, beta, c.as_mut_ptr(), 0..n, false) }
         }
         _ => matmul(a, Mat::new(&b.values[..k * n], k, n), c, beta),
     }
@@ -420,33 +406,54 @@ pub fn matmul_packed_par(a: Mat, b: Packed, c: &mut [f32], beta: f32) {
         #[cfg(target_arch = "x86_64")]
         Backend::Avx512 if k > 0 && m * n * k >= PARALLEL_MIN_WORK => {
             let width = n.div_ceil(2 * rayon::current_num_threads());
+            let streamed = m <= super::sgemm::FEW_ROWS;
             let c_at = SharedOutput(c.as_mut_ptr());
             super::sgemm::column_ranges(n, width)
                 .into_par_iter()
                 .for_each(|cols| {
-                    // SAFETY: the CPU has AVX-512F (it packed b); a's
-                    // values are inside its data (checked), b holds what
-                    // pack_whole_b wrote for k x n; the tasks' columns of
-                    // c (m x n, checked) are disjoint, and c stays
-                    // borrowed mutably until every task ends.
-                    unsafe {
-                        super::sgemm::sgemm_packed_b(
-                            m,
-                            k,
-                            n,
-                            (a.data.as_ptr(), a.row_stride, a.col_stride),
-                            b.values.as_ptr(),
-                            beta,
-                            (c_at.at(0), n as isize),
-                            cols,
-                            m <= super::sgemm::FEW_ROWS,
-                        )
-                    }
+                    // SAFETY: c is m x n (checked); the tasks' columns of
+                    // it are disjoint, and c stays borrowed mutably until
+                    // every task ends.
+                    unsafe { packed_columns(a, b, beta, c_at.at(0), cols, streamed) }
                 });
         }
         #[cfg(target_arch = "x86_64")]
         Backend::Avx512 => matmul_packed(a, b, c, beta),
         _ => matmul_par(a, Mat::new(&b.values[..k * n], k, n), c, beta),
+    }
+}
+
+/// Columns `cols` of `c = a · b + beta · c` for a `b` packed by AVX-512
+/// (`sgemm::sgemm_packed_b`; `streamed`: b is read from memory once).
+///
+/// # Safety
+/// `b` was packed with AVX-512 (so the CPU has it), `a` was checked
+/// against `b` ([`packed_product_shape`]), and `c` points to an `a.rows x
+/// b.cols` output, row-major, whose columns `cols` nothing else reads or
+/// writes during the call.
+#[cfg(target_arch = "x86_64")]
+unsafe fn packed_columns(
+    a: Mat,
+    b: Packed,
+    beta: f32,
+    c: *mut f32,
+    cols: std::ops::Range<usize>,
+    streamed: bool,
+) {
+    // SAFETY: the caller's promises; a's values are inside its data, b
+    // holds what pack_whole_b wrote for its k x n.
+    unsafe {
+        super::sgemm::sgemm_packed_b(
+            a.rows,
+            b.rows,
+            b.cols,
+            (a.data.as_ptr(), a.row_stride, a.col_stride),
+            b.values.as_ptr(),
+            beta,
+            (c, b.cols as isize),
+            cols,
+            streamed,
+        )
     }
 }
 

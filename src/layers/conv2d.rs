@@ -97,7 +97,7 @@ pub struct Conv2D {
 /// takes `&mut self` (`params_mut`, `build`, training), and each drops
 /// it. (It was kept with a copy of the kernel it came from and compared
 /// before each batch: 0.67 ms for AlexNet's conv4 alone.)
-type KeptKernel = Kept<(), PackedMats>;
+type KeptKernel = Kept<PackedMats>;
 
 /// Rows of `d_rows` per matrix product of the input gradient: few enough
 /// to stay in a core's cache between the product and col2im.
@@ -390,7 +390,7 @@ impl Conv2D {
             Arc::new(self.winograd_kernel(false))
         } else {
             self.inference_kernel
-                .get(|()| true, || ((), self.winograd_kernel(false)))
+                .get_or_make(|| self.winograd_kernel(false))
         };
         // Without use_bias the bias parameter exists but stays zero.
         let bias = values(&self.bias.value);

@@ -50,7 +50,7 @@ pub struct Dense {
     /// inference batches: packing AlexNet's 9216 x 4096 kernel costs as
     /// much as the product. Dropped whenever the kernel can change (any
     /// `&mut` access to the parameters, `build`, training).
-    inference_kernel: Kept<(), PackedMats>,
+    inference_kernel: Kept<PackedMats>,
 }
 
 /// Samples per parallel chunk: 64, two chunks of a 128-sample batch (each
@@ -125,8 +125,8 @@ impl Dense {
     fn packed_kernel(&self) -> Arc<PackedMats> {
         let (inputs, units) = (self.inputs, self.units);
         let kernel = values(&self.kernel.value);
-        let pack = || PackedMats::new(1, inputs, units, |_| Mat::new(kernel, inputs, units));
-        self.inference_kernel.get(|()| true, || ((), pack()))
+        self.inference_kernel
+            .get_or_make(|| PackedMats::new(1, inputs, units, |_| Mat::new(kernel, inputs, units)))
     }
 
     /// The forward pass; with `keep`, a batch of few samples uses (and

@@ -1,35 +1,29 @@
 //! `Kept`: what a layer prepares from its weights for inference (a
 //! kernel transformed or packed for the matrix products), kept between
-//! predictions with the key that says whether it is still right.
+//! predictions until the weights can change.
 //!
 //! Predicting batch after batch prepares it once: AlexNet's Winograd
 //! kernels are 52 MB of planes per batch of 16, its dense kernels 234 MB
-//! to pack. Training drops it (the weights change every step), and a
+//! to pack. Every way to change a layer's weights takes it mutably
+//! (`params_mut`, `build`, training), and each calls [`Kept::clear`]; a
 //! clone starts without one.
 
 use std::sync::{Arc, Mutex, PoisonError};
 
-/// A value made from a layer's weights, with the key it was made for.
-pub(super) struct Kept<K, T>(Mutex<Option<(K, Arc<T>)>>);
+/// A value made from a layer's weights, or nothing yet.
+pub(super) struct Kept<T>(Mutex<Option<Arc<T>>>);
 
-impl<K, T> Kept<K, T> {
-    /// The kept value if `still_right(key)` says so, else `make()`'s,
-    /// kept with its key. (`make` runs unlocked: it runs parallel loops,
-    /// whose threads may predict with this layer too.)
-    pub(super) fn get(
-        &self,
-        still_right: impl FnOnce(&K) -> bool,
-        make: impl FnOnce() -> (K, T),
-    ) -> Arc<T> {
+impl<T> Kept<T> {
+    /// The kept value, else `make()`'s, kept. (`make` runs unlocked: it
+    /// runs parallel loops, whose threads may predict with this layer
+    /// too.)
+    pub(super) fn get_or_make(&self, make: impl FnOnce() -> T) -> Arc<T> {
         let lock = || self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some((key, value)) = &*lock()
-            && still_right(key)
-        {
+        if let Some(value) = &*lock() {
             return Arc::clone(value);
         }
-        let (key, value) = make();
-        let value = Arc::new(value);
-        *lock() = Some((key, Arc::clone(&value)));
+        let value = Arc::new(make());
+        *lock() = Some(Arc::clone(&value));
         value
     }
 
@@ -39,19 +33,19 @@ impl<K, T> Kept<K, T> {
     }
 }
 
-impl<K, T> Default for Kept<K, T> {
+impl<T> Default for Kept<T> {
     fn default() -> Self {
         Kept(Mutex::new(None))
     }
 }
 
-impl<K, T> Clone for Kept<K, T> {
+impl<T> Clone for Kept<T> {
     fn clone(&self) -> Self {
         Kept::default()
     }
 }
 
-impl<K, T> std::fmt::Debug for Kept<K, T> {
+impl<T> std::fmt::Debug for Kept<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let kept = self.0.lock().map(|kept| kept.is_some()).unwrap_or(false);
         f.debug_struct("Kept").field("kept", &kept).finish()
