@@ -187,6 +187,35 @@ fn winograd_kernel_gradient_shares_of_several_chunks_add_up() {
 }
 
 #[test]
+fn winograd_relu_derivative_applied_as_read_is_a_separate_pass() {
+    // A Winograd layer with relu applies relu's derivative as its
+    // transforms read the gradient: the same bits as applying it first.
+    let mut layer = Conv2D::new(32, (3, 3))
+        .padding(Padding::Same)
+        .activation(Relu);
+    let mut r = rng(36);
+    let out = layer.build(&[12, 10, 16], &mut r).unwrap();
+    let x = random(&[3, 12, 10, 16], &mut r);
+    let dy = random(&[3, out[0], out[1], out[2]], &mut r);
+    let mut y = ArrayD::zeros(IxDyn(&[0]));
+    layer.forward_train(&x, &mut y, Default::default());
+    let grads = |layer: &mut Conv2D, mut dy: ArrayD<f32>| {
+        let mut dx = ArrayD::zeros(IxDyn(&[0]));
+        layer.backward(&x, &y, &mut dy, Some(&mut dx));
+        let params = layer.params().iter().map(|p| p.grad.clone()).collect();
+        (params, dx)
+    };
+    let fused: (Vec<_>, _) = grads(&mut layer, dy.clone());
+    let masked = ndarray::Zip::from(&dy)
+        .and(&y)
+        .map_collect(|&g, &y| if y > 0.0 { g } else { 0.0 });
+    let mut separate = layer.clone();
+    separate.skip_activation_derivative(true);
+    assert!(fused == grads(&mut separate, masked));
+    assert!(y.iter().any(|&v| v <= 0.0) && y.iter().any(|&v| v > 0.0));
+}
+
+#[test]
 fn conv2d_gradients_across_parallel_chunks() {
     // A batch large enough to be split into several chunks, whose partial
     // gradients must add up.

@@ -39,10 +39,15 @@
 //! dd = B [ Σ over filters U ⊙ Z ] Bᵀ           (36 products Z_ξ · Uᵀ_ξ)
 //! ```
 //!
-//! and each tile's `dd` is added onto the input gradient (tiles overlap by
-//! two rows and columns). The kernel-gradient sum stays in the transformed
-//! domain over all the tiles of a chunk, so its inverse transform runs
-//! once per chunk.
+//! and each tile's `dd` goes into the input gradient: written by the first
+//! tile that reaches a pixel, added by the others (tiles overlap by two
+//! rows and columns), so the input gradient is never zeroed first. The
+//! kernel-gradient sum stays in the transformed domain over all the tiles
+//! of a chunk, so its inverse transform runs once per chunk. The output
+//! gradient is read once, by its transform, which also sums the bias
+//! gradient and can apply relu's derivative and undo 2x2 max pooling on
+//! the way (see [`OutputGrad`]): neither needs a pass over memory of its
+//! own.
 //!
 //! Tiles are processed in blocks small enough that a block's transformed
 //! values stay in a core's L2 cache between the transforms and the
@@ -175,12 +180,31 @@ impl Tiling {
         )
     }
 
-    /// The input pixel (row, column) under output pixel `(oy, ox)`'s tap
-    /// `(r, s)`, or `None` in the padding.
-    fn input_pixel(&self, oy: usize, ox: usize, r: usize, s: usize) -> Option<(usize, usize)> {
-        let y = (oy + r).checked_sub(self.w.pad_top)?;
-        let x = (ox + s).checked_sub(self.w.pad_left)?;
-        (y < self.w.in_h && x < self.w.in_w).then_some((y, x))
+    /// Whether every input pixel lies under some tile's `A` x `A` window
+    /// (for stride 1 and "valid" or "same" padding, always).
+    fn covers_input(&self) -> bool {
+        let w = &self.w;
+        let reach =
+            |tiles: usize, pad: usize, side: usize| tiles * self.m + A - self.m >= pad + side;
+        reach(self.tiles_h, w.pad_top, w.in_h) && reach(self.tiles_w, w.pad_left, w.in_w)
+    }
+
+    /// Where the `A` x `A` input window of the tile at output pixel
+    /// `(oy, ox)` lies in an image: for each row `r` of the window, the
+    /// offset of image row `oy + r - pad_top`, and for each column `s`,
+    /// that of pixel `ox + s - pad_left` in a row; `None` in the padding.
+    #[inline(always)]
+    fn input_window(&self, oy: usize, ox: usize) -> ([Option<usize>; A], [Option<usize>; A]) {
+        let w = &self.w;
+        let rows = std::array::from_fn(|r| {
+            let y = (oy + r).checked_sub(w.pad_top)?;
+            (y < w.in_h).then_some(y * w.in_w * w.channels)
+        });
+        let cols = std::array::from_fn(|s| {
+            let x = (ox + s).checked_sub(w.pad_left)?;
+            (x < w.in_w).then_some(x * w.channels)
+        });
+        (rows, cols)
     }
 }
 
@@ -311,16 +335,13 @@ impl KernelRows<'_> {
         row: usize,
         out: &mut [f32],
     ) {
-        let mut g = Grids::<V, R, A>::new();
+        let mut grid = Grid::<V, R, A>::new();
         for col in (0..self.cols).step_by(LANES) {
             let n = LANES.min(self.cols - col);
-            for (tap, value) in g.input.as_flattened_mut().iter_mut().enumerate() {
-                *value = self.load(tap, row, col, n);
-            }
-            g.transform::<T>();
-            for (xi, value) in g.output.as_flattened().iter().enumerate() {
-                store(out, xi * self.cols + col, n, *value);
-            }
+            grid.transform::<T>(
+                |r, s| self.load(r * R + s, row, col, n),
+                |a, b, value| store(out, (a * A + b) * self.cols + col, n, value),
+            );
         }
     }
 
@@ -454,24 +475,20 @@ fn transform_input<V: Simd, const FULL: bool>(
 ) {
     let channels = t.w.channels;
     let stride = plane(count, channels);
-    let mut g = Grids::<V, A, A>::new();
+    let mut grid = Grid::<V, A, A>::new();
     for i in 0..count {
         let (image, oy, ox) = t.tile(first + i);
         let image = &x[image * t.w.in_len()..][..t.w.in_len()];
+        let (rows, cols) = t.input_window(oy, ox);
         for c in (0..channels).step_by(LANES) {
             let n = if FULL { LANES } else { LANES.min(channels - c) };
-            for (r, row) in g.input.iter_mut().enumerate() {
-                for (s, value) in row.iter_mut().enumerate() {
-                    *value = match t.input_pixel(oy, ox, r, s) {
-                        Some((py, px)) => load(image, (py * t.w.in_w + px) * channels + c, n),
-                        None => V::zero(),
-                    };
-                }
-            }
-            g.transform::<Input>();
-            for (xi, value) in g.output.as_flattened().iter().enumerate() {
-                store(v, xi * stride + i * channels + c, n, *value);
-            }
+            grid.transform::<Input>(
+                |r, s| match (rows[r], cols[s]) {
+                    (Some(row), Some(col)) => load(image, row + col + c, n),
+                    _ => V::zero(),
+                },
+                |a, b, value| store(v, (a * A + b) * stride + i * channels + c, n, value),
+            );
         }
     }
 }
@@ -487,68 +504,126 @@ fn transform_output<V: Simd, const FULL: bool, const M: usize, T: Transform<A, M
     let filters = t.filters;
     let stride = plane(count, filters);
     let image_len = t.w.out_pixels() * filters;
-    let mut g = Grids::<V, A, M>::new();
+    let mut grid = Grid::<V, A, M>::new();
     for i in 0..count {
         let (image, oy, ox) = t.tile(first + i);
         let image = &mut y[image * image_len..][..image_len];
         let (rows, cols) = (M.min(t.w.out_h - oy), M.min(t.w.out_w - ox));
         for f in (0..filters).step_by(LANES) {
             let n = if FULL { LANES } else { LANES.min(filters - f) };
-            for (xi, value) in g.input.as_flattened_mut().iter_mut().enumerate() {
-                *value = load(m, xi * stride + i * filters + f, n);
-            }
-            g.transform::<T>();
             let bias = load(bias, f, n);
-            for (r, row) in g.output.iter().enumerate().take(rows) {
-                for (s, value) in row.iter().enumerate().take(cols) {
-                    let mut value = value.add(bias);
-                    if relu {
-                        value = value.relu();
+            grid.transform::<T>(
+                |a, b| load(m, (a * A + b) * stride + i * filters + f, n),
+                |r, s, value| {
+                    if r < rows && s < cols {
+                        let mut value = value.add(bias);
+                        if relu {
+                            value = value.relu();
+                        }
+                        let at = ((oy + r) * t.w.out_w + ox + s) * filters + f;
+                        store(image, at, n, value);
                     }
-                    store(
-                        image,
-                        ((oy + r) * t.w.out_w + ox + s) * filters + f,
-                        n,
-                        value,
-                    );
-                }
-            }
+                },
+            );
         }
     }
 }
 
-/// The backward pass of a chunk: from its input `x` and the gradient `dy`
-/// of its output (after the activation's derivative), this chunk's
-/// kernel gradient into `d_kernel` (Keras layout, overwritten) and, when
-/// asked for, the input gradient into `dx.0` (overwritten), for which
-/// `dx.1` is the kernel as [`transform_kernel`] gives it transposed.
+/// The gradient that a backward pass starts from, for a chunk of images.
+#[derive(Clone, Copy, Debug)]
+pub enum OutputGrad<'a> {
+    /// `dy`, the gradient of the convolution's output itself (no
+    /// activation, or its derivative already applied).
+    Linear(&'a [f32]),
+    /// The gradient `dy` of relu's output, and that output `y`: relu's
+    /// derivative is applied as `dy` is read (no pass of its own).
+    Relu { dy: &'a [f32], y: &'a [f32] },
+    /// The gradient `dy` of relu's output after 2x2 max pooling (stride
+    /// 2, over the top-left `2 * (h / 2)` x `2 * (w / 2)` pixels), the
+    /// pooled output `y`, and each window's winner as `kernels::pool`
+    /// records it: each gradient goes to its window's winner where the
+    /// pooled output is positive, so the convolution's own output
+    /// gradient is never stored.
+    Pooled {
+        dy: &'a [f32],
+        y: &'a [f32],
+        winners: &'a [u8],
+    },
+}
+
+impl<'a> OutputGrad<'a> {
+    /// Values per image of `dy` (and of `y` and `winners`) for a layer of
+    /// window `w` and `filters` filters.
+    pub fn image_len(&self, w: &Window2d, filters: usize) -> usize {
+        match self {
+            OutputGrad::Pooled { .. } => (w.out_h / 2) * (w.out_w / 2) * filters,
+            _ => w.out_pixels() * filters,
+        }
+    }
+
+    /// The same gradient for images `first..first + count` only.
+    pub fn images(self, w: &Window2d, filters: usize, first: usize, count: usize) -> Self {
+        let len = self.image_len(w, filters);
+        let part = |v: &'a [f32]| &v[first * len..(first + count) * len];
+        match self {
+            OutputGrad::Linear(dy) => OutputGrad::Linear(part(dy)),
+            OutputGrad::Relu { dy, y } => OutputGrad::Relu {
+                dy: part(dy),
+                y: part(y),
+            },
+            OutputGrad::Pooled { dy, y, winners } => OutputGrad::Pooled {
+                dy: part(dy),
+                y: part(y),
+                winners: &winners[first * len..(first + count) * len],
+            },
+        }
+    }
+
+    /// How many images it holds the gradient of.
+    fn image_count(&self, w: &Window2d, filters: usize) -> usize {
+        let len = self.image_len(w, filters).max(1);
+        let (dy, others) = match self {
+            OutputGrad::Linear(dy) => (dy, [dy.len(); 2]),
+            OutputGrad::Relu { dy, y } => (dy, [y.len(); 2]),
+            OutputGrad::Pooled { dy, y, winners } => (dy, [y.len(), winners.len()]),
+        };
+        assert!(
+            others.iter().all(|&n| n == dy.len()) && dy.len().is_multiple_of(len),
+            "whole images of output gradient"
+        );
+        dy.len() / len
+    }
+}
+
+/// The backward pass of a chunk: from its input `x` and the gradient
+/// `dy` of its output, this chunk's kernel and bias gradients into
+/// `d_params` (Keras layout, overwritten) and, when asked for, the input
+/// gradient into `dx.0` (overwritten), for which `dx.1` is the kernel as
+/// [`transform_kernel`] gives it transposed.
 pub fn backward(
     w: &Window2d,
     filters: usize,
-    (x, dy): (&[f32], &[f32]),
-    d_kernel: &mut [f32],
+    (x, dy): (&[f32], OutputGrad),
+    (d_kernel, d_bias): (&mut [f32], &mut [f32]),
     dx: Option<(&mut [f32], &PackedMats)>,
     scratch: &mut Vec<f32>,
 ) {
     let (channels, images) = (w.channels, x.len() / w.in_len());
-    assert_eq!(
-        dy.len(),
-        images * w.out_pixels() * filters,
-        "output gradient size"
-    );
+    assert_eq!(dy.image_count(w, filters), images, "output gradient size");
     assert!(applies(w, filters), "a layer these kernels compute");
     assert_eq!(
         d_kernel.len(),
         w.k_h * w.k_w * channels * filters,
         "kernel gradient size"
     );
+    assert_eq!(d_bias.len(), filters, "bias gradient size");
     if let Some((dx, _)) = &dx {
         assert_eq!(dx.len(), x.len(), "input gradient size");
     }
     let t = Tiling::new(w, filters, images, 2 * channels + filters);
     let planes = 2 * plane(t.block, channels) + plane(t.block, filters);
     scratch.resize(XI * (planes + channels * filters), 0.0);
-    let args = (t, (x, dy), d_kernel, dx, &mut scratch[..]);
+    let args = (t, (x, dy), (d_kernel, d_bias), dx, &mut scratch[..]);
     #[cfg(target_arch = "x86_64")]
     {
         if super::has_avx512() {
@@ -565,8 +640,8 @@ pub fn backward(
 
 type BackwardArgs<'a> = (
     Tiling,
-    (&'a [f32], &'a [f32]),
-    &'a mut [f32],
+    (&'a [f32], OutputGrad<'a>),
+    (&'a mut [f32], &'a mut [f32]),
     Option<(&'a mut [f32], &'a PackedMats)>,
     &'a mut [f32],
 );
@@ -602,28 +677,34 @@ fn backward_blocks<V: Simd>(args: BackwardArgs) {
     }
 }
 
-/// Per block of tiles: transform the input and the output gradient, add
-/// the block's 36 kernel-gradient products to the chunk's, and (for `dx`)
-/// 36 more products, transformed back onto the input gradient.
+/// Per block of tiles: transform the input and the output gradient
+/// (summing the bias gradient on the way), add the block's 36
+/// kernel-gradient products to the chunk's, and (for `dx`) 36 more
+/// products, transformed back into the input gradient.
 #[inline(always)]
 fn backward_blocks_of<V: Simd, const FULL: bool>(
-    (t, (x, dy), d_kernel, mut dx, scratch): BackwardArgs,
+    (t, (x, dy), (d_kernel, d_bias), mut dx, scratch): BackwardArgs,
 ) {
     let (channels, filters) = (t.w.channels, t.filters);
     let (v, rest) = scratch.split_at_mut(XI * plane(t.block, channels));
     let (z, rest) = rest.split_at_mut(XI * plane(t.block, filters));
     let (p, d_u) = rest.split_at_mut(XI * plane(t.block, channels));
-    if let Some((dx, _)) = &mut dx {
+    if let Some((dx, _)) = &mut dx
+        && !t.covers_input()
+    {
+        // Pixels no tile reaches get no gradient.
         dx.fill(0.0);
     }
+    d_bias.fill(0.0);
     let tiles = x.len() / t.w.in_len() * t.tiles_per_image();
     for first in (0..tiles).step_by(t.block) {
         let count = t.block.min(tiles - first);
         let (v_plane, z_plane) = (plane(count, channels), plane(count, filters));
         transform_input::<V, FULL>(&t, x, (first, count), v);
+        let block = (first, count);
         match t.m {
-            4 => transform_output_grad::<V, FULL, 4, OutputGrad4>(&t, dy, (first, count), z),
-            _ => transform_output_grad::<V, FULL, 2, OutputGrad2>(&t, dy, (first, count), z),
+            4 => output_grad_of::<V, FULL, 4, OutputGrad4>(&t, dy, block, z, d_bias),
+            _ => output_grad_of::<V, FULL, 2, OutputGrad2>(&t, dy, block, z, d_bias),
         }
         let beta = if first == 0 { 0.0 } else { 1.0 };
         for xi in 0..XI {
@@ -648,45 +729,109 @@ fn backward_blocks_of<V: Simd, const FULL: bool>(
     }
 }
 
-/// `Z_ξ = (A dY Aᵀ)_ξ` for tiles `first..` of the output gradient `dy`,
-/// into `z` (36 x tiles x filters), by the transform `T` of `M` x `M`
-/// output tiles; outside the output, `dY` is 0.
+/// [`transform_output_grad`] reading `dy` as it comes.
 #[inline(always)]
-fn transform_output_grad<V: Simd, const FULL: bool, const M: usize, T: Transform<M, A>>(
+fn output_grad_of<V: Simd, const FULL: bool, const M: usize, T: Transform<M, A>>(
     t: &Tiling,
-    dy: &[f32],
-    (first, count): (usize, usize),
+    dy: OutputGrad,
+    block: (usize, usize),
     z: &mut [f32],
+    d_bias: &mut [f32],
 ) {
-    let filters = t.filters;
-    let stride = plane(count, filters);
-    let image_len = t.w.out_pixels() * filters;
-    let mut g = Grids::<V, M, A>::new();
-    for i in 0..count {
-        let (image, oy, ox) = t.tile(first + i);
-        let image = &dy[image * image_len..][..image_len];
-        for f in (0..filters).step_by(LANES) {
-            let n = if FULL { LANES } else { LANES.min(filters - f) };
-            for (r, row) in g.input.iter_mut().enumerate() {
-                for (s, value) in row.iter_mut().enumerate() {
-                    let (py, px) = (oy + r, ox + s);
-                    *value = if py < t.w.out_h && px < t.w.out_w {
-                        load(image, (py * t.w.out_w + px) * filters + f, n)
-                    } else {
-                        V::zero()
-                    };
+    let (w, filters) = (&t.w, t.filters);
+    let out = (z, d_bias);
+    let row = w.out_w * filters;
+    match dy {
+        OutputGrad::Linear(dy) => {
+            let image_len = w.out_pixels() * filters;
+            transform_output_grad::<V, FULL, M, T>(t, block, out, |image, py, px, f, n| {
+                if py < w.out_h && px < w.out_w {
+                    load(dy, image * image_len + py * row + px * filters + f, n)
+                } else {
+                    V::zero()
                 }
-            }
-            g.transform::<T>();
-            for (xi, value) in g.output.as_flattened().iter().enumerate() {
-                store(z, xi * stride + i * filters + f, n, *value);
-            }
+            })
+        }
+        OutputGrad::Relu { dy, y } => {
+            let image_len = w.out_pixels() * filters;
+            transform_output_grad::<V, FULL, M, T>(t, block, out, |image, py, px, f, n| {
+                if py < w.out_h && px < w.out_w {
+                    let at = image * image_len + py * row + px * filters + f;
+                    load::<V>(dy, at, n).where_positive(load(y, at, n))
+                } else {
+                    V::zero()
+                }
+            })
+        }
+        OutputGrad::Pooled { dy, y, winners } => {
+            let (pooled_h, pooled_w) = (w.out_h / 2, w.out_w / 2);
+            let image_len = pooled_h * pooled_w * filters;
+            transform_output_grad::<V, FULL, M, T>(t, block, out, |image, py, px, f, n| {
+                let (qy, qx) = (py / 2, px / 2);
+                if qy < pooled_h && qx < pooled_w {
+                    let at = image * image_len + (qy * pooled_w + qx) * filters + f;
+                    let position = (py % 2 * 2 + px % 2) as u8;
+                    let grad = load::<V>(dy, at, n).where_positive(load(y, at, n));
+                    grad.where_winner(&winner_bytes(winners, at, n), position)
+                } else {
+                    V::zero()
+                }
+            })
         }
     }
 }
 
-/// `dd = B p Bᵀ` for tiles `first..` of `p` (36 x tiles x channels),
-/// added onto the input gradient `dx` where it lies inside the image.
+/// `winners[at..at + n]`, then zeros up to 16 bytes.
+#[inline(always)]
+fn winner_bytes(winners: &[u8], at: usize, n: usize) -> [u8; LANES] {
+    match winners.get(at..at + LANES) {
+        Some(bytes) if n == LANES => bytes.try_into().expect("16 bytes"),
+        _ => {
+            let mut bytes = [0; LANES];
+            bytes[..n].copy_from_slice(&winners[at..at + n]);
+            bytes
+        }
+    }
+}
+
+/// `Z_ξ = (A dY Aᵀ)_ξ` for tiles `first..` of the output gradient, into
+/// `z` (36 x tiles x filters), by the transform `T` of `M` x `M` output
+/// tiles, where `dy(image, row, column, filter, n)` reads `n` filters of
+/// the output gradient (0 outside the output); the sum of the values read
+/// is added onto `d_bias`.
+#[inline(always)]
+fn transform_output_grad<V: Simd, const FULL: bool, const M: usize, T: Transform<M, A>>(
+    t: &Tiling,
+    (first, count): (usize, usize),
+    (z, d_bias): (&mut [f32], &mut [f32]),
+    dy: impl Fn(usize, usize, usize, usize, usize) -> V,
+) {
+    let filters = t.filters;
+    let stride = plane(count, filters);
+    let mut grid = Grid::<V, M, A>::new();
+    for i in 0..count {
+        let (image, oy, ox) = t.tile(first + i);
+        for f in (0..filters).step_by(LANES) {
+            let n = if FULL { LANES } else { LANES.min(filters - f) };
+            let mut sum = V::zero();
+            grid.transform::<T>(
+                |r, s| {
+                    let value = dy(image, oy + r, ox + s, f, n);
+                    sum = sum.add(value);
+                    value
+                },
+                |a, b, value| store(z, (a * A + b) * stride + i * filters + f, n, value),
+            );
+            store(d_bias, f, n, load::<V>(d_bias, f, n).add(sum));
+        }
+    }
+}
+
+/// `dd = B p Bᵀ` for tiles `first..` of `p` (36 x tiles x channels), into
+/// the input gradient `dx` where it lies inside the image: written by the
+/// first tile that reaches a pixel (tiles are visited row by row, and
+/// overlap the one above and the one to the left by `A - m` rows and
+/// columns), added by the others.
 #[inline(always)]
 fn add_input_grad<V: Simd, const FULL: bool>(
     t: &Tiling,
@@ -696,25 +841,35 @@ fn add_input_grad<V: Simd, const FULL: bool>(
 ) {
     let channels = t.w.channels;
     let stride = plane(count, channels);
-    let mut g = Grids::<V, A, A>::new();
+    let overlap = A - t.m;
+    // Where some pixel lies outside every tile, `dx` was zeroed first.
+    let write_first = t.covers_input();
+    let mut grid = Grid::<V, A, A>::new();
     for i in 0..count {
         let (image, oy, ox) = t.tile(first + i);
         let image = &mut dx[image * t.w.in_len()..][..t.w.in_len()];
+        let (rows, cols) = t.input_window(oy, ox);
+        let (rows_seen, cols_seen) = if write_first {
+            ((oy > 0) as usize * overlap, (ox > 0) as usize * overlap)
+        } else {
+            (A, A)
+        };
         for c in (0..channels).step_by(LANES) {
             let n = if FULL { LANES } else { LANES.min(channels - c) };
-            for (xi, value) in g.input.as_flattened_mut().iter_mut().enumerate() {
-                *value = load(p, xi * stride + i * channels + c, n);
-            }
-            g.transform::<InputGrad>();
-            for (r, row) in g.output.iter().enumerate() {
-                for (s, value) in row.iter().enumerate() {
-                    if let Some((py, px)) = t.input_pixel(oy, ox, r, s) {
-                        let at = (py * t.w.in_w + px) * channels + c;
-                        let old: V = load(image, at, n);
-                        store(image, at, n, old.add(*value));
+            grid.transform::<InputGrad>(
+                |a, b| load(p, (a * A + b) * stride + i * channels + c, n),
+                |r, s, value| {
+                    if let (Some(row), Some(col)) = (rows[r], cols[s]) {
+                        let at = row + col + c;
+                        if r < rows_seen || s < cols_seen {
+                            let old: V = load(image, at, n);
+                            store(image, at, n, old.add(value));
+                        } else {
+                            store(image, at, n, value);
+                        }
                     }
-                }
-            }
+                },
+            );
         }
     }
 }
@@ -730,56 +885,60 @@ fn transform_kernel_grad<V: Simd, const R: usize, T: Transform<A, R>>(
 ) {
     let (channels, filters) = (t.w.channels, t.filters);
     let taps = channels * filters;
-    let mut g = Grids::<V, A, R>::new();
+    let mut grid = Grid::<V, A, R>::new();
     for c in 0..channels {
         for f in (0..filters).step_by(LANES) {
             let n = LANES.min(filters - f);
             let at = c * filters + f;
-            for (xi, value) in g.input.as_flattened_mut().iter_mut().enumerate() {
-                *value = load(d_u, xi * taps + at, n);
-            }
-            g.transform::<T>();
-            for (tap, value) in g.output.as_flattened().iter().enumerate() {
-                store(d_kernel, tap * taps + at, n, *value);
-            }
+            grid.transform::<T>(
+                |a, b| load(d_u, (a * A + b) * taps + at, n),
+                |r, s, value| store(d_kernel, (r * R + s) * taps + at, n, value),
+            );
         }
     }
 }
 
-/// The working grids of a 2-D transform, reused from tile to tile.
-struct Grids<V, const I: usize, const O: usize> {
-    input: [[V; I]; I],
-    /// The columns done: `half[a][s] = (T input)[a][s]`.
+/// The working space of a 2-D transform: the grid half done, made once
+/// per pass (zeroing it per tile would cost a `memset` of up to 2.3 KB).
+struct Grid<V, const I: usize, const O: usize> {
     half: [[V; I]; O],
-    output: [[V; O]; O],
 }
 
-impl<V: Simd, const I: usize, const O: usize> Grids<V, I, O> {
+impl<V: Simd, const I: usize, const O: usize> Grid<V, I, O> {
     #[inline(always)]
     fn new() -> Self {
-        Grids {
-            input: [[V::zero(); I]; I],
+        Grid {
             half: [[V::zero(); I]; O],
-            output: [[V::zero(); O]; O],
         }
     }
 
-    /// `output = T input Tᵀ` for the 1-D transform `T`.
+    /// `out = T x Tᵀ` for the `I` x `I` grid `x` and the 1-D transform
+    /// `T`: `load(r, s)` gives `x[r][s]`, and `store(a, b, value)` takes
+    /// `out[a][b]`, each once. Columns first (`T` down each column of
+    /// `x`), then rows; the values are loaded and stored where they lie,
+    /// so only the half-done grid (`O` x `I`) stays in between.
     #[inline(always)]
-    fn transform<T: Transform<I, O>>(&mut self) {
+    fn transform<T: Transform<I, O>>(
+        &mut self,
+        mut load: impl FnMut(usize, usize) -> V,
+        mut store: impl FnMut(usize, usize, V),
+    ) {
         let mut column = [V::zero(); I];
         let mut done = [V::zero(); O];
         for s in 0..I {
-            for (value, row) in column.iter_mut().zip(&self.input) {
-                *value = row[s];
+            for (r, value) in column.iter_mut().enumerate() {
+                *value = load(r, s);
             }
             T::apply(&column, &mut done);
             for (row, value) in self.half.iter_mut().zip(&done) {
                 row[s] = *value;
             }
         }
-        for a in 0..O {
-            T::apply(&self.half[a], &mut self.output[a]);
+        for (a, row) in self.half.iter().enumerate() {
+            T::apply(row, &mut done);
+            for (b, value) in done.iter().enumerate() {
+                store(a, b, *value);
+            }
         }
     }
 }

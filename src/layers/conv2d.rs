@@ -49,6 +49,7 @@ use super::{
 use crate::initializers::{Initializer, Rng};
 use crate::kernels::gemm::PackedMats;
 use crate::kernels::scratch::Scratch;
+use crate::kernels::winograd::OutputGrad;
 use crate::kernels::{Window2d, direct_conv, filter_conv, im2col, linear, winograd};
 use crate::{Activation, Error, Result};
 
@@ -409,46 +410,49 @@ impl Conv2D {
 
     /// Per chunk, its shares of the parameter gradients and (if asked
     /// for) its part of the input gradient, by Winograd's transposed
-    /// transforms (`winograd::backward`).
+    /// transforms (`winograd::backward`), from the output gradient `dy`
+    /// as it comes (see `winograd::OutputGrad`).
     fn grads_winograd(
         &mut self,
         input: &ArrayD<f32>,
-        grad_output: &[f32],
+        dy: OutputGrad,
         grad_input: Option<&mut ArrayD<f32>>,
     ) {
         let w = self.window();
-        let (chunk, filters) = (self.chunk(), self.filters);
+        let (chunk, filters, batch) = (self.chunk(), self.filters, input.shape()[0]);
+        self.make_param_grad_shares(batch);
         let u_t = grad_input.is_some().then(|| self.winograd_kernel(true));
-        let grads = |(x, dy): (&[f32], &[f32]),
-                     (d_kernel, d_bias): (&mut [f32], &mut [f32]),
+        let x = values(input);
+        let grads = |c: usize,
+                     d_params: (&mut [f32], &mut [f32]),
                      dx: Option<&mut [f32]>,
                      scratch: &mut Vec<f32>| {
+            let (first, count) = (c * chunk, chunk.min(batch - c * chunk));
+            let x = &x[first * w.in_len()..][..count * w.in_len()];
+            let dy = dy.images(&w, filters, first, count);
             let dx = dx.zip(u_t.as_ref());
-            winograd::backward(&w, filters, (x, dy), d_kernel, dx, scratch);
-            linear::column_sums(dy, d_bias);
+            winograd::backward(&w, filters, (x, dy), d_params, dx, scratch);
         };
-        let shares = values(input)
-            .par_chunks(chunk * w.in_len())
-            .zip(grad_output.par_chunks(chunk * w.out_pixels() * filters))
-            .zip(
-                self.partial_kernel
-                    .par_chunks_mut(w.patch_len() * filters)
-                    .zip(self.partial_bias.par_chunks_mut(filters)),
-            );
+        let shares = (0..batch.div_ceil(chunk)).into_par_iter().zip(
+            self.partial_kernel
+                .par_chunks_mut(w.patch_len() * filters)
+                .zip(self.partial_bias.par_chunks_mut(filters)),
+        );
         match grad_input {
             Some(grad_input) => {
                 resize(grad_input, input.shape());
                 let dx = values_mut(grad_input).par_chunks_mut(chunk * w.in_len());
                 shares
                     .zip(dx)
-                    .for_each_init(Scratch::take_unzeroed, |scratch, ((x_dy, d_params), dx)| {
-                        grads(x_dy, d_params, Some(dx), scratch)
+                    .for_each_init(Scratch::take_unzeroed, |scratch, ((c, d_params), dx)| {
+                        grads(c, d_params, Some(dx), scratch)
                     });
             }
-            None => shares.for_each_init(Scratch::take_unzeroed, |scratch, (x_dy, d_params)| {
-                grads(x_dy, d_params, None, scratch)
+            None => shares.for_each_init(Scratch::take_unzeroed, |scratch, (c, d_params)| {
+                grads(c, d_params, None, scratch)
             }),
         }
+        self.sum_param_grad_shares();
     }
 
     /// Runs `compute(x, padded, out, scratch)` on each chunk `(x, out)`
@@ -710,9 +714,8 @@ impl Conv2D {
         self.make_param_grad_shares(input.shape()[0]);
         match self.path() {
             Path::Winograd => {
-                self.grads_winograd(input, grad_output, grad_input);
-                self.sum_param_grad_shares();
-                return;
+                let dy = OutputGrad::Linear(grad_output);
+                return self.grads_winograd(input, dy, grad_input);
             }
             Path::Filters => self.param_grads_filters(grad_output),
             Path::Direct => self.param_grads_direct(grad_output),
@@ -899,6 +902,12 @@ impl Layer for Conv2D {
         grad_input: Option<&mut ArrayD<f32>>,
     ) {
         let activation = self.output_activation;
+        let relu = activation.has_derivative() && activation.activation == Activation::Relu;
+        if relu && matches!(self.path(), Path::Winograd) {
+            // relu's derivative applied as the transforms read the gradient.
+            let (dy, y) = (values(grad_output), values(output));
+            return self.grads_winograd(input, OutputGrad::Relu { dy, y }, grad_input);
+        }
         if activation.has_derivative() {
             let (y, dy) = (values(output), values_mut(grad_output));
             let chunk = self.chunk() * self.window().out_pixels() * self.filters;

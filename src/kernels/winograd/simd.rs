@@ -26,6 +26,11 @@ pub(super) unsafe trait Simd: Copy {
     fn div(self, k: f32) -> Self;
     /// `max(self, 0)`.
     fn relu(self) -> Self;
+    /// `self` in the lanes where `y > 0` (false for NaN), else 0: relu's
+    /// derivative at its output `y`.
+    fn where_positive(self, y: Self) -> Self;
+    /// `self` in the lanes whose byte of `winners` is `position`, else 0.
+    fn where_winner(self, winners: &[u8; LANES], position: u8) -> Self;
 }
 
 /// A plain array: for CPUs without AVX2.
@@ -77,6 +82,20 @@ unsafe impl Simd for Portable {
     fn relu(self) -> Self {
         self.map(self, |a, _| a.max(0.0))
     }
+    #[inline(always)]
+    fn where_positive(self, y: Self) -> Self {
+        self.map(y, |a, y| if y > 0.0 { a } else { 0.0 })
+    }
+    #[inline(always)]
+    fn where_winner(self, winners: &[u8; LANES], position: u8) -> Self {
+        let mut out = self.0;
+        for (value, &winner) in out.iter_mut().zip(winners) {
+            if winner != position {
+                *value = 0.0;
+            }
+        }
+        Portable(out)
+    }
 }
 
 /// One zmm register. Only for functions compiled with AVX-512F.
@@ -127,6 +146,24 @@ unsafe impl Simd for Avx512 {
     fn relu(self) -> Self {
         // SAFETY: AVX-512F as above.
         Avx512(unsafe { _mm512_max_ps(self.0, _mm512_setzero_ps()) })
+    }
+    #[inline(always)]
+    fn where_positive(self, y: Self) -> Self {
+        // SAFETY: AVX-512F as above.
+        unsafe {
+            let positive = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(y.0, _mm512_setzero_ps());
+            Avx512(_mm512_maskz_mov_ps(positive, self.0))
+        }
+    }
+    #[inline(always)]
+    fn where_winner(self, winners: &[u8; LANES], position: u8) -> Self {
+        // SAFETY: `winners` holds 16 bytes; AVX-512F as above.
+        unsafe {
+            let bytes = _mm_loadu_si128(winners.as_ptr().cast());
+            let won = _mm512_cvtepu8_epi32(bytes);
+            let here = _mm512_cmpeq_epi32_mask(won, _mm512_set1_epi32(position as i32));
+            Avx512(_mm512_maskz_mov_ps(here, self.0))
+        }
     }
 }
 
@@ -197,5 +234,28 @@ unsafe impl Simd for Avx2 {
         self.both(self, |a, _| unsafe {
             _mm256_max_ps(a, _mm256_setzero_ps())
         })
+    }
+    #[inline(always)]
+    fn where_positive(self, y: Self) -> Self {
+        // SAFETY: AVX2 as above.
+        self.both(y, |a, y| unsafe {
+            _mm256_and_ps(a, _mm256_cmp_ps::<_CMP_GT_OQ>(y, _mm256_setzero_ps()))
+        })
+    }
+    #[inline(always)]
+    fn where_winner(self, winners: &[u8; LANES], position: u8) -> Self {
+        // SAFETY: `winners` holds 16 bytes, 8 per half; AVX2 as above.
+        unsafe {
+            let half = |at: usize| {
+                let bytes = _mm_loadl_epi64(winners.as_ptr().add(at).cast());
+                let won = _mm256_cvtepu8_epi32(bytes);
+                let here = _mm256_cmpeq_epi32(won, _mm256_set1_epi32(position as i32));
+                _mm256_castsi256_ps(here)
+            };
+            Avx2(
+                _mm256_and_ps(self.0, half(0)),
+                _mm256_and_ps(self.1, half(8)),
+            )
+        }
     }
 }

@@ -83,6 +83,18 @@ fn cases() -> Vec<Case> {
         case5(13, 11, 17, 20, Padding::Valid),
         case5(5, 5, 33, 35, Padding::Valid),
         case5(6, 7, 96, 64, Padding::Same),
+        // Input rows and columns past the reach of every output and of
+        // every tile (8 outputs: two tiles, 10 inputs): their input
+        // gradient is 0.
+        Case {
+            w: Window2d {
+                in_h: 12,
+                in_w: 11,
+                ..case(10, 10, 16, 16, Padding::Valid).w
+            },
+            filters: 16,
+            images: 3,
+        },
     ]
 }
 
@@ -224,20 +236,24 @@ fn the_public_forward_agrees_with_its_paths() {
     assert_eq!(y, run_forward(fastest, c, &x, &u, &bias, true));
 }
 
+/// The kernel, bias and input gradients (the last all NaN unless
+/// `with_dx`) from the output gradient `dy`.
 fn run_backward(
     isa: Isa,
     c: &Case,
-    (x, dy): (&[f32], &[f32]),
+    (x, dy): (&[f32], OutputGrad),
     u: &Transformed,
     with_dx: bool,
-) -> (Vec<f32>, Vec<f32>) {
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let mut d_kernel = vec![f32::NAN; kernel_len_of(c)];
+    let mut d_bias = vec![f32::NAN; c.filters];
     let mut dx = vec![f32::NAN; x.len()];
     let t = Tiling::new(&c.w, c.filters, c.images, 2 * c.w.channels + c.filters);
     let (ch, f) = (c.w.channels, c.filters);
     let mut scratch = vec![f32::NAN; XI * (2 * plane(t.block, ch) + plane(t.block, f) + ch * f)];
     let dx_arg = with_dx.then_some((&mut dx[..], &u.u_t));
-    let args = (t, (x, dy), &mut d_kernel[..], dx_arg, &mut scratch[..]);
+    let d_params = (&mut d_kernel[..], &mut d_bias[..]);
+    let args = (t, (x, dy), d_params, dx_arg, &mut scratch[..]);
     match isa {
         Isa::Portable => backward_blocks::<Portable>(args),
         // SAFETY: only listed by `paths` where the CPU has them.
@@ -246,7 +262,7 @@ fn run_backward(
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512 => unsafe { backward_avx512(args) },
     }
-    (d_kernel, dx)
+    (d_kernel, d_bias, dx)
 }
 
 #[test]
@@ -258,6 +274,11 @@ fn gradients_match_the_direct_definitions() {
         let (mut d_kernel, mut d_kernel_scale) =
             (vec![0.0f64; kernel.len()], vec![0.0f64; kernel.len()]);
         let (mut dx, mut dx_scale) = (vec![0.0f64; x.len()], vec![0.0f64; x.len()]);
+        let (mut d_bias, mut d_bias_scale) = (vec![0.0f64; c.filters], vec![0.0f64; c.filters]);
+        for (o, &g) in dy.iter().enumerate() {
+            d_bias[o % c.filters] += g as f64;
+            d_bias_scale[o % c.filters] += g.abs() as f64;
+        }
         products(c, |i, g, o| {
             let kernel_term = x[i] as f64 * dy[o] as f64;
             d_kernel[g] += kernel_term;
@@ -268,18 +289,26 @@ fn gradients_match_the_direct_definitions() {
         });
         let u = transformed(c, &kernel);
         for isa in paths() {
-            let (got_kernel, got_dx) = run_backward(isa, c, (&x, &dy), &u, true);
+            let dy = OutputGrad::Linear(&dy);
+            let (got_kernel, got_bias, got_dx) = run_backward(isa, c, (&x, dy), &u, true);
             assert_close(
                 &format!("{isa:?} d_kernel"),
                 &got_kernel,
                 &d_kernel,
                 &d_kernel_scale,
             );
+            assert_close(
+                &format!("{isa:?} d_bias"),
+                &got_bias,
+                &d_bias,
+                &d_bias_scale,
+            );
             assert_close(&format!("{isa:?} dx"), &got_dx, &dx, &dx_scale);
-            let (only_kernel, untouched) = run_backward(isa, c, (&x, &dy), &u, false);
+            let (only_kernel, only_bias, untouched) = run_backward(isa, c, (&x, dy), &u, false);
             assert_eq!(
-                only_kernel, got_kernel,
-                "the kernel gradient does not depend on dx"
+                (only_kernel, only_bias),
+                (got_kernel, got_bias),
+                "the parameter gradients do not depend on dx"
             );
             assert!(
                 untouched.iter().all(|v| v.is_nan()),
@@ -301,12 +330,12 @@ fn every_path_gives_the_same_bits() {
         let bias = noise_vec(c.filters, 14);
         let portable = (
             run_forward(Isa::Portable, c, &x, &u, &bias, false),
-            run_backward(Isa::Portable, c, (&x, &dy), &u, true),
+            run_backward(Isa::Portable, c, (&x, OutputGrad::Linear(&dy)), &u, true),
         );
         for isa in paths() {
             let other = (
                 run_forward(isa, c, &x, &u, &bias, false),
-                run_backward(isa, c, (&x, &dy), &u, true),
+                run_backward(isa, c, (&x, OutputGrad::Linear(&dy)), &u, true),
             );
             assert!(other == portable, "{isa:?} differs from the portable path");
         }
@@ -395,4 +424,73 @@ fn a_chunk_holds_a_block_of_tiles() {
     assert_eq!(images_per_block(&window(2)), 64, "one tile each");
     let window5 = Window2d::new((27, 27, 96), (5, 5), (1, 1), Padding::Same).unwrap();
     assert_eq!(images_per_block(&window5), 2, "196 tiles of 2x2");
+}
+
+/// `dy` through relu's derivative at its output `y`, as the separate
+/// pass computes it.
+fn relu_derivative(dy: &[f32], y: &[f32]) -> Vec<f32> {
+    let mut grad = dy.to_vec();
+    crate::kernels::activation::relu_backward(y, &mut grad);
+    grad
+}
+
+#[test]
+fn relu_applied_as_read_gives_the_bits_of_a_separate_pass() {
+    for (k, c) in cases().iter().enumerate() {
+        let x = noise_vec(c.images * c.w.in_len(), 21 + k as u64);
+        let len = c.images * c.w.out_pixels() * c.filters;
+        let (dy, y) = (noise_vec(len, 22), noise_vec(len, 23));
+        let u = transformed(c, &noise_vec(kernel_len_of(c), 24));
+        for isa in paths() {
+            let fused = run_backward(isa, c, (&x, OutputGrad::Relu { dy: &dy, y: &y }), &u, true);
+            let linear = relu_derivative(&dy, &y);
+            let separate = run_backward(isa, c, (&x, OutputGrad::Linear(&linear)), &u, true);
+            assert!(fused == separate, "{isa:?}, case {k}");
+        }
+    }
+}
+
+#[test]
+fn pooled_gradients_give_the_bits_of_unpooling_first() {
+    for (k, c) in cases().iter().enumerate() {
+        if c.w.out_h < 2 || c.w.out_w < 2 {
+            continue;
+        }
+        let pool = Window2d::new(
+            (c.w.out_h, c.w.out_w, c.filters),
+            (2, 2),
+            (2, 2),
+            Padding::Valid,
+        )
+        .unwrap();
+        let x = noise_vec(c.images * c.w.in_len(), 31 + k as u64);
+        let conv_y = noise_vec(c.images * c.w.out_pixels() * c.filters, 32);
+        let pooled_len = c.images * pool.out_pixels() * c.filters;
+        let (mut pooled, mut winners) = (vec![0.0; pooled_len], vec![0; pooled_len]);
+        let columns = &mut Default::default();
+        crate::kernels::pool::max_pool_forward(&pool, &conv_y, &mut pooled, &mut winners, columns);
+        let dy = noise_vec(pooled_len, 33);
+        let mut unpooled = vec![f32::NAN; conv_y.len()];
+        crate::kernels::pool::max_pool_backward(&pool, &winners, &dy, Some(&pooled), &mut unpooled);
+        let u = transformed(c, &noise_vec(kernel_len_of(c), 34));
+        for isa in paths() {
+            let grad = OutputGrad::Pooled {
+                dy: &dy,
+                y: &pooled,
+                winners: &winners,
+            };
+            let fused = run_backward(isa, c, (&x, grad), &u, true);
+            let separate = run_backward(isa, c, (&x, OutputGrad::Linear(&unpooled)), &u, true);
+            assert!(fused == separate, "{isa:?}, case {k}");
+        }
+    }
+}
+
+#[test]
+fn tiles_cover_the_inputs_of_valid_and_same_layers() {
+    let all = cases();
+    let (last, rest) = all.split_last().unwrap();
+    let covers = |c: &Case| Tiling::new(&c.w, c.filters, c.images, 1).covers_input();
+    assert!(rest.iter().all(covers), "stride 1, valid or same");
+    assert!(!covers(last), "inputs past every output");
 }
