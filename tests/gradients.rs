@@ -865,6 +865,20 @@ fn gradients_of_every_fused_stage_at_any_depth() {
         );
         check_model_gradients(model, &[12, 11, 1], 4);
     }
+
+    // A Winograd stage (3x3 over 16 channels) that takes an input
+    // gradient: it pools as its output transform stores, and undoes the
+    // pooling as its output-gradient transform reads, on every CPU.
+    let mut model = convnet::Sequential::with_seed(9);
+    model.add(Conv2D::new(16, (3, 3)).input_shape(&[11, 12, 2]));
+    model.add(Conv2D::new(16, (3, 3)).activation(Relu));
+    model.add(MaxPooling2D::new((2, 2)));
+    let plan = model.plan_string().unwrap();
+    assert!(
+        plan.contains("fused: conv2d_1 + max_pooling2d (relu and 2x2 max pooling inside the convolution; backward in one pass too)"),
+        "{plan}"
+    );
+    check_model_gradients(model, &[11, 12, 2], 3);
 }
 
 /// BatchNormalization's backward pass (batch statistics: the probes run

@@ -357,10 +357,47 @@ impl KernelRows<'_> {
     }
 }
 
-/// The forward pass of a chunk of images `x` into `y` (`filters` per
-/// pixel): `y = x ⋆ kernel + bias`, then relu if asked for. `u` is the
-/// kernel as [`transform_kernel`] gives it (not transposed); `scratch`
-/// is working space.
+/// Where a forward pass puts its output.
+#[derive(Debug)]
+pub enum Output<'a> {
+    /// The convolution's output, `filters` values per pixel.
+    Plain(&'a mut [f32]),
+    /// Only its 2x2 max pooling, stride 2 (over the top-left `2 * (h /
+    /// 2)` x `2 * (w / 2)` pixels): the pooled output `y` and each
+    /// window's winner as `kernels::pool` records it (the first maximum,
+    /// row by row). The convolution's own output is never stored.
+    Pooled {
+        y: &'a mut [f32],
+        winners: &'a mut [u8],
+    },
+}
+
+impl Output<'_> {
+    /// How many values it holds per image of a layer of window `w`.
+    fn image_len(&self, w: &Window2d, filters: usize) -> usize {
+        match self {
+            Output::Plain(_) => w.out_pixels() * filters,
+            Output::Pooled { .. } => (w.out_h / 2) * (w.out_w / 2) * filters,
+        }
+    }
+
+    /// How many values it holds (and winners, when pooled).
+    fn len(&self) -> usize {
+        match self {
+            Output::Plain(y) => y.len(),
+            Output::Pooled { y, winners } => {
+                assert_eq!(winners.len(), y.len(), "a winner per pooled value");
+                y.len()
+            }
+        }
+    }
+}
+
+/// The forward pass of a chunk of images `x` into `out` (`filters` per
+/// pixel): `y = x ⋆ kernel + bias`, then relu if asked for, then 2x2 max
+/// pooling if `out` asks for it. `u` is the kernel as
+/// [`transform_kernel`] gives it (not transposed); `scratch` is working
+/// space.
 #[allow(clippy::too_many_arguments)]
 pub fn forward(
     w: &Window2d,
@@ -369,18 +406,18 @@ pub fn forward(
     u: &PackedMats,
     bias: &[f32],
     relu: bool,
-    y: &mut [f32],
+    out: Output,
     scratch: &mut Vec<f32>,
 ) {
     let images = x.len() / w.in_len();
     assert!(applies(w, filters), "a layer these kernels compute");
-    assert_eq!(y.len(), images * w.out_pixels() * filters, "output size");
+    assert_eq!(out.len(), images * out.image_len(w, filters), "output size");
     let t = Tiling::new(w, filters, images, w.channels + filters);
     scratch.resize(
         XI * (plane(t.block, w.channels) + plane(t.block, filters)),
         0.0,
     );
-    let args = (t, x, u, bias, relu, y, &mut scratch[..]);
+    let args = (t, x, u, bias, relu, out, &mut scratch[..]);
     #[cfg(target_arch = "x86_64")]
     {
         if super::has_avx512() {
@@ -401,7 +438,7 @@ type ForwardArgs<'a> = (
     &'a PackedMats,
     &'a [f32],
     bool,
-    &'a mut [f32],
+    Output<'a>,
     &'a mut [f32],
 );
 
@@ -439,7 +476,9 @@ fn forward_blocks<V: Simd>(args: ForwardArgs) {
 /// Per block of tiles: transform the input, 36 products, transform back.
 /// (`FULL`: every channel and filter group has 16 lanes.)
 #[inline(always)]
-fn forward_blocks_of<V: Simd, const FULL: bool>((t, x, u, bias, relu, y, scratch): ForwardArgs) {
+fn forward_blocks_of<V: Simd, const FULL: bool>(
+    (t, x, u, bias, relu, mut out, scratch): ForwardArgs,
+) {
     let (channels, filters) = (t.w.channels, t.filters);
     let (v, m) = scratch.split_at_mut(XI * plane(t.block, channels));
     let tiles = x.len() / t.w.in_len() * t.tiles_per_image();
@@ -456,10 +495,10 @@ fn forward_blocks_of<V: Simd, const FULL: bool>((t, x, u, bias, relu, y, scratch
                 0.0,
             );
         }
-        let out = (&t, &m[..], (first, count), bias, relu);
+        let block = (&t, &m[..], (first, count), bias, relu);
         match t.m {
-            4 => transform_output::<V, FULL, 4, Output4>(out, y),
-            _ => transform_output::<V, FULL, 2, Output2>(out, y),
+            4 => transform_output::<V, FULL, 4, Output4>(block, &mut out),
+            _ => transform_output::<V, FULL, 2, Output2>(block, &mut out),
         }
     }
 }
@@ -494,20 +533,22 @@ fn transform_input<V: Simd, const FULL: bool>(
 }
 
 /// `y = Aᵀ m A` (+ bias, relu) for tiles `first..` of `m` (36 x tiles x
-/// filters), into the images `y`: `M` x `M` output tiles by the transform
-/// `T`; the parts of edge tiles past the image are dropped.
+/// filters), into `out`: `M` x `M` output tiles by the transform `T`; the
+/// parts of edge tiles past the image are dropped. Pooled, each tile
+/// holds whole 2x2 windows (`M` is even, and so is every tile's corner).
 #[inline(always)]
 fn transform_output<V: Simd, const FULL: bool, const M: usize, T: Transform<A, M>>(
     (t, m, (first, count), bias, relu): (&Tiling, &[f32], (usize, usize), &[f32], bool),
-    y: &mut [f32],
+    out: &mut Output,
 ) {
     let filters = t.filters;
     let stride = plane(count, filters);
-    let image_len = t.w.out_pixels() * filters;
+    let image_len = out.image_len(&t.w, filters);
     let mut grid = Grid::<V, A, M>::new();
+    // One tile's output, for pooling.
+    let mut tile = [[V::zero(); 4]; 4];
     for i in 0..count {
         let (image, oy, ox) = t.tile(first + i);
-        let image = &mut y[image * image_len..][..image_len];
         let (rows, cols) = (M.min(t.w.out_h - oy), M.min(t.w.out_w - ox));
         for f in (0..filters).step_by(LANES) {
             let n = if FULL { LANES } else { LANES.min(filters - f) };
@@ -520,11 +561,29 @@ fn transform_output<V: Simd, const FULL: bool, const M: usize, T: Transform<A, M
                         if relu {
                             value = value.relu();
                         }
-                        let at = ((oy + r) * t.w.out_w + ox + s) * filters + f;
-                        store(image, at, n, value);
+                        match out {
+                            Output::Plain(y) => {
+                                let at = ((oy + r) * t.w.out_w + ox + s) * filters + f;
+                                store(&mut y[image * image_len..], at, n, value);
+                            }
+                            Output::Pooled { .. } => tile[r][s] = value,
+                        }
                     }
                 },
             );
+            if let Output::Pooled { y, winners } = out {
+                let (pooled_h, pooled_w) = (t.w.out_h / 2, t.w.out_w / 2);
+                for qy in oy / 2..(oy + M).min(2 * pooled_h) / 2 {
+                    for qx in ox / 2..(ox + M).min(2 * pooled_w) / 2 {
+                        let (r, s) = (2 * qy - oy, 2 * qx - ox);
+                        let (top, bottom) = (&tile[r], &tile[r + 1]);
+                        let (max, won) = V::max_2x2([top[s], top[s + 1], bottom[s], bottom[s + 1]]);
+                        let at = image * image_len + (qy * pooled_w + qx) * filters + f;
+                        store(y, at, n, max);
+                        winners[at..at + n].copy_from_slice(&won[..n]);
+                    }
+                }
+            }
         }
     }
 }

@@ -387,12 +387,7 @@ impl Conv2D {
     fn forward_winograd(&self, input: &ArrayD<f32>, output: &mut ArrayD<f32>, training: bool) {
         let w = self.window();
         let (chunk, filters) = (self.chunk(), self.filters);
-        let u = if training {
-            Arc::new(self.winograd_kernel(false))
-        } else {
-            self.inference_kernel
-                .get_or_make(|| self.winograd_kernel(false))
-        };
+        let u = self.winograd_forward_kernel(training);
         // Without use_bias the bias parameter exists but stays zero.
         let bias = values(&self.bias.value);
         let activation = self.output_activation;
@@ -401,10 +396,46 @@ impl Conv2D {
             .par_chunks(chunk * w.in_len())
             .zip(values_mut(output).par_chunks_mut(chunk * w.out_pixels() * filters))
             .for_each_init(Scratch::take_unzeroed, |scratch, (x, y)| {
-                winograd::forward(&w, filters, x, &u, bias, relu, y, scratch);
+                let out = winograd::Output::Plain(y);
+                winograd::forward(&w, filters, x, &u, bias, relu, out, scratch);
                 if !relu {
                     activation.forward(y, filters);
                 }
+            });
+    }
+
+    /// The transformed kernel of the forward pass: made afresh in
+    /// training (the weights change every step), kept for inference.
+    fn winograd_forward_kernel(&self, training: bool) -> Arc<PackedMats> {
+        if training {
+            Arc::new(self.winograd_kernel(false))
+        } else {
+            self.inference_kernel
+                .get_or_make(|| self.winograd_kernel(false))
+        }
+    }
+
+    /// [`Self::forward_winograd`] with relu and 2x2 max pooling applied as
+    /// the output transform stores: `pooled` gets the pooled output (already
+    /// shaped) and `winners` each window's winner.
+    fn pooled_winograd(
+        &self,
+        input: &ArrayD<f32>,
+        (pooled, winners): (&mut ArrayD<f32>, &mut [u8]),
+        training: bool,
+    ) {
+        let w = self.window();
+        let (chunk, filters) = (self.chunk(), self.filters);
+        let u = self.winograd_forward_kernel(training);
+        let bias = values(&self.bias.value);
+        let pooled_len = (w.out_h / 2) * (w.out_w / 2) * filters;
+        values(input)
+            .par_chunks(chunk * w.in_len())
+            .zip(values_mut(pooled).par_chunks_mut(chunk * pooled_len))
+            .zip(winners.par_chunks_mut(chunk * pooled_len))
+            .for_each_init(Scratch::take_unzeroed, |scratch, ((x, y), winners)| {
+                let out = winograd::Output::Pooled { y, winners };
+                winograd::forward(&w, filters, x, &u, bias, true, out, scratch);
             });
     }
 
@@ -501,6 +532,9 @@ impl Conv2D {
         resize(pooled, &pooled_shape);
         let pooled_len = pooled_shape[1..].iter().product::<usize>();
         resize_buffer(winners, batch * pooled_len);
+        if matches!(self.path(), Path::Winograd) {
+            return self.pooled_winograd(input, (pooled, winners), kept.is_some());
+        }
         let chunk = self.chunk();
         let scratch_len = filter_conv::scratch_len(&w, filters);
         let params = (values(&self.kernel.value), values(&self.bias.value));
@@ -969,15 +1003,10 @@ impl Layer for Conv2D {
 impl PoolingConv for Conv2D {
     fn pooled_forward_unavailable(&self) -> Option<String> {
         let w = self.window();
-        if matches!(self.path(), Path::Winograd) {
-            let (channels, side) = (w.channels, w.k_h);
-            let (tile, gain) = if side == 3 { (4, "4x") } else { (2, "2.8x") };
-            return Some(format!(
-                "{side}x{side} over {channels} channels runs as Winograd \
-                 F({tile}x{tile}, {side}x{side}) instead, with up to {gain} fewer multiplications"
-            ));
-        }
-        if filter_conv::pooled_forward_applies(&w, self.filters) {
+        // Winograd's output transform pools on every CPU.
+        if matches!(self.path(), Path::Winograd)
+            || filter_conv::pooled_forward_applies(&w, self.filters)
+        {
             return None;
         }
         let narrow = self.filters <= 8;
@@ -1001,8 +1030,13 @@ impl PoolingConv for Conv2D {
         Some(reason)
     }
 
-    fn pooled_backward_applies(&self) -> bool {
-        filter_conv::pooled_kernel_grad_applies(&self.window(), self.filters)
+    fn pooled_backward_applies(&self, input_grad: bool) -> bool {
+        match self.path() {
+            Path::Winograd => true,
+            _ => {
+                !input_grad && filter_conv::pooled_kernel_grad_applies(&self.window(), self.filters)
+            }
+        }
     }
 
     fn conv_activation(&self) -> Activation {
@@ -1053,12 +1087,30 @@ impl PoolingConv for Conv2D {
         pooled: &mut ArrayD<f32>,
         winners: &mut Vec<u8>,
     ) {
+        self.inference_kernel.clear();
         let mut kept = std::mem::take(&mut self.spread_input);
         self.pooled_pass(input, (pooled, winners), Some(&mut kept));
         self.spread_input = kept;
     }
 
-    fn backward_pooled(&mut self, pooled: &ArrayD<f32>, grad_pooled: &ArrayD<f32>, winners: &[u8]) {
+    fn backward_pooled(
+        &mut self,
+        input: &ArrayD<f32>,
+        (pooled, grad_pooled, winners): (&ArrayD<f32>, &ArrayD<f32>, &[u8]),
+        grad_input: Option<&mut ArrayD<f32>>,
+    ) {
+        if matches!(self.path(), Path::Winograd) {
+            let dy = OutputGrad::Pooled {
+                dy: values(grad_pooled),
+                y: values(pooled),
+                winners,
+            };
+            return self.grads_winograd(input, dy, grad_input);
+        }
+        assert!(
+            grad_input.is_none(),
+            "this path computes no input gradient from the pooled one"
+        );
         self.pooled_param_grads(pooled, grad_pooled, winners);
     }
 

@@ -183,8 +183,9 @@ pub trait PoolingConv: Send + Sync {
     fn pooled_forward_unavailable(&self) -> Option<String>;
 
     /// Whether the backward pass from the pooled gradient can also be one
-    /// pass (for a first layer, which needs no input gradient).
-    fn pooled_backward_applies(&self) -> bool;
+    /// pass: with the input gradient (`input_grad`), or without (for a
+    /// first layer).
+    fn pooled_backward_applies(&self, input_grad: bool) -> bool;
 
     /// The activation of the convolution's own output.
     fn conv_activation(&self) -> Activation;
@@ -210,10 +211,16 @@ pub trait PoolingConv: Send + Sync {
         winners: &mut Vec<u8>,
     );
 
-    /// The parameter gradients straight from the pooled output gradient,
-    /// after [`PoolingConv::forward_pooled_train`] (no input gradient);
-    /// only where [`PoolingConv::pooled_backward_applies`].
-    fn backward_pooled(&mut self, pooled: &ArrayD<f32>, grad_pooled: &ArrayD<f32>, winners: &[u8]);
+    /// The parameter gradients (and the input gradient into `grad_input`
+    /// if given) straight from the pooled output gradient, after
+    /// [`PoolingConv::forward_pooled_train`] on `input`; only where
+    /// [`PoolingConv::pooled_backward_applies`].
+    fn backward_pooled(
+        &mut self,
+        input: &ArrayD<f32>,
+        pooled: (&ArrayD<f32>, &ArrayD<f32>, &[u8]),
+        grad_input: Option<&mut ArrayD<f32>>,
+    );
 
     /// The backward pass from the gradient of the convolution's output
     /// *before* its activation (the pooling applied relu's derivative).

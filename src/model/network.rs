@@ -167,9 +167,13 @@ impl Network {
                 backward_fused: true,
                 ..
             } => fused(first).backward_pooled(
-                &slots.activations[end],
-                &above[end - start - 1],
-                &slots.winners[s],
+                &slots.activations[start],
+                (
+                    &slots.activations[end],
+                    &above[end - start - 1],
+                    &slots.winners[s],
+                ),
+                grad_input,
             ),
             StageKind::ConvPool { pool, .. } => {
                 // The gradient of the convolution's output goes into its

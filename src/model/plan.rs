@@ -223,9 +223,8 @@ fn conv_pool(entries: &[Entry], i: usize) -> Result<Stage, Option<String>> {
         layers: i..next + 1,
         kind: StageKind::ConvPool {
             pool: window,
-            // A first layer needs no input gradient: the one-pass kernel
-            // gradient is all its backward pass computes.
-            backward_fused: i == 0 && conv.pooled_backward_applies(),
+            // A first layer needs no input gradient.
+            backward_fused: conv.pooled_backward_applies(i > 0),
         },
         fold: None,
     })

@@ -31,6 +31,25 @@ pub(super) unsafe trait Simd: Copy {
     fn where_positive(self, y: Self) -> Self;
     /// `self` in the lanes whose byte of `winners` is `position`, else 0.
     fn where_winner(self, winners: &[u8; LANES], position: u8) -> Self;
+
+    /// The maximum of a 2x2 window (positions 0 1 / 2 3) per lane, and the
+    /// position it came from, as `kernels::pool` picks it: the first
+    /// maximum row by row (comparisons false for NaN).
+    #[inline(always)]
+    fn max_2x2(window: [Self; 4]) -> (Self, [u8; LANES]) {
+        let mut values = [[0.0; LANES]; 4];
+        for (value, lanes) in window.iter().zip(&mut values) {
+            value.store(lanes);
+        }
+        let (mut max, mut won) = ([0.0; LANES], [0; LANES]);
+        for lane in 0..LANES {
+            let [t0, t1, b0, b1] = values.map(|v| v[lane]);
+            let (t, pt) = if t1 > t0 { (t1, 1) } else { (t0, 0) };
+            let (b, pb) = if b1 > b0 { (b1, 3) } else { (b0, 2) };
+            (max[lane], won[lane]) = if b > t { (b, pb) } else { (t, pt) };
+        }
+        (Self::load(&max), won)
+    }
 }
 
 /// A plain array: for CPUs without AVX2.
@@ -163,6 +182,24 @@ unsafe impl Simd for Avx512 {
             let won = _mm512_cvtepu8_epi32(bytes);
             let here = _mm512_cmpeq_epi32_mask(won, _mm512_set1_epi32(position as i32));
             Avx512(_mm512_maskz_mov_ps(here, self.0))
+        }
+    }
+    #[inline(always)]
+    fn max_2x2([t0, t1, b0, b1]: [Self; 4]) -> (Self, [u8; LANES]) {
+        // SAFETY: AVX-512F as above; `won` holds 16 bytes.
+        unsafe {
+            let right_top = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(t1.0, t0.0);
+            let right_bottom = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(b1.0, b0.0);
+            let t = _mm512_mask_blend_ps(right_top, t0.0, t1.0);
+            let b = _mm512_mask_blend_ps(right_bottom, b0.0, b1.0);
+            let at_top = _mm512_maskz_mov_epi32(right_top, _mm512_set1_epi32(1));
+            let at_bottom =
+                _mm512_mask_blend_epi32(right_bottom, _mm512_set1_epi32(2), _mm512_set1_epi32(3));
+            let below = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(b, t);
+            let mut won = [0u8; LANES];
+            let positions = _mm512_mask_blend_epi32(below, at_top, at_bottom);
+            _mm_storeu_si128(won.as_mut_ptr().cast(), _mm512_cvtepi32_epi8(positions));
+            (Avx512(_mm512_mask_blend_ps(below, t, b)), won)
         }
     }
 }

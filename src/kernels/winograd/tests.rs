@@ -158,10 +158,38 @@ fn run_forward(
     relu: bool,
 ) -> Vec<f32> {
     let mut y = vec![f32::NAN; c.images * c.w.out_pixels() * c.filters];
+    run_forward_into(isa, c, (x, u, bias, relu), Output::Plain(&mut y));
+    y
+}
+
+/// The pooled output and winners of a forward pass with relu.
+fn run_forward_pooled(
+    isa: Isa,
+    c: &Case,
+    x: &[f32],
+    u: &Transformed,
+    bias: &[f32],
+) -> (Vec<f32>, Vec<u8>) {
+    let len = c.images * (c.w.out_h / 2) * (c.w.out_w / 2) * c.filters;
+    let (mut y, mut winners) = (vec![f32::NAN; len], vec![u8::MAX; len]);
+    let out = Output::Pooled {
+        y: &mut y,
+        winners: &mut winners,
+    };
+    run_forward_into(isa, c, (x, u, bias, true), out);
+    (y, winners)
+}
+
+fn run_forward_into(
+    isa: Isa,
+    c: &Case,
+    (x, u, bias, relu): (&[f32], &Transformed, &[f32], bool),
+    out: Output,
+) {
     let t = Tiling::new(&c.w, c.filters, c.images, c.w.channels + c.filters);
     let mut scratch =
         vec![f32::NAN; XI * (plane(t.block, c.w.channels) + plane(t.block, c.filters))];
-    let args = (t, x, &u.u, bias, relu, &mut y[..], &mut scratch[..]);
+    let args = (t, x, &u.u, bias, relu, out, &mut scratch[..]);
     match isa {
         Isa::Portable => forward_blocks::<Portable>(args),
         // SAFETY: only listed by `paths` where the CPU has them.
@@ -170,7 +198,6 @@ fn run_forward(
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512 => unsafe { forward_avx512(args) },
     }
-    y
 }
 
 /// A kernel packed for the forward pass and, transposed, for the input
@@ -229,7 +256,7 @@ fn the_public_forward_agrees_with_its_paths() {
         &u.u,
         &bias,
         true,
-        &mut y,
+        Output::Plain(&mut y),
         &mut Vec::new(),
     );
     let fastest = *paths().last().unwrap();
@@ -456,13 +483,7 @@ fn pooled_gradients_give_the_bits_of_unpooling_first() {
         if c.w.out_h < 2 || c.w.out_w < 2 {
             continue;
         }
-        let pool = Window2d::new(
-            (c.w.out_h, c.w.out_w, c.filters),
-            (2, 2),
-            (2, 2),
-            Padding::Valid,
-        )
-        .unwrap();
+        let pool = pool_window(c);
         let x = noise_vec(c.images * c.w.in_len(), 31 + k as u64);
         let conv_y = noise_vec(c.images * c.w.out_pixels() * c.filters, 32);
         let pooled_len = c.images * pool.out_pixels() * c.filters;
@@ -493,4 +514,33 @@ fn tiles_cover_the_inputs_of_valid_and_same_layers() {
     let covers = |c: &Case| Tiling::new(&c.w, c.filters, c.images, 1).covers_input();
     assert!(rest.iter().all(covers), "stride 1, valid or same");
     assert!(!covers(last), "inputs past every output");
+}
+
+#[test]
+fn pooling_as_stored_gives_the_bits_of_pooling_after() {
+    for (k, c) in cases().iter().enumerate() {
+        if c.w.out_h < 2 || c.w.out_w < 2 {
+            continue;
+        }
+        let pool = pool_window(c);
+        let x = noise_vec(c.images * c.w.in_len(), 41 + k as u64);
+        let u = transformed(c, &noise_vec(kernel_len_of(c), 42));
+        // A bias that makes some whole windows negative, so relu ties them at 0.
+        let bias: Vec<f32> = noise_vec(c.filters, 43).iter().map(|b| b - 2.0).collect();
+        for isa in paths() {
+            let y = run_forward(isa, c, &x, &u, &bias, true);
+            let len = c.images * pool.out_pixels() * c.filters;
+            let (mut pooled, mut winners) = (vec![0.0; len], vec![0; len]);
+            let columns = &mut Default::default();
+            crate::kernels::pool::max_pool_forward(&pool, &y, &mut pooled, &mut winners, columns);
+            let fused = run_forward_pooled(isa, c, &x, &u, &bias);
+            assert!(fused == (pooled, winners), "{isa:?}, case {k}");
+        }
+    }
+}
+
+/// 2x2 max pooling, stride 2, over a case's output.
+fn pool_window(c: &Case) -> Window2d {
+    let shape = (c.w.out_h, c.w.out_w, c.filters);
+    Window2d::new(shape, (2, 2), (2, 2), Padding::Valid).unwrap()
 }
