@@ -143,11 +143,24 @@ struct Tiling {
 impl Tiling {
     /// The tiling of `images` images, in blocks of at most `BLOCK_BYTES`
     /// of `values_per_tile` transformed values per position, as even as
-    /// can be (a last block of a few tiles makes slow products).
-    fn new(w: &Window2d, filters: usize, images: usize, values_per_tile: usize) -> Self {
+    /// can be (a last block of a few tiles makes slow products). With
+    /// `pooled` (2x2 max pooling after the layer), only the outputs the
+    /// pooling reads are tiled: a 13x13 output pools 12x12 of them, in 9
+    /// tiles of 4x4 instead of 16.
+    fn new(
+        w: &Window2d,
+        filters: usize,
+        images: usize,
+        (values_per_tile, pooled): (usize, bool),
+    ) -> Self {
         let per_tile = XI * values_per_tile * std::mem::size_of::<f32>();
         let m = output_side(w);
-        let (tiles_h, tiles_w) = (w.out_h.div_ceil(m), w.out_w.div_ceil(m));
+        let (rows, cols) = if pooled {
+            (w.out_h / 2 * 2, w.out_w / 2 * 2)
+        } else {
+            (w.out_h, w.out_w)
+        };
+        let (tiles_h, tiles_w) = (rows.div_ceil(m), cols.div_ceil(m));
         let tiles = (images * tiles_h * tiles_w).max(1);
         let largest = (BLOCK_BYTES / per_tile).clamp(MIN_BLOCK, 256);
         Tiling {
@@ -180,13 +193,31 @@ impl Tiling {
         )
     }
 
-    /// Whether every input pixel lies under some tile's `A` x `A` window
-    /// (for stride 1 and "valid" or "same" padding, always).
-    fn covers_input(&self) -> bool {
+    /// How many input rows and columns, from the top left, lie under some
+    /// tile's `A` x `A` window.
+    fn reach(&self) -> (usize, usize) {
         let w = &self.w;
-        let reach =
-            |tiles: usize, pad: usize, side: usize| tiles * self.m + A - self.m >= pad + side;
-        reach(self.tiles_h, w.pad_top, w.in_h) && reach(self.tiles_w, w.pad_left, w.in_w)
+        let reach = |tiles: usize, pad: usize, side: usize| {
+            (tiles * self.m + A - self.m).saturating_sub(pad).min(side)
+        };
+        (
+            reach(self.tiles_h, w.pad_top, w.in_h),
+            reach(self.tiles_w, w.pad_left, w.in_w),
+        )
+    }
+
+    /// Zeros the input gradient `dx` (whole images) where no tile reaches.
+    fn zero_unreached(&self, dx: &mut [f32]) {
+        let w = &self.w;
+        let (rows, cols) = self.reach();
+        let row_len = w.in_w * w.channels;
+        for image in dx.chunks_exact_mut(w.in_len()) {
+            let (reached, rest) = image.split_at_mut(rows * row_len);
+            rest.fill(0.0);
+            for row in reached.chunks_exact_mut(row_len) {
+                row[cols * w.channels..].fill(0.0);
+            }
+        }
     }
 
     /// Where the `A` x `A` input window of the tile at output pixel
@@ -412,7 +443,8 @@ pub fn forward(
     let images = x.len() / w.in_len();
     assert!(applies(w, filters), "a layer these kernels compute");
     assert_eq!(out.len(), images * out.image_len(w, filters), "output size");
-    let t = Tiling::new(w, filters, images, w.channels + filters);
+    let pooled = matches!(out, Output::Pooled { .. });
+    let t = Tiling::new(w, filters, images, (w.channels + filters, pooled));
     scratch.resize(
         XI * (plane(t.block, w.channels) + plane(t.block, filters)),
         0.0,
@@ -679,7 +711,8 @@ pub fn backward(
     if let Some((dx, _)) = &dx {
         assert_eq!(dx.len(), x.len(), "input gradient size");
     }
-    let t = Tiling::new(w, filters, images, 2 * channels + filters);
+    let pooled = matches!(dy, OutputGrad::Pooled { .. });
+    let t = Tiling::new(w, filters, images, (2 * channels + filters, pooled));
     let planes = 2 * plane(t.block, channels) + plane(t.block, filters);
     scratch.resize(XI * (planes + channels * filters), 0.0);
     let args = (t, (x, dy), (d_kernel, d_bias), dx, &mut scratch[..]);
@@ -748,11 +781,10 @@ fn backward_blocks_of<V: Simd, const FULL: bool>(
     let (v, rest) = scratch.split_at_mut(XI * plane(t.block, channels));
     let (z, rest) = rest.split_at_mut(XI * plane(t.block, filters));
     let (p, d_u) = rest.split_at_mut(XI * plane(t.block, channels));
-    if let Some((dx, _)) = &mut dx
-        && !t.covers_input()
-    {
-        // Pixels no tile reaches get no gradient.
-        dx.fill(0.0);
+    if let Some((dx, _)) = &mut dx {
+        // Pixels no tile reaches get no gradient (every other pixel is
+        // written by its first tile).
+        t.zero_unreached(dx);
     }
     d_bias.fill(0.0);
     let tiles = x.len() / t.w.in_len() * t.tiles_per_image();
@@ -901,18 +933,13 @@ fn add_input_grad<V: Simd, const FULL: bool>(
     let channels = t.w.channels;
     let stride = plane(count, channels);
     let overlap = A - t.m;
-    // Where some pixel lies outside every tile, `dx` was zeroed first.
-    let write_first = t.covers_input();
     let mut grid = Grid::<V, A, A>::new();
     for i in 0..count {
         let (image, oy, ox) = t.tile(first + i);
         let image = &mut dx[image * t.w.in_len()..][..t.w.in_len()];
         let (rows, cols) = t.input_window(oy, ox);
-        let (rows_seen, cols_seen) = if write_first {
-            ((oy > 0) as usize * overlap, (ox > 0) as usize * overlap)
-        } else {
-            (A, A)
-        };
+        // Rows and columns of this tile's window that tiles before it reached.
+        let (rows_seen, cols_seen) = ((oy > 0) as usize * overlap, (ox > 0) as usize * overlap);
         for c in (0..channels).step_by(LANES) {
             let n = if FULL { LANES } else { LANES.min(channels - c) };
             grid.transform::<InputGrad>(

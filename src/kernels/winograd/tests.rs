@@ -186,7 +186,13 @@ fn run_forward_into(
     (x, u, bias, relu): (&[f32], &Transformed, &[f32], bool),
     out: Output,
 ) {
-    let t = Tiling::new(&c.w, c.filters, c.images, c.w.channels + c.filters);
+    let pooled = matches!(out, Output::Pooled { .. });
+    let t = Tiling::new(
+        &c.w,
+        c.filters,
+        c.images,
+        (c.w.channels + c.filters, pooled),
+    );
     let mut scratch =
         vec![f32::NAN; XI * (plane(t.block, c.w.channels) + plane(t.block, c.filters))];
     let args = (t, x, &u.u, bias, relu, out, &mut scratch[..]);
@@ -272,10 +278,28 @@ fn run_backward(
     u: &Transformed,
     with_dx: bool,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let pooled = matches!(dy, OutputGrad::Pooled { .. });
+    run_backward_tiled(isa, c, (x, dy), u, (with_dx, pooled))
+}
+
+/// [`run_backward`], with the tiles of the pooled outputs only if
+/// `pooled_tiles`.
+fn run_backward_tiled(
+    isa: Isa,
+    c: &Case,
+    (x, dy): (&[f32], OutputGrad),
+    u: &Transformed,
+    (with_dx, pooled): (bool, bool),
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let mut d_kernel = vec![f32::NAN; kernel_len_of(c)];
     let mut d_bias = vec![f32::NAN; c.filters];
     let mut dx = vec![f32::NAN; x.len()];
-    let t = Tiling::new(&c.w, c.filters, c.images, 2 * c.w.channels + c.filters);
+    let t = Tiling::new(
+        &c.w,
+        c.filters,
+        c.images,
+        (2 * c.w.channels + c.filters, pooled),
+    );
     let (ch, f) = (c.w.channels, c.filters);
     let mut scratch = vec![f32::NAN; XI * (2 * plane(t.block, ch) + plane(t.block, f) + ch * f)];
     let dx_arg = with_dx.then_some((&mut dx[..], &u.u_t));
@@ -501,8 +525,25 @@ fn pooled_gradients_give_the_bits_of_unpooling_first() {
                 winners: &winners,
             };
             let fused = run_backward(isa, c, (&x, grad), &u, true);
-            let separate = run_backward(isa, c, (&x, OutputGrad::Linear(&unpooled)), &u, true);
+            // Over the same tiles (those the pooling reads), the same bits.
+            let linear = OutputGrad::Linear(&unpooled);
+            let separate = run_backward_tiled(isa, c, (&x, linear), &u, (true, true));
             assert!(fused == separate, "{isa:?}, case {k}");
+            // Over all the tiles, only the sums' rounding differs.
+            let all_tiles = run_backward(isa, c, (&x, linear), &u, true);
+            for (got, want) in [
+                (&fused.0, &all_tiles.0),
+                (&fused.1, &all_tiles.1),
+                (&fused.2, &all_tiles.2),
+            ] {
+                let largest = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+                for (g, w) in got.iter().zip(want) {
+                    assert!(
+                        (g - w).abs() <= 1e-5 * largest,
+                        "{isa:?}, case {k}: {g} vs {w}"
+                    );
+                }
+            }
         }
     }
 }
@@ -511,9 +552,16 @@ fn pooled_gradients_give_the_bits_of_unpooling_first() {
 fn tiles_cover_the_inputs_of_valid_and_same_layers() {
     let all = cases();
     let (last, rest) = all.split_last().unwrap();
-    let covers = |c: &Case| Tiling::new(&c.w, c.filters, c.images, 1).covers_input();
+    let covers = |c: &Case| {
+        let t = Tiling::new(&c.w, c.filters, c.images, (1, false));
+        t.reach() == (c.w.in_h, c.w.in_w)
+    };
     assert!(rest.iter().all(covers), "stride 1, valid or same");
     assert!(!covers(last), "inputs past every output");
+    // Tiles of the pooled outputs only: 13x11 valid, 11x9 outputs, 10x8
+    // pooled, so 3x2 tiles, which reach 14 rows (all 13) and 10 columns.
+    let t = Tiling::new(&all[3].w, 20, 3, (1, true));
+    assert_eq!((t.tiles_h, t.tiles_w, t.reach()), (3, 2, (13, 10)));
 }
 
 #[test]
