@@ -184,7 +184,7 @@ pub(crate) unsafe fn sgemm(
         }
         return;
     }
-    if m <= FEW_ROWS && rsb == 1 && csb != 1 && n >= NR {
+    if (m <= FEW_ROWS || 4 * m <= n) && rsb == 1 && csb != 1 && n >= NR {
         // SAFETY: the caller's promises.
         return unsafe { sgemm_transposed(m, k, n, (a, rsa, csa), (b, csb), beta, (c, rsc)) };
     }
@@ -220,14 +220,16 @@ pub(crate) unsafe fn sgemm(
 /// [`sgemm_packed_b`]).
 pub(crate) const FEW_ROWS: usize = 2 * MR;
 
-/// [`sgemm`] for a C of few rows and a B stored transposed (`B[p, j]` at
-/// `b + p + j * csb`: a dense layer's input gradient `dy · Wᵀ`). Packing
-/// such a B costs as much as the product itself, so this computes `Cᵀ =
-/// Bᵀ · Aᵀ` instead, with the row-major `Bᵀ` read where it lies and the
-/// small `Aᵀ` packed, into a buffer that starts as `Cᵀ` (for `beta` 1),
-/// then copies it back transposed. Each element is the same products
-/// summed in the same order, so C gets the same bits as from [`sgemm`]'s
-/// own loops.
+/// [`sgemm`] for a C of few rows (or rows few against its columns) and a
+/// B stored transposed (`B[p, j]` at `b + p + j * csb`: a dense layer's
+/// input gradient `dy · Wᵀ`). Packing such a B costs as much as the
+/// product itself, so this computes `Cᵀ = Bᵀ · Aᵀ` instead, with the
+/// row-major `Bᵀ` read where it lies and the small `Aᵀ` packed, into a
+/// buffer that starts as `Cᵀ` (for `beta` 1), then copies it back
+/// transposed. Each element is the same products summed in the same
+/// order, so C gets the same bits as from [`sgemm`]'s own loops.
+/// (cifar10-cnn's dense input gradient, 128 x 512 · 512 x 2304: the
+/// layer's backward pass 6.9 -> 5.5 ms on one core.)
 ///
 /// # Safety
 /// As for [`sgemm`].
