@@ -40,8 +40,9 @@
 //! ```
 //!
 //! and each tile's `dd` goes into the input gradient: written by the first
-//! tile that reaches a pixel, added by the others (tiles overlap by two
-//! rows and columns), so the input gradient is never zeroed first. The
+//! tile that reaches a pixel, added by the others (tiles overlap by `6 -
+//! m` rows and columns: 2 for 3x3 kernels, 4 for 5x5), so the input
+//! gradient is never zeroed first. The
 //! kernel-gradient sum stays in the transformed domain over all the tiles
 //! of a chunk, so its inverse transform runs once per chunk. The output
 //! gradient is read once, by its transform, which also sums the bias
@@ -394,9 +395,11 @@ pub enum Output<'a> {
     /// The convolution's output, `filters` values per pixel.
     Plain(&'a mut [f32]),
     /// Only its 2x2 max pooling, stride 2 (over the top-left `2 * (h /
-    /// 2)` x `2 * (w / 2)` pixels): the pooled output `y` and each
-    /// window's winner as `kernels::pool` records it (the first maximum,
-    /// row by row). The convolution's own output is never stored.
+    /// 2)` x `2 * (w / 2)` pixels), after relu: the pooled output `y` and
+    /// each window's winner as `kernels::pool` records it (the first
+    /// maximum, row by row). The convolution's own output is never
+    /// stored. (Relu is required: [`OutputGrad::Pooled`] applies its
+    /// derivative.)
     Pooled {
         y: &'a mut [f32],
         winners: &'a mut [u8],
@@ -444,6 +447,7 @@ pub fn forward(
     assert!(applies(w, filters), "a layer these kernels compute");
     assert_eq!(out.len(), images * out.image_len(w, filters), "output size");
     let pooled = matches!(out, Output::Pooled { .. });
+    assert!(relu || !pooled, "pooled outputs come after relu");
     let t = Tiling::new(w, filters, images, (w.channels + filters, pooled));
     scratch.resize(
         XI * (plane(t.block, w.channels) + plane(t.block, filters)),
@@ -688,7 +692,7 @@ impl<'a> OutputGrad<'a> {
 
 /// The backward pass of a chunk: from its input `x` and the gradient
 /// `dy` of its output, this chunk's kernel and bias gradients into
-/// `d_params` (Keras layout, overwritten) and, when asked for, the input
+/// `d_kernel` and `d_bias` (Keras layout, overwritten) and, when asked for, the input
 /// gradient into `dx.0` (overwritten), for which `dx.1` is the kernel as
 /// [`transform_kernel`] gives it transposed.
 pub fn backward(

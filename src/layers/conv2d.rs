@@ -34,7 +34,9 @@
 //! the 2x2 max pooling after it as one stage (this layer's
 //! [`PoolingConv`] side): the output is pooled in registers as it is
 //! computed and never stored; for a first layer with at most 8 filters
-//! over grey images the backward passes are one as well.
+//! over grey images the backward passes are one as well. A Winograd
+//! layer does the same on every CPU, its backward pass (input gradient
+//! included) reading the pooled gradient straight into its transform.
 
 use ndarray::{ArrayD, IxDyn};
 use rayon::prelude::*;
@@ -517,9 +519,11 @@ impl Conv2D {
     }
 
     /// This layer with relu and the 2x2 max pooling after it, in one pass
-    /// (see `filter_conv::forward_pooled`): `pooled` gets the pooled
-    /// output and `winners` each window's winner; `kept`, when training,
-    /// the padded images for the kernel gradient.
+    /// (see `filter_conv::forward_pooled`, or `winograd::forward` with
+    /// `Output::Pooled`): `pooled` gets the pooled output and `winners`
+    /// each window's winner; `kept`, when training, the padded images for
+    /// the kernel gradient (not on the Winograd path, whose backward pass
+    /// transforms the input again).
     fn pooled_pass(
         &self,
         input: &ArrayD<f32>,
@@ -745,6 +749,7 @@ impl Conv2D {
         grad_output: &[f32],
         grad_input: Option<&mut ArrayD<f32>>,
     ) {
+        // (The Winograd path makes its own shares: a no-op resize here.)
         self.make_param_grad_shares(input.shape()[0]);
         match self.path() {
             Path::Winograd => {

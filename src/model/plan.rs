@@ -3,11 +3,13 @@
 //!
 //! A stage is a single layer, or a convolution whose output goes through
 //! relu and 2x2 max pooling: Conv2D(relu) → MaxPooling2D, or Conv2D →
-//! Activation(relu) → MaxPooling2D. Where the kernels allow (AVX-512), such
-//! a stage computes the pooled output in one pass and never stores the
+//! Activation(relu) → MaxPooling2D. Where the kernels allow (the
+//! filter-vectorised ones on AVX-512; Winograd's on every CPU), such a
+//! stage computes the pooled output in one pass and never stores the
 //! convolution's own output; its backward pass applies relu's derivative
-//! at the pooling winners and, for a first layer, computes the kernel
-//! gradient in the same pass.
+//! at the pooling winners and, where the kernels allow (a first layer on
+//! the filter-vectorised kernels; Winograd's at any depth, with the input
+//! gradient), computes the gradients in the same pass.
 //!
 //! In training, a BatchNormalization followed by Activation(relu) is a
 //! stage too: the normalization applies relu as it stores its output, and

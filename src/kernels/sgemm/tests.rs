@@ -202,7 +202,7 @@ fn an_empty_inner_dimension_scales_c_by_beta() {
 /// equal the whole product bit for bit. (Blocks of 13 rows and of 1 row
 /// against a B stored transposed run through `sgemm_transposed`, the
 /// whole product through the usual loops: the same bits too; 40 rows
-/// against 200 such columns run through `sgemm_transposed`, narrow
+/// against 1100 such columns run through `sgemm_transposed`, narrow
 /// blocks of their columns through the usual loops.)
 #[test]
 fn blocks_of_a_product_are_the_whole_product_bit_for_bit() {
@@ -214,7 +214,7 @@ fn blocks_of_a_product_are_the_whole_product_bit_for_bit() {
         (97, 300, 1100, 1, 0),
         (70, 1030, 45, 0, 1),
         (33, 260, 70, 3, 2),
-        (40, 300, 200, 0, 1),
+        (40, 300, 1100, 0, 1),
     ] {
         let a = Strided::new(m, k, a_layout, 7);
         let b = Strided::new(k, n, b_layout, 8);
