@@ -42,9 +42,9 @@
 //! and each tile's `dd` goes into the input gradient: written by the first
 //! tile that reaches a pixel, added by the others (tiles overlap by `6 -
 //! m` rows and columns: 2 for 3x3 kernels, 4 for 5x5), so the input
-//! gradient is never zeroed first. The
-//! kernel-gradient sum stays in the transformed domain over all the tiles
-//! of a chunk, so its inverse transform runs once per chunk. The output
+//! gradient is never zeroed first. The kernel-gradient sum stays in the
+//! transformed domain over all the tiles of a chunk, so its inverse
+//! transform runs once per chunk. The output
 //! gradient is read once, by its transform, which also sums the bias
 //! gradient and can apply relu's derivative and undo 2x2 max pooling on
 //! the way (see [`OutputGrad`]): neither needs a pass over memory of its
@@ -157,7 +157,8 @@ impl Tiling {
         let per_tile = XI * values_per_tile * std::mem::size_of::<f32>();
         let m = output_side(w);
         let (rows, cols) = if pooled {
-            (w.out_h / 2 * 2, w.out_w / 2 * 2)
+            let (pooled_h, pooled_w) = pooled_side(w);
+            (2 * pooled_h, 2 * pooled_w)
         } else {
             (w.out_h, w.out_w)
         };
@@ -406,13 +407,26 @@ pub enum Output<'a> {
     },
 }
 
+/// Rows and columns of the 2x2 max pooling (stride 2) of a layer's output.
+fn pooled_side(w: &Window2d) -> (usize, usize) {
+    (w.out_h / 2, w.out_w / 2)
+}
+
+/// Values per image of a layer's output (`filters` per pixel), or of its
+/// 2x2 max pooling.
+fn values_per_image(w: &Window2d, filters: usize, pooled: bool) -> usize {
+    if pooled {
+        let (pooled_h, pooled_w) = pooled_side(w);
+        pooled_h * pooled_w * filters
+    } else {
+        w.out_pixels() * filters
+    }
+}
+
 impl Output<'_> {
     /// How many values it holds per image of a layer of window `w`.
     fn image_len(&self, w: &Window2d, filters: usize) -> usize {
-        match self {
-            Output::Plain(_) => w.out_pixels() * filters,
-            Output::Pooled { .. } => (w.out_h / 2) * (w.out_w / 2) * filters,
-        }
+        values_per_image(w, filters, matches!(self, Output::Pooled { .. }))
     }
 
     /// How many values it holds (and winners, when pooled).
@@ -608,7 +622,7 @@ fn transform_output<V: Simd, const FULL: bool, const M: usize, T: Transform<A, M
                 },
             );
             if let Output::Pooled { y, winners } = out {
-                let (pooled_h, pooled_w) = (t.w.out_h / 2, t.w.out_w / 2);
+                let (pooled_h, pooled_w) = pooled_side(&t.w);
                 for qy in oy / 2..(oy + M).min(2 * pooled_h) / 2 {
                     for qx in ox / 2..(ox + M).min(2 * pooled_w) / 2 {
                         let (r, s) = (2 * qy - oy, 2 * qx - ox);
@@ -650,10 +664,7 @@ impl<'a> OutputGrad<'a> {
     /// Values per image of `dy` (and of `y` and `winners`) for a layer of
     /// window `w` and `filters` filters.
     pub fn image_len(&self, w: &Window2d, filters: usize) -> usize {
-        match self {
-            OutputGrad::Pooled { .. } => (w.out_h / 2) * (w.out_w / 2) * filters,
-            _ => w.out_pixels() * filters,
-        }
+        values_per_image(w, filters, matches!(self, OutputGrad::Pooled { .. }))
     }
 
     /// The same gradient for images `first..first + count` only.
@@ -692,9 +703,9 @@ impl<'a> OutputGrad<'a> {
 
 /// The backward pass of a chunk: from its input `x` and the gradient
 /// `dy` of its output, this chunk's kernel and bias gradients into
-/// `d_kernel` and `d_bias` (Keras layout, overwritten) and, when asked for, the input
-/// gradient into `dx.0` (overwritten), for which `dx.1` is the kernel as
-/// [`transform_kernel`] gives it transposed.
+/// `d_kernel` and `d_bias` (Keras layout, overwritten) and, when asked
+/// for, the input gradient into `dx.0` (overwritten), for which `dx.1` is
+/// the kernel as [`transform_kernel`] gives it transposed.
 pub fn backward(
     w: &Window2d,
     filters: usize,
@@ -859,7 +870,7 @@ fn output_grad_of<V: Simd, const FULL: bool, const M: usize, T: Transform<M, A>>
             })
         }
         OutputGrad::Pooled { dy, y, winners } => {
-            let (pooled_h, pooled_w) = (w.out_h / 2, w.out_w / 2);
+            let (pooled_h, pooled_w) = pooled_side(w);
             let image_len = pooled_h * pooled_w * filters;
             transform_output_grad::<V, FULL, M, T>(t, block, out, |image, py, px, f, n| {
                 let (qy, qx) = (py / 2, px / 2);

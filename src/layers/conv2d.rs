@@ -419,18 +419,18 @@ impl Conv2D {
 
     /// [`Self::forward_winograd`] with relu and 2x2 max pooling applied as
     /// the output transform stores: `pooled` gets the pooled output (already
-    /// shaped) and `winners` each window's winner.
+    /// shaped, `pooled_len` values per image) and `winners` each window's
+    /// winner.
     fn pooled_winograd(
         &self,
         input: &ArrayD<f32>,
-        (pooled, winners): (&mut ArrayD<f32>, &mut [u8]),
+        (pooled, winners, pooled_len): (&mut ArrayD<f32>, &mut [u8], usize),
         training: bool,
     ) {
         let w = self.window();
         let (chunk, filters) = (self.chunk(), self.filters);
         let u = self.winograd_forward_kernel(training);
         let bias = values(&self.bias.value);
-        let pooled_len = (w.out_h / 2) * (w.out_w / 2) * filters;
         values(input)
             .par_chunks(chunk * w.in_len())
             .zip(values_mut(pooled).par_chunks_mut(chunk * pooled_len))
@@ -537,7 +537,8 @@ impl Conv2D {
         let pooled_len = pooled_shape[1..].iter().product::<usize>();
         resize_buffer(winners, batch * pooled_len);
         if matches!(self.path(), Path::Winograd) {
-            return self.pooled_winograd(input, (pooled, winners), kept.is_some());
+            let out = (pooled, &mut winners[..], pooled_len);
+            return self.pooled_winograd(input, out, kept.is_some());
         }
         let chunk = self.chunk();
         let scratch_len = filter_conv::scratch_len(&w, filters);

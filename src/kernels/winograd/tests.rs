@@ -503,18 +503,12 @@ fn relu_applied_as_read_gives_the_bits_of_a_separate_pass() {
 
 #[test]
 fn pooled_gradients_give_the_bits_of_unpooling_first() {
-    for (k, c) in cases().iter().enumerate() {
-        if c.w.out_h < 2 || c.w.out_w < 2 {
-            continue;
-        }
+    for (k, ref c) in pooled_cases() {
         let pool = pool_window(c);
         let x = noise_vec(c.images * c.w.in_len(), 31 + k as u64);
         let conv_y = noise_vec(c.images * c.w.out_pixels() * c.filters, 32);
-        let pooled_len = c.images * pool.out_pixels() * c.filters;
-        let (mut pooled, mut winners) = (vec![0.0; pooled_len], vec![0; pooled_len]);
-        let columns = &mut Default::default();
-        crate::kernels::pool::max_pool_forward(&pool, &conv_y, &mut pooled, &mut winners, columns);
-        let dy = noise_vec(pooled_len, 33);
+        let (pooled, winners) = max_pooled(c, &conv_y);
+        let dy = noise_vec(pooled.len(), 33);
         let mut unpooled = vec![f32::NAN; conv_y.len()];
         crate::kernels::pool::max_pool_backward(&pool, &winners, &dy, Some(&pooled), &mut unpooled);
         let u = transformed(c, &noise_vec(kernel_len_of(c), 34));
@@ -566,23 +560,15 @@ fn tiles_cover_the_inputs_of_valid_and_same_layers() {
 
 #[test]
 fn pooling_as_stored_gives_the_bits_of_pooling_after() {
-    for (k, c) in cases().iter().enumerate() {
-        if c.w.out_h < 2 || c.w.out_w < 2 {
-            continue;
-        }
-        let pool = pool_window(c);
+    for (k, ref c) in pooled_cases() {
         let x = noise_vec(c.images * c.w.in_len(), 41 + k as u64);
         let u = transformed(c, &noise_vec(kernel_len_of(c), 42));
         // A bias that makes some whole windows negative, so relu ties them at 0.
         let bias: Vec<f32> = noise_vec(c.filters, 43).iter().map(|b| b - 2.0).collect();
         for isa in paths() {
             let y = run_forward(isa, c, &x, &u, &bias, true);
-            let len = c.images * pool.out_pixels() * c.filters;
-            let (mut pooled, mut winners) = (vec![0.0; len], vec![0; len]);
-            let columns = &mut Default::default();
-            crate::kernels::pool::max_pool_forward(&pool, &y, &mut pooled, &mut winners, columns);
             let fused = run_forward_pooled(isa, c, &x, &u, &bias);
-            assert!(fused == (pooled, winners), "{isa:?}, case {k}");
+            assert!(fused == max_pooled(c, &y), "{isa:?}, case {k}");
         }
     }
 }
@@ -591,4 +577,21 @@ fn pooling_as_stored_gives_the_bits_of_pooling_after() {
 fn pool_window(c: &Case) -> Window2d {
     let shape = (c.w.out_h, c.w.out_w, c.filters);
     Window2d::new(shape, (2, 2), (2, 2), Padding::Valid).unwrap()
+}
+
+/// The cases whose output has a 2x2 window to pool, with their index.
+fn pooled_cases() -> impl Iterator<Item = (usize, Case)> {
+    cases()
+        .into_iter()
+        .enumerate()
+        .filter(|(_, c)| c.w.out_h >= 2 && c.w.out_w >= 2)
+}
+
+/// `y` (a case's output) max-pooled by `kernels::pool`: values and winners.
+fn max_pooled(c: &Case, y: &[f32]) -> (Vec<f32>, Vec<u8>) {
+    let len = c.images * pool_window(c).out_pixels() * c.filters;
+    let (mut pooled, mut winners) = (vec![0.0; len], vec![0; len]);
+    let columns = &mut Default::default();
+    crate::kernels::pool::max_pool_forward(&pool_window(c), y, &mut pooled, &mut winners, columns);
+    (pooled, winners)
 }
