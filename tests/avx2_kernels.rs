@@ -104,19 +104,22 @@ fn avx2_kernels_agree_with_avx512_and_finite_differences() {
         );
     }
     // 3x3 and 5x5 layers of 16 or more channels run as Winograd F(4x4,
-    // 3x3) and F(2x2, 5x5): their transforms compiled for AVX2 against
-    // those for AVX-512.
+    // 3x3), F(6x6, 3x3) and F(2x2, 5x5): their transforms compiled for
+    // AVX2 against those for AVX-512.
+    // (An 8x13 input, 6x11 output, runs as F(6x6, 3x3).)
     let winograd_cases = [
-        (3, 16, 32, Padding::Same),
-        (3, 20, 17, Padding::Valid),
-        (5, 16, 32, Padding::Same),
-        (5, 20, 17, Padding::Valid),
+        (3, 16, 32, Padding::Same, (10, 9)),
+        (3, 20, 17, Padding::Valid, (10, 9)),
+        (3, 20, 17, Padding::Valid, (8, 13)),
+        (5, 16, 32, Padding::Same, (10, 9)),
+        (5, 20, 17, Padding::Valid, (10, 9)),
     ];
-    for (case, (side, filters, channels, padding)) in winograd_cases.into_iter().enumerate() {
+    for (case, (side, filters, channels, padding, (h, w))) in winograd_cases.into_iter().enumerate()
+    {
         let mut layer = Conv2D::new(filters, (side, side)).padding(padding);
         let mut r = rng(60 + case as u64);
-        let out = layer.build(&[10, 9, channels], &mut r).unwrap();
-        let x = random(&[3, 10, 9, channels], &mut r);
+        let out = layer.build(&[h, w, channels], &mut r).unwrap();
+        let x = random(&[3, h, w, channels], &mut r);
         let dy = random(&[3, out[0], out[1], out[2]], &mut r);
         step_on_both_kernel_sets(&mut layer, (&x, &dy), &format!("Winograd case {case}"));
     }

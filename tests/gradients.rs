@@ -129,6 +129,10 @@ fn conv2d_gradients_by_winograd() {
     check_gradients(&mut same.clone(), &[7, 9, 16], 2, 30);
     let odd = Conv2D::new(20, (3, 3)).activation(Tanh);
     check_gradients(&mut odd.clone(), &[9, 11, 17], 3, 31);
+    // A 6x11 output runs as F(6x6, 3x3): two 6x6 tiles (the second cut
+    // by the image) transform 128 values, six of 4x4 would 216.
+    let f6 = Conv2D::new(20, (3, 3)).activation(Tanh);
+    check_gradients(&mut f6.clone(), &[8, 13, 17], 2, 32);
 }
 
 #[test]
@@ -879,6 +883,20 @@ fn gradients_of_every_fused_stage_at_any_depth() {
         "{plan}"
     );
     check_model_gradients(model, &[11, 12, 2], 3);
+
+    // The same by F(6x6, 3x3): the pooled 3x6 of a 7x13 output are
+    // tiled 6x12, in two tiles of 6x6 (128 values, 216 in 4x4 tiles).
+    let mut model = convnet::Sequential::with_seed(10);
+    model.add(Conv2D::new(16, (3, 3)).input_shape(&[11, 17, 2]));
+    model.add(Conv2D::new(16, (3, 3)).activation(Relu));
+    model.add(MaxPooling2D::new((2, 2)));
+    assert!(
+        model
+            .plan_string()
+            .unwrap()
+            .contains("fused: conv2d_1 + max_pooling2d")
+    );
+    check_model_gradients(model, &[11, 17, 2], 3);
 }
 
 /// BatchNormalization's backward pass (batch statistics: the probes run

@@ -1,28 +1,33 @@
-//! Winograd F(4x4, 3x3) and F(2x2, 5x5): 3x3 and 5x5 stride-1
-//! convolutions with 4x and 2.8x fewer multiplications than any direct
-//! method.
+//! Winograd F(4x4, 3x3), F(6x6, 3x3) and F(2x2, 5x5): 3x3 and 5x5
+//! stride-1 convolutions with 4x, 5x and 2.8x fewer multiplications than
+//! any direct method.
 //!
 //! A 6x6 tile `d` of the input and a 3x3 kernel `g` give a 4x4 tile of the
 //! output (Lavin & Gray, "Fast Algorithms for Convolutional Neural
-//! Networks", 2015); with a 5x5 kernel, the same 6x6 tile gives a 2x2 one:
+//! Networks", 2015); with a 5x5 kernel, the same 6x6 tile gives a 2x2 one;
+//! an 8x8 tile and a 3x3 kernel, a 6x6 one (see [`Scheme`] for which runs
+//! where):
 //!
 //! ```text
 //! y = Aᵀ [ (G g Gᵀ) ⊙ (Bᵀ d B) ] A
 //! ```
 //!
 //! Summed over the input channels, the element-wise product becomes 36
-//! matrix products, one per position `ξ` of the 6x6 transformed tile:
+//! matrix products (64 for 8x8 tiles), one per position `ξ` of the
+//! transformed tile:
 //! `M_ξ (tiles x filters) = V_ξ (tiles x channels) · U_ξ (channels x
 //! filters)`, where `V = Bᵀ d B` per tile and channel and `U = G g Gᵀ` per
 //! channel and filter. That is 36 multiply-adds per 16 outputs and
-//! channel-filter pair, against 144 for direct convolution (3x3), or per
-//! 4 outputs against 100 (5x5); the transforms are additions and a few
-//! multiplications by small constants.
+//! channel-filter pair, against 144 for direct convolution (3x3; 64 per
+//! 36 outputs against 324 with 8x8 tiles), or per 4 outputs against 100
+//! (5x5); the transforms are additions and a few multiplications by
+//! small constants.
 //!
-//! Both kernel sizes interpolate at the same six points (0, ±1, ±2, ∞),
-//! so they share the input transform `Bᵀ`; `G` is the points' Vandermonde
-//! matrix (r columns) with the same row scales, and `Aᵀ` its transpose
-//! (m rows):
+//! The two 6x6 algorithms interpolate at the same six points (0, ±1, ±2,
+//! ∞), so they share the input transform `Bᵀ`; `G` is the points'
+//! Vandermonde matrix (r columns) with the same row scales, and `Aᵀ` its
+//! transpose (m rows). (F(6x6, 3x3) adds ±1/2; its matrices are written
+//! out by its transforms.)
 //!
 //! ```text
 //! F(4x4, 3x3): Aᵀ = [1 1  1 1  1 0]     F(2x2, 5x5): Aᵀ = [1 1  1 1  1 0]
@@ -40,8 +45,8 @@
 //! ```
 //!
 //! and each tile's `dd` goes into the input gradient: written by the first
-//! tile that reaches a pixel, added by the others (tiles overlap by `6 -
-//! m` rows and columns: 2 for 3x3 kernels, 4 for 5x5), so the input
+//! tile that reaches a pixel, added by the others (tiles overlap by `r -
+//! 1` rows and columns: 2 for 3x3 kernels, 4 for 5x5), so the input
 //! gradient is never zeroed first. The kernel-gradient sum stays in the
 //! transformed domain over all the tiles of a chunk, so its inverse
 //! transform runs once per chunk. The output
@@ -57,10 +62,12 @@
 //! them compiled for AVX-512 or AVX2 where the CPU has it, with the same
 //! arithmetic (no fused multiply-adds) on every path.
 //!
-//! Precision: the transforms multiply by up to 16 and divide by up to 24,
-//! so results differ from direct convolution by more than rounding alone:
-//! about 1e-6 of the sum of the absolute products (the tests hold it to
-//! 2e-5), far below what training notices.
+//! Precision: the transforms multiply by up to 16 and divide by up to 24
+//! (F(6x6, 3x3): 32 and 90), so results differ from direct convolution
+//! by more than rounding alone: at worst 3e-6 of the sum of the absolute
+//! products for the output, 1e-5 for F(2x2, 5x5)'s kernel gradient and
+//! 2e-5 for F(6x6, 3x3)'s (the tests hold them to 2e-5, and F(6x6, 3x3)
+//! to 1e-4), far below what training notices.
 
 mod simd;
 
@@ -72,31 +79,38 @@ use rayon::prelude::*;
 use simd::{Avx2, Avx512};
 use simd::{LANES, Portable, Simd};
 
-/// Transformed tile side: m + r - 1 for output tiles of side m and
-/// kernels of side r.
-const A: usize = 6;
-/// Positions of a transformed tile.
-const XI: usize = A * A;
+/// `$f::<A, M, R, S>($args)` for the algorithm `S` of `$scheme`, F(M x
+/// M, R x R) over tiles of side A.
+macro_rules! for_scheme {
+    ($scheme:expr, $f:ident($args:expr)) => {
+        match $scheme {
+            Scheme::F4x4 => $f::<6, 4, 3, F4x4>($args),
+            Scheme::F6x6 => $f::<8, 6, 3, F6x6>($args),
+            Scheme::F2x2 => $f::<6, 2, 5, F2x2>($args),
+        }
+    };
+}
+
 /// Bytes a block's transformed values may take: most of a 2 MB L2 (but
 /// see [`MIN_BLOCK`]).
 const BLOCK_BYTES: usize = 1 << 20;
 
 /// Values from one position's plane of a transformed block to the next:
 /// `count` tiles of `width` values, and one cache line more, so that the
-/// 36 planes a tile's transform writes do not all map to the same sets
-/// of the L1 cache (at 64 tiles of 32 channels they would: 8 KB apart).
+/// planes a tile's transform writes do not all map to the same sets of
+/// the L1 cache (at 64 tiles of 32 channels they would: 8 KB apart).
 fn plane(count: usize, width: usize) -> usize {
     count * width + LANES
 }
 
-/// Tiles per block at least: enough rows for the 36 products to use
-/// each transformed kernel value many times (AlexNet's 384 x 384 kernels
-/// are 21 MB transformed).
+/// Tiles per block at least: enough rows for the products to use each
+/// transformed kernel value many times (AlexNet's 384 x 384 kernels are
+/// 21 MB transformed).
 const MIN_BLOCK: usize = 64;
 
 /// Whether a layer of window `w` and `filters` filters runs on these
 /// kernels: 3x3 or 5x5, stride 1, adjacent taps, and enough channels and
-/// filters that the 36 products are worth their transforms (a first layer
+/// filters that the products are worth their transforms (a first layer
 /// over RGB pixels is not).
 pub fn applies(w: &Window2d, filters: usize) -> bool {
     let shape_fits = matches!((w.k_h, w.k_w), (3, 3) | (5, 5))
@@ -107,24 +121,101 @@ pub fn applies(w: &Window2d, filters: usize) -> bool {
     shape_fits && (16..=512).contains(&w.channels) && (16..=512).contains(&filters)
 }
 
+/// The Winograd algorithm a layer runs: the side of its output tiles,
+/// and of the transformed tiles they come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scheme {
+    /// F(4x4, 3x3): 6x6 transformed tiles, 36 products per 16 outputs.
+    F4x4,
+    /// F(6x6, 3x3): 8x8 transformed tiles, 64 products per 36 outputs
+    /// (1.27x fewer than F(4x4, 3x3), but larger constants in the
+    /// transforms: several times the rounding error).
+    F6x6,
+    /// F(2x2, 5x5): 6x6 transformed tiles, 36 products per 4 outputs.
+    F2x2,
+}
+
+impl Scheme {
+    /// The scheme for a layer of window `w` (see [`applies`]), or, with
+    /// `pooled`, for its outputs that a 2x2 max pooling reads: F(6x6,
+    /// 3x3) where it transforms at least a quarter fewer values than
+    /// F(4x4, 3x3) (a 30x30 output: 25 tiles of 64 values, not 64 tiles
+    /// of 36, 31% fewer; cifar10-cnn's conv2d_1 on one core, forward and
+    /// backward 10.4/21.4 → 6.6/14.7 ms). Its larger transforms and
+    /// kernel-gradient sums take back a smaller saving: the 12x12 outputs
+    /// pooled after a 13x13 layer (4 tiles of 64, not 9 of 36, 21% fewer)
+    /// went from 4.2/10.4 to 4.1/12.0 ms. A tie (32x32, 15x15, 13x13)
+    /// keeps the more precise F(4x4, 3x3).
+    pub fn of(w: &Window2d, pooled: bool) -> Self {
+        if w.k_h == 5 {
+            return Scheme::F2x2;
+        }
+        let cost = |scheme: Scheme| {
+            let (tiles_h, tiles_w) = tile_grid(w, scheme.output_side(), pooled);
+            tiles_h * tiles_w * scheme.positions()
+        };
+        if 4 * cost(Scheme::F6x6) <= 3 * cost(Scheme::F4x4) {
+            Scheme::F6x6
+        } else {
+            Scheme::F4x4
+        }
+    }
+
+    /// Side of the transformed tile: m + r - 1 for output tiles of side
+    /// m and kernels of side r.
+    fn side(self) -> usize {
+        match self {
+            Scheme::F6x6 => 8,
+            Scheme::F4x4 | Scheme::F2x2 => 6,
+        }
+    }
+
+    /// Positions of a transformed tile: one matrix product each.
+    fn positions(self) -> usize {
+        self.side() * self.side()
+    }
+
+    /// Side of an output tile.
+    fn output_side(self) -> usize {
+        match self {
+            Scheme::F4x4 => 4,
+            Scheme::F6x6 => 6,
+            Scheme::F2x2 => 2,
+        }
+    }
+}
+
+/// Tiles per column and per row of an image, with output tiles of side
+/// `m`: over the whole output, or (`pooled`) over the outputs a 2x2 max
+/// pooling reads (a 13x13 output pools 12x12 of them, in 9 tiles of 4x4
+/// instead of 16).
+fn tile_grid(w: &Window2d, m: usize, pooled: bool) -> (usize, usize) {
+    let (rows, cols) = tiled_outputs(w, pooled);
+    (rows.div_ceil(m), cols.div_ceil(m))
+}
+
+/// Output rows and columns the tiles are for: all, or (`pooled`) those
+/// a 2x2 max pooling reads.
+fn tiled_outputs(w: &Window2d, pooled: bool) -> (usize, usize) {
+    if pooled {
+        let (pooled_h, pooled_w) = pooled_side(w);
+        (2 * pooled_h, 2 * pooled_w)
+    } else {
+        (w.out_h, w.out_w)
+    }
+}
+
 /// Images a parallel chunk needs: enough for a full block of tiles (one
 /// image of CIFAR's 32x32 has 64 tiles; one of AlexNet's 13x13 layers,
-/// 16), and two at least: the kernel gradient's sum in the transformed
+/// 16; with `pooled`, the pooled 12x12 outputs of a 13x13 layer, 4 of
+/// 6x6), and two at least: the kernel gradient's sum in the transformed
 /// domain (36 x channels x filters, 3.5 MB for AlexNet's conv2) is
 /// written and transformed back once per chunk (two images a chunk:
 /// conv2's backward pass 121–125 → 115–116 ms on one core, vgg-small's
 /// 99 → 93 ms).
-pub fn images_per_block(w: &Window2d) -> usize {
-    let m = output_side(w);
-    MIN_BLOCK
-        .div_ceil(w.out_h.div_ceil(m) * w.out_w.div_ceil(m))
-        .max(2)
-}
-
-/// Side of the output tile that a 6x6 transformed tile gives: 4 for a
-/// 3x3 kernel, 2 for a 5x5 one.
-fn output_side(w: &Window2d) -> usize {
-    A + 1 - w.k_h
+pub fn images_per_block(w: &Window2d, pooled: bool) -> usize {
+    let (tiles_h, tiles_w) = tile_grid(w, Scheme::of(w, pooled).output_side(), pooled);
+    MIN_BLOCK.div_ceil((tiles_h * tiles_w).max(1)).max(2)
 }
 
 /// The tiling of one layer's images.
@@ -132,47 +223,59 @@ fn output_side(w: &Window2d) -> usize {
 struct Tiling {
     w: Window2d,
     filters: usize,
-    /// Side of an output tile (see [`output_side`]).
+    scheme: Scheme,
+    /// Side of an output tile (see [`Scheme::output_side`]).
     m: usize,
     /// Tiles per column and per row of an image.
     tiles_h: usize,
     tiles_w: usize,
     /// Tiles per block.
     block: usize,
+    /// Input rows and columns, from the top left, under some tiled
+    /// output's window (see [`Tiling::reach`]).
+    reach: (usize, usize),
 }
 
 impl Tiling {
-    /// The tiling of `images` images, in blocks of at most `BLOCK_BYTES`
-    /// of `values_per_tile` transformed values per position, as even as
-    /// can be (a last block of a few tiles makes slow products). With
-    /// `pooled` (2x2 max pooling after the layer), only the outputs the
-    /// pooling reads are tiled: a 13x13 output pools 12x12 of them, in 9
-    /// tiles of 4x4 instead of 16.
+    /// The tiling of `images` images by `scheme`, in blocks of at most
+    /// `BLOCK_BYTES` of `values_per_tile` transformed values per
+    /// position, as even as can be (a last block of a few tiles makes
+    /// slow products). With `pooled` (2x2 max pooling after the layer),
+    /// only the outputs the pooling reads are tiled (see [`tile_grid`]).
     fn new(
         w: &Window2d,
         filters: usize,
         images: usize,
+        scheme: Scheme,
         (values_per_tile, pooled): (usize, bool),
     ) -> Self {
-        let per_tile = XI * values_per_tile * std::mem::size_of::<f32>();
-        let m = output_side(w);
-        let (rows, cols) = if pooled {
-            let (pooled_h, pooled_w) = pooled_side(w);
-            (2 * pooled_h, 2 * pooled_w)
-        } else {
-            (w.out_h, w.out_w)
-        };
-        let (tiles_h, tiles_w) = (rows.div_ceil(m), cols.div_ceil(m));
+        let per_tile = scheme.positions() * values_per_tile * std::mem::size_of::<f32>();
+        let m = scheme.output_side();
+        let (tiles_h, tiles_w) = tile_grid(w, m, pooled);
         let tiles = (images * tiles_h * tiles_w).max(1);
         let largest = (BLOCK_BYTES / per_tile).clamp(MIN_BLOCK, 256);
+        let (rows, cols) = tiled_outputs(w, pooled);
+        let reach = |outputs: usize, side: usize, pad: usize, input: usize| {
+            (outputs + side - 1).saturating_sub(pad).min(input)
+        };
         Tiling {
             w: *w,
             filters,
+            scheme,
             m,
             tiles_h,
             tiles_w,
             block: tiles.div_ceil(tiles.div_ceil(largest)),
+            reach: (
+                reach(rows, w.k_h, w.pad_top, w.in_h),
+                reach(cols, w.k_w, w.pad_left, w.in_w),
+            ),
         }
+    }
+
+    /// Positions of a transformed tile.
+    fn positions(&self) -> usize {
+        self.scheme.positions()
     }
 
     /// Whether channels and filters come in whole groups of 16 lanes.
@@ -195,17 +298,14 @@ impl Tiling {
         )
     }
 
-    /// How many input rows and columns, from the top left, lie under some
-    /// tile's `A` x `A` window.
+    /// How many input rows and columns, from the top left, lie under the
+    /// window of some output the tiles are for. Tiles may reach further
+    /// (past the last output, where they are cut), but what lies there
+    /// moves no output: its gradient is 0, not the rounding error of
+    /// sums that cancel (an 8x8 output in 6x6 tiles reaches 14 inputs,
+    /// of which 10 matter).
     fn reach(&self) -> (usize, usize) {
-        let w = &self.w;
-        let reach = |tiles: usize, pad: usize, side: usize| {
-            (tiles * self.m + A - self.m).saturating_sub(pad).min(side)
-        };
-        (
-            reach(self.tiles_h, w.pad_top, w.in_h),
-            reach(self.tiles_w, w.pad_left, w.in_w),
-        )
+        self.reach
     }
 
     /// Zeros the input gradient `dx` (whole images) where no tile reaches.
@@ -225,34 +325,60 @@ impl Tiling {
     /// Where the `A` x `A` input window of the tile at output pixel
     /// `(oy, ox)` lies in an image: for each row `r` of the window, the
     /// offset of image row `oy + r - pad_top`, and for each column `s`,
-    /// that of pixel `ox + s - pad_left` in a row; `None` in the padding.
+    /// that of pixel `ox + s - pad_left` in a row; `None` in the padding
+    /// and past the first `bounds` rows and columns (the image's, or the
+    /// [reach](Self::reach)).
     #[inline(always)]
-    fn input_window(&self, oy: usize, ox: usize) -> ([Option<usize>; A], [Option<usize>; A]) {
+    fn input_window<const A: usize>(
+        &self,
+        (oy, ox): (usize, usize),
+        (bound_h, bound_w): (usize, usize),
+    ) -> ([Option<usize>; A], [Option<usize>; A]) {
         let w = &self.w;
         let rows = std::array::from_fn(|r| {
             let y = (oy + r).checked_sub(w.pad_top)?;
-            (y < w.in_h).then_some(y * w.in_w * w.channels)
+            (y < bound_h).then_some(y * w.in_w * w.channels)
         });
         let cols = std::array::from_fn(|s| {
             let x = (ox + s).checked_sub(w.pad_left)?;
-            (x < w.in_w).then_some(x * w.channels)
+            (x < bound_w).then_some(x * w.channels)
         });
         (rows, cols)
     }
 }
 
-/// The kernel in the Winograd domain, `U_ξ = (G g Gᵀ)_ξ` for every
-/// channel and filter of `kernel` (Keras layout: r x r x channels x
-/// filters), ready for the products: 36 planes of channels x filters or,
-/// `transposed` (for the input gradient), of filters x channels. Computed
-/// in parallel, then packed once for all the blocks of tiles of a pass.
+/// A kernel in the Winograd domain, ready for the products: `U_ξ = (G g
+/// Gᵀ)_ξ` for every channel and filter, one matrix per position `ξ` of a
+/// transformed tile, packed; and the scheme whose `G` made it.
+pub struct TransformedKernel {
+    scheme: Scheme,
+    mats: PackedMats,
+}
+
+impl TransformedKernel {
+    /// The scheme this kernel was transformed for.
+    pub fn scheme(&self) -> Scheme {
+        self.scheme
+    }
+}
+
+/// `kernel` (Keras layout: r x r x channels x filters) transformed by
+/// `scheme`: a plane of channels x filters per position or, `transposed`
+/// (for the input gradient), of filters x channels. Computed in
+/// parallel, then packed once for all the blocks of tiles of a pass.
 pub fn transform_kernel(
     w: &Window2d,
     filters: usize,
     kernel: &[f32],
     transposed: bool,
-) -> PackedMats {
+    scheme: Scheme,
+) -> TransformedKernel {
     assert!(applies(w, filters), "a layer these kernels compute");
+    assert_eq!(
+        scheme == Scheme::F2x2,
+        w.k_h == 5,
+        "a scheme for this kernel"
+    );
     let channels = w.channels;
     assert_eq!(
         kernel.len(),
@@ -277,16 +403,18 @@ pub fn transform_kernel(
         None => (kernel, channels, filters),
     };
     // Row r of `planes` holds row r of U_ξ for every ξ in turn.
+    let positions = scheme.positions();
     let mut planes = Scratch::take_unzeroed();
-    planes.resize(rows * XI * cols, 0.0);
+    planes.resize(rows * positions * cols, 0.0);
     let kernel = KernelRows { values, rows, cols };
     planes
-        .par_chunks_mut(XI * cols)
+        .par_chunks_mut(positions * cols)
         .enumerate()
-        .for_each(|(row, out)| kernel.transform_row(w.k_h, row, out));
-    PackedMats::new(XI, rows, cols, |xi| {
-        Mat::columns(&planes, rows, XI * cols, xi * cols, cols)
-    })
+        .for_each(|(row, out)| kernel.transform_row(scheme, row, out));
+    let mats = PackedMats::new(positions, rows, cols, |xi| {
+        Mat::columns(&planes, rows, positions * cols, xi * cols, cols)
+    });
+    TransformedKernel { scheme, mats }
 }
 
 /// `dst` (`cols` x `rows`) = `src` (`rows` x `cols`) transposed, in
@@ -314,21 +442,21 @@ struct KernelRows<'a> {
 }
 
 impl KernelRows<'_> {
-    /// Row `row` of every `U_ξ`, into `out` (36 x cols), on the fastest
-    /// path this CPU has.
-    fn transform_row(self, side: usize, row: usize, out: &mut [f32]) {
+    /// Row `row` of every `U_ξ`, into `out` (positions x cols), on the
+    /// fastest path this CPU has.
+    fn transform_row(self, scheme: Scheme, row: usize, out: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]
         {
             if super::has_avx512() {
                 // SAFETY: the CPU has AVX-512F.
-                return unsafe { self.transform_row_avx512(side, row, out) };
+                return unsafe { self.transform_row_avx512(scheme, row, out) };
             }
             if super::has_avx2_fma() {
                 // SAFETY: the CPU has AVX2.
-                return unsafe { self.transform_row_avx2(side, row, out) };
+                return unsafe { self.transform_row_avx2(scheme, row, out) };
             }
         }
-        self.transform_row_on::<Portable>(side, row, out)
+        self.transform_row_on::<Portable>(scheme, row, out)
     }
 
     /// [`Self::transform_row`] compiled for AVX-512F.
@@ -337,8 +465,8 @@ impl KernelRows<'_> {
     /// The CPU must have AVX-512F.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f")]
-    unsafe fn transform_row_avx512(self, side: usize, row: usize, out: &mut [f32]) {
-        self.transform_row_on::<Avx512>(side, row, out)
+    unsafe fn transform_row_avx512(self, scheme: Scheme, row: usize, out: &mut [f32]) {
+        self.transform_row_on::<Avx512>(scheme, row, out)
     }
 
     /// [`Self::transform_row`] compiled for AVX2.
@@ -347,23 +475,23 @@ impl KernelRows<'_> {
     /// The CPU must have AVX2.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
-    unsafe fn transform_row_avx2(self, side: usize, row: usize, out: &mut [f32]) {
-        self.transform_row_on::<Avx2>(side, row, out)
+    unsafe fn transform_row_avx2(self, scheme: Scheme, row: usize, out: &mut [f32]) {
+        self.transform_row_on::<Avx2>(scheme, row, out)
     }
 
     #[inline(always)]
-    fn transform_row_on<V: Simd>(self, side: usize, row: usize, out: &mut [f32]) {
-        if side == 3 {
-            self.transform_row_of::<V, 3, Kernel3>(row, out)
-        } else {
-            self.transform_row_of::<V, 5, Kernel5>(row, out)
+    fn transform_row_on<V: Simd>(self, scheme: Scheme, row: usize, out: &mut [f32]) {
+        match scheme {
+            Scheme::F4x4 => self.transform_row_of::<V, 3, 6, Kernel3>(row, out),
+            Scheme::F6x6 => self.transform_row_of::<V, 3, 8, Kernel3To8>(row, out),
+            Scheme::F2x2 => self.transform_row_of::<V, 5, 6, Kernel5>(row, out),
         }
     }
 
-    /// [`Self::transform_row`] for kernels of side `R`, whose transform
-    /// is `T`.
+    /// [`Self::transform_row`] for kernels of side `R` into transformed
+    /// tiles of side `A`, by the transform `T`.
     #[inline(always)]
-    fn transform_row_of<V: Simd, const R: usize, T: Transform<R, A>>(
+    fn transform_row_of<V: Simd, const R: usize, const A: usize, T: Transform<R, A>>(
         self,
         row: usize,
         out: &mut [f32],
@@ -443,15 +571,15 @@ impl Output<'_> {
 
 /// The forward pass of a chunk of images `x` into `out` (`filters` per
 /// pixel): `y = x ⋆ kernel + bias`, then relu if asked for, then 2x2 max
-/// pooling if `out` asks for it. `u` is the kernel as
-/// [`transform_kernel`] gives it (not transposed); `scratch` is working
-/// space.
+/// pooling if `out` asks for it, by the scheme `u` was transformed for.
+/// `u` is the kernel as [`transform_kernel`] gives it (not transposed);
+/// `scratch` is working space.
 #[allow(clippy::too_many_arguments)]
 pub fn forward(
     w: &Window2d,
     filters: usize,
     x: &[f32],
-    u: &PackedMats,
+    u: &TransformedKernel,
     bias: &[f32],
     relu: bool,
     out: Output,
@@ -462,24 +590,23 @@ pub fn forward(
     assert_eq!(out.len(), images * out.image_len(w, filters), "output size");
     let pooled = matches!(out, Output::Pooled { .. });
     assert!(relu || !pooled, "pooled outputs come after relu");
-    let t = Tiling::new(w, filters, images, (w.channels + filters, pooled));
-    scratch.resize(
-        XI * (plane(t.block, w.channels) + plane(t.block, filters)),
-        0.0,
-    );
-    let args = (t, x, u, bias, relu, out, &mut scratch[..]);
+    let values_per_tile = w.channels + filters;
+    let t = Tiling::new(w, filters, images, u.scheme, (values_per_tile, pooled));
+    let planes = plane(t.block, w.channels) + plane(t.block, filters);
+    let scratch = aligned(scratch, t.positions() * planes);
+    let args = (t, x, &u.mats, bias, relu, out, scratch);
     #[cfg(target_arch = "x86_64")]
     {
         if super::has_avx512() {
             // SAFETY: the CPU has AVX-512F.
-            return unsafe { forward_avx512(args) };
+            return unsafe { for_scheme!(u.scheme, forward_avx512(args)) };
         }
         if super::has_avx2_fma() {
             // SAFETY: the CPU has AVX2.
-            return unsafe { forward_avx2(args) };
+            return unsafe { for_scheme!(u.scheme, forward_avx2(args)) };
         }
     }
-    forward_blocks::<Portable>(args)
+    for_scheme!(u.scheme, forward_portable(args))
 }
 
 type ForwardArgs<'a> = (
@@ -498,8 +625,10 @@ type ForwardArgs<'a> = (
 /// The CPU must have AVX-512F.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn forward_avx512(args: ForwardArgs) {
-    forward_blocks::<Avx512>(args)
+unsafe fn forward_avx512<const A: usize, const M: usize, const R: usize, S: Algorithm<A, M, R>>(
+    args: ForwardArgs,
+) {
+    forward_blocks::<Avx512, A, M, R, S>(args)
 }
 
 /// [`forward_blocks`] compiled for AVX2.
@@ -508,35 +637,62 @@ unsafe fn forward_avx512(args: ForwardArgs) {
 /// The CPU must have AVX2.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn forward_avx2(args: ForwardArgs) {
-    forward_blocks::<Avx2>(args)
+unsafe fn forward_avx2<const A: usize, const M: usize, const R: usize, S: Algorithm<A, M, R>>(
+    args: ForwardArgs,
+) {
+    forward_blocks::<Avx2, A, M, R, S>(args)
+}
+
+/// [`forward_blocks`] on any CPU.
+fn forward_portable<const A: usize, const M: usize, const R: usize, S: Algorithm<A, M, R>>(
+    args: ForwardArgs,
+) {
+    forward_blocks::<Portable, A, M, R, S>(args)
 }
 
 /// [`forward_blocks_of`], with the channels and filters in whole 16-lane
-/// groups or not.
+/// groups or not. (One function compiled per scheme and CPU: with all
+/// the schemes in one, the compiler stopped inlining the transforms'
+/// loads and stores, and the backward pass took half as long again.)
 #[inline(always)]
-fn forward_blocks<V: Simd>(args: ForwardArgs) {
+fn forward_blocks<
+    V: Simd,
+    const A: usize,
+    const M: usize,
+    const R: usize,
+    S: Algorithm<A, M, R>,
+>(
+    args: ForwardArgs,
+) {
     if args.0.whole_lanes() {
-        forward_blocks_of::<V, true>(args)
+        forward_blocks_of::<V, true, A, M, R, S>(args)
     } else {
-        forward_blocks_of::<V, false>(args)
+        forward_blocks_of::<V, false, A, M, R, S>(args)
     }
 }
 
-/// Per block of tiles: transform the input, 36 products, transform back.
-/// (`FULL`: every channel and filter group has 16 lanes.)
+/// Per block of tiles: transform the input, `A²` products, transform
+/// back, by the algorithm `S`. (`FULL`: every channel and filter group
+/// has 16 lanes.)
 #[inline(always)]
-fn forward_blocks_of<V: Simd, const FULL: bool>(
+fn forward_blocks_of<
+    V: Simd,
+    const FULL: bool,
+    const A: usize,
+    const M: usize,
+    const R: usize,
+    S: Algorithm<A, M, R>,
+>(
     (t, x, u, bias, relu, mut out, scratch): ForwardArgs,
 ) {
     let (channels, filters) = (t.w.channels, t.filters);
-    let (v, m) = scratch.split_at_mut(XI * plane(t.block, channels));
+    let (v, m) = scratch.split_at_mut(A * A * plane(t.block, channels));
     let tiles = x.len() / t.w.in_len() * t.tiles_per_image();
     for first in (0..tiles).step_by(t.block) {
         let count = t.block.min(tiles - first);
         let (v_plane, m_plane) = (plane(count, channels), plane(count, filters));
-        transform_input::<V, FULL>(&t, x, (first, count), v);
-        for xi in 0..XI {
+        transform_input::<V, FULL, A, S::Input>(&t, x, (first, count), v);
+        for xi in 0..A * A {
             let v_xi = Mat::new(&v[xi * v_plane..][..count * channels], count, channels);
             matmul_packed(
                 v_xi,
@@ -546,17 +702,15 @@ fn forward_blocks_of<V: Simd, const FULL: bool>(
             );
         }
         let block = (&t, &m[..], (first, count), bias, relu);
-        match t.m {
-            4 => transform_output::<V, FULL, 4, Output4>(block, &mut out),
-            _ => transform_output::<V, FULL, 2, Output2>(block, &mut out),
-        }
+        transform_output::<V, FULL, A, M, S::Output>(block, &mut out);
     }
 }
 
 /// `V_ξ = (Bᵀ d B)_ξ` for tiles `first..first + count` of the images
-/// `x`, into `v` (36 planes of tiles x channels, see [`plane`]).
+/// `x`, into `v` (`A²` planes of tiles x channels, see [`plane`]), by
+/// the input transform `T`.
 #[inline(always)]
-fn transform_input<V: Simd, const FULL: bool>(
+fn transform_input<V: Simd, const FULL: bool, const A: usize, T: Transform<A, A>>(
     t: &Tiling,
     x: &[f32],
     (first, count): (usize, usize),
@@ -568,10 +722,10 @@ fn transform_input<V: Simd, const FULL: bool>(
     for i in 0..count {
         let (image, oy, ox) = t.tile(first + i);
         let image = &x[image * t.w.in_len()..][..t.w.in_len()];
-        let (rows, cols) = t.input_window(oy, ox);
+        let (rows, cols) = t.input_window::<A>((oy, ox), (t.w.in_h, t.w.in_w));
         for c in (0..channels).step_by(LANES) {
             let n = if FULL { LANES } else { LANES.min(channels - c) };
-            grid.transform::<Input>(
+            grid.transform::<T>(
                 |r, s| match (rows[r], cols[s]) {
                     (Some(row), Some(col)) => load(image, row + col + c, n),
                     _ => V::zero(),
@@ -582,12 +736,18 @@ fn transform_input<V: Simd, const FULL: bool>(
     }
 }
 
-/// `y = Aᵀ m A` (+ bias, relu) for tiles `first..` of `m` (36 x tiles x
+/// `y = Aᵀ m A` (+ bias, relu) for tiles `first..` of `m` (`A²` x tiles x
 /// filters), into `out`: `M` x `M` output tiles by the transform `T`; the
 /// parts of edge tiles past the image are dropped. Pooled, each tile
 /// holds whole 2x2 windows (`M` is even, and so is every tile's corner).
 #[inline(always)]
-fn transform_output<V: Simd, const FULL: bool, const M: usize, T: Transform<A, M>>(
+fn transform_output<
+    V: Simd,
+    const FULL: bool,
+    const A: usize,
+    const M: usize,
+    T: Transform<A, M>,
+>(
     (t, m, (first, count), bias, relu): (&Tiling, &[f32], (usize, usize), &[f32], bool),
     out: &mut Output,
 ) {
@@ -596,7 +756,7 @@ fn transform_output<V: Simd, const FULL: bool, const M: usize, T: Transform<A, M
     let image_len = out.image_len(&t.w, filters);
     let mut grid = Grid::<V, A, M>::new();
     // One tile's output, for pooling.
-    let mut tile = [[V::zero(); 4]; 4];
+    let mut tile = [[V::zero(); M]; M];
     for i in 0..count {
         let (image, oy, ox) = t.tile(first + i);
         let (rows, cols) = (M.min(t.w.out_h - oy), M.min(t.w.out_w - ox));
@@ -661,6 +821,12 @@ pub enum OutputGrad<'a> {
 }
 
 impl<'a> OutputGrad<'a> {
+    /// The scheme [`backward`] runs from this gradient for a layer of
+    /// window `w` (its transposed kernel must be transformed for it).
+    pub fn scheme(&self, w: &Window2d) -> Scheme {
+        Scheme::of(w, matches!(self, OutputGrad::Pooled { .. }))
+    }
+
     /// Values per image of `dy` (and of `y` and `winners`) for a layer of
     /// window `w` and `filters` filters.
     pub fn image_len(&self, w: &Window2d, filters: usize) -> usize {
@@ -705,13 +871,14 @@ impl<'a> OutputGrad<'a> {
 /// `dy` of its output, this chunk's kernel and bias gradients into
 /// `d_kernel` and `d_bias` (Keras layout, overwritten) and, when asked
 /// for, the input gradient into `dx.0` (overwritten), for which `dx.1` is
-/// the kernel as [`transform_kernel`] gives it transposed.
+/// the kernel as [`transform_kernel`] gives it transposed, for the
+/// scheme [`OutputGrad::scheme`] names.
 pub fn backward(
     w: &Window2d,
     filters: usize,
     (x, dy): (&[f32], OutputGrad),
     (d_kernel, d_bias): (&mut [f32], &mut [f32]),
-    dx: Option<(&mut [f32], &PackedMats)>,
+    dx: Option<(&mut [f32], &TransformedKernel)>,
     scratch: &mut Vec<f32>,
 ) {
     let (channels, images) = (w.channels, x.len() / w.in_len());
@@ -723,26 +890,47 @@ pub fn backward(
         "kernel gradient size"
     );
     assert_eq!(d_bias.len(), filters, "bias gradient size");
-    if let Some((dx, _)) = &dx {
+    let scheme = dy.scheme(w);
+    if let Some((dx, u_t)) = &dx {
         assert_eq!(dx.len(), x.len(), "input gradient size");
+        assert_eq!(u_t.scheme, scheme, "a kernel transformed for this pass");
     }
     let pooled = matches!(dy, OutputGrad::Pooled { .. });
-    let t = Tiling::new(w, filters, images, (2 * channels + filters, pooled));
-    let planes = 2 * plane(t.block, channels) + plane(t.block, filters);
-    scratch.resize(XI * (planes + channels * filters), 0.0);
-    let args = (t, (x, dy), (d_kernel, d_bias), dx, &mut scratch[..]);
+    let values_per_tile = 2 * channels + filters;
+    let t = Tiling::new(w, filters, images, scheme, (values_per_tile, pooled));
+    let scratch = aligned(scratch, backward_scratch_len(&t));
+    let dx = dx.map(|(dx, u_t)| (dx, &u_t.mats));
+    let args = (t, (x, dy), (d_kernel, d_bias), dx, scratch);
     #[cfg(target_arch = "x86_64")]
     {
         if super::has_avx512() {
             // SAFETY: the CPU has AVX-512F.
-            return unsafe { backward_avx512(args) };
+            return unsafe { for_scheme!(scheme, backward_avx512(args)) };
         }
         if super::has_avx2_fma() {
             // SAFETY: the CPU has AVX2.
-            return unsafe { backward_avx2(args) };
+            return unsafe { for_scheme!(scheme, backward_avx2(args)) };
         }
     }
-    backward_blocks::<Portable>(args)
+    for_scheme!(scheme, backward_portable(args))
+}
+
+/// `len` values of `scratch` from a 64-byte boundary on: every plane
+/// then starts on a cache line (a plane is a whole number of lines when
+/// the channels and filters are), and no 16-lane load or store spans two.
+fn aligned(scratch: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    scratch.resize(len + LANES - 1, 0.0);
+    let skip = scratch.as_ptr().align_offset(64).min(LANES - 1);
+    &mut scratch[skip..skip + len]
+}
+
+/// Working space of a backward pass: the transformed input, output
+/// gradient and input gradient of a block, and the kernel gradient in
+/// the transformed domain.
+fn backward_scratch_len(t: &Tiling) -> usize {
+    let (channels, filters) = (t.w.channels, t.filters);
+    let planes = 2 * plane(t.block, channels) + plane(t.block, filters);
+    t.positions() * (planes + channels * filters)
 }
 
 type BackwardArgs<'a> = (
@@ -759,8 +947,10 @@ type BackwardArgs<'a> = (
 /// The CPU must have AVX-512F.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn backward_avx512(args: BackwardArgs) {
-    backward_blocks::<Avx512>(args)
+unsafe fn backward_avx512<const A: usize, const M: usize, const R: usize, S: Algorithm<A, M, R>>(
+    args: BackwardArgs,
+) {
+    backward_blocks::<Avx512, A, M, R, S>(args)
 }
 
 /// [`backward_blocks`] compiled for AVX2.
@@ -769,33 +959,60 @@ unsafe fn backward_avx512(args: BackwardArgs) {
 /// The CPU must have AVX2.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn backward_avx2(args: BackwardArgs) {
-    backward_blocks::<Avx2>(args)
+unsafe fn backward_avx2<const A: usize, const M: usize, const R: usize, S: Algorithm<A, M, R>>(
+    args: BackwardArgs,
+) {
+    backward_blocks::<Avx2, A, M, R, S>(args)
 }
 
-/// [`backward_blocks_of`], with the channels and filters in whole 16-lane
-/// groups or not.
+/// [`backward_blocks`] on any CPU.
+fn backward_portable<const A: usize, const M: usize, const R: usize, S: Algorithm<A, M, R>>(
+    args: BackwardArgs,
+) {
+    backward_blocks::<Portable, A, M, R, S>(args)
+}
+
+/// [`backward_blocks_of`], with the channels and filters in whole
+/// 16-lane groups or not (one function per scheme and CPU, as
+/// [`forward_blocks`]).
 #[inline(always)]
-fn backward_blocks<V: Simd>(args: BackwardArgs) {
+fn backward_blocks<
+    V: Simd,
+    const A: usize,
+    const M: usize,
+    const R: usize,
+    S: Algorithm<A, M, R>,
+>(
+    args: BackwardArgs,
+) {
     if args.0.whole_lanes() {
-        backward_blocks_of::<V, true>(args)
+        backward_blocks_of::<V, true, A, M, R, S>(args)
     } else {
-        backward_blocks_of::<V, false>(args)
+        backward_blocks_of::<V, false, A, M, R, S>(args)
     }
 }
 
 /// Per block of tiles: transform the input and the output gradient
-/// (summing the bias gradient on the way), add the block's 36
-/// kernel-gradient products to the chunk's, and (for `dx`) 36 more
-/// products, transformed back into the input gradient.
+/// (summing the bias gradient on the way), add the block's `A²`
+/// kernel-gradient products to the chunk's, and (for `dx`) `A²` more
+/// products, transformed back into the input gradient; by the algorithm
+/// `S`.
 #[inline(always)]
-fn backward_blocks_of<V: Simd, const FULL: bool>(
+fn backward_blocks_of<
+    V: Simd,
+    const FULL: bool,
+    const A: usize,
+    const M: usize,
+    const R: usize,
+    S: Algorithm<A, M, R>,
+>(
     (t, (x, dy), (d_kernel, d_bias), mut dx, scratch): BackwardArgs,
 ) {
     let (channels, filters) = (t.w.channels, t.filters);
-    let (v, rest) = scratch.split_at_mut(XI * plane(t.block, channels));
-    let (z, rest) = rest.split_at_mut(XI * plane(t.block, filters));
-    let (p, d_u) = rest.split_at_mut(XI * plane(t.block, channels));
+    let positions = A * A;
+    let (v, rest) = scratch.split_at_mut(positions * plane(t.block, channels));
+    let (z, rest) = rest.split_at_mut(positions * plane(t.block, filters));
+    let (p, d_u) = rest.split_at_mut(positions * plane(t.block, channels));
     if let Some((dx, _)) = &mut dx {
         // Pixels no tile reaches get no gradient (every other pixel is
         // written by its first tile).
@@ -806,14 +1023,11 @@ fn backward_blocks_of<V: Simd, const FULL: bool>(
     for first in (0..tiles).step_by(t.block) {
         let count = t.block.min(tiles - first);
         let (v_plane, z_plane) = (plane(count, channels), plane(count, filters));
-        transform_input::<V, FULL>(&t, x, (first, count), v);
+        transform_input::<V, FULL, A, S::Input>(&t, x, (first, count), v);
         let block = (first, count);
-        match t.m {
-            4 => output_grad_of::<V, FULL, 4, OutputGrad4>(&t, dy, block, z, d_bias),
-            _ => output_grad_of::<V, FULL, 2, OutputGrad2>(&t, dy, block, z, d_bias),
-        }
+        output_grad_of::<V, FULL, A, M, S::OutputGrad>(&t, dy, block, z, d_bias);
         let beta = if first == 0 { 0.0 } else { 1.0 };
-        for xi in 0..XI {
+        for xi in 0..positions {
             let v_xi = Mat::new(&v[xi * v_plane..][..count * channels], count, channels);
             let z_xi = Mat::new(&z[xi * z_plane..][..count * filters], count, filters);
             let d_u_xi = &mut d_u[xi * channels * filters..][..channels * filters];
@@ -822,22 +1036,19 @@ fn backward_blocks_of<V: Simd, const FULL: bool>(
         let Some((dx, u_t)) = &mut dx else {
             continue;
         };
-        for xi in 0..XI {
+        for xi in 0..positions {
             let z_xi = Mat::new(&z[xi * z_plane..][..count * filters], count, filters);
             let p_xi = &mut p[xi * v_plane..][..count * channels];
             matmul_packed(z_xi, u_t.get(xi), p_xi, 0.0);
         }
-        add_input_grad::<V, FULL>(&t, p, (first, count), dx);
+        add_input_grad::<V, FULL, A, S::InputGrad>(&t, p, (first, count), dx);
     }
-    match t.m {
-        4 => transform_kernel_grad::<V, 3, KernelGrad3>(&t, d_u, d_kernel),
-        _ => transform_kernel_grad::<V, 5, KernelGrad5>(&t, d_u, d_kernel),
-    }
+    transform_kernel_grad::<V, A, R, S::KernelGrad>(&t, d_u, d_kernel);
 }
 
 /// [`transform_output_grad`] reading `dy` as it comes.
 #[inline(always)]
-fn output_grad_of<V: Simd, const FULL: bool, const M: usize, T: Transform<M, A>>(
+fn output_grad_of<V: Simd, const FULL: bool, const A: usize, const M: usize, T: Transform<M, A>>(
     t: &Tiling,
     dy: OutputGrad,
     block: (usize, usize),
@@ -850,7 +1061,7 @@ fn output_grad_of<V: Simd, const FULL: bool, const M: usize, T: Transform<M, A>>
     match dy {
         OutputGrad::Linear(dy) => {
             let image_len = w.out_pixels() * filters;
-            transform_output_grad::<V, FULL, M, T>(t, block, out, |image, py, px, f, n| {
+            transform_output_grad::<V, FULL, A, M, T>(t, block, out, |image, py, px, f, n| {
                 if py < w.out_h && px < w.out_w {
                     load(dy, image * image_len + py * row + px * filters + f, n)
                 } else {
@@ -860,7 +1071,7 @@ fn output_grad_of<V: Simd, const FULL: bool, const M: usize, T: Transform<M, A>>
         }
         OutputGrad::Relu { dy, y } => {
             let image_len = w.out_pixels() * filters;
-            transform_output_grad::<V, FULL, M, T>(t, block, out, |image, py, px, f, n| {
+            transform_output_grad::<V, FULL, A, M, T>(t, block, out, |image, py, px, f, n| {
                 if py < w.out_h && px < w.out_w {
                     let at = image * image_len + py * row + px * filters + f;
                     load::<V>(dy, at, n).where_positive(load(y, at, n))
@@ -872,7 +1083,7 @@ fn output_grad_of<V: Simd, const FULL: bool, const M: usize, T: Transform<M, A>>
         OutputGrad::Pooled { dy, y, winners } => {
             let (pooled_h, pooled_w) = pooled_side(w);
             let image_len = pooled_h * pooled_w * filters;
-            transform_output_grad::<V, FULL, M, T>(t, block, out, |image, py, px, f, n| {
+            transform_output_grad::<V, FULL, A, M, T>(t, block, out, |image, py, px, f, n| {
                 let (qy, qx) = (py / 2, px / 2);
                 if qy < pooled_h && qx < pooled_w {
                     let at = image * image_len + (qy * pooled_w + qx) * filters + f;
@@ -906,7 +1117,13 @@ fn winner_bytes(winners: &[u8], at: usize, n: usize) -> [u8; LANES] {
 /// the output gradient (0 outside the output); the sum of the values read
 /// is added onto `d_bias`.
 #[inline(always)]
-fn transform_output_grad<V: Simd, const FULL: bool, const M: usize, T: Transform<M, A>>(
+fn transform_output_grad<
+    V: Simd,
+    const FULL: bool,
+    const A: usize,
+    const M: usize,
+    T: Transform<M, A>,
+>(
     t: &Tiling,
     (first, count): (usize, usize),
     (z, d_bias): (&mut [f32], &mut [f32]),
@@ -939,7 +1156,7 @@ fn transform_output_grad<V: Simd, const FULL: bool, const M: usize, T: Transform
 /// overlap the one above and the one to the left by `A - m` rows and
 /// columns), added by the others.
 #[inline(always)]
-fn add_input_grad<V: Simd, const FULL: bool>(
+fn add_input_grad<V: Simd, const FULL: bool, const A: usize, T: Transform<A, A>>(
     t: &Tiling,
     p: &[f32],
     (first, count): (usize, usize),
@@ -952,13 +1169,15 @@ fn add_input_grad<V: Simd, const FULL: bool>(
     for i in 0..count {
         let (image, oy, ox) = t.tile(first + i);
         let image = &mut dx[image * t.w.in_len()..][..t.w.in_len()];
-        let (rows, cols) = t.input_window(oy, ox);
+        let (rows, cols) = t.input_window::<A>((oy, ox), t.reach());
         // Rows and columns of this tile's window that tiles before it reached.
         let (rows_seen, cols_seen) = ((oy > 0) as usize * overlap, (ox > 0) as usize * overlap);
         for c in (0..channels).step_by(LANES) {
             let n = if FULL { LANES } else { LANES.min(channels - c) };
-            grid.transform::<InputGrad>(
+            grid.transform::<T>(
                 |a, b| load(p, (a * A + b) * stride + i * channels + c, n),
+                // (Left to itself, the compiler called this closure.)
+                #[inline(always)]
                 |r, s, value| {
                     if let (Some(row), Some(col)) = (rows[r], cols[s]) {
                         let at = row + col + c;
@@ -979,7 +1198,7 @@ fn add_input_grad<V: Simd, const FULL: bool>(
 /// filters), into `d_kernel` (`R` x `R` x channels x filters) by the
 /// transform `T`.
 #[inline(always)]
-fn transform_kernel_grad<V: Simd, const R: usize, T: Transform<A, R>>(
+fn transform_kernel_grad<V: Simd, const A: usize, const R: usize, T: Transform<A, R>>(
     t: &Tiling,
     d_u: &[f32],
     d_kernel: &mut [f32],
@@ -1049,9 +1268,56 @@ trait Transform<const I: usize, const O: usize> {
     fn apply<V: Simd>(x: &[V; I], out: &mut [V; O]);
 }
 
-/// `Bᵀ d`: the input transform.
+/// A Winograd algorithm F(M x M, R x R) over transformed tiles of side
+/// `A = M + R - 1`: its six 1-D transforms.
+trait Algorithm<const A: usize, const M: usize, const R: usize> {
+    /// `Bᵀ d`.
+    type Input: Transform<A, A>;
+    /// `B p`: the input gradient.
+    type InputGrad: Transform<A, A>;
+    /// `Aᵀ m`.
+    type Output: Transform<A, M>;
+    /// `A e`: the output gradient.
+    type OutputGrad: Transform<M, A>;
+    /// `Gᵀ m`: the kernel gradient. (`G g`, the kernel's transform, is
+    /// picked in [`KernelRows::transform_row_on`].)
+    type KernelGrad: Transform<A, R>;
+}
+
+/// F(4x4, 3x3).
+struct F4x4;
+/// F(6x6, 3x3).
+struct F6x6;
+/// F(2x2, 5x5).
+struct F2x2;
+
+impl Algorithm<6, 4, 3> for F4x4 {
+    type Input = Input;
+    type InputGrad = InputGrad;
+    type Output = Output4;
+    type OutputGrad = OutputGrad4;
+    type KernelGrad = KernelGrad3;
+}
+
+impl Algorithm<8, 6, 3> for F6x6 {
+    type Input = Input8;
+    type InputGrad = InputGrad8;
+    type Output = Output6;
+    type OutputGrad = OutputGrad6;
+    type KernelGrad = KernelGrad3From8;
+}
+
+impl Algorithm<6, 2, 5> for F2x2 {
+    type Input = Input;
+    type InputGrad = InputGrad;
+    type Output = Output2;
+    type OutputGrad = OutputGrad2;
+    type KernelGrad = KernelGrad5;
+}
+
+/// `Bᵀ d`: the input transform of 6x6 tiles.
 struct Input;
-/// `B p`: the input transform transposed (input gradient).
+/// `B p`: [`Input`] transposed (input gradient).
 struct InputGrad;
 /// `Aᵀ m`: the output transform of F(4x4, 3x3).
 struct Output4;
@@ -1069,10 +1335,22 @@ struct OutputGrad2;
 struct Kernel5;
 /// `Gᵀ m`: [`Kernel5`] transposed (kernel gradient).
 struct KernelGrad5;
+/// `Bᵀ d`: the input transform of F(6x6, 3x3)'s 8x8 tiles.
+struct Input8;
+/// `B p`: [`Input8`] transposed (input gradient).
+struct InputGrad8;
+/// `Aᵀ m`: the output transform of F(6x6, 3x3).
+struct Output6;
+/// `A e`: [`Output6`] transposed (output gradient).
+struct OutputGrad6;
+/// `G g`: the kernel transform of F(6x6, 3x3).
+struct Kernel3To8;
+/// `Gᵀ m`: [`Kernel3To8`] transposed (kernel gradient).
+struct KernelGrad3From8;
 
-impl Transform<A, A> for Input {
+impl Transform<6, 6> for Input {
     #[inline(always)]
-    fn apply<V: Simd>(d: &[V; A], out: &mut [V; A]) {
+    fn apply<V: Simd>(d: &[V; 6], out: &mut [V; 6]) {
         out[0] = d[0].scale(4.0).sub(d[2].scale(5.0)).add(d[4]);
         out[1] = d[1].scale(-4.0).sub(d[2].scale(4.0)).add(d[3]).add(d[4]);
         out[2] = d[1].scale(4.0).sub(d[2].scale(4.0)).sub(d[3]).add(d[4]);
@@ -1082,9 +1360,9 @@ impl Transform<A, A> for Input {
     }
 }
 
-impl Transform<A, A> for InputGrad {
+impl Transform<6, 6> for InputGrad {
     #[inline(always)]
-    fn apply<V: Simd>(p: &[V; A], out: &mut [V; A]) {
+    fn apply<V: Simd>(p: &[V; 6], out: &mut [V; 6]) {
         out[0] = p[0].scale(4.0);
         out[1] = (p[1].scale(-4.0).add(p[2].scale(4.0)))
             .sub(p[3].scale(2.0))
@@ -1104,9 +1382,9 @@ impl Transform<A, A> for InputGrad {
     }
 }
 
-impl Transform<A, 4> for Output4 {
+impl Transform<6, 4> for Output4 {
     #[inline(always)]
-    fn apply<V: Simd>(m: &[V; A], out: &mut [V; 4]) {
+    fn apply<V: Simd>(m: &[V; 6], out: &mut [V; 4]) {
         out[0] = m[0].add(m[1]).add(m[2]).add(m[3]).add(m[4]);
         out[1] = m[1].sub(m[2]).add(m[3].scale(2.0)).sub(m[4].scale(2.0));
         out[2] = m[1].add(m[2]).add(m[3].scale(4.0)).add(m[4].scale(4.0));
@@ -1118,9 +1396,9 @@ impl Transform<A, 4> for Output4 {
     }
 }
 
-impl Transform<4, A> for OutputGrad4 {
+impl Transform<4, 6> for OutputGrad4 {
     #[inline(always)]
-    fn apply<V: Simd>(e: &[V; 4], out: &mut [V; A]) {
+    fn apply<V: Simd>(e: &[V; 4], out: &mut [V; 6]) {
         out[0] = e[0];
         out[1] = e[0].add(e[1]).add(e[2]).add(e[3]);
         out[2] = e[0].sub(e[1]).add(e[2]).sub(e[3]);
@@ -1136,9 +1414,9 @@ impl Transform<4, A> for OutputGrad4 {
     }
 }
 
-impl Transform<3, A> for Kernel3 {
+impl Transform<3, 6> for Kernel3 {
     #[inline(always)]
-    fn apply<V: Simd>(g: &[V; 3], out: &mut [V; A]) {
+    fn apply<V: Simd>(g: &[V; 3], out: &mut [V; 6]) {
         out[0] = g[0].div(4.0);
         out[1] = g[0].add(g[1]).add(g[2]).div(-6.0);
         out[2] = g[0].sub(g[1]).add(g[2]).div(-6.0);
@@ -1148,9 +1426,9 @@ impl Transform<3, A> for Kernel3 {
     }
 }
 
-impl Transform<A, 3> for KernelGrad3 {
+impl Transform<6, 3> for KernelGrad3 {
     #[inline(always)]
-    fn apply<V: Simd>(m: &[V; A], out: &mut [V; 3]) {
+    fn apply<V: Simd>(m: &[V; 6], out: &mut [V; 3]) {
         out[0] = m[0]
             .div(4.0)
             .sub(m[1].add(m[2]).div(6.0))
@@ -1160,9 +1438,9 @@ impl Transform<A, 3> for KernelGrad3 {
     }
 }
 
-impl Transform<A, 2> for Output2 {
+impl Transform<6, 2> for Output2 {
     #[inline(always)]
-    fn apply<V: Simd>(m: &[V; A], out: &mut [V; 2]) {
+    fn apply<V: Simd>(m: &[V; 6], out: &mut [V; 2]) {
         out[0] = m[0].add(m[1]).add(m[2]).add(m[3]).add(m[4]);
         out[1] = m[1]
             .sub(m[2])
@@ -1172,9 +1450,9 @@ impl Transform<A, 2> for Output2 {
     }
 }
 
-impl Transform<2, A> for OutputGrad2 {
+impl Transform<2, 6> for OutputGrad2 {
     #[inline(always)]
-    fn apply<V: Simd>(e: &[V; 2], out: &mut [V; A]) {
+    fn apply<V: Simd>(e: &[V; 2], out: &mut [V; 6]) {
         out[0] = e[0];
         out[1] = e[0].add(e[1]);
         out[2] = e[0].sub(e[1]);
@@ -1184,9 +1462,9 @@ impl Transform<2, A> for OutputGrad2 {
     }
 }
 
-impl Transform<5, A> for Kernel5 {
+impl Transform<5, 6> for Kernel5 {
     #[inline(always)]
-    fn apply<V: Simd>(g: &[V; 5], out: &mut [V; A]) {
+    fn apply<V: Simd>(g: &[V; 5], out: &mut [V; 6]) {
         let (even, odd) = (g[0].add(g[2]).add(g[4]), g[1].add(g[3]));
         out[0] = g[0].div(4.0);
         out[1] = even.add(odd).div(-6.0);
@@ -1199,9 +1477,9 @@ impl Transform<5, A> for Kernel5 {
     }
 }
 
-impl Transform<A, 5> for KernelGrad5 {
+impl Transform<6, 5> for KernelGrad5 {
     #[inline(always)]
-    fn apply<V: Simd>(m: &[V; A], out: &mut [V; 5]) {
+    fn apply<V: Simd>(m: &[V; 6], out: &mut [V; 5]) {
         // Row p of G is scale_p (1, p, p², p³, p⁴): tap k gathers p^k.
         let (plus1, minus1) = (m[1].add(m[2]).div(-6.0), m[2].sub(m[1]).div(6.0));
         let (plus2, minus2) = (m[3].add(m[4]).div(24.0), m[3].sub(m[4]).div(24.0));
@@ -1210,6 +1488,153 @@ impl Transform<A, 5> for KernelGrad5 {
         out[2] = plus1.add(plus2.scale(4.0));
         out[3] = minus1.add(minus2.scale(8.0));
         out[4] = plus1.add(plus2.scale(16.0)).add(m[5]);
+    }
+}
+
+// F(6x6, 3x3) interpolates at 0, ±1, ±2, ±1/2 and ∞ (the points of
+// Lavin & Gray's and NNPACK's):
+//
+//      [1  0    -21/4  0     21/4  0     -1 0]        [ 1     0     0   ]
+//      [0  1     1    -17/4 -17/4  1      1 0]        [-2/9  -2/9  -2/9 ]
+//      [0 -1     1     17/4 -17/4 -1      1 0]        [-2/9   2/9  -2/9 ]
+// Bᵀ = [0  1/2   1/4  -5/2  -5/4   2      1 0]    G = [ 1/90  1/45  2/45]
+//      [0 -1/2   1/4   5/2  -5/4  -2      1 0]        [ 1/90 -1/45  2/45]
+//      [0  2     4    -5/2  -5     1/2    1 0]        [32/45 16/45  8/45]
+//      [0 -2     4     5/2  -5    -1/2    1 0]        [32/45 -16/45 8/45]
+//      [0 -1     0     21/4  0    -21/4   0 1]        [ 0     0     1   ]
+//
+//      [1 1  1  1   1   1     1    0]
+//      [0 1 -1  2  -2   1/2  -1/2  0]
+// Aᵀ = [0 1  1  4   4   1/4   1/4  0]
+//      [0 1 -1  8  -8   1/8  -1/8  0]
+//      [0 1  1 16  16   1/16  1/16 0]
+//      [0 1 -1 32 -32   1/32 -1/32 1]
+//
+// Each pair of points ±p shares its sums: even powers plus odd ones, and
+// minus.
+
+impl Transform<8, 8> for Input8 {
+    #[inline(always)]
+    fn apply<V: Simd>(d: &[V; 8], out: &mut [V; 8]) {
+        out[0] = d[0].sub(d[6]).add(d[4].sub(d[2]).scale(5.25));
+        out[7] = d[7].sub(d[1]).add(d[3].sub(d[5]).scale(5.25));
+        let even = d[2].add(d[6]).sub(d[4].scale(4.25));
+        let odd = d[1].add(d[5]).sub(d[3].scale(4.25));
+        out[1] = even.add(odd);
+        out[2] = even.sub(odd);
+        let even = d[6].add(d[2].scale(0.25)).sub(d[4].scale(1.25));
+        let odd = d[1].scale(0.5).sub(d[3].scale(2.5)).add(d[5].scale(2.0));
+        out[3] = even.add(odd);
+        out[4] = even.sub(odd);
+        let even = d[6].add(d[2].scale(4.0)).sub(d[4].scale(5.0));
+        let odd = d[1].scale(2.0).sub(d[3].scale(2.5)).add(d[5].scale(0.5));
+        out[5] = even.add(odd);
+        out[6] = even.sub(odd);
+    }
+}
+
+impl Transform<8, 8> for InputGrad8 {
+    #[inline(always)]
+    fn apply<V: Simd>(p: &[V; 8], out: &mut [V; 8]) {
+        let (sum12, diff12) = (p[1].add(p[2]), p[1].sub(p[2]));
+        let (sum34, diff34) = (p[3].add(p[4]), p[3].sub(p[4]));
+        let (sum56, diff56) = (p[5].add(p[6]), p[5].sub(p[6]));
+        out[0] = p[0];
+        out[1] = diff12
+            .add(diff34.scale(0.5))
+            .add(diff56.scale(2.0))
+            .sub(p[7]);
+        out[2] = sum12
+            .sub(p[0].scale(5.25))
+            .add(sum34.scale(0.25))
+            .add(sum56.scale(4.0));
+        out[3] = p[7]
+            .scale(5.25)
+            .sub(diff12.scale(4.25))
+            .sub(diff34.scale(2.5))
+            .sub(diff56.scale(2.5));
+        out[4] = p[0]
+            .scale(5.25)
+            .sub(sum12.scale(4.25))
+            .sub(sum34.scale(1.25))
+            .sub(sum56.scale(5.0));
+        out[5] = diff12
+            .add(diff34.scale(2.0))
+            .add(diff56.scale(0.5))
+            .sub(p[7].scale(5.25));
+        out[6] = sum12.add(sum34).add(sum56).sub(p[0]);
+        out[7] = p[7];
+    }
+}
+
+impl Transform<8, 6> for Output6 {
+    #[inline(always)]
+    fn apply<V: Simd>(m: &[V; 8], out: &mut [V; 6]) {
+        let (sum12, diff12) = (m[1].add(m[2]), m[1].sub(m[2]));
+        let (sum34, diff34) = (m[3].add(m[4]), m[3].sub(m[4]));
+        let (sum56, diff56) = (m[5].add(m[6]), m[5].sub(m[6]));
+        out[0] = m[0].add(sum12).add(sum34).add(sum56);
+        out[1] = diff12.add(diff34.scale(2.0)).add(diff56.scale(0.5));
+        out[2] = sum12.add(sum34.scale(4.0)).add(sum56.scale(0.25));
+        out[3] = diff12.add(diff34.scale(8.0)).add(diff56.scale(0.125));
+        out[4] = sum12.add(sum34.scale(16.0)).add(sum56.scale(0.0625));
+        out[5] = diff12
+            .add(diff34.scale(32.0))
+            .add(diff56.scale(0.03125))
+            .add(m[7]);
+    }
+}
+
+impl Transform<6, 8> for OutputGrad6 {
+    #[inline(always)]
+    fn apply<V: Simd>(e: &[V; 6], out: &mut [V; 8]) {
+        out[0] = e[0];
+        let even = e[0].add(e[2]).add(e[4]);
+        let odd = e[1].add(e[3]).add(e[5]);
+        out[1] = even.add(odd);
+        out[2] = even.sub(odd);
+        let even = e[0].add(e[2].scale(4.0)).add(e[4].scale(16.0));
+        let odd = e[1].scale(2.0).add(e[3].scale(8.0)).add(e[5].scale(32.0));
+        out[3] = even.add(odd);
+        out[4] = even.sub(odd);
+        let even = e[0].add(e[2].scale(0.25)).add(e[4].scale(0.0625));
+        let odd = e[1]
+            .scale(0.5)
+            .add(e[3].scale(0.125))
+            .add(e[5].scale(0.03125));
+        out[5] = even.add(odd);
+        out[6] = even.sub(odd);
+        out[7] = e[5];
+    }
+}
+
+impl Transform<3, 8> for Kernel3To8 {
+    #[inline(always)]
+    fn apply<V: Simd>(g: &[V; 3], out: &mut [V; 8]) {
+        // -2/9 = 1/-4.5 and 8/45 = 1/5.625: divisions by exact floats.
+        out[0] = g[0];
+        let even = g[0].add(g[2]);
+        out[1] = even.add(g[1]).div(-4.5);
+        out[2] = even.sub(g[1]).div(-4.5);
+        let (even, odd) = (g[0].add(g[2].scale(4.0)), g[1].scale(2.0));
+        out[3] = even.add(odd).div(90.0);
+        out[4] = even.sub(odd).div(90.0);
+        let (even, odd) = (g[0].scale(4.0).add(g[2]), g[1].scale(2.0));
+        out[5] = even.add(odd).div(5.625);
+        out[6] = even.sub(odd).div(5.625);
+        out[7] = g[2];
+    }
+}
+
+impl Transform<8, 3> for KernelGrad3From8 {
+    #[inline(always)]
+    fn apply<V: Simd>(m: &[V; 8], out: &mut [V; 3]) {
+        let (sum12, diff12) = (m[1].add(m[2]).div(-4.5), m[1].sub(m[2]).div(-4.5));
+        let (sum34, diff34) = (m[3].add(m[4]).div(90.0), m[3].sub(m[4]).div(90.0));
+        let (sum56, diff56) = (m[5].add(m[6]).div(5.625), m[5].sub(m[6]).div(5.625));
+        out[0] = m[0].add(sum12).add(sum34).add(sum56.scale(4.0));
+        out[1] = diff12.add(diff34.scale(2.0)).add(diff56.scale(2.0));
+        out[2] = sum12.add(sum34.scale(4.0)).add(sum56).add(m[7]);
     }
 }
 

@@ -49,9 +49,8 @@ use super::{
     kernel_and_bias_mut, resize, resize_buffer, samples_per_chunk, values, values_mut,
 };
 use crate::initializers::{Initializer, Rng};
-use crate::kernels::gemm::PackedMats;
 use crate::kernels::scratch::Scratch;
-use crate::kernels::winograd::OutputGrad;
+use crate::kernels::winograd::{OutputGrad, Scheme, TransformedKernel};
 use crate::kernels::{Window2d, direct_conv, filter_conv, im2col, linear, winograd};
 use crate::{Activation, Error, Result};
 
@@ -100,7 +99,7 @@ pub struct Conv2D {
 /// takes `&mut self` (`params_mut`, `build`, training), and each drops
 /// it. (It was kept with a copy of the kernel it came from and compared
 /// before each batch: 0.67 ms for AlexNet's conv4 alone.)
-type KeptKernel = Kept<PackedMats>;
+type KeptKernel = Kept<TransformedKernel>;
 
 /// Rows of `d_rows` per matrix product of the input gradient: few enough
 /// to stay in a core's cache between the product and col2im.
@@ -270,11 +269,18 @@ impl Conv2D {
     /// (AlexNet's layers), so that a small batch still gives every core
     /// work; on the Winograd path, enough images for a block of tiles.
     fn chunk(&self) -> usize {
+        self.chunk_for(false)
+    }
+
+    /// [`Self::chunk`] for a pass with (`pooled`) or without the 2x2 max
+    /// pooling after the layer inside it: the Winograd path then tiles
+    /// only the pooled outputs, fewer per image.
+    fn chunk_for(&self, pooled: bool) -> usize {
         let w = self.window();
         let macs = w.out_pixels() * w.patch_len() * self.filters;
         let chunk = samples_per_chunk(w.out_pixels()).min((MACS_PER_CHUNK / macs.max(1)).max(1));
         if winograd::applies(&w, self.filters) {
-            chunk.max(winograd::images_per_block(&w))
+            chunk.max(winograd::images_per_block(&w, pooled))
         } else {
             chunk
         }
@@ -379,9 +385,9 @@ impl Conv2D {
 
     /// The kernel in the Winograd domain, packed for the products
     /// (`winograd::transform_kernel`; `transposed` for the input gradient).
-    fn winograd_kernel(&self, transposed: bool) -> PackedMats {
+    fn winograd_kernel(&self, transposed: bool, scheme: Scheme) -> TransformedKernel {
         let (w, kernel) = (self.window(), values(&self.kernel.value));
-        winograd::transform_kernel(&w, self.filters, kernel, transposed)
+        winograd::transform_kernel(&w, self.filters, kernel, transposed, scheme)
     }
 
     /// Winograd F(4x4, 3x3) or F(2x2, 5x5), a chunk of images per task. Nothing is kept
@@ -389,7 +395,7 @@ impl Conv2D {
     fn forward_winograd(&self, input: &ArrayD<f32>, output: &mut ArrayD<f32>, training: bool) {
         let w = self.window();
         let (chunk, filters) = (self.chunk(), self.filters);
-        let u = self.winograd_forward_kernel(training);
+        let u = self.winograd_forward_kernel(training, false);
         // Without use_bias the bias parameter exists but stays zero.
         let bias = values(&self.bias.value);
         let activation = self.output_activation;
@@ -406,14 +412,18 @@ impl Conv2D {
             });
     }
 
-    /// The transformed kernel of the forward pass: made afresh in
-    /// training (the weights change every step), kept for inference.
-    fn winograd_forward_kernel(&self, training: bool) -> Arc<PackedMats> {
+    /// The transformed kernel of the forward pass, for the scheme that
+    /// suits the layer's outputs (or, `pooled`, those a 2x2 max pooling
+    /// reads): made afresh in training (the weights change every step),
+    /// kept for inference (where a kept kernel of the other scheme serves
+    /// as well: `winograd::forward` runs the scheme of its kernel).
+    fn winograd_forward_kernel(&self, training: bool, pooled: bool) -> Arc<TransformedKernel> {
+        let scheme = Scheme::of(&self.window(), pooled);
         if training {
-            Arc::new(self.winograd_kernel(false))
+            Arc::new(self.winograd_kernel(false, scheme))
         } else {
             self.inference_kernel
-                .get_or_make(|| self.winograd_kernel(false))
+                .get_or_make(|| self.winograd_kernel(false, scheme))
         }
     }
 
@@ -428,8 +438,8 @@ impl Conv2D {
         training: bool,
     ) {
         let w = self.window();
-        let (chunk, filters) = (self.chunk(), self.filters);
-        let u = self.winograd_forward_kernel(training);
+        let (chunk, filters) = (self.chunk_for(true), self.filters);
+        let u = self.winograd_forward_kernel(training, true);
         let bias = values(&self.bias.value);
         values(input)
             .par_chunks(chunk * w.in_len())
@@ -452,9 +462,13 @@ impl Conv2D {
         grad_input: Option<&mut ArrayD<f32>>,
     ) {
         let w = self.window();
-        let (chunk, filters, batch) = (self.chunk(), self.filters, input.shape()[0]);
-        self.make_param_grad_shares(batch);
-        let u_t = grad_input.is_some().then(|| self.winograd_kernel(true));
+        let pooled = matches!(dy, OutputGrad::Pooled { .. });
+        let (chunk, filters, batch) = (self.chunk_for(pooled), self.filters, input.shape()[0]);
+        self.make_param_grad_shares(batch, chunk);
+        let scheme = dy.scheme(&w);
+        let u_t = grad_input
+            .is_some()
+            .then(|| self.winograd_kernel(true, scheme));
         let x = values(input);
         let grads = |c: usize,
                      d_params: (&mut [f32], &mut [f32]),
@@ -560,8 +574,8 @@ impl Conv2D {
     }
 
     /// Room for each parallel chunk's share of the parameter gradients.
-    fn make_param_grad_shares(&mut self, batch: usize) {
-        let chunks = batch.div_ceil(self.chunk());
+    fn make_param_grad_shares(&mut self, batch: usize, chunk: usize) {
+        let chunks = batch.div_ceil(chunk);
         let patch = self.window().patch_len();
         resize_buffer(&mut self.partial_kernel, chunks * patch * self.filters);
         resize_buffer(&mut self.partial_bias, chunks * self.filters);
@@ -583,7 +597,7 @@ impl Conv2D {
     ) {
         let (w, filters, chunk) = (self.window(), self.filters, self.chunk());
         let batch = pooled.shape()[0];
-        self.make_param_grad_shares(batch);
+        self.make_param_grad_shares(batch, chunk);
         let pooled_len = pooled.len() / batch.max(1);
         let scratch = filter_conv::pooled_grad_scratch_len(&w, filters).max(1);
         resize_buffer(
@@ -750,13 +764,13 @@ impl Conv2D {
         grad_output: &[f32],
         grad_input: Option<&mut ArrayD<f32>>,
     ) {
-        // (The Winograd path makes its own shares: a no-op resize here.)
-        self.make_param_grad_shares(input.shape()[0]);
+        if matches!(self.path(), Path::Winograd) {
+            let dy = OutputGrad::Linear(grad_output);
+            return self.grads_winograd(input, dy, grad_input);
+        }
+        self.make_param_grad_shares(input.shape()[0], self.chunk());
         match self.path() {
-            Path::Winograd => {
-                let dy = OutputGrad::Linear(grad_output);
-                return self.grads_winograd(input, dy, grad_input);
-            }
+            Path::Winograd => unreachable!("returned above"),
             Path::Filters => self.param_grads_filters(grad_output),
             Path::Direct => self.param_grads_direct(grad_output),
             Path::Im2col => self.param_grads_im2col(grad_output),

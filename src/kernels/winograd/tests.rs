@@ -45,6 +45,7 @@ struct Case {
     w: Window2d,
     filters: usize,
     images: usize,
+    scheme: Scheme,
 }
 
 fn case(h: usize, w: usize, channels: usize, filters: usize, padding: Padding) -> Case {
@@ -61,10 +62,40 @@ fn case_of(
     padding: Padding,
 ) -> Case {
     let window = Window2d::new((h, w, channels), (side, side), (1, 1), padding).unwrap();
+    let scheme = if side == 5 {
+        Scheme::F2x2
+    } else {
+        Scheme::F4x4
+    };
     Case {
         w: window,
         filters,
         images: 3,
+        scheme,
+    }
+}
+
+/// A 3x3 case by F(6x6, 3x3).
+fn case6(h: usize, w: usize, channels: usize, filters: usize, padding: Padding) -> Case {
+    Case {
+        scheme: Scheme::F6x6,
+        ..case(h, w, channels, filters, padding)
+    }
+}
+
+/// A case of inputs past the reach of every output and of every tile
+/// (8 outputs: two tiles of 4, reaching 10 inputs, or of 6, reaching
+/// 14): their input gradient is 0.
+fn past_reach(scheme: Scheme) -> Case {
+    let c = case(10, 10, 16, 16, Padding::Valid);
+    Case {
+        w: Window2d {
+            in_h: 16,
+            in_w: 15,
+            ..c.w
+        },
+        scheme,
+        ..c
     }
 }
 
@@ -83,19 +114,22 @@ fn cases() -> Vec<Case> {
         case5(13, 11, 17, 20, Padding::Valid),
         case5(5, 5, 33, 35, Padding::Valid),
         case5(6, 7, 96, 64, Padding::Same),
-        // Input rows and columns past the reach of every output and of
-        // every tile (8 outputs: two tiles, 10 inputs): their input
-        // gradient is 0.
-        Case {
-            w: Window2d {
-                in_h: 12,
-                in_w: 11,
-                ..case(10, 10, 16, 16, Padding::Valid).w
-            },
-            filters: 16,
-            images: 3,
-        },
+        past_reach(Scheme::F4x4),
+        case6(8, 8, 16, 16, Padding::Same),
+        case6(30, 30, 32, 32, Padding::Valid),
+        case6(13, 13, 32, 64, Padding::Valid),
+        case6(13, 11, 17, 20, Padding::Valid),
+        case6(5, 9, 33, 35, Padding::Same),
+        case6(3, 3, 16, 16, Padding::Valid),
+        case6(9, 7, 130, 140, Padding::Same),
+        past_reach(Scheme::F6x6),
     ]
+}
+
+/// Whether every input pixel lies under some output's window.
+fn reached_by_outputs(c: &Case) -> bool {
+    let w = &c.w;
+    w.out_h + w.k_h > w.in_h + w.pad_top && w.out_w + w.k_w > w.in_w + w.pad_left
 }
 
 /// Kernel values of a case: side x side x channels x filters.
@@ -135,12 +169,25 @@ fn products(c: &Case, mut visit: impl FnMut(usize, usize, usize)) {
     }
 }
 
-/// |got - want| <= 2e-5 · scale + 1e-6 everywhere, where scale is the sum
-/// of the absolute products behind each value.
-fn assert_close(what: &str, got: &[f32], want: &[f64], scale: &[f64]) {
+/// How far a scheme's results may lie from the direct definition, as a
+/// part of the sum of the absolute products behind each value. Measured
+/// worst over the cases: F(4x4, 3x3) 2.8e-6 (output), F(2x2, 5x5) 1.0e-5
+/// (kernel gradient), F(6x6, 3x3) 2.0e-5 (kernel gradient; 4.3e-6 input
+/// gradient, 2.9e-6 output).
+fn relative_tolerance(scheme: Scheme) -> f64 {
+    match scheme {
+        Scheme::F4x4 | Scheme::F2x2 => 2e-5,
+        Scheme::F6x6 => 1e-4,
+    }
+}
+
+/// |got - want| <= tolerance · scale + 1e-6 everywhere, where scale is
+/// the sum of the absolute products behind each value and tolerance the
+/// case's [`relative_tolerance`].
+fn assert_close(what: &str, c: &Case, got: &[f32], (want, scale): (&[f64], &[f64])) {
     assert_eq!(got.len(), want.len());
     for (i, ((&g, &w), &s)) in got.iter().zip(want).zip(scale).enumerate() {
-        let tolerance = 2e-5 * s + 1e-6;
+        let tolerance = relative_tolerance(c.scheme) * s + 1e-6;
         assert!(
             (g as f64 - w).abs() <= tolerance,
             "{what}[{i}] = {g}, direct {w} (tolerance {tolerance})"
@@ -187,36 +234,38 @@ fn run_forward_into(
     out: Output,
 ) {
     let pooled = matches!(out, Output::Pooled { .. });
+    let values_per_tile = c.w.channels + c.filters;
     let t = Tiling::new(
         &c.w,
         c.filters,
         c.images,
-        (c.w.channels + c.filters, pooled),
+        c.scheme,
+        (values_per_tile, pooled),
     );
-    let mut scratch =
-        vec![f32::NAN; XI * (plane(t.block, c.w.channels) + plane(t.block, c.filters))];
-    let args = (t, x, &u.u, bias, relu, out, &mut scratch[..]);
+    let planes = plane(t.block, c.w.channels) + plane(t.block, c.filters);
+    let mut scratch = vec![f32::NAN; t.positions() * planes];
+    let args = (t, x, &u.u.mats, bias, relu, out, &mut scratch[..]);
     match isa {
-        Isa::Portable => forward_blocks::<Portable>(args),
+        Isa::Portable => for_scheme!(c.scheme, forward_portable(args)),
         // SAFETY: only listed by `paths` where the CPU has them.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => unsafe { forward_avx2(args) },
+        Isa::Avx2 => unsafe { for_scheme!(c.scheme, forward_avx2(args)) },
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => unsafe { forward_avx512(args) },
+        Isa::Avx512 => unsafe { for_scheme!(c.scheme, forward_avx512(args)) },
     }
 }
 
 /// A kernel packed for the forward pass and, transposed, for the input
 /// gradient.
 struct Transformed {
-    u: PackedMats,
-    u_t: PackedMats,
+    u: TransformedKernel,
+    u_t: TransformedKernel,
 }
 
 fn transformed(c: &Case, kernel: &[f32]) -> Transformed {
     Transformed {
-        u: transform_kernel(&c.w, c.filters, kernel, false),
-        u_t: transform_kernel(&c.w, c.filters, kernel, true),
+        u: transform_kernel(&c.w, c.filters, kernel, false, c.scheme),
+        u_t: transform_kernel(&c.w, c.filters, kernel, true, c.scheme),
     }
 }
 
@@ -239,10 +288,10 @@ fn forward_matches_direct_convolution() {
         let u = transformed(c, &kernel);
         for isa in paths() {
             let y = run_forward(isa, c, &x, &u, &bias, false);
-            assert_close(&format!("{isa:?} y"), &y, &want, &scale);
+            assert_close(&format!("{isa:?} y"), c, &y, (&want, &scale));
             let y = run_forward(isa, c, &x, &u, &bias, true);
             let relu: Vec<f64> = want.iter().map(|v| v.max(0.0)).collect();
-            assert_close(&format!("{isa:?} relu(y)"), &y, &relu, &scale);
+            assert_close(&format!("{isa:?} relu(y)"), c, &y, (&relu, &scale));
         }
     }
 }
@@ -294,24 +343,25 @@ fn run_backward_tiled(
     let mut d_kernel = vec![f32::NAN; kernel_len_of(c)];
     let mut d_bias = vec![f32::NAN; c.filters];
     let mut dx = vec![f32::NAN; x.len()];
+    let values_per_tile = 2 * c.w.channels + c.filters;
     let t = Tiling::new(
         &c.w,
         c.filters,
         c.images,
-        (2 * c.w.channels + c.filters, pooled),
+        c.scheme,
+        (values_per_tile, pooled),
     );
-    let (ch, f) = (c.w.channels, c.filters);
-    let mut scratch = vec![f32::NAN; XI * (2 * plane(t.block, ch) + plane(t.block, f) + ch * f)];
-    let dx_arg = with_dx.then_some((&mut dx[..], &u.u_t));
+    let mut scratch = vec![f32::NAN; backward_scratch_len(&t)];
+    let dx_arg = with_dx.then_some((&mut dx[..], &u.u_t.mats));
     let d_params = (&mut d_kernel[..], &mut d_bias[..]);
     let args = (t, (x, dy), d_params, dx_arg, &mut scratch[..]);
     match isa {
-        Isa::Portable => backward_blocks::<Portable>(args),
+        Isa::Portable => for_scheme!(c.scheme, backward_portable(args)),
         // SAFETY: only listed by `paths` where the CPU has them.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => unsafe { backward_avx2(args) },
+        Isa::Avx2 => unsafe { for_scheme!(c.scheme, backward_avx2(args)) },
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => unsafe { backward_avx512(args) },
+        Isa::Avx512 => unsafe { for_scheme!(c.scheme, backward_avx512(args)) },
     }
     (d_kernel, d_bias, dx)
 }
@@ -342,19 +392,11 @@ fn gradients_match_the_direct_definitions() {
         for isa in paths() {
             let dy = OutputGrad::Linear(&dy);
             let (got_kernel, got_bias, got_dx) = run_backward(isa, c, (&x, dy), &u, true);
-            assert_close(
-                &format!("{isa:?} d_kernel"),
-                &got_kernel,
-                &d_kernel,
-                &d_kernel_scale,
-            );
-            assert_close(
-                &format!("{isa:?} d_bias"),
-                &got_bias,
-                &d_bias,
-                &d_bias_scale,
-            );
-            assert_close(&format!("{isa:?} dx"), &got_dx, &dx, &dx_scale);
+            let kernel_want = (&d_kernel[..], &d_kernel_scale[..]);
+            assert_close(&format!("{isa:?} d_kernel"), c, &got_kernel, kernel_want);
+            let bias_want = (&d_bias[..], &d_bias_scale[..]);
+            assert_close(&format!("{isa:?} d_bias"), c, &got_bias, bias_want);
+            assert_close(&format!("{isa:?} dx"), c, &got_dx, (&dx, &dx_scale));
             let (only_kernel, only_bias, untouched) = run_backward(isa, c, (&x, dy), &u, false);
             assert_eq!(
                 (only_kernel, only_bias),
@@ -374,7 +416,7 @@ fn every_path_gives_the_same_bits() {
     // The transforms do the same operations in the same order on every
     // path; the products are the same GEMM. So the paths agree exactly.
     let all = cases();
-    for c in [&all[3], &all[10]] {
+    for c in [&all[3], &all[10], &all[17]] {
         let x = noise_vec(c.images * c.w.in_len(), 11);
         let dy = noise_vec(c.images * c.w.out_pixels() * c.filters, 12);
         let u = transformed(c, &noise_vec(kernel_len_of(c), 13));
@@ -395,7 +437,8 @@ fn every_path_gives_the_same_bits() {
 
 #[test]
 fn the_kernel_transform_gives_the_same_bits_on_every_path() {
-    for c in [&cases()[4], &cases()[11]] {
+    let all = cases();
+    for c in [&all[4], &all[11], &all[18]] {
         let values = noise_vec(kernel_len_of(c), 15);
         let (rows, cols) = (c.w.channels, c.filters);
         let kernel = KernelRows {
@@ -404,14 +447,14 @@ fn the_kernel_transform_gives_the_same_bits_on_every_path() {
             cols,
         };
         let row = |isa| {
-            let mut out = vec![f32::NAN; XI * cols];
+            let mut out = vec![f32::NAN; c.scheme.positions() * cols];
             match isa {
-                Isa::Portable => kernel.transform_row_on::<Portable>(c.w.k_h, 1, &mut out),
+                Isa::Portable => kernel.transform_row_on::<Portable>(c.scheme, 1, &mut out),
                 // SAFETY: only listed by `paths` where the CPU has them.
                 #[cfg(target_arch = "x86_64")]
-                Isa::Avx2 => unsafe { kernel.transform_row_avx2(c.w.k_h, 1, &mut out) },
+                Isa::Avx2 => unsafe { kernel.transform_row_avx2(c.scheme, 1, &mut out) },
                 #[cfg(target_arch = "x86_64")]
-                Isa::Avx512 => unsafe { kernel.transform_row_avx512(c.w.k_h, 1, &mut out) },
+                Isa::Avx512 => unsafe { kernel.transform_row_avx512(c.scheme, 1, &mut out) },
             }
             out
         };
@@ -467,14 +510,54 @@ fn applies_to_3x3_and_5x5_stride_1_layers_of_16_to_512_channels() {
 fn a_chunk_holds_a_block_of_tiles() {
     let window = |side| Window2d::new((side, side, 64), (3, 3), (1, 1), Padding::Same).unwrap();
     assert_eq!(
-        images_per_block(&window(32)),
+        images_per_block(&window(32), false),
         2,
         "64 tiles, two images at least"
     );
-    assert_eq!(images_per_block(&window(13)), 4, "16 tiles each");
-    assert_eq!(images_per_block(&window(2)), 64, "one tile each");
+    assert_eq!(images_per_block(&window(13), false), 4, "16 tiles each");
+    assert_eq!(images_per_block(&window(2), false), 64, "one tile each");
     let window5 = Window2d::new((27, 27, 96), (5, 5), (1, 1), Padding::Same).unwrap();
-    assert_eq!(images_per_block(&window5), 2, "196 tiles of 2x2");
+    assert_eq!(images_per_block(&window5, false), 2, "196 tiles of 2x2");
+    let valid = Window2d::new((32, 32, 32), (3, 3), (1, 1), Padding::Valid).unwrap();
+    assert_eq!(images_per_block(&valid, false), 3, "25 tiles of 6x6");
+    let valid13 = Window2d::new((15, 15, 64), (3, 3), (1, 1), Padding::Valid).unwrap();
+    assert_eq!(images_per_block(&valid13, false), 4, "16 tiles of 4x4");
+    assert_eq!(
+        images_per_block(&valid13, true),
+        8,
+        "pooled: 9 tiles of 4x4"
+    );
+}
+
+#[test]
+fn f6x6_runs_where_it_transforms_a_quarter_fewer_values() {
+    let window = |side, padding| Window2d::new((side, side, 32), (3, 3), (1, 1), padding).unwrap();
+    let valid30 = window(32, Padding::Valid);
+    assert_eq!(
+        Scheme::of(&valid30, false),
+        Scheme::F6x6,
+        "25 tiles of 64, not 64 of 36"
+    );
+    assert_eq!(Scheme::of(&valid30, true), Scheme::F6x6);
+    let same32 = window(32, Padding::Same);
+    assert_eq!(
+        Scheme::of(&same32, false),
+        Scheme::F4x4,
+        "36 tiles of 64, 64 of 36"
+    );
+    let valid13 = window(15, Padding::Valid);
+    assert_eq!(
+        Scheme::of(&valid13, false),
+        Scheme::F4x4,
+        "9 of 64, 16 of 36"
+    );
+    assert_eq!(
+        Scheme::of(&valid13, true),
+        Scheme::F4x4,
+        "pooled 12x12: 4 of 64, 9 of 36"
+    );
+    let five = Window2d::new((27, 27, 96), (5, 5), (1, 1), Padding::Same).unwrap();
+    assert_eq!(Scheme::of(&five, true), Scheme::F2x2);
 }
 
 /// `dy` through relu's derivative at its output `y`, as the separate
@@ -545,17 +628,25 @@ fn pooled_gradients_give_the_bits_of_unpooling_first() {
 #[test]
 fn tiles_cover_the_inputs_of_valid_and_same_layers() {
     let all = cases();
-    let (last, rest) = all.split_last().unwrap();
     let covers = |c: &Case| {
-        let t = Tiling::new(&c.w, c.filters, c.images, (1, false));
+        let t = Tiling::new(&c.w, c.filters, c.images, c.scheme, (1, false));
         t.reach() == (c.w.in_h, c.w.in_w)
     };
-    assert!(rest.iter().all(covers), "stride 1, valid or same");
-    assert!(!covers(last), "inputs past every output");
+    for (k, c) in all.iter().enumerate() {
+        assert_eq!(covers(c), reached_by_outputs(c), "case {k}");
+    }
+    assert_eq!(
+        all.iter().filter(|c| !reached_by_outputs(c)).count(),
+        2,
+        "two cases of inputs past every output"
+    );
     // Tiles of the pooled outputs only: 13x11 valid, 11x9 outputs, 10x8
-    // pooled, so 3x2 tiles, which reach 14 rows (all 13) and 10 columns.
-    let t = Tiling::new(&all[3].w, 20, 3, (1, true));
-    assert_eq!((t.tiles_h, t.tiles_w, t.reach()), (3, 2, (13, 10)));
+    // pooled, whose windows reach 12 rows and 10 columns: 3x2 tiles of
+    // 4, or 2x2 of 6 (which reach further, all 13 x 11, but read no more).
+    let t = Tiling::new(&all[3].w, 20, 3, Scheme::F4x4, (1, true));
+    assert_eq!((t.tiles_h, t.tiles_w, t.reach()), (3, 2, (12, 10)));
+    let t = Tiling::new(&all[3].w, 20, 3, Scheme::F6x6, (1, true));
+    assert_eq!((t.tiles_h, t.tiles_w, t.reach()), (2, 2, (12, 10)));
 }
 
 #[test]
