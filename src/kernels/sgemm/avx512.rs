@@ -1,7 +1,7 @@
 //! The AVX-512 micro-kernel: one `R x NR` tile of C (`R <= MR` rows, `NR`
 //! = 32 columns = two zmm registers per row) from a panel of A (packed, or
-//! a row-major A where it lies) and one packed panel of B; and the
-//! packing loops that need AVX-512.
+//! an A stored by rows or by columns, where it lies) and one packed panel
+//! of B; and the packing loops that need AVX-512.
 //!
 //! Per step `p` of the inner dimension the kernel loads the two vectors
 //! `B[p, 0..32]`, broadcasts each `A[i, p]` in turn and adds
@@ -11,7 +11,7 @@
 
 use std::arch::x86_64::*;
 
-use super::{CTile, MR, NR};
+use super::{ALayout, CTile, MR, NR};
 
 /// Values of B ahead of the step being computed that a streaming tile
 /// (`STREAM`) prefetches: 8 KB, 64 steps of a panel (1024 to 4096 values
@@ -20,9 +20,10 @@ const STREAM_AHEAD: usize = 2048;
 
 /// `C[0..R, 0..32] (+)= A_panel · B_panel` over `kc` steps.
 ///
-/// With `PACKED`, `a` is a packed A panel: step `p` holds `A[0..R, p]` at
-/// `a[p * MR..]` (`rsa` is unused); without, `a` is a row-major A:
-/// `A[i, p]` at `a + i * rsa + p`. `b` is a packed B panel: step `p` holds `B[p, 0..32]` at `b[p * NR..]`
+/// `a` is an A panel laid out as `LAYOUT` says ([`ALayout`]): packed,
+/// step `p` holds `A[0..R, p]` at `a[p * MR..]` (`stride` is unused); by
+/// rows, `A[i, p]` at `a + i * stride + p`; by columns, at `a + p *
+/// stride + i`. `b` is a packed B panel: step `p` holds `B[p, 0..32]` at `b[p * NR..]`
 /// (64-byte aligned). The tile is written as `c` says: only its masked
 /// columns are read or written. The cache lines at the addresses in
 /// `prefetch` are prefetched, spread over the steps. With `STREAM`, B's
@@ -37,10 +38,10 @@ const STREAM_AHEAD: usize = 2048;
 /// `a` says, `b` must hold `kc * NR` values, 64-byte aligned, and the masked columns of the `R`
 /// rows of C must be valid for reads and writes.
 #[target_feature(enable = "avx512f,fma")]
-pub(super) unsafe fn tile<const R: usize, const PACKED: bool, const STREAM: bool>(
+pub(super) unsafe fn tile<const R: usize, const LAYOUT: u8, const STREAM: bool>(
     kc: usize,
     a: *const f32,
-    rsa: isize,
+    stride: isize,
     b: *const f32,
     c: CTile,
     prefetch: &[usize],
@@ -58,7 +59,11 @@ pub(super) unsafe fn tile<const R: usize, const PACKED: bool, const STREAM: bool
     let mut acc = [[_mm512_setzero_ps(); 2]; R];
     let (mut a, mut b) = (a, b);
     // A[i, p] lies at a + i * a_row + p * a_step.
-    let (a_row, a_step) = if PACKED { (1, MR as isize) } else { (rsa, 1) };
+    let (a_row, a_step) = match LAYOUT {
+        ALayout::PANEL => (1, MR as isize),
+        ALayout::ROWS => (stride, 1),
+        _ => (1, stride),
+    };
     // One step: acc[i] += A[i, p] · B[p, ..], then on to step p + 1.
     let step = |acc: &mut [[__m512; 2]; R], a: &mut *const f32, b: &mut *const f32| {
         // SAFETY: step p of the panels lies inside them (the caller's

@@ -10,7 +10,9 @@
 //! 3. `ir`: [`MR`] rows of A and C: `A[ir.., pc..]` is packed into one
 //!    panel (`MR` values per step, `MR x KC`: 14 KB) unless A is
 //!    row-major (then the micro-kernel reads its rows where they lie, as
-//!    fast, without the cost of a transpose); it stays in L1 while
+//!    fast, without the cost of a transpose), or stored by columns for a
+//!    C of a tile or two across (read where it lies too, see
+//!    [`COLUMNS_UP_TO`]); it stays in L1 while
 //! 4. `jr` runs the micro-kernel ([`avx512::tile`]) on it and each B panel
 //!    in turn, for one `MR x NR` tile of C. Meanwhile the next rows of A
 //!    are prefetched, a share per tile.
@@ -103,44 +105,61 @@ struct CTile {
 /// The micro-kernel for tiles of `r` rows, `r` in `1..=MR`.
 type Tile = unsafe fn(usize, *const f32, isize, *const f32, CTile, &[usize]);
 
-/// The micro-kernels of a product, for 1 to `MR` rows: `packed` for a
-/// packed panel of A, `direct` for a row-major A read where it lies.
+/// How the micro-kernel finds a panel of A: its `LAYOUT` parameter.
+struct ALayout;
+
+impl ALayout {
+    /// Packed: step `p` holds `A[0..MR, p]` at `p * MR`.
+    const PANEL: u8 = 0;
+    /// Where it lies, stored by rows: `A[i, p]` at `i * stride + p`.
+    const ROWS: u8 = 1;
+    /// Where it lies, stored by columns: `A[i, p]` at `p * stride + i`.
+    const COLUMNS: u8 = 2;
+}
+
+/// The micro-kernels of a product, for 1 to `MR` rows, by the layout of
+/// A's panel (see [`ALayout`]).
 struct Tiles {
-    packed: [Tile; MR],
-    direct: [Tile; MR],
+    panel: [Tile; MR],
+    rows: [Tile; MR],
+    columns: [Tile; MR],
+}
+
+impl Tiles {
+    const fn new<const STREAM: bool>() -> Self {
+        Tiles {
+            panel: tiles::<{ ALayout::PANEL }, STREAM>(),
+            rows: tiles::<{ ALayout::ROWS }, STREAM>(),
+            columns: tiles::<{ ALayout::COLUMNS }, STREAM>(),
+        }
+    }
 }
 
 /// The tiles of most products: B's panels are packed just before, into
 /// the cache.
-const CACHED: Tiles = Tiles {
-    packed: tiles::<true, false>(),
-    direct: tiles::<false, false>(),
-};
+const CACHED: Tiles = Tiles::new::<false>();
 
 /// The tiles of a few rows against a B packed beforehand, streamed from
 /// memory (see `avx512::tile`).
-const STREAMED: Tiles = Tiles {
-    packed: tiles::<true, true>(),
-    direct: tiles::<false, true>(),
-};
+const STREAMED: Tiles = Tiles::new::<true>();
 
 /// The micro-kernels for 1 to `MR` rows.
-const fn tiles<const PACKED: bool, const STREAM: bool>() -> [Tile; MR] {
+const fn tiles<const LAYOUT: u8, const STREAM: bool>() -> [Tile; MR] {
     [
-        avx512::tile::<1, PACKED, STREAM>,
-        avx512::tile::<2, PACKED, STREAM>,
-        avx512::tile::<3, PACKED, STREAM>,
-        avx512::tile::<4, PACKED, STREAM>,
-        avx512::tile::<5, PACKED, STREAM>,
-        avx512::tile::<6, PACKED, STREAM>,
-        avx512::tile::<7, PACKED, STREAM>,
-        avx512::tile::<8, PACKED, STREAM>,
-        avx512::tile::<9, PACKED, STREAM>,
-        avx512::tile::<10, PACKED, STREAM>,
-        avx512::tile::<11, PACKED, STREAM>,
-        avx512::tile::<12, PACKED, STREAM>,
-        avx512::tile::<13, PACKED, STREAM>,
-        avx512::tile::<14, PACKED, STREAM>,
+        avx512::tile::<1, LAYOUT, STREAM>,
+        avx512::tile::<2, LAYOUT, STREAM>,
+        avx512::tile::<3, LAYOUT, STREAM>,
+        avx512::tile::<4, LAYOUT, STREAM>,
+        avx512::tile::<5, LAYOUT, STREAM>,
+        avx512::tile::<6, LAYOUT, STREAM>,
+        avx512::tile::<7, LAYOUT, STREAM>,
+        avx512::tile::<8, LAYOUT, STREAM>,
+        avx512::tile::<9, LAYOUT, STREAM>,
+        avx512::tile::<10, LAYOUT, STREAM>,
+        avx512::tile::<11, LAYOUT, STREAM>,
+        avx512::tile::<12, LAYOUT, STREAM>,
+        avx512::tile::<13, LAYOUT, STREAM>,
+        avx512::tile::<14, LAYOUT, STREAM>,
     ]
 }
 
@@ -410,6 +429,15 @@ pub(crate) fn column_ranges(n: usize, width: usize) -> Vec<Range<usize>> {
         .collect()
 }
 
+/// Columns of C up to which an A stored by columns is read where it lies
+/// rather than packed: its panel then serves a tile or two, too few to
+/// pay for a copy (Winograd's kernel-gradient products, `Vᵀ · Z` with a
+/// column per filter: cifar10-cnn's backward pass 30.0 -> 29.0 ms on one
+/// core). A panel that serves many tiles is packed: read in place, the
+/// dense kernel gradient `xᵀ · dy` of that model, 16 tiles a panel, took
+/// 4.0 -> 4.2 ms.
+const COLUMNS_UP_TO: usize = 2 * NR;
+
 /// The loops of [`sgemm`] (see the module's notes), with `block_of(pc,
 /// kc, jc, nc)` giving the packed panels of each `kc x nc` block of B.
 ///
@@ -441,13 +469,15 @@ unsafe fn blocks(
             for ir in (0..m).step_by(MR) {
                 let rows = MR.min(m - ir);
                 let a_panel = at(a, ir, rsa, pc, csa);
-                let (tile, a_panel) = if csa == 1 {
-                    (tiles.direct[rows - 1], a_panel)
+                let (tile, a_panel, stride) = if csa == 1 {
+                    (tiles.rows[rows - 1], a_panel, rsa)
+                } else if rsa == 1 && nc <= COLUMNS_UP_TO {
+                    (tiles.columns[rows - 1], a_panel, csa)
                 } else {
                     // SAFETY: A[ir..ir + rows, pc..pc + kc] is readable
                     // (the caller's promise) and the buffer holds a panel.
                     unsafe { pack_a(rows, kc, a_panel, rsa, csa, packed_a) };
-                    (tiles.packed[rows - 1], packed_a.cast_const())
+                    (tiles.panel[rows - 1], packed_a.cast_const(), 0)
                 };
                 // While the tiles of this panel run, the next panel's
                 // part of A comes into the cache, a share per tile.
@@ -468,7 +498,7 @@ unsafe fn blocks(
                     // promise); the panels hold kc steps (the B panel
                     // is 64-byte aligned: kc * NR values per panel);
                     // C's tile lies inside C.
-                    unsafe { tile(kc, a_panel, rsa, packed_b.add(jr * kc), c_tile, share) };
+                    unsafe { tile(kc, a_panel, stride, packed_b.add(jr * kc), c_tile, share) };
                 }
             }
         }
