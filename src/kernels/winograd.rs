@@ -919,7 +919,11 @@ pub fn backward(
 /// then starts on a cache line (a plane is a whole number of lines when
 /// the channels and filters are), and no 16-lane load or store spans two.
 fn aligned(scratch: &mut Vec<f32>, len: usize) -> &mut [f32] {
-    scratch.resize(len + LANES - 1, 0.0);
+    // Never shrunk: the scratch goes from layer to layer, and growing it
+    // back would write zeros over what is written before it is read.
+    if scratch.len() < len + LANES - 1 {
+        scratch.resize(len + LANES - 1, 0.0);
+    }
     let skip = scratch.as_ptr().align_offset(64).min(LANES - 1);
     &mut scratch[skip..skip + len]
 }
