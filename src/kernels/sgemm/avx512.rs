@@ -23,8 +23,10 @@ const STREAM_AHEAD: usize = 2048;
 /// `a` is an A panel laid out as `LAYOUT` says ([`ALayout`]): packed,
 /// step `p` holds `A[0..R, p]` at `a[p * MR..]` (`stride` is unused); by
 /// rows, `A[i, p]` at `a + i * stride + p`; by columns, at `a + p *
-/// stride + i`. `b` is a packed B panel: step `p` holds `B[p, 0..32]` at `b[p * NR..]`
-/// (64-byte aligned). The tile is written as `c` says: only its masked
+/// stride + i`. `b` is a packed B panel: step `p` holds `B[p, 0..32]` at
+/// `b[p * NR..]` (64-byte aligned; `rsb` is unused), or, `B_IN_PLACE`,
+/// B where it lies: `B[p, j]` at `b + p * rsb + j` (only the tile's
+/// masked columns are read). The tile is written as `c` says: only its masked
 /// columns are read or written. The cache lines at the addresses in
 /// `prefetch` are prefetched, spread over the steps. With `STREAM`, B's
 /// panels are read once, from memory (a few rows of A against a large,
@@ -35,14 +37,22 @@ const STREAM_AHEAD: usize = 2048;
 ///
 /// # Safety
 /// The CPU must have AVX-512F. `A[0..R, 0..kc]` must be readable where
-/// `a` says, `b` must hold `kc * NR` values, 64-byte aligned, and the masked columns of the `R`
-/// rows of C must be valid for reads and writes.
+/// `a` says; `b` must hold `kc * NR` values, 64-byte aligned (in place:
+/// B's `kc` rows must be readable in the tile's masked columns); and the
+/// masked columns of the `R` rows of C must be valid for reads and
+/// writes.
 #[target_feature(enable = "avx512f,fma")]
-pub(super) unsafe fn tile<const R: usize, const LAYOUT: u8, const STREAM: bool>(
+pub(super) unsafe fn tile<
+    const R: usize,
+    const LAYOUT: u8,
+    const STREAM: bool,
+    const B_IN_PLACE: bool,
+>(
     kc: usize,
     a: *const f32,
     stride: isize,
     b: *const f32,
+    rsb: isize,
     c: CTile,
     prefetch: &[usize],
 ) {
@@ -58,6 +68,7 @@ pub(super) unsafe fn tile<const R: usize, const LAYOUT: u8, const STREAM: bool>(
     // acc[i][v] = sum over p of A[i, p] · B[p, 16v..16v + 16].
     let mut acc = [[_mm512_setzero_ps(); 2]; R];
     let (mut a, mut b) = (a, b);
+    let b_step = if B_IN_PLACE { rsb } else { NR as isize };
     // A[i, p] lies at a + i * a_row + p * a_step.
     let (a_row, a_step) = match LAYOUT {
         ALayout::PANEL => (1, MR as isize),
@@ -69,8 +80,16 @@ pub(super) unsafe fn tile<const R: usize, const LAYOUT: u8, const STREAM: bool>(
         // SAFETY: step p of the panels lies inside them (the caller's
         // promise: kc steps of A's R rows and of NR values, b aligned).
         unsafe {
-            let b0 = _mm512_load_ps(*b);
-            let b1 = _mm512_load_ps(b.add(16));
+            let (b0, b1) = if B_IN_PLACE {
+                // Only the tile's columns: the row may end before 32.
+                let b1 = b.wrapping_add(16);
+                (
+                    _mm512_maskz_loadu_ps(mask0, *b),
+                    _mm512_maskz_loadu_ps(mask1, b1),
+                )
+            } else {
+                (_mm512_load_ps(*b), _mm512_load_ps(b.add(16)))
+            };
             if STREAM {
                 let ahead = b.wrapping_add(STREAM_AHEAD) as *const i8;
                 _mm_prefetch::<_MM_HINT_T0>(ahead);
@@ -82,7 +101,7 @@ pub(super) unsafe fn tile<const R: usize, const LAYOUT: u8, const STREAM: bool>(
                 row[1] = _mm512_fmadd_ps(a_ip, b1, row[1]);
             }
             *a = a.offset(a_step);
-            *b = b.add(NR);
+            *b = b.wrapping_offset(b_step);
         }
     };
     // Steps in groups of UNROLL. Before each group, prefetch line `next`

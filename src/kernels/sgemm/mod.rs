@@ -102,8 +102,18 @@ struct CTile {
     accumulate: bool,
 }
 
-/// The micro-kernel for tiles of `r` rows, `r` in `1..=MR`.
-type Tile = unsafe fn(usize, *const f32, isize, *const f32, CTile, &[usize]);
+/// The micro-kernel for tiles of `r` rows, `r` in `1..=MR`: `(kc, a, A's
+/// stride, b, B's row stride, c, prefetch)`.
+type Tile = unsafe fn(usize, *const f32, isize, *const f32, isize, CTile, &[usize]);
+
+/// Where the micro-kernels find a block of B: packed into panels (panel
+/// `q` at `at + q * NR * kc`), or `InPlace` with rows `rsb` apart (`B[p,
+/// j]` at `at + p * rsb + j`).
+#[derive(Clone, Copy)]
+enum BBlock {
+    Packed(*const f32),
+    InPlace(*const f32, isize),
+}
 
 /// How the micro-kernel finds a panel of A: its `LAYOUT` parameter.
 struct ALayout;
@@ -118,19 +128,22 @@ impl ALayout {
 }
 
 /// The micro-kernels of a product, for 1 to `MR` rows, by the layout of
-/// A's panel (see [`ALayout`]).
+/// A's panel (see [`ALayout`]) against a packed B; and for an A by
+/// columns against a B read in place.
 struct Tiles {
     panel: [Tile; MR],
     rows: [Tile; MR],
     columns: [Tile; MR],
+    columns_b_in_place: [Tile; MR],
 }
 
 impl Tiles {
     const fn new<const STREAM: bool>() -> Self {
         Tiles {
-            panel: tiles::<{ ALayout::PANEL }, STREAM>(),
-            rows: tiles::<{ ALayout::ROWS }, STREAM>(),
-            columns: tiles::<{ ALayout::COLUMNS }, STREAM>(),
+            panel: tiles::<{ ALayout::PANEL }, STREAM, false>(),
+            rows: tiles::<{ ALayout::ROWS }, STREAM, false>(),
+            columns: tiles::<{ ALayout::COLUMNS }, STREAM, false>(),
+            columns_b_in_place: tiles::<{ ALayout::COLUMNS }, STREAM, true>(),
         }
     }
 }
@@ -144,22 +157,22 @@ const CACHED: Tiles = Tiles::new::<false>();
 const STREAMED: Tiles = Tiles::new::<true>();
 
 /// The micro-kernels for 1 to `MR` rows.
-const fn tiles<const LAYOUT: u8, const STREAM: bool>() -> [Tile; MR] {
+const fn tiles<const LAYOUT: u8, const STREAM: bool, const B_IN_PLACE: bool>() -> [Tile; MR] {
     [
-        avx512::tile::<1, LAYOUT, STREAM>,
-        avx512::tile::<2, LAYOUT, STREAM>,
-        avx512::tile::<3, LAYOUT, STREAM>,
-        avx512::tile::<4, LAYOUT, STREAM>,
-        avx512::tile::<5, LAYOUT, STREAM>,
-        avx512::tile::<6, LAYOUT, STREAM>,
-        avx512::tile::<7, LAYOUT, STREAM>,
-        avx512::tile::<8, LAYOUT, STREAM>,
-        avx512::tile::<9, LAYOUT, STREAM>,
-        avx512::tile::<10, LAYOUT, STREAM>,
-        avx512::tile::<11, LAYOUT, STREAM>,
-        avx512::tile::<12, LAYOUT, STREAM>,
-        avx512::tile::<13, LAYOUT, STREAM>,
-        avx512::tile::<14, LAYOUT, STREAM>,
+        avx512::tile::<1, LAYOUT, STREAM, B_IN_PLACE>,
+        avx512::tile::<2, LAYOUT, STREAM, B_IN_PLACE>,
+        avx512::tile::<3, LAYOUT, STREAM, B_IN_PLACE>,
+        avx512::tile::<4, LAYOUT, STREAM, B_IN_PLACE>,
+        avx512::tile::<5, LAYOUT, STREAM, B_IN_PLACE>,
+        avx512::tile::<6, LAYOUT, STREAM, B_IN_PLACE>,
+        avx512::tile::<7, LAYOUT, STREAM, B_IN_PLACE>,
+        avx512::tile::<8, LAYOUT, STREAM, B_IN_PLACE>,
+        avx512::tile::<9, LAYOUT, STREAM, B_IN_PLACE>,
+        avx512::tile::<10, LAYOUT, STREAM, B_IN_PLACE>,
+        avx512::tile::<11, LAYOUT, STREAM, B_IN_PLACE>,
+        avx512::tile::<12, LAYOUT, STREAM, B_IN_PLACE>,
+        avx512::tile::<13, LAYOUT, STREAM, B_IN_PLACE>,
+        avx512::tile::<14, LAYOUT, STREAM, B_IN_PLACE>,
     ]
 }
 
@@ -207,6 +220,10 @@ pub(crate) unsafe fn sgemm(
         // SAFETY: the caller's promises.
         return unsafe { sgemm_transposed(m, k, n, (a, rsa, csa), (b, csb), beta, (c, rsc)) };
     }
+    // An A by columns for a C of a tile or two across, against a B by
+    // rows for a few panels of A: neither is worth a copy (Winograd's
+    // kernel-gradient products).
+    let b_in_place = csb == 1 && reads_columns_in_place(rsa, csa, n) && m <= B_IN_PLACE_UP_TO;
     SCRATCH.with(|scratch| {
         let scratch = &mut *scratch.borrow_mut();
         let packed_b = reserve(&mut scratch.b, KC * NC.min(n.next_multiple_of(NR)));
@@ -225,8 +242,11 @@ pub(crate) unsafe fn sgemm(
                 packed_a,
                 &CACHED,
                 |pc, kc, jc, nc| {
+                    if b_in_place {
+                        return BBlock::InPlace(at(b, pc, rsb, jc, csb), rsb);
+                    }
                     pack_b(kc, nc, at(b, pc, rsb, jc, csb), rsb, csb, packed_b);
-                    packed_b
+                    BBlock::Packed(packed_b)
                 },
             )
         }
@@ -293,7 +313,7 @@ unsafe fn sgemm_transposed(
                 &CACHED,
                 |pc, kc, jc, nc| {
                     pack_b(kc, nc, at(a, pc, csa, jc, rsa), csa, rsa, packed_b);
-                    packed_b
+                    BBlock::Packed(packed_b)
                 },
             );
         }
@@ -402,9 +422,7 @@ pub(crate) unsafe fn sgemm_packed_b(
                     let column = first + jc;
                     let block = column / NC * NC;
                     let panel = (column - block) * kc;
-                    packed
-                        .add(packed_block_at(k, n, pc, block) + panel)
-                        .cast_mut()
+                    BBlock::Packed(packed.add(packed_block_at(k, n, pc, block) + panel))
                 },
             )
         }
@@ -428,6 +446,18 @@ pub(crate) fn column_ranges(n: usize, width: usize) -> Vec<Range<usize>> {
         })
         .collect()
 }
+
+/// Whether an A of strides `rsa`, `csa` is read by columns where it lies
+/// for a C of `n` columns (see [`COLUMNS_UP_TO`]).
+fn reads_columns_in_place(rsa: isize, csa: isize, n: usize) -> bool {
+    rsa == 1 && csa != 1 && n <= COLUMNS_UP_TO
+}
+
+/// Rows of C up to which a B stored by rows is read where it lies (with
+/// an A read by columns in place): each value then serves at most five
+/// panels of A, too few to pay for a copy (Winograd's kernel-gradient
+/// products, `Vᵀ · Z`, a row of C per channel).
+const B_IN_PLACE_UP_TO: usize = 64;
 
 /// Columns of C up to which an A stored by columns is read where it lies
 /// rather than packed: its panel then serves a tile or two, too few to
@@ -455,7 +485,7 @@ unsafe fn blocks(
     (c, rsc): (*mut f32, isize),
     packed_a: *mut f32,
     tiles: &Tiles,
-    mut block_of: impl FnMut(usize, usize, usize, usize) -> *mut f32,
+    mut block_of: impl FnMut(usize, usize, usize, usize) -> BBlock,
 ) {
     let mut prefetch_lines = [0; MAX_LINES];
     for jc in (0..n).step_by(NC) {
@@ -471,8 +501,12 @@ unsafe fn blocks(
                 let a_panel = at(a, ir, rsa, pc, csa);
                 let (tile, a_panel, stride) = if csa == 1 {
                     (tiles.rows[rows - 1], a_panel, rsa)
-                } else if rsa == 1 && nc <= COLUMNS_UP_TO {
-                    (tiles.columns[rows - 1], a_panel, csa)
+                } else if reads_columns_in_place(rsa, csa, n) {
+                    let columns = match packed_b {
+                        BBlock::Packed(_) => &tiles.columns,
+                        BBlock::InPlace(..) => &tiles.columns_b_in_place,
+                    };
+                    (columns[rows - 1], a_panel, csa)
                 } else {
                     // SAFETY: A[ir..ir + rows, pc..pc + kc] is readable
                     // (the caller's promise) and the buffer holds a panel.
@@ -494,11 +528,16 @@ unsafe fn blocks(
                         accumulate,
                     };
                     let share = &prefetch_lines[lines * t / tiles..lines * (t + 1) / tiles];
+                    let (b, rsb) = match packed_b {
+                        BBlock::Packed(panels) => (panels.wrapping_add(jr * kc), NR as isize),
+                        BBlock::InPlace(b, rsb) => (b.wrapping_add(jr), rsb),
+                    };
                     // SAFETY: the CPU has AVX-512F (the caller's
-                    // promise); the panels hold kc steps (the B panel
-                    // is 64-byte aligned: kc * NR values per panel);
-                    // C's tile lies inside C.
-                    unsafe { tile(kc, a_panel, stride, packed_b.add(jr * kc), c_tile, share) };
+                    // promise); the panels hold kc steps (a packed B
+                    // panel is 64-byte aligned: kc * NR values per
+                    // panel; B in place holds the tile's columns of kc
+                    // rows, the caller's promise); C's tile lies inside C.
+                    unsafe { tile(kc, a_panel, stride, b, rsb, c_tile, share) };
                 }
             }
         }
