@@ -111,6 +111,9 @@ impl Shard {
     }
 }
 
+/// Values of a tensor that one task of [`InProcessSum`] adds up.
+const SUM_PIECE: usize = 1 << 16;
+
 /// The reducer of training inside one process: adds each replica's
 /// tensors onto the first's, in replica order.
 #[derive(Clone, Copy, Debug, Default)]
@@ -121,14 +124,21 @@ impl GradientReducer for InProcessSum {
         let Some((first, others)) = parts.split_first_mut() else {
             return;
         };
-        // Tensors in parallel; within a tensor, replicas in order.
+        // Tensors, and pieces of each, in parallel (a dense kernel of a
+        // million weights is most of the work: one task would sum it
+        // while the other threads wait); each value adds the replicas in
+        // order.
         first.par_iter_mut().enumerate().for_each(|(t, total)| {
-            for other in others.iter() {
-                total
-                    .iter_mut()
-                    .zip(other[t].iter())
-                    .for_each(|(a, b)| *a += b);
-            }
+            total
+                .par_chunks_mut(SUM_PIECE)
+                .enumerate()
+                .for_each(|(piece, total)| {
+                    let at = piece * SUM_PIECE;
+                    for other in others.iter() {
+                        let other = &other[t][at..at + total.len()];
+                        total.iter_mut().zip(other).for_each(|(a, b)| *a += b);
+                    }
+                });
         });
     }
 
