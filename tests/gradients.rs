@@ -307,7 +307,45 @@ fn max_pooling_applies_relu_derivative_of_its_input() {
     }
 }
 
-/// A model compiled again starts afresh: compiled first with cross-entropy
+/// A Winograd convolution after a relu applies relu's derivative to the
+/// input gradient it writes: the bits of relu's own backward pass after
+/// it. Off the Winograd path a convolution declines.
+#[test]
+fn winograd_conv_applies_relu_derivative_of_its_input() {
+    for (case, (side, shape)) in [(3, [9, 10, 16]), (3, [8, 13, 17]), (5, [9, 9, 16])]
+        .into_iter()
+        .enumerate()
+    {
+        let mut r = rng(95 + case as u64);
+        let x = random(&[2, shape[0], shape[1], shape[2]], &mut r).mapv(|v| v.max(0.0));
+        let mut grads = Vec::new();
+        for take in [false, true] {
+            let mut conv = Conv2D::new(20, (side, side)).activation(Tanh);
+            let mut r = rng(99);
+            conv.build(&shape, &mut r).unwrap();
+            assert_eq!(conv.take_relu_derivative_of_input(take), take);
+            let (mut y, mut dx) = (ArrayD::zeros(IxDyn(&[0])), ArrayD::zeros(IxDyn(&[0])));
+            conv.forward_train(&x, &mut y, convnet::layers::TrainingStep::default());
+            let dy = random(y.shape(), &mut rng(98));
+            conv.backward(&x, &y, &mut dy.clone(), Some(&mut dx));
+            grads.push(dx);
+        }
+        let mut relu = ActivationLayer::new(Relu);
+        relu.build(&shape, &mut r).unwrap();
+        let mut expected = ArrayD::zeros(IxDyn(&[0]));
+        relu.backward(&x, &x, &mut grads[0].clone(), Some(&mut expected));
+        assert_ne!(grads[0], expected, "case {case}: some inputs are 0");
+        assert_eq!(grads[1], expected, "case {case}");
+    }
+    let mut first = Conv2D::new(16, (3, 3));
+    first.build(&[8, 8, 3], &mut rng(97)).unwrap();
+    assert!(
+        !first.take_relu_derivative_of_input(true),
+        "3 channels: not on the Winograd path"
+    );
+}
+
+/// A model compiled again starts afresh: compiled first with cross-entropy/// A model compiled again starts afresh: compiled first with cross-entropy
 /// (which takes over softmax's derivative), then with mean squared error,
 /// its gradients are those of the second loss, softmax included.
 #[test]
@@ -883,6 +921,19 @@ fn gradients_of_every_fused_stage_at_any_depth() {
         "{plan}"
     );
     check_model_gradients(model, &[11, 12, 2], 3);
+
+    // A Winograd layer after a relu one takes over relu's derivative:
+    // its input gradient goes on through it as it is written.
+    let mut model = convnet::Sequential::with_seed(11);
+    model.add(
+        Conv2D::new(16, (3, 3))
+            .activation(Relu)
+            .input_shape(&[9, 10, 2]),
+    );
+    model.add(Conv2D::new(16, (3, 3)).activation(Tanh));
+    model.add(Flatten::new());
+    model.add(Dense::new(3));
+    check_model_gradients(model, &[9, 10, 2], 3);
 
     // The same by F(6x6, 3x3): the pooled 3x6 of a 7x13 output are
     // tiled 6x12, in two tiles of 6x6 (128 values, 216 in 4x4 tiles).

@@ -872,13 +872,16 @@ impl<'a> OutputGrad<'a> {
 /// `d_kernel` and `d_bias` (Keras layout, overwritten) and, when asked
 /// for, the input gradient into `dx.0` (overwritten), for which `dx.1` is
 /// the kernel as [`transform_kernel`] gives it transposed, for the
-/// scheme [`OutputGrad::scheme`] names.
+/// scheme [`OutputGrad::scheme`] names. With `dx.2`, the input gradient
+/// goes on through relu's derivative at the input (0 where `x <= 0`):
+/// the layer before ends in relu, and this pass applies its derivative as
+/// it writes (the same bits as a pass of its own after).
 pub fn backward(
     w: &Window2d,
     filters: usize,
     (x, dy): (&[f32], OutputGrad),
     (d_kernel, d_bias): (&mut [f32], &mut [f32]),
-    dx: Option<(&mut [f32], &TransformedKernel)>,
+    dx: Option<(&mut [f32], &TransformedKernel, bool)>,
     scratch: &mut Vec<f32>,
 ) {
     let (channels, images) = (w.channels, x.len() / w.in_len());
@@ -891,7 +894,7 @@ pub fn backward(
     );
     assert_eq!(d_bias.len(), filters, "bias gradient size");
     let scheme = dy.scheme(w);
-    if let Some((dx, u_t)) = &dx {
+    if let Some((dx, u_t, _)) = &dx {
         assert_eq!(dx.len(), x.len(), "input gradient size");
         assert_eq!(u_t.scheme, scheme, "a kernel transformed for this pass");
     }
@@ -899,7 +902,7 @@ pub fn backward(
     let values_per_tile = 2 * channels + filters;
     let t = Tiling::new(w, filters, images, scheme, (values_per_tile, pooled));
     let scratch = aligned(scratch, backward_scratch_len(&t));
-    let dx = dx.map(|(dx, u_t)| (dx, &u_t.mats));
+    let dx = dx.map(|(dx, u_t, relu_of_input)| (dx, &u_t.mats, relu_of_input));
     let args = (t, (x, dy), (d_kernel, d_bias), dx, scratch);
     #[cfg(target_arch = "x86_64")]
     {
@@ -941,7 +944,7 @@ type BackwardArgs<'a> = (
     Tiling,
     (&'a [f32], OutputGrad<'a>),
     (&'a mut [f32], &'a mut [f32]),
-    Option<(&'a mut [f32], &'a PackedMats)>,
+    Option<(&'a mut [f32], &'a PackedMats, bool)>,
     &'a mut [f32],
 );
 
@@ -1017,7 +1020,7 @@ fn backward_blocks_of<
     let (v, rest) = scratch.split_at_mut(positions * plane(t.block, channels));
     let (z, rest) = rest.split_at_mut(positions * plane(t.block, filters));
     let (p, d_u) = rest.split_at_mut(positions * plane(t.block, channels));
-    if let Some((dx, _)) = &mut dx {
+    if let Some((dx, _, _)) = &mut dx {
         // Pixels no tile reaches get no gradient (every other pixel is
         // written by its first tile).
         t.zero_unreached(dx);
@@ -1037,7 +1040,7 @@ fn backward_blocks_of<
             let d_u_xi = &mut d_u[xi * channels * filters..][..channels * filters];
             matmul(v_xi.t(), z_xi, d_u_xi, beta);
         }
-        let Some((dx, u_t)) = &mut dx else {
+        let Some((dx, u_t, relu_of_input)) = &mut dx else {
             continue;
         };
         for xi in 0..positions {
@@ -1045,7 +1048,8 @@ fn backward_blocks_of<
             let p_xi = &mut p[xi * v_plane..][..count * channels];
             matmul_packed(z_xi, u_t.get(xi), p_xi, 0.0);
         }
-        add_input_grad::<V, FULL, A, S::InputGrad>(&t, p, (first, count), dx);
+        let relu_at = relu_of_input.then_some(x);
+        add_input_grad::<V, FULL, A, S::InputGrad>(&t, p, (first, count), (dx, relu_at));
     }
     transform_kernel_grad::<V, A, R, S::KernelGrad>(&t, d_u, d_kernel);
 }
@@ -1154,17 +1158,19 @@ fn transform_output_grad<
     }
 }
 
-/// `dd = B p Bᵀ` for tiles `first..` of `p` (36 x tiles x channels), into
-/// the input gradient `dx` where it lies inside the image: written by the
-/// first tile that reaches a pixel (tiles are visited row by row, and
+/// `dd = B p Bᵀ` for tiles `first..` of `p` (`A²` x tiles x channels),
+/// into the input gradient `dx` where it lies inside the image: written by
+/// the first tile that reaches a pixel (tiles are visited row by row, and
 /// overlap the one above and the one to the left by `A - m` rows and
-/// columns), added by the others.
+/// columns), added by the others; with `relu_at` (the input `x`), only
+/// where `x > 0` (each tile's share masked: the sum of the shares so
+/// masked is the masked sum).
 #[inline(always)]
 fn add_input_grad<V: Simd, const FULL: bool, const A: usize, T: Transform<A, A>>(
     t: &Tiling,
     p: &[f32],
     (first, count): (usize, usize),
-    dx: &mut [f32],
+    (dx, relu_at): (&mut [f32], Option<&[f32]>),
 ) {
     let channels = t.w.channels;
     let stride = plane(count, channels);
@@ -1172,6 +1178,7 @@ fn add_input_grad<V: Simd, const FULL: bool, const A: usize, T: Transform<A, A>>
     let mut grid = Grid::<V, A, A>::new();
     for i in 0..count {
         let (image, oy, ox) = t.tile(first + i);
+        let x = relu_at.map(|x| &x[image * t.w.in_len()..][..t.w.in_len()]);
         let image = &mut dx[image * t.w.in_len()..][..t.w.in_len()];
         let (rows, cols) = t.input_window::<A>((oy, ox), t.reach());
         // Rows and columns of this tile's window that tiles before it reached.
@@ -1185,6 +1192,10 @@ fn add_input_grad<V: Simd, const FULL: bool, const A: usize, T: Transform<A, A>>
                 |r, s, value| {
                     if let (Some(row), Some(col)) = (rows[r], cols[s]) {
                         let at = row + col + c;
+                        let value = match x {
+                            Some(x) => value.where_positive(load(x, at, n)),
+                            None => value,
+                        };
                         if r < rows_seen || s < cols_seen {
                             let old: V = load(image, at, n);
                             store(image, at, n, old.add(value));

@@ -328,17 +328,18 @@ fn run_backward(
     with_dx: bool,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let pooled = matches!(dy, OutputGrad::Pooled { .. });
-    run_backward_tiled(isa, c, (x, dy), u, (with_dx, pooled))
+    run_backward_tiled(isa, c, (x, dy), u, (with_dx, pooled, false))
 }
 
 /// [`run_backward`], with the tiles of the pooled outputs only if
-/// `pooled_tiles`.
+/// `pooled`, and the input gradient through relu's derivative at `x` if
+/// `relu_of_input`.
 fn run_backward_tiled(
     isa: Isa,
     c: &Case,
     (x, dy): (&[f32], OutputGrad),
     u: &Transformed,
-    (with_dx, pooled): (bool, bool),
+    (with_dx, pooled, relu_of_input): (bool, bool, bool),
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let mut d_kernel = vec![f32::NAN; kernel_len_of(c)];
     let mut d_bias = vec![f32::NAN; c.filters];
@@ -352,7 +353,7 @@ fn run_backward_tiled(
         (values_per_tile, pooled),
     );
     let mut scratch = vec![f32::NAN; backward_scratch_len(&t)];
-    let dx_arg = with_dx.then_some((&mut dx[..], &u.u_t.mats));
+    let dx_arg = with_dx.then_some((&mut dx[..], &u.u_t.mats, relu_of_input));
     let d_params = (&mut d_kernel[..], &mut d_bias[..]);
     let args = (t, (x, dy), d_params, dx_arg, &mut scratch[..]);
     match isa {
@@ -569,6 +570,31 @@ fn relu_derivative(dy: &[f32], y: &[f32]) -> Vec<f32> {
 }
 
 #[test]
+fn relu_at_the_input_gives_the_bits_of_a_separate_pass() {
+    // The input gradient through the derivative of a relu before the
+    // layer, applied to each tile's share as it is written.
+    for (k, c) in cases().iter().enumerate() {
+        // Some inputs at or below 0: their gradient is 0.
+        let x: Vec<f32> = noise_vec(c.images * c.w.in_len(), 51 + k as u64)
+            .iter()
+            .map(|v| v.max(0.0))
+            .collect();
+        let dy = noise_vec(c.images * c.w.out_pixels() * c.filters, 52);
+        let u = transformed(c, &noise_vec(kernel_len_of(c), 53));
+        for isa in paths() {
+            let plain = run_backward(isa, c, (&x, OutputGrad::Linear(&dy)), &u, true);
+            let grad = (&x[..], OutputGrad::Linear(&dy));
+            let (d_kernel, d_bias, dx) = run_backward_tiled(isa, c, grad, &u, (true, false, true));
+            assert!(
+                (&d_kernel, &d_bias) == (&plain.0, &plain.1),
+                "{isa:?}, case {k}"
+            );
+            assert!(dx == relu_derivative(&plain.2, &x), "{isa:?}, case {k}");
+        }
+    }
+}
+
+#[test]
 fn relu_applied_as_read_gives_the_bits_of_a_separate_pass() {
     for (k, c) in cases().iter().enumerate() {
         let x = noise_vec(c.images * c.w.in_len(), 21 + k as u64);
@@ -604,7 +630,7 @@ fn pooled_gradients_give_the_bits_of_unpooling_first() {
             let fused = run_backward(isa, c, (&x, grad), &u, true);
             // Over the same tiles (those the pooling reads), the same bits.
             let linear = OutputGrad::Linear(&unpooled);
-            let separate = run_backward_tiled(isa, c, (&x, linear), &u, (true, true));
+            let separate = run_backward_tiled(isa, c, (&x, linear), &u, (true, true, false));
             assert!(fused == separate, "{isa:?}, case {k}");
             // Over all the tiles, only the sums' rounding differs.
             let all_tiles = run_backward(isa, c, (&x, linear), &u, true);
