@@ -856,6 +856,30 @@ fn gradients_through_batch_normalization_fused_with_relu() {
     check_model_gradients_of(model, &[6, 6, 2], 6, true);
 }
 
+/// The same stage before a Winograd convolution, which takes over relu's
+/// derivative (its input gradient goes through it as it is written): the
+/// stage leaves it to the convolution, and the gradients still match.
+#[test]
+fn batch_normalization_with_relu_leaves_the_derivative_to_winograd() {
+    use convnet::layers::BatchNormalization;
+    let mut model = convnet::Sequential::with_seed(12);
+    let conv = Conv2D::new(16, (3, 3))
+        .padding(Padding::Same)
+        .use_bias(false);
+    model.add(conv.clone().input_shape(&[6, 6, 2]));
+    model.add(BatchNormalization::new());
+    model.add(ActivationLayer::new(Relu));
+    model.add(conv.activation(Tanh));
+    model.add(Flatten::new());
+    model.add(Dense::new(2));
+    let plan = model.plan_string().unwrap();
+    assert!(
+        plan.contains("relu's derivative left to conv2d_1"),
+        "{plan}"
+    );
+    check_model_gradients_of(model, &[6, 6, 2], 6, true);
+}
+
 /// Every fused stage of a plan, at any depth, with relu on the
 /// convolution or as an Activation layer of its own: gradients match
 /// finite differences. On AVX-512 CPUs the plan fuses each
