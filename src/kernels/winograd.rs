@@ -1120,7 +1120,7 @@ fn winner_bytes(winners: &[u8], at: usize, n: usize) -> [u8; LANES] {
 }
 
 /// `Z_ξ = (A dY Aᵀ)_ξ` for tiles `first..` of the output gradient, into
-/// `z` (36 x tiles x filters), by the transform `T` of `M` x `M` output
+/// `z` (`A²` x tiles x filters), by the transform `T` of `M` x `M` output
 /// tiles, where `dy(image, row, column, filter, n)` reads `n` filters of
 /// the output gradient (0 outside the output); the sum of the values read
 /// is added onto `d_bias`.
@@ -1209,7 +1209,7 @@ fn add_input_grad<V: Simd, const FULL: bool, const A: usize, T: Transform<A, A>>
     }
 }
 
-/// `dg = Gᵀ m G` for every channel and filter of `d_u` (36 x channels x
+/// `dg = Gᵀ m G` for every channel and filter of `d_u` (`A²` x channels x
 /// filters), into `d_kernel` (`R` x `R` x channels x filters) by the
 /// transform `T`.
 #[inline(always)]
@@ -1506,8 +1506,7 @@ impl Transform<6, 5> for KernelGrad5 {
     }
 }
 
-// F(6x6, 3x3) interpolates at 0, ±1, ±2, ±1/2 and ∞ (the points of
-// Lavin & Gray's and NNPACK's):
+// F(6x6, 3x3) interpolates at 0, ±1, ±2, ±1/2 and ∞:
 //
 //      [1  0    -21/4  0     21/4  0     -1 0]        [ 1     0     0   ]
 //      [0  1     1    -17/4 -17/4  1      1 0]        [-2/9  -2/9  -2/9 ]
