@@ -79,14 +79,14 @@ use rayon::prelude::*;
 use simd::{Avx2, Avx512};
 use simd::{LANES, Portable, Simd};
 
-/// `$f::<A, M, R, S>($args)` for the algorithm `S` of `$scheme`, F(M x
-/// M, R x R) over tiles of side A.
+/// `$f::<A, M, R, S>($args)` (or `$f::<V, A, M, R, S>`, given `V`) for
+/// the algorithm `S` of `$scheme`, F(M x M, R x R) over tiles of side A.
 macro_rules! for_scheme {
-    ($scheme:expr, $f:ident($args:expr)) => {
+    ($scheme:expr, $f:ident $(::<$v:ty>)? ($args:expr)) => {
         match $scheme {
-            Scheme::F4x4 => $f::<6, 4, 3, F4x4>($args),
-            Scheme::F6x6 => $f::<8, 6, 3, F6x6>($args),
-            Scheme::F2x2 => $f::<6, 2, 5, F2x2>($args),
+            Scheme::F4x4 => $f::<$($v,)? 6, 4, 3, F4x4>($args),
+            Scheme::F6x6 => $f::<$($v,)? 8, 6, 3, F6x6>($args),
+            Scheme::F2x2 => $f::<$($v,)? 6, 2, 5, F2x2>($args),
         }
     };
 }
@@ -231,8 +231,12 @@ struct Tiling {
     tiles_w: usize,
     /// Tiles per block.
     block: usize,
-    /// Input rows and columns, from the top left, under some tiled
-    /// output's window (see [`Tiling::reach`]).
+    /// How many input rows and columns, from the top left, lie under the
+    /// window of some output the tiles are for. Tiles may reach further
+    /// (past the last output, where they are cut), but what lies there
+    /// moves no output: its gradient is 0, not the rounding error of
+    /// sums that cancel (an 8x8 output in 6x6 tiles reaches 14 inputs,
+    /// of which 10 matter).
     reach: (usize, usize),
 }
 
@@ -298,20 +302,11 @@ impl Tiling {
         )
     }
 
-    /// How many input rows and columns, from the top left, lie under the
-    /// window of some output the tiles are for. Tiles may reach further
-    /// (past the last output, where they are cut), but what lies there
-    /// moves no output: its gradient is 0, not the rounding error of
-    /// sums that cancel (an 8x8 output in 6x6 tiles reaches 14 inputs,
-    /// of which 10 matter).
-    fn reach(&self) -> (usize, usize) {
-        self.reach
-    }
-
-    /// Zeros the input gradient `dx` (whole images) where no tile reaches.
+    /// Zeros the input gradient `dx` (whole images) past the
+    /// [reach](Self::reach).
     fn zero_unreached(&self, dx: &mut [f32]) {
         let w = &self.w;
-        let (rows, cols) = self.reach();
+        let (rows, cols) = self.reach;
         let row_len = w.in_w * w.channels;
         for image in dx.chunks_exact_mut(w.in_len()) {
             let (reached, rest) = image.split_at_mut(rows * row_len);
@@ -481,29 +476,7 @@ impl KernelRows<'_> {
 
     #[inline(always)]
     fn transform_row_on<V: Simd>(self, scheme: Scheme, row: usize, out: &mut [f32]) {
-        match scheme {
-            Scheme::F4x4 => self.transform_row_of::<V, 3, 6, Kernel3>(row, out),
-            Scheme::F6x6 => self.transform_row_of::<V, 3, 8, Kernel3To8>(row, out),
-            Scheme::F2x2 => self.transform_row_of::<V, 5, 6, Kernel5>(row, out),
-        }
-    }
-
-    /// [`Self::transform_row`] for kernels of side `R` into transformed
-    /// tiles of side `A`, by the transform `T`.
-    #[inline(always)]
-    fn transform_row_of<V: Simd, const R: usize, const A: usize, T: Transform<R, A>>(
-        self,
-        row: usize,
-        out: &mut [f32],
-    ) {
-        let mut grid = Grid::<V, R, A>::new();
-        for col in (0..self.cols).step_by(LANES) {
-            let n = LANES.min(self.cols - col);
-            grid.transform::<T>(
-                |r, s| self.load(r * R + s, row, col, n),
-                |a, b, value| store(out, (a * A + b) * self.cols + col, n, value),
-            );
-        }
+        for_scheme!(scheme, kernel_row::<V>((self, row, out)))
     }
 
     /// Tap `tap`'s values at `row`, columns `col..col + n`.
@@ -515,6 +488,22 @@ impl KernelRows<'_> {
             row * self.cols + col,
             n,
         )
+    }
+}
+
+/// [`KernelRows::transform_row`] for kernels of side `R` into
+/// transformed tiles of side `A`, by the kernel transform of `S`.
+#[inline(always)]
+fn kernel_row<V: Simd, const A: usize, const M: usize, const R: usize, S: Algorithm<A, M, R>>(
+    (kernel, row, out): (KernelRows, usize, &mut [f32]),
+) {
+    let mut grid = Grid::<V, R, A>::new();
+    for col in (0..kernel.cols).step_by(LANES) {
+        let n = LANES.min(kernel.cols - col);
+        grid.transform::<S::Kernel>(
+            |r, s| kernel.load(r * R + s, row, col, n),
+            |a, b, value| store(out, (a * A + b) * kernel.cols + col, n, value),
+        );
     }
 }
 
@@ -1180,7 +1169,7 @@ fn add_input_grad<V: Simd, const FULL: bool, const A: usize, T: Transform<A, A>>
         let (image, oy, ox) = t.tile(first + i);
         let x = relu_at.map(|x| &x[image * t.w.in_len()..][..t.w.in_len()]);
         let image = &mut dx[image * t.w.in_len()..][..t.w.in_len()];
-        let (rows, cols) = t.input_window::<A>((oy, ox), t.reach());
+        let (rows, cols) = t.input_window::<A>((oy, ox), t.reach);
         // Rows and columns of this tile's window that tiles before it reached.
         let (rows_seen, cols_seen) = ((oy > 0) as usize * overlap, (ox > 0) as usize * overlap);
         for c in (0..channels).step_by(LANES) {
@@ -1284,7 +1273,7 @@ trait Transform<const I: usize, const O: usize> {
 }
 
 /// A Winograd algorithm F(M x M, R x R) over transformed tiles of side
-/// `A = M + R - 1`: its six 1-D transforms.
+/// `A = M + R - 1`: its seven 1-D transforms.
 trait Algorithm<const A: usize, const M: usize, const R: usize> {
     /// `Bᵀ d`.
     type Input: Transform<A, A>;
@@ -1294,8 +1283,9 @@ trait Algorithm<const A: usize, const M: usize, const R: usize> {
     type Output: Transform<A, M>;
     /// `A e`: the output gradient.
     type OutputGrad: Transform<M, A>;
-    /// `Gᵀ m`: the kernel gradient. (`G g`, the kernel's transform, is
-    /// picked in [`KernelRows::transform_row_on`].)
+    /// `G g`: the kernel.
+    type Kernel: Transform<R, A>;
+    /// `Gᵀ m`: the kernel gradient.
     type KernelGrad: Transform<A, R>;
 }
 
@@ -1311,6 +1301,7 @@ impl Algorithm<6, 4, 3> for F4x4 {
     type InputGrad = InputGrad;
     type Output = Output4;
     type OutputGrad = OutputGrad4;
+    type Kernel = Kernel3;
     type KernelGrad = KernelGrad3;
 }
 
@@ -1319,6 +1310,7 @@ impl Algorithm<8, 6, 3> for F6x6 {
     type InputGrad = InputGrad8;
     type Output = Output6;
     type OutputGrad = OutputGrad6;
+    type Kernel = Kernel3To8;
     type KernelGrad = KernelGrad3From8;
 }
 
@@ -1327,6 +1319,7 @@ impl Algorithm<6, 2, 5> for F2x2 {
     type InputGrad = InputGrad;
     type Output = Output2;
     type OutputGrad = OutputGrad2;
+    type Kernel = Kernel5;
     type KernelGrad = KernelGrad5;
 }
 

@@ -394,8 +394,9 @@ impl Conv2D {
         winograd::transform_kernel(&w, self.filters, kernel, transposed, scheme)
     }
 
-    /// Winograd F(4x4, 3x3) or F(2x2, 5x5), a chunk of images per task. Nothing is kept
-    /// for the backward pass: it transforms the layer's input again.
+    /// Winograd (see `winograd::Scheme`), a chunk of images per task.
+    /// Nothing is kept for the backward pass: it transforms the layer's
+    /// input again.
     fn forward_winograd(&self, input: &ArrayD<f32>, output: &mut ArrayD<f32>, training: bool) {
         let w = self.window();
         let (chunk, filters) = (self.chunk(), self.filters);
@@ -768,17 +769,18 @@ impl Conv2D {
         grad_output: &[f32],
         grad_input: Option<&mut ArrayD<f32>>,
     ) {
-        if matches!(self.path(), Path::Winograd) {
-            let dy = OutputGrad::Linear(grad_output);
-            return self.grads_winograd(input, dy, grad_input);
-        }
+        // The Winograd path makes its own shares, chunked as its pass is.
+        let param_grads = match self.path() {
+            Path::Winograd => {
+                let dy = OutputGrad::Linear(grad_output);
+                return self.grads_winograd(input, dy, grad_input);
+            }
+            Path::Filters => Self::param_grads_filters,
+            Path::Direct => Self::param_grads_direct,
+            Path::Im2col => Self::param_grads_im2col,
+        };
         self.make_param_grad_shares(input.shape()[0], self.chunk());
-        match self.path() {
-            Path::Winograd => unreachable!("returned above"),
-            Path::Filters => self.param_grads_filters(grad_output),
-            Path::Direct => self.param_grads_direct(grad_output),
-            Path::Im2col => self.param_grads_im2col(grad_output),
-        }
+        param_grads(self, grad_output);
         self.sum_param_grad_shares();
         if let Some(grad_input) = grad_input {
             resize(grad_input, input.shape());

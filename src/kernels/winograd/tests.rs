@@ -656,7 +656,7 @@ fn tiles_cover_the_inputs_of_valid_and_same_layers() {
     let all = cases();
     let covers = |c: &Case| {
         let t = Tiling::new(&c.w, c.filters, c.images, c.scheme, (1, false));
-        t.reach() == (c.w.in_h, c.w.in_w)
+        t.reach == (c.w.in_h, c.w.in_w)
     };
     for (k, c) in all.iter().enumerate() {
         assert_eq!(covers(c), reached_by_outputs(c), "case {k}");
@@ -670,9 +670,9 @@ fn tiles_cover_the_inputs_of_valid_and_same_layers() {
     // pooled, whose windows reach 12 rows and 10 columns: 3x2 tiles of
     // 4, or 2x2 of 6 (which reach further, all 13 x 11, but read no more).
     let t = Tiling::new(&all[3].w, 20, 3, Scheme::F4x4, (1, true));
-    assert_eq!((t.tiles_h, t.tiles_w, t.reach()), (3, 2, (12, 10)));
+    assert_eq!((t.tiles_h, t.tiles_w, t.reach), (3, 2, (12, 10)));
     let t = Tiling::new(&all[3].w, 20, 3, Scheme::F6x6, (1, true));
-    assert_eq!((t.tiles_h, t.tiles_w, t.reach()), (2, 2, (12, 10)));
+    assert_eq!((t.tiles_h, t.tiles_w, t.reach), (2, 2, (12, 10)));
 }
 
 #[test]
