@@ -78,6 +78,7 @@ use rayon::prelude::*;
 #[cfg(target_arch = "x86_64")]
 use simd::{Avx2, Avx512};
 use simd::{LANES, Portable, Simd};
+use std::ops::Range;
 
 /// `$f::<A, M, R, S>($args)` (or `$f::<V, A, M, R, S>`, given `V`) for
 /// the algorithm `S` of `$scheme`, F(M x M, R x R) over tiles of side A.
@@ -94,6 +95,32 @@ macro_rules! for_scheme {
 /// Bytes a block's transformed values may take: most of a 2 MB L2 (but
 /// see [`MIN_BLOCK`]).
 const BLOCK_BYTES: usize = 1 << 20;
+
+/// Tiles ahead of the one a transform works on whose tensor values it
+/// prefetches: far enough for memory to answer in the meantime.
+const PREFETCH_AHEAD: usize = 2;
+
+/// Prefetches (see [`super::prefetch`]) pixel rows `rows` and columns
+/// `cols` of image `image` of `tensor`, images of `height` x `width`
+/// pixels of `depth` values.
+#[inline(always)]
+fn prefetch_pixels<T>(
+    tensor: &[T],
+    (image, (height, width), depth): (usize, (usize, usize), usize),
+    (rows, cols): (Range<usize>, Range<usize>),
+) {
+    if cols.is_empty() {
+        return;
+    }
+    let image_at = image * height * width * depth;
+    for y in rows.start..rows.end.min(height) {
+        let row = image_at + y * width * depth;
+        super::prefetch(
+            tensor,
+            row + cols.start * depth..row + cols.end.min(width) * depth,
+        );
+    }
+}
 
 /// Values from one position's plane of a transformed block to the next:
 /// `count` tiles of `width` values, and one cache line more, so that the
@@ -315,6 +342,49 @@ impl Tiling {
                 row[cols * w.channels..].fill(0.0);
             }
         }
+    }
+
+    /// Prefetches (see [`super::prefetch`]) what tile `t` of `tensor`
+    /// (whole input images, or input gradients) will read of its `A` x
+    /// `A` input window, inside the first `bounds` rows and columns: the
+    /// columns past those of the tile to its left, which read the rest.
+    #[inline(always)]
+    fn prefetch_input<const A: usize>(&self, tensor: &[f32], t: usize, bounds: (usize, usize)) {
+        let w = &self.w;
+        if t >= tensor.len() / w.in_len() * self.tiles_per_image() {
+            return;
+        }
+        let (image, oy, ox) = self.tile(t);
+        let seen = if ox > 0 { A - self.m } else { 0 };
+        let rows = oy.saturating_sub(w.pad_top)..(oy + A).saturating_sub(w.pad_top);
+        let cols = (ox + seen).saturating_sub(w.pad_left)..(ox + A).saturating_sub(w.pad_left);
+        let (rows, cols) = (
+            rows.start..rows.end.min(bounds.0),
+            cols.start..cols.end.min(bounds.1),
+        );
+        prefetch_pixels(tensor, (image, (w.in_h, w.in_w), w.channels), (rows, cols));
+    }
+
+    /// Prefetches (see [`super::prefetch`]) what tile `t` will read of
+    /// `tensor`, a value per filter of each output pixel, or (`pooled`)
+    /// of each pooled one: an output gradient, its layer's output or the
+    /// winners of its pooling.
+    #[inline(always)]
+    fn prefetch_output<T>(&self, tensor: &[T], t: usize, pooled: bool) {
+        let (height, width) = match pooled {
+            true => pooled_side(&self.w),
+            false => (self.w.out_h, self.w.out_w),
+        };
+        let image_len = height * width * self.filters;
+        if image_len == 0 || t >= tensor.len() / image_len * self.tiles_per_image() {
+            return;
+        }
+        let (image, oy, ox) = self.tile(t);
+        // A pooled tile of side m (even, at an even corner) reads m / 2
+        // pooled rows and columns.
+        let per = if pooled { 2 } else { 1 };
+        let (rows, cols) = (oy / per..(oy + self.m) / per, ox / per..(ox + self.m) / per);
+        prefetch_pixels(tensor, (image, (height, width), self.filters), (rows, cols));
     }
 
     /// Where the `A` x `A` input window of the tile at output pixel
@@ -709,6 +779,7 @@ fn transform_input<V: Simd, const FULL: bool, const A: usize, T: Transform<A, A>
     let stride = plane(count, channels);
     let mut grid = Grid::<V, A, A>::new();
     for i in 0..count {
+        t.prefetch_input::<A>(x, first + i + PREFETCH_AHEAD, (t.w.in_h, t.w.in_w));
         let (image, oy, ox) = t.tile(first + i);
         let image = &x[image * t.w.in_len()..][..t.w.in_len()];
         let (rows, cols) = t.input_window::<A>((oy, ox), (t.w.in_h, t.w.in_w));
@@ -1058,29 +1129,36 @@ fn output_grad_of<V: Simd, const FULL: bool, const A: usize, const M: usize, T: 
     match dy {
         OutputGrad::Linear(dy) => {
             let image_len = w.out_pixels() * filters;
-            transform_output_grad::<V, FULL, A, M, T>(t, block, out, |image, py, px, f, n| {
+            let read = |image, py, px, f, n| {
                 if py < w.out_h && px < w.out_w {
                     load(dy, image * image_len + py * row + px * filters + f, n)
                 } else {
                     V::zero()
                 }
-            })
+            };
+            let prefetch = |tile| t.prefetch_output(dy, tile, false);
+            transform_output_grad::<V, FULL, A, M, T>(t, block, out, (read, prefetch))
         }
         OutputGrad::Relu { dy, y } => {
             let image_len = w.out_pixels() * filters;
-            transform_output_grad::<V, FULL, A, M, T>(t, block, out, |image, py, px, f, n| {
+            let read = |image, py, px, f, n| {
                 if py < w.out_h && px < w.out_w {
                     let at = image * image_len + py * row + px * filters + f;
                     load::<V>(dy, at, n).where_positive(load(y, at, n))
                 } else {
                     V::zero()
                 }
-            })
+            };
+            let prefetch = |tile| {
+                t.prefetch_output(dy, tile, false);
+                t.prefetch_output(y, tile, false);
+            };
+            transform_output_grad::<V, FULL, A, M, T>(t, block, out, (read, prefetch))
         }
         OutputGrad::Pooled { dy, y, winners } => {
             let (pooled_h, pooled_w) = pooled_side(w);
             let image_len = pooled_h * pooled_w * filters;
-            transform_output_grad::<V, FULL, A, M, T>(t, block, out, |image, py, px, f, n| {
+            let read = |image, py: usize, px: usize, f, n| {
                 let (qy, qx) = (py / 2, px / 2);
                 if qy < pooled_h && qx < pooled_w {
                     let at = image * image_len + (qy * pooled_w + qx) * filters + f;
@@ -1090,7 +1168,13 @@ fn output_grad_of<V: Simd, const FULL: bool, const A: usize, const M: usize, T: 
                 } else {
                     V::zero()
                 }
-            })
+            };
+            let prefetch = |tile| {
+                t.prefetch_output(dy, tile, true);
+                t.prefetch_output(y, tile, true);
+                t.prefetch_output(winners, tile, true);
+            };
+            transform_output_grad::<V, FULL, A, M, T>(t, block, out, (read, prefetch))
         }
     }
 }
@@ -1124,12 +1208,16 @@ fn transform_output_grad<
     t: &Tiling,
     (first, count): (usize, usize),
     (z, d_bias): (&mut [f32], &mut [f32]),
-    dy: impl Fn(usize, usize, usize, usize, usize) -> V,
+    (dy, prefetch): (
+        impl Fn(usize, usize, usize, usize, usize) -> V,
+        impl Fn(usize),
+    ),
 ) {
     let filters = t.filters;
     let stride = plane(count, filters);
     let mut grid = Grid::<V, M, A>::new();
     for i in 0..count {
+        prefetch(first + i + PREFETCH_AHEAD);
         let (image, oy, ox) = t.tile(first + i);
         for f in (0..filters).step_by(LANES) {
             let n = if FULL { LANES } else { LANES.min(filters - f) };
@@ -1166,6 +1254,11 @@ fn add_input_grad<V: Simd, const FULL: bool, const A: usize, T: Transform<A, A>>
     let overlap = A - t.m;
     let mut grid = Grid::<V, A, A>::new();
     for i in 0..count {
+        let ahead = first + i + PREFETCH_AHEAD;
+        t.prefetch_input::<A>(dx, ahead, t.reach);
+        if let Some(x) = relu_at {
+            t.prefetch_input::<A>(x, ahead, t.reach);
+        }
         let (image, oy, ox) = t.tile(first + i);
         let x = relu_at.map(|x| &x[image * t.w.in_len()..][..t.w.in_len()]);
         let image = &mut dx[image * t.w.in_len()..][..t.w.in_len()];

@@ -473,6 +473,14 @@ unsafe fn grad_groups<const T: usize, const G: usize>(
                 let dy_row = dy.as_ptr().add(oy * w.out_w * filters + group);
                 for ox in 0..w.out_w {
                     let mut g = [_mm512_setzero_ps(); G];
+                    // `dy` comes from memory on the first kernel row (the
+                    // layer after wrote it); the hardware prefetcher
+                    // falls behind (cifar10-cnn's first layer, one core:
+                    // 3.8 -> 2.8 ms). 16 pixels ahead: 2 KB at 32 filters.
+                    for j in 0..G {
+                        let ahead = dy_row.wrapping_add((ox + 16) * filters + j * GROUP);
+                        _mm_prefetch::<_MM_HINT_T0>(ahead.cast());
+                    }
                     for (j, g) in g.iter_mut().enumerate() {
                         *g = _mm512_loadu_ps(dy_row.add(ox * filters + j * GROUP));
                     }
