@@ -100,12 +100,21 @@ const BLOCK_BYTES: usize = 1 << 20;
 /// prefetches: far enough for memory to answer in the meantime.
 const PREFETCH_AHEAD: usize = 2;
 
-/// Prefetches (see [`super::prefetch`]) pixel rows `rows` and columns
-/// `cols` of image `image` of `tensor`, images of `height` x `width`
-/// pixels of `depth` values.
+/// How a loop will use values it prefetches.
+#[derive(Clone, Copy)]
+enum Use {
+    /// Read them ([`super::prefetch`]).
+    Read,
+    /// Write them ([`super::prefetch_for_writing`]).
+    Write,
+}
+
+/// Prefetches, for `Use`, pixel rows `rows` and columns `cols` of image
+/// `image` of `tensor`, images of `height` x `width` pixels of `depth`
+/// values.
 #[inline(always)]
 fn prefetch_pixels<T>(
-    tensor: &[T],
+    (tensor, usage): (&[T], Use),
     (image, (height, width), depth): (usize, (usize, usize), usize),
     (rows, cols): (Range<usize>, Range<usize>),
 ) {
@@ -115,10 +124,11 @@ fn prefetch_pixels<T>(
     let image_at = image * height * width * depth;
     for y in rows.start..rows.end.min(height) {
         let row = image_at + y * width * depth;
-        super::prefetch(
-            tensor,
-            row + cols.start * depth..row + cols.end.min(width) * depth,
-        );
+        let range = row + cols.start * depth..row + cols.end.min(width) * depth;
+        match usage {
+            Use::Read => super::prefetch(tensor, range),
+            Use::Write => super::prefetch_for_writing(tensor, range),
+        }
     }
 }
 
@@ -344,14 +354,19 @@ impl Tiling {
         }
     }
 
-    /// Prefetches (see [`super::prefetch`]) what tile `t` of `tensor`
-    /// (whole input images, or input gradients) will read of its `A` x
-    /// `A` input window, inside the first `bounds` rows and columns: the
-    /// columns past those of the tile to its left, which read the rest.
+    /// Prefetches what tile `t` of `tensor` (whole input images, or
+    /// input gradients) will read or write of its `A` x `A` input window,
+    /// inside the first `bounds` rows and columns: the columns past those
+    /// of the tile to its left, which reached the rest.
     #[inline(always)]
-    fn prefetch_input<const A: usize>(&self, tensor: &[f32], t: usize, bounds: (usize, usize)) {
+    fn prefetch_input<const A: usize>(
+        &self,
+        tensor: (&[f32], Use),
+        t: usize,
+        bounds: (usize, usize),
+    ) {
         let w = &self.w;
-        if t >= tensor.len() / w.in_len() * self.tiles_per_image() {
+        if t >= tensor.0.len() / w.in_len() * self.tiles_per_image() {
             return;
         }
         let (image, oy, ox) = self.tile(t);
@@ -365,18 +380,17 @@ impl Tiling {
         prefetch_pixels(tensor, (image, (w.in_h, w.in_w), w.channels), (rows, cols));
     }
 
-    /// Prefetches (see [`super::prefetch`]) what tile `t` will read of
-    /// `tensor`, a value per filter of each output pixel, or (`pooled`)
-    /// of each pooled one: an output gradient, its layer's output or the
-    /// winners of its pooling.
+    /// Prefetches what tile `t` will read or write of `tensor`, a value
+    /// per filter of each output pixel, or (`pooled`) of each pooled one:
+    /// the output, its gradient or the winners of its pooling.
     #[inline(always)]
-    fn prefetch_output<T>(&self, tensor: &[T], t: usize, pooled: bool) {
+    fn prefetch_output<T>(&self, tensor: (&[T], Use), t: usize, pooled: bool) {
         let (height, width) = match pooled {
             true => pooled_side(&self.w),
             false => (self.w.out_h, self.w.out_w),
         };
         let image_len = height * width * self.filters;
-        if image_len == 0 || t >= tensor.len() / image_len * self.tiles_per_image() {
+        if image_len == 0 || t >= tensor.0.len() / image_len * self.tiles_per_image() {
             return;
         }
         let (image, oy, ox) = self.tile(t);
@@ -779,7 +793,11 @@ fn transform_input<V: Simd, const FULL: bool, const A: usize, T: Transform<A, A>
     let stride = plane(count, channels);
     let mut grid = Grid::<V, A, A>::new();
     for i in 0..count {
-        t.prefetch_input::<A>(x, first + i + PREFETCH_AHEAD, (t.w.in_h, t.w.in_w));
+        t.prefetch_input::<A>(
+            (x, Use::Read),
+            first + i + PREFETCH_AHEAD,
+            (t.w.in_h, t.w.in_w),
+        );
         let (image, oy, ox) = t.tile(first + i);
         let image = &x[image * t.w.in_len()..][..t.w.in_len()];
         let (rows, cols) = t.input_window::<A>((oy, ox), (t.w.in_h, t.w.in_w));
@@ -818,6 +836,14 @@ fn transform_output<
     // One tile's output, for pooling.
     let mut tile = [[V::zero(); M]; M];
     for i in 0..count {
+        let ahead = first + i + PREFETCH_AHEAD;
+        match out {
+            Output::Plain(y) => t.prefetch_output((&**y, Use::Write), ahead, false),
+            Output::Pooled { y, winners } => {
+                t.prefetch_output((&**y, Use::Write), ahead, true);
+                t.prefetch_output((&**winners, Use::Write), ahead, true);
+            }
+        }
         let (image, oy, ox) = t.tile(first + i);
         let (rows, cols) = (M.min(t.w.out_h - oy), M.min(t.w.out_w - ox));
         for f in (0..filters).step_by(LANES) {
@@ -1136,7 +1162,7 @@ fn output_grad_of<V: Simd, const FULL: bool, const A: usize, const M: usize, T: 
                     V::zero()
                 }
             };
-            let prefetch = |tile| t.prefetch_output(dy, tile, false);
+            let prefetch = |tile| t.prefetch_output((dy, Use::Read), tile, false);
             transform_output_grad::<V, FULL, A, M, T>(t, block, out, (read, prefetch))
         }
         OutputGrad::Relu { dy, y } => {
@@ -1150,8 +1176,8 @@ fn output_grad_of<V: Simd, const FULL: bool, const A: usize, const M: usize, T: 
                 }
             };
             let prefetch = |tile| {
-                t.prefetch_output(dy, tile, false);
-                t.prefetch_output(y, tile, false);
+                t.prefetch_output((dy, Use::Read), tile, false);
+                t.prefetch_output((y, Use::Read), tile, false);
             };
             transform_output_grad::<V, FULL, A, M, T>(t, block, out, (read, prefetch))
         }
@@ -1170,9 +1196,9 @@ fn output_grad_of<V: Simd, const FULL: bool, const A: usize, const M: usize, T: 
                 }
             };
             let prefetch = |tile| {
-                t.prefetch_output(dy, tile, true);
-                t.prefetch_output(y, tile, true);
-                t.prefetch_output(winners, tile, true);
+                t.prefetch_output((dy, Use::Read), tile, true);
+                t.prefetch_output((y, Use::Read), tile, true);
+                t.prefetch_output((winners, Use::Read), tile, true);
             };
             transform_output_grad::<V, FULL, A, M, T>(t, block, out, (read, prefetch))
         }
@@ -1255,9 +1281,9 @@ fn add_input_grad<V: Simd, const FULL: bool, const A: usize, T: Transform<A, A>>
     let mut grid = Grid::<V, A, A>::new();
     for i in 0..count {
         let ahead = first + i + PREFETCH_AHEAD;
-        t.prefetch_input::<A>(dx, ahead, t.reach);
+        t.prefetch_input::<A>((dx, Use::Write), ahead, t.reach);
         if let Some(x) = relu_at {
-            t.prefetch_input::<A>(x, ahead, t.reach);
+            t.prefetch_input::<A>((x, Use::Read), ahead, t.reach);
         }
         let (image, oy, ox) = t.tile(first + i);
         let x = relu_at.map(|x| &x[image * t.w.in_len()..][..t.w.in_len()]);
