@@ -1221,8 +1221,9 @@ fn winner_bytes(winners: &[u8], at: usize, n: usize) -> [u8; LANES] {
 /// `Z_ξ = (A dY Aᵀ)_ξ` for tiles `first..` of the output gradient, into
 /// `z` (`A²` x tiles x filters), by the transform `T` of `M` x `M` output
 /// tiles, where `dy(image, row, column, filter, n)` reads `n` filters of
-/// the output gradient (0 outside the output); the sum of the values read
-/// is added onto `d_bias`.
+/// the output gradient (0 outside the output) and `prefetch(tile)` asks
+/// for what tile `tile` will read ([`PREFETCH_AHEAD`] tiles ahead); the
+/// sum of the values read is added onto `d_bias`.
 #[inline(always)]
 fn transform_output_grad<
     V: Simd,
