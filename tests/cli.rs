@@ -417,6 +417,42 @@ fn distributed_needs_mpi_and_mpiexec() {
     );
 }
 
+/// `bench --no-avx512` runs (and says it runs) the AVX2 kernels on a CPU
+/// with AVX-512, to time the path of CPUs without it.
+#[test]
+fn bench_runs_the_avx2_kernels_when_asked() {
+    if !convnet::kernels::has_avx2_fma() {
+        eprintln!("skipped: this CPU has no AVX2, so there are no AVX2 kernels to run");
+        return;
+    }
+    let args = [
+        "bench",
+        "--model",
+        "cifar10-cnn",
+        "--batch-size",
+        "4",
+        "--layers-only",
+        "--layer-runs",
+        "1",
+        "--threads",
+        "1",
+    ];
+    let plain = convnet(&args);
+    let expected = if convnet::kernels::has_avx512() {
+        "AVX-512 kernels"
+    } else {
+        "AVX2 kernels"
+    };
+    assert!(stdout(&plain).contains(expected), "{}", stdout(&plain));
+    let avx2 = convnet(&[&args[..], &["--no-avx512"]].concat());
+    let text = stdout(&avx2);
+    assert!(avx2.status.success(), "{text}");
+    assert!(
+        text.contains("AVX2 kernels") && text.contains("conv2d_3"),
+        "{text}"
+    );
+}
+
 /// `bench --model` times a ready-made network on random pictures and
 /// writes its figures; bad choices are clear errors.
 #[test]

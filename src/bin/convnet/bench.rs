@@ -61,6 +61,10 @@ pub struct BenchArgs {
     /// programs share the cores (A/B comparisons of kernels).
     #[arg(long)]
     cpu_time: bool,
+    /// Run the AVX2 kernels even where the CPU has AVX-512 (to time the
+    /// path of CPUs without it; the results may differ in the last bits).
+    #[arg(long)]
+    no_avx512: bool,
     /// Folder with the MNIST files (default: $CONVNET_DATA, else data/mnist).
     #[arg(long)]
     data_dir: Option<PathBuf>,
@@ -259,6 +263,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
     }
     if let Some(path) = &args.json {
         convnet::io::check_outputs(&[("--json", path)], &[])?;
+    }
+    if args.no_avx512 {
+        convnet::kernels::allow_avx512(false);
     }
     if let Some(name) = &args.model {
         let bench = super::bench_model::ModelBench {

@@ -125,8 +125,14 @@ pub fn run(bench: ModelBench) -> Result<ModelFigures> {
     let train = train_flops(&model);
     let forward: f64 = model.layers().map(|l| l.forward_flops() as f64).sum();
     println!(
-        "{} on random {}x{}x{} pictures, {classes} classes, batch {batch_size}, {} thread(s)",
-        bench.name, input[0], input[1], input[2], bench.threads
+        "{} on random {}x{}x{} pictures, {classes} classes, batch {batch_size}, {} thread(s), \
+         {} kernels",
+        bench.name,
+        input[0],
+        input[1],
+        input[2],
+        bench.threads,
+        kernel_set()
     );
     println!(
         "cost per image: {:.1} MFLOP forward, {:.1} MFLOP training (matrix products only)",
@@ -208,5 +214,17 @@ fn print_profile(profile: &[(String, f64, f64)]) {
     println!("{:<22} {fwd:>12.3} {bwd:>13.3}", "total");
     if profile.iter().any(|(_, f, b)| *f == 0.0 || *b == 0.0) {
         println!("(0: the layer runs inside the fused stage of the layer above it)");
+    }
+}
+
+/// The SIMD kernels this run uses: AVX-512 where the CPU has it (and
+/// `--no-avx512` did not turn it off), else AVX2, else portable loops.
+fn kernel_set() -> &'static str {
+    if convnet::kernels::has_avx512() {
+        "AVX-512"
+    } else if convnet::kernels::has_avx2_fma() {
+        "AVX2"
+    } else {
+        "portable"
     }
 }
