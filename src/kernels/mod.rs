@@ -90,52 +90,40 @@ pub(crate) fn copy_short(dst: &mut [f32], src: &[f32]) {
 }
 
 /// Asks the CPU to bring `values[range]` into the L1 cache, one request
-/// per 64-byte line, where a loop will read them soon: the hardware
-/// prefetcher follows one stream well, but not a tile's rows of a tensor
-/// the layer before just wrote, which then stall the loads at memory's
-/// pace. Out-of-range parts are skipped: a hint, never a read.
+/// per 64-byte line, where a loop will read or write them soon: the
+/// hardware prefetcher follows one stream well, but not a tile's rows of
+/// a tensor the layer before just wrote, which then stall the loads at
+/// memory's pace. Out-of-range parts are skipped: a hint, never a read.
+/// (Lines to be written are fetched the same way: `prefetchw`, which
+/// would fetch them owned, needs the `prfchw` target feature, and
+/// without it `_MM_HINT_ET0` compiles to this same `prefetcht0`.)
 #[inline(always)]
 pub(crate) fn prefetch<T>(values: &[T], range: std::ops::Range<usize>) {
-    #[cfg(target_arch = "x86_64")]
-    prefetch_lines::<{ std::arch::x86_64::_MM_HINT_T0 }, T>(values, range);
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = (values, range);
-}
-
-/// [`prefetch`] for values a loop will write soon: each line comes
-/// owned, so the stores do not wait to read it first.
-#[inline(always)]
-pub(crate) fn prefetch_for_writing<T>(values: &[T], range: std::ops::Range<usize>) {
-    #[cfg(target_arch = "x86_64")]
-    prefetch_lines::<{ std::arch::x86_64::_MM_HINT_ET0 }, T>(values, range);
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = (values, range);
-}
-
-/// One prefetch of kind `HINT` per 64-byte line of `values[range]`.
-#[cfg(target_arch = "x86_64")]
-#[inline(always)]
-fn prefetch_lines<const HINT: i32, T>(values: &[T], range: std::ops::Range<usize>) {
     let end = range.end.min(values.len());
-    if range.start >= end {
-        return;
+    #[cfg(target_arch = "x86_64")]
+    if range.start < end {
+        let first = values[range.start..].as_ptr().cast::<u8>();
+        // From the start of the line holding the first value to the end of
+        // the range.
+        let skip = first as usize % 64;
+        let bytes = skip + (end - range.start) * std::mem::size_of::<T>();
+        for offset in (0..bytes).step_by(64) {
+            let line = first.wrapping_add(offset).wrapping_sub(skip);
+            // SAFETY: a prefetch reads nothing and cannot fault; every
+            // line holds values of `values`.
+            unsafe {
+                use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+                _mm_prefetch::<_MM_HINT_T0>(line.cast());
+            }
+        }
     }
-    let first = values[range.start..].as_ptr().cast::<u8>();
-    // From the start of the line holding the first value to the end of
-    // the range.
-    let skip = first as usize % 64;
-    let bytes = skip + (end - range.start) * std::mem::size_of::<T>();
-    for offset in (0..bytes).step_by(64) {
-        let line = first.wrapping_add(offset).wrapping_sub(skip);
-        // SAFETY: a prefetch reads nothing and cannot fault; every line
-        // holds values of `values`.
-        unsafe { std::arch::x86_64::_mm_prefetch::<HINT>(line.cast()) };
-    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (values, end);
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{prefetch, prefetch_for_writing};
+    use super::prefetch;
 
     #[test]
     fn prefetch_takes_any_range_without_reading_past_the_slice() {
@@ -145,6 +133,5 @@ mod tests {
         }
         prefetch(&values[100..], 0..16);
         prefetch(&[7u8; 3], 1..5);
-        prefetch_for_writing(&values, 90..110);
     }
 }

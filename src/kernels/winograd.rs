@@ -73,6 +73,7 @@ mod simd;
 
 use super::Window2d;
 use super::gemm::{Mat, PackedMats, matmul, matmul_packed};
+use super::prefetch;
 use super::scratch::Scratch;
 use rayon::prelude::*;
 #[cfg(target_arch = "x86_64")]
@@ -100,21 +101,12 @@ const BLOCK_BYTES: usize = 1 << 20;
 /// prefetches: far enough for memory to answer in the meantime.
 const PREFETCH_AHEAD: usize = 2;
 
-/// How a loop will use values it prefetches.
-#[derive(Clone, Copy)]
-enum Use {
-    /// Read them ([`super::prefetch`]).
-    Read,
-    /// Write them ([`super::prefetch_for_writing`]).
-    Write,
-}
-
-/// Prefetches, for `Use`, pixel rows `rows` and columns `cols` of image
-/// `image` of `tensor`, images of `height` x `width` pixels of `depth`
-/// values.
+/// Prefetches (see [`prefetch`]) pixel rows `rows` and columns `cols` of
+/// image `image` of `tensor`, images of `height` x `width` pixels of
+/// `depth` values.
 #[inline(always)]
 fn prefetch_pixels<T>(
-    (tensor, usage): (&[T], Use),
+    tensor: &[T],
     (image, (height, width), depth): (usize, (usize, usize), usize),
     (rows, cols): (Range<usize>, Range<usize>),
 ) {
@@ -125,10 +117,7 @@ fn prefetch_pixels<T>(
     for y in rows.start..rows.end.min(height) {
         let row = image_at + y * width * depth;
         let range = row + cols.start * depth..row + cols.end.min(width) * depth;
-        match usage {
-            Use::Read => super::prefetch(tensor, range),
-            Use::Write => super::prefetch_for_writing(tensor, range),
-        }
+        prefetch(tensor, range);
     }
 }
 
@@ -359,14 +348,9 @@ impl Tiling {
     /// inside the first `bounds` rows and columns: the columns past those
     /// of the tile to its left, which reached the rest.
     #[inline(always)]
-    fn prefetch_input<const A: usize>(
-        &self,
-        tensor: (&[f32], Use),
-        t: usize,
-        bounds: (usize, usize),
-    ) {
+    fn prefetch_input<const A: usize>(&self, tensor: &[f32], t: usize, bounds: (usize, usize)) {
         let w = &self.w;
-        if t >= tensor.0.len() / w.in_len() * self.tiles_per_image() {
+        if t >= tensor.len() / w.in_len() * self.tiles_per_image() {
             return;
         }
         let (image, oy, ox) = self.tile(t);
@@ -384,13 +368,13 @@ impl Tiling {
     /// per filter of each output pixel, or (`pooled`) of each pooled one:
     /// the output, its gradient or the winners of its pooling.
     #[inline(always)]
-    fn prefetch_output<T>(&self, tensor: (&[T], Use), t: usize, pooled: bool) {
+    fn prefetch_output<T>(&self, tensor: &[T], t: usize, pooled: bool) {
         let (height, width) = match pooled {
             true => pooled_side(&self.w),
             false => (self.w.out_h, self.w.out_w),
         };
         let image_len = height * width * self.filters;
-        if image_len == 0 || t >= tensor.0.len() / image_len * self.tiles_per_image() {
+        if image_len == 0 || t >= tensor.len() / image_len * self.tiles_per_image() {
             return;
         }
         let (image, oy, ox) = self.tile(t);
@@ -793,11 +777,7 @@ fn transform_input<V: Simd, const FULL: bool, const A: usize, T: Transform<A, A>
     let stride = plane(count, channels);
     let mut grid = Grid::<V, A, A>::new();
     for i in 0..count {
-        t.prefetch_input::<A>(
-            (x, Use::Read),
-            first + i + PREFETCH_AHEAD,
-            (t.w.in_h, t.w.in_w),
-        );
+        t.prefetch_input::<A>(x, first + i + PREFETCH_AHEAD, (t.w.in_h, t.w.in_w));
         let (image, oy, ox) = t.tile(first + i);
         let image = &x[image * t.w.in_len()..][..t.w.in_len()];
         let (rows, cols) = t.input_window::<A>((oy, ox), (t.w.in_h, t.w.in_w));
@@ -838,10 +818,10 @@ fn transform_output<
     for i in 0..count {
         let ahead = first + i + PREFETCH_AHEAD;
         match out {
-            Output::Plain(y) => t.prefetch_output((&**y, Use::Write), ahead, false),
+            Output::Plain(y) => t.prefetch_output(y, ahead, false),
             Output::Pooled { y, winners } => {
-                t.prefetch_output((&**y, Use::Write), ahead, true);
-                t.prefetch_output((&**winners, Use::Write), ahead, true);
+                t.prefetch_output(y, ahead, true);
+                t.prefetch_output(winners, ahead, true);
             }
         }
         let (image, oy, ox) = t.tile(first + i);
@@ -1162,8 +1142,8 @@ fn output_grad_of<V: Simd, const FULL: bool, const A: usize, const M: usize, T: 
                     V::zero()
                 }
             };
-            let prefetch = |tile| t.prefetch_output((dy, Use::Read), tile, false);
-            transform_output_grad::<V, FULL, A, M, T>(t, block, out, (read, prefetch))
+            let fetch = |tile| t.prefetch_output(dy, tile, false);
+            transform_output_grad::<V, FULL, A, M, T>(t, block, out, (read, fetch))
         }
         OutputGrad::Relu { dy, y } => {
             let image_len = w.out_pixels() * filters;
@@ -1175,11 +1155,11 @@ fn output_grad_of<V: Simd, const FULL: bool, const A: usize, const M: usize, T: 
                     V::zero()
                 }
             };
-            let prefetch = |tile| {
-                t.prefetch_output((dy, Use::Read), tile, false);
-                t.prefetch_output((y, Use::Read), tile, false);
+            let fetch = |tile| {
+                t.prefetch_output(dy, tile, false);
+                t.prefetch_output(y, tile, false);
             };
-            transform_output_grad::<V, FULL, A, M, T>(t, block, out, (read, prefetch))
+            transform_output_grad::<V, FULL, A, M, T>(t, block, out, (read, fetch))
         }
         OutputGrad::Pooled { dy, y, winners } => {
             let (pooled_h, pooled_w) = pooled_side(w);
@@ -1195,12 +1175,12 @@ fn output_grad_of<V: Simd, const FULL: bool, const A: usize, const M: usize, T: 
                     V::zero()
                 }
             };
-            let prefetch = |tile| {
-                t.prefetch_output((dy, Use::Read), tile, true);
-                t.prefetch_output((y, Use::Read), tile, true);
-                t.prefetch_output((winners, Use::Read), tile, true);
+            let fetch = |tile| {
+                t.prefetch_output(dy, tile, true);
+                t.prefetch_output(y, tile, true);
+                t.prefetch_output(winners, tile, true);
             };
-            transform_output_grad::<V, FULL, A, M, T>(t, block, out, (read, prefetch))
+            transform_output_grad::<V, FULL, A, M, T>(t, block, out, (read, fetch))
         }
     }
 }
@@ -1282,9 +1262,9 @@ fn add_input_grad<V: Simd, const FULL: bool, const A: usize, T: Transform<A, A>>
     let mut grid = Grid::<V, A, A>::new();
     for i in 0..count {
         let ahead = first + i + PREFETCH_AHEAD;
-        t.prefetch_input::<A>((dx, Use::Write), ahead, t.reach);
+        t.prefetch_input::<A>(dx, ahead, t.reach);
         if let Some(x) = relu_at {
-            t.prefetch_input::<A>((x, Use::Read), ahead, t.reach);
+            t.prefetch_input::<A>(x, ahead, t.reach);
         }
         let (image, oy, ox) = t.tile(first + i);
         let x = relu_at.map(|x| &x[image * t.w.in_len()..][..t.w.in_len()]);
