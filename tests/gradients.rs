@@ -756,6 +756,20 @@ fn check_model_gradients(model: convnet::Sequential, input: &[usize], params: us
     check_model_gradients_of(model, input, params, false);
 }
 
+/// Flatten, a softmax Dense layer of 3 units, and a compile whose
+/// optimizer never steps (a learning rate of 0 for the probes).
+fn add_probed_head(model: &mut convnet::Sequential) {
+    model.add(Flatten::new());
+    model.add(Dense::new(3).activation(Softmax));
+    model
+        .compile(
+            Loss::CategoricalCrossentropy,
+            convnet::optimizers::SGD::new(0.0),
+            &[],
+        )
+        .unwrap();
+}
+
 /// [`check_model_gradients`] with `training_probes`: the loss probed as
 /// training computes it, as a model with BatchNormalization (batch
 /// statistics) needs; else as inference.
@@ -765,16 +779,7 @@ fn check_model_gradients_of(
     params: usize,
     training_probes: bool,
 ) {
-    model.add(Flatten::new());
-    model.add(Dense::new(3).activation(Softmax));
-    // The optimizer never steps (a learning rate of 0 for the probes).
-    model
-        .compile(
-            Loss::CategoricalCrossentropy,
-            convnet::optimizers::SGD::new(0.0),
-            &[],
-        )
-        .unwrap();
+    add_probed_head(&mut model);
     let mut r = rng(60);
     let x = random(&[&[4], input].concat(), &mut r);
     let y = ArrayD::from_shape_fn(IxDyn(&[4, 3]), |i| (i[0] % 3 == i[1]) as u8 as f32);
@@ -972,6 +977,68 @@ fn gradients_of_every_fused_stage_at_any_depth() {
             .contains("fused: conv2d_1 + max_pooling2d")
     );
     check_model_gradients(model, &[11, 17, 2], 3);
+}
+
+/// A Winograd stage after a first convolution hands its input gradient
+/// over chunk by chunk (the plan says so), and the first layer's
+/// gradients are those it computes from the whole input gradient stored
+/// (the same model with a linear Activation layer in between, which
+/// stops the hand-over): over several chunks and a short last one, for
+/// first layers on each of their paths (16 filters over 3 channels: the
+/// filter-vectorised kernels where the CPU has AVX2, else the direct
+/// ones; 17 over 3: the direct kernels; 17 over 5: im2col), a Winograd
+/// stage pooling or not.
+#[test]
+fn handing_the_input_gradient_over_keeps_the_gradients() {
+    let build = |(channels, filters): (usize, usize), pooled: bool, between: bool| {
+        let mut model = convnet::Sequential::with_seed(13);
+        let first = Conv2D::new(filters, (3, 3)).padding(Padding::Same);
+        model.add(first.activation(Relu).input_shape(&[34, 34, channels]));
+        if between {
+            model.add(ActivationLayer::new(Linear));
+        }
+        model.add(Conv2D::new(16, (3, 3)).activation(Relu));
+        if pooled {
+            model.add(MaxPooling2D::new((2, 2)));
+        }
+        add_probed_head(&mut model);
+        model
+    };
+    let mut r = rng(61);
+    // 32x32 outputs: two images per chunk of the Winograd stage (three
+    // chunks, the last of one image), 16x16 pooled.
+    let batch = 5;
+    let y = ArrayD::from_shape_fn(IxDyn(&[batch, 3]), |i| (i[0] % 3 == i[1]) as u8 as f32);
+    let indices: Vec<usize> = (0..batch).collect();
+    for ((channels, filters), pooled) in [(3, 16), (3, 17), (5, 17)]
+        .into_iter()
+        .flat_map(|layer| [(layer, true), (layer, false)])
+    {
+        let x = random(&[batch, 34, 34, channels], &mut r);
+        let mut handing = build((channels, filters), pooled, false);
+        let plan = handing.plan_string().unwrap();
+        assert!(
+            plan.contains("hands over: conv2d_1 gives its input gradient to conv2d"),
+            "{plan}"
+        );
+        let mut storing = build((channels, filters), pooled, true);
+        assert!(!storing.plan_string().unwrap().contains("hands over"));
+        handing.profile_step(&x, &y, &indices).unwrap();
+        storing.profile_step(&x, &y, &indices).unwrap();
+        let (a, b) = (handing.params(), storing.params());
+        assert_eq!(a.len(), b.len());
+        for (a, b) in a.iter().zip(&b) {
+            // The first layer's shares are summed in other chunks; every
+            // other value is the same sum.
+            assert!(b.grad.iter().any(|&g| g != 0.0), "{filters} filters");
+            for (g, h) in a.grad.iter().zip(&b.grad) {
+                assert!(
+                    (g - h).abs() <= 1e-5 * (1.0 + h.abs()),
+                    "{filters} filters, pooled {pooled}: {g} (handed over) vs {h} (stored)"
+                );
+            }
+        }
+    }
 }
 
 /// BatchNormalization's backward pass (batch statistics: the probes run

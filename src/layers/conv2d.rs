@@ -40,13 +40,14 @@
 
 use ndarray::{ArrayD, IxDyn};
 use rayon::prelude::*;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use super::config::{Config, Fields, config, pair, with_input_shape};
 use super::kept::Kept;
 use super::{
-    Layer, OutputActivation, Padding, Param, PlanRole, PoolingConv, TrainingStep, kernel_and_bias,
-    kernel_and_bias_mut, resize, resize_buffer, samples_per_chunk, values, values_mut,
+    ConvOutputGrad, Layer, OutputActivation, OutputGradSink, Padding, Param, PlanRole, PoolingConv,
+    TrainingStep, kernel_and_bias, kernel_and_bias_mut, resize, resize_buffer, samples_per_chunk,
+    values, values_mut,
 };
 use crate::initializers::{Initializer, Rng};
 use crate::kernels::scratch::Scratch;
@@ -460,19 +461,13 @@ impl Conv2D {
     /// for) its part of the input gradient, by Winograd's transposed
     /// transforms (`winograd::backward`), from the output gradient `dy`
     /// as it comes (see `winograd::OutputGrad`).
-    fn grads_winograd(
-        &mut self,
-        input: &ArrayD<f32>,
-        dy: OutputGrad,
-        grad_input: Option<&mut ArrayD<f32>>,
-    ) {
+    fn grads_winograd(&mut self, input: &ArrayD<f32>, dy: OutputGrad, grad_input: InputGradTo) {
         let w = self.window();
         let pooled = matches!(dy, OutputGrad::Pooled { .. });
         let (chunk, filters, batch) = (self.chunk_for(pooled), self.filters, input.shape()[0]);
         self.make_param_grad_shares(batch, chunk);
         let scheme = dy.scheme(&w);
-        let u_t = grad_input
-            .is_some()
+        let u_t = (!matches!(grad_input, InputGradTo::Nowhere))
             .then(|| self.winograd_kernel(true, scheme));
         let (x, relu_input) = (values(input), self.relu_input);
         let grads = |c: usize,
@@ -491,7 +486,7 @@ impl Conv2D {
                 .zip(self.partial_bias.par_chunks_mut(filters)),
         );
         match grad_input {
-            Some(grad_input) => {
+            InputGradTo::Tensor(grad_input) => {
                 resize(grad_input, input.shape());
                 let dx = values_mut(grad_input).par_chunks_mut(chunk * w.in_len());
                 shares
@@ -500,11 +495,48 @@ impl Conv2D {
                         grads(c, d_params, Some(dx), scratch)
                     });
             }
-            None => shares.for_each_init(Scratch::take_unzeroed, |scratch, (c, d_params)| {
-                grads(c, d_params, None, scratch)
-            }),
+            // Each chunk's input gradient in a buffer of the thread's,
+            // handed over while it is in the cache.
+            InputGradTo::Sink(sink) => shares.for_each_init(
+                || (Scratch::take_unzeroed(), Scratch::take_unzeroed()),
+                |(scratch, dx), (c, d_params)| {
+                    let images = chunk.min(batch - c * chunk);
+                    dx.resize(images * w.in_len(), 0.0);
+                    grads(c, d_params, Some(&mut dx[..]), scratch);
+                    sink.take(c, dx);
+                },
+            ),
+            InputGradTo::Nowhere => shares
+                .for_each_init(Scratch::take_unzeroed, |scratch, (c, d_params)| {
+                    grads(c, d_params, None, scratch)
+                }),
         }
         self.sum_param_grad_shares();
+    }
+
+    /// The output gradient of the backward pass that starts from `grad`.
+    fn winograd_output_grad<'a>(&self, grad: &ConvOutputGrad<'a>) -> OutputGrad<'a> {
+        match *grad {
+            ConvOutputGrad::Output { output, grad } => {
+                let (dy, y) = (values(grad), values(output));
+                // (Relu the only activation with a derivative here: see
+                // `hands_over_input_grad`.)
+                if self.output_activation.has_derivative() {
+                    OutputGrad::Relu { dy, y }
+                } else {
+                    OutputGrad::Linear(dy)
+                }
+            }
+            ConvOutputGrad::Pooled {
+                pooled,
+                grad,
+                winners,
+            } => OutputGrad::Pooled {
+                dy: values(grad),
+                y: values(pooled),
+                winners,
+            },
+        }
     }
 
     /// Runs `compute(x, padded, out, scratch)` on each chunk `(x, out)`
@@ -650,16 +682,6 @@ impl Conv2D {
         filter_conv::applies(&t, channels) && filters_pay_off(&t, channels)
     }
 
-    /// The parameter-gradient shares of the filter-vectorised path.
-    fn param_grads_filters(&mut self, grad_output: &[f32]) {
-        let (w, filters) = (self.window(), self.filters);
-        let kept = filter_conv::padded_len(&w);
-        let scratch = filter_conv::scratch_len(&w, filters);
-        self.param_grads_from_kept_input(grad_output, kept, scratch, |padded, dy, d_grads, s| {
-            filter_conv::kernel_grad(&w, filters, padded, dy, d_grads, &mut s[..scratch])
-        });
-    }
-
     /// The direct path: no im2col rows at all. Training keeps the spread
     /// input (in `kept`) for the backward pass.
     fn forward_direct(
@@ -698,66 +720,53 @@ impl Conv2D {
         }
     }
 
-    /// Per chunk, this chunk's share of the parameter gradients, from the
-    /// im2col rows kept by the training forward pass.
-    fn param_grads_im2col(&mut self, grad_output: &[f32]) {
-        let w = self.window();
-        let rows_per_chunk = self.chunk() * w.out_pixels();
-        let (patch, filters, use_bias) = (w.patch_len(), self.filters, self.use_bias);
+    /// The parameter gradients of a path that kept its input (im2col
+    /// rows, or the images padded or spread), a share per chunk.
+    fn param_grads_kept(&mut self, grad_output: &[f32]) {
+        let (chunk, out_len) = (self.chunk(), self.window().out_pixels() * self.filters);
+        let batch = grad_output.len() / out_len;
+        let sink = self.kept_input_sink(batch, chunk);
         grad_output
-            .par_chunks(rows_per_chunk * filters)
-            .zip(self.rows.par_chunks(rows_per_chunk * patch))
-            .zip(self.partial_kernel.par_chunks_mut(patch * filters))
-            .zip(self.partial_bias.par_chunks_mut(filters))
-            .for_each(|(((dy, rows), d_kernel), d_bias)| {
-                linear::param_grads(rows, dy, d_kernel, use_bias.then_some(d_bias), patch);
-            });
+            .par_chunks(chunk * out_len)
+            .enumerate()
+            .for_each(|(c, dy)| sink.take(c, dy));
+        drop(sink);
+        self.sum_param_grad_shares();
     }
 
-    /// The same shares, computed by the direct path from the spread input.
-    fn param_grads_direct(&mut self, grad_output: &[f32]) {
-        let (w, filters) = (self.window(), self.filters);
-        let kept = direct_conv::spread_len(&w, filters);
-        let scratch = direct_conv::tiled_len(&w, filters);
-        self.param_grads_from_kept_input(
-            grad_output,
-            kept,
-            scratch,
-            |spread, dy, (d_kernel, d_bias), acc| {
-                direct_conv::kernel_grad(&w, filters, spread, dy, d_kernel, acc);
-                linear::column_sums(dy, d_bias);
-            },
-        );
-    }
-
-    /// The shares of a path that kept a copy of its input (spread or
-    /// padded, `kept` values per image) in `spread_input`: per chunk,
-    /// `grads(kept input, dy, (d_kernel, d_bias), scratch)` with `scratch`
-    /// values of scratch. (Without use_bias the bias share is computed all
-    /// the same, then ignored.)
-    fn param_grads_from_kept_input(
-        &mut self,
-        grad_output: &[f32],
-        kept: usize,
-        scratch: usize,
-        grads: impl Fn(&[f32], &[f32], (&mut [f32], &mut [f32]), &mut [f32]) + Sync,
-    ) {
-        let w = self.window();
-        let (chunk, filters) = (self.chunk(), self.filters);
-        let chunks = (grad_output.len() / (w.out_pixels() * filters)).div_ceil(chunk);
+    /// Room for the shares of `batch` images in chunks of `chunk`, and the
+    /// sink that computes each from its output gradient and the kept input.
+    fn kept_input_sink(&mut self, batch: usize, chunk: usize) -> KeptInputSink<'_> {
+        self.make_param_grad_shares(batch, chunk);
+        let how = KeptShares {
+            w: self.window(),
+            filters: self.filters,
+            path: self.path(),
+            use_bias: self.use_bias,
+        };
         // At least one value per chunk, so that every chunk gets a slice.
-        let scratch = scratch.max(1);
-        resize_buffer(&mut self.direct_accumulators, chunks * scratch);
-        let out_len = chunk * w.out_pixels() * filters;
-        self.spread_input
-            .par_chunks(chunk * kept)
-            .zip(grad_output.par_chunks(out_len))
-            .zip(self.partial_kernel.par_chunks_mut(w.patch_len() * filters))
-            .zip(self.partial_bias.par_chunks_mut(filters))
-            .zip(self.direct_accumulators.par_chunks_mut(scratch))
-            .for_each(|((((input, dy), d_kernel), d_bias), scratch)| {
-                grads(input, dy, (d_kernel, d_bias), scratch);
-            });
+        let scratch = how.scratch_len().max(1);
+        resize_buffer(
+            &mut self.direct_accumulators,
+            batch.div_ceil(chunk) * scratch,
+        );
+        let kept = match how.path {
+            Path::Im2col => &self.rows,
+            _ => &self.spread_input,
+        };
+        let shares = self
+            .partial_kernel
+            .chunks_mut(how.w.patch_len() * how.filters)
+            .zip(self.partial_bias.chunks_mut(how.filters))
+            .zip(self.direct_accumulators.chunks_mut(scratch))
+            .map(|((d_kernel, d_bias), scratch)| Mutex::new((d_kernel, d_bias, scratch)))
+            .collect();
+        KeptInputSink {
+            how,
+            chunk,
+            kept,
+            shares,
+        }
     }
 
     /// The backward pass from the gradient of the output before the
@@ -770,18 +779,11 @@ impl Conv2D {
         grad_input: Option<&mut ArrayD<f32>>,
     ) {
         // The Winograd path makes its own shares, chunked as its pass is.
-        let param_grads = match self.path() {
-            Path::Winograd => {
-                let dy = OutputGrad::Linear(grad_output);
-                return self.grads_winograd(input, dy, grad_input);
-            }
-            Path::Filters => Self::param_grads_filters,
-            Path::Direct => Self::param_grads_direct,
-            Path::Im2col => Self::param_grads_im2col,
-        };
-        self.make_param_grad_shares(input.shape()[0], self.chunk());
-        param_grads(self, grad_output);
-        self.sum_param_grad_shares();
+        if matches!(self.path(), Path::Winograd) {
+            let dx = grad_input.map_or(InputGradTo::Nowhere, InputGradTo::Tensor);
+            return self.grads_winograd(input, OutputGrad::Linear(grad_output), dx);
+        }
+        self.param_grads_kept(grad_output);
         if let Some(grad_input) = grad_input {
             resize(grad_input, input.shape());
             self.input_grad(grad_output, values_mut(grad_input));
@@ -966,7 +968,8 @@ impl Layer for Conv2D {
         if relu && matches!(self.path(), Path::Winograd) {
             // relu's derivative applied as the transforms read the gradient.
             let (dy, y) = (values(grad_output), values(output));
-            return self.grads_winograd(input, OutputGrad::Relu { dy, y }, grad_input);
+            let dx = grad_input.map_or(InputGradTo::Nowhere, InputGradTo::Tensor);
+            return self.grads_winograd(input, OutputGrad::Relu { dy, y }, dx);
         }
         if activation.has_derivative() {
             let (y, dy) = (values(output), values_mut(grad_output));
@@ -1140,7 +1143,8 @@ impl PoolingConv for Conv2D {
                 y: values(pooled),
                 winners,
             };
-            return self.grads_winograd(input, dy, grad_input);
+            let dx = grad_input.map_or(InputGradTo::Nowhere, InputGradTo::Tensor);
+            return self.grads_winograd(input, dy, dx);
         }
         assert!(
             grad_input.is_none(),
@@ -1156,5 +1160,149 @@ impl PoolingConv for Conv2D {
         grad_input: Option<&mut ArrayD<f32>>,
     ) {
         self.backward_from_linear(input, values(grad_output), grad_input);
+    }
+
+    fn takes_output_grad_by_chunks(&self) -> bool {
+        self.window.is_some()
+            && !matches!(self.path(), Path::Winograd)
+            && !self.output_activation.has_derivative()
+    }
+
+    fn output_grad_sink(
+        &mut self,
+        batch: usize,
+        chunk: usize,
+    ) -> Option<Box<dyn OutputGradSink + '_>> {
+        if !self.takes_output_grad_by_chunks() {
+            return None;
+        }
+        Some(Box::new(self.kept_input_sink(batch, chunk)))
+    }
+
+    fn sum_output_grad_shares(&mut self) {
+        self.sum_param_grad_shares();
+    }
+
+    fn hands_over_input_grad(&self) -> bool {
+        let activation = &self.output_activation;
+        self.window.is_some()
+            && matches!(self.path(), Path::Winograd)
+            && (!activation.has_derivative() || activation.activation == Activation::Relu)
+    }
+
+    fn backward_handing_over(
+        &mut self,
+        input: &ArrayD<f32>,
+        grad: ConvOutputGrad<'_>,
+        before: &mut dyn PoolingConv,
+    ) {
+        assert!(self.hands_over_input_grad(), "a Winograd layer hands over");
+        let dy = self.winograd_output_grad(&grad);
+        let pooled = matches!(dy, OutputGrad::Pooled { .. });
+        let (batch, chunk) = (input.shape()[0], self.chunk_for(pooled));
+        let sink = before
+            .output_grad_sink(batch, chunk)
+            .expect("the layer before takes its output gradient by chunks");
+        self.grads_winograd(input, dy, InputGradTo::Sink(sink.as_ref()));
+        drop(sink);
+        before.sum_output_grad_shares();
+    }
+}
+
+/// Where a Winograd backward pass puts the input gradient.
+enum InputGradTo<'a> {
+    /// Nowhere: the layer is the first.
+    Nowhere,
+    /// Into a tensor of the input's shape.
+    Tensor(&'a mut ArrayD<f32>),
+    /// Chunk by chunk to the layer before (see
+    /// `PoolingConv::backward_handing_over`).
+    Sink(&'a dyn OutputGradSink),
+}
+
+/// How a path that kept its input (im2col rows, or the images padded or
+/// spread) computes a chunk's share of the parameter gradients.
+#[derive(Clone, Copy)]
+struct KeptShares {
+    w: Window2d,
+    filters: usize,
+    path: Path,
+    use_bias: bool,
+}
+
+impl KeptShares {
+    /// Kept values per image.
+    fn kept_len(&self) -> usize {
+        let (w, filters) = (&self.w, self.filters);
+        match self.path {
+            Path::Filters => filter_conv::padded_len(w),
+            Path::Direct => direct_conv::spread_len(w, filters),
+            Path::Im2col => w.out_pixels() * w.patch_len(),
+            Path::Winograd => unreachable!("the Winograd path keeps nothing"),
+        }
+    }
+
+    /// Scratch values per share.
+    fn scratch_len(&self) -> usize {
+        match self.path {
+            Path::Filters => filter_conv::scratch_len(&self.w, self.filters),
+            Path::Direct => direct_conv::tiled_len(&self.w, self.filters),
+            Path::Im2col | Path::Winograd => 0,
+        }
+    }
+
+    /// The share of the images whose kept input is `kept` and output
+    /// gradient (before the activation) `dy`. (Without use_bias the bias
+    /// share is computed all the same, then ignored.)
+    fn compute(&self, kept: &[f32], dy: &[f32], d_params: Share) {
+        let (w, filters) = (&self.w, self.filters);
+        let (d_kernel, d_bias, scratch) = d_params;
+        match self.path {
+            Path::Filters => {
+                let scratch = &mut scratch[..self.scratch_len()];
+                filter_conv::kernel_grad(w, filters, kept, dy, (d_kernel, d_bias), scratch);
+            }
+            Path::Direct => {
+                direct_conv::kernel_grad(w, filters, kept, dy, d_kernel, scratch);
+                linear::column_sums(dy, d_bias);
+            }
+            Path::Im2col => {
+                let d_bias = self.use_bias.then_some(d_bias);
+                linear::param_grads(kept, dy, d_kernel, d_bias, w.patch_len());
+            }
+            Path::Winograd => unreachable!("the Winograd path keeps nothing"),
+        }
+    }
+}
+
+/// One chunk's share of the kernel and bias gradients, and its scratch.
+type Share<'a> = (&'a mut [f32], &'a mut [f32], &'a mut [f32]);
+
+/// The shares of a path that kept its input, each computed when its
+/// chunk of the output gradient comes (from this layer's own backward
+/// pass, or handed over by the layer after).
+struct KeptInputSink<'a> {
+    how: KeptShares,
+    /// Images per chunk.
+    chunk: usize,
+    /// The kept input of the whole batch.
+    kept: &'a [f32],
+    /// Each chunk's share (a lock each: one thread takes a chunk).
+    shares: Vec<Mutex<Share<'a>>>,
+}
+
+impl OutputGradSink for KeptInputSink<'_> {
+    fn take(&self, index: usize, dy: &[f32]) {
+        let (kept_len, out_len) = (
+            self.how.kept_len(),
+            self.how.w.out_pixels() * self.how.filters,
+        );
+        let images = dy.len() / out_len;
+        let kept = &self.kept[index * self.chunk * kept_len..][..images * kept_len];
+        let mut share = self.shares[index]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let (d_kernel, d_bias, scratch) = &mut *share;
+        self.how.compute(kept, dy, (d_kernel, d_bias, scratch));
     }
 }

@@ -230,6 +230,84 @@ pub trait PoolingConv: Send + Sync {
         grad_output: &ArrayD<f32>,
         grad_input: Option<&mut ArrayD<f32>>,
     );
+
+    /// Whether this convolution, the first layer (it computes no input
+    /// gradient), can take the gradient of its output chunk by chunk as
+    /// the layer after computes it ([`PoolingConv::output_grad_sink`]):
+    /// its activation's derivative is applied by that layer (or it has
+    /// none), and its parameter gradients are sums of per-chunk shares.
+    fn takes_output_grad_by_chunks(&self) -> bool {
+        false
+    }
+
+    /// Room for the parameter-gradient shares of `batch` images in chunks
+    /// of `chunk` images, which the returned sink fills as it is handed
+    /// each chunk of the output gradient (before the activation); after
+    /// the last, [`PoolingConv::sum_output_grad_shares`]. `None` where
+    /// [`PoolingConv::takes_output_grad_by_chunks`] is false.
+    fn output_grad_sink(
+        &mut self,
+        _batch: usize,
+        _chunk: usize,
+    ) -> Option<Box<dyn OutputGradSink + '_>> {
+        None
+    }
+
+    /// The parameter gradients from the shares a sink filled.
+    fn sum_output_grad_shares(&mut self) {}
+
+    /// Whether this convolution's backward pass can hand its input
+    /// gradient over chunk by chunk ([`PoolingConv::backward_handing_over`])
+    /// instead of storing it.
+    fn hands_over_input_grad(&self) -> bool {
+        false
+    }
+
+    /// The backward pass of a stage whose input gradient goes, chunk by
+    /// chunk while it is still in the cache, to the first layer `before`
+    /// (see [`PoolingConv::takes_output_grad_by_chunks`]), which computes
+    /// its parameter gradients from it: the input gradient is never stored
+    /// whole. Only where [`PoolingConv::hands_over_input_grad`].
+    fn backward_handing_over(
+        &mut self,
+        _input: &ArrayD<f32>,
+        _grad: ConvOutputGrad<'_>,
+        _before: &mut dyn PoolingConv,
+    ) {
+        unreachable!("the plan hands over only where hands_over_input_grad() says it can")
+    }
+}
+
+/// What a convolution's backward pass starts from: the gradient of its
+/// output (after its activation), or, in a fused stage, of the pooled
+/// output.
+pub enum ConvOutputGrad<'a> {
+    /// The convolution's output and the gradient with respect to it.
+    Output {
+        /// The output.
+        output: &'a ArrayD<f32>,
+        /// The gradient with respect to it.
+        grad: &'a ArrayD<f32>,
+    },
+    /// A fused stage's pooled output, its gradient, and the winners of the
+    /// pooling windows (see [`PoolingConv::backward_pooled`]).
+    Pooled {
+        /// The pooled output.
+        pooled: &'a ArrayD<f32>,
+        /// The gradient with respect to it.
+        grad: &'a ArrayD<f32>,
+        /// Each pooling window's winner.
+        winners: &'a [u8],
+    },
+}
+
+/// Takes a layer's output gradient one chunk of images at a time (see
+/// [`PoolingConv::output_grad_sink`]); chunks may come in any order and
+/// from any thread, each once.
+pub trait OutputGradSink: Sync {
+    /// Chunk `index` of the output gradient (before the activation): the
+    /// images from `index` times the chunk size on.
+    fn take(&self, index: usize, grad: &[f32]);
 }
 
 /// One layer of a [`crate::Sequential`] model.

@@ -8,7 +8,9 @@ use ndarray::{ArrayD, IxDyn};
 use super::plan::{Plan, Stage, StageKind, pooling_conv};
 use crate::Result;
 use crate::data::Samples;
-use crate::layers::{ChannelAffine, Layer, PlanRole, TrainingStep, max_pooling2d, resize};
+use crate::layers::{
+    ChannelAffine, ConvOutputGrad, Layer, PlanRole, TrainingStep, max_pooling2d, resize,
+};
 
 /// A layer with its Keras name and the shape of its output (per sample).
 pub(crate) struct Entry {
@@ -145,9 +147,22 @@ impl Network {
         }
     }
 
-    /// Stage `s` of [`Network::backward`].
+    /// Stage `s` of [`Network::backward`]. A stage that hands its input
+    /// gradient over runs the first layer's backward pass too, which then
+    /// has nothing left to do.
     pub fn backward_stage(&mut self, s: usize, slots: &mut Slots) {
         let stage = &self.plan.stages[s];
+        if stage.hands_over {
+            return self.backward_handing_over(s, slots);
+        }
+        if self
+            .plan
+            .stages
+            .get(s + 1)
+            .is_some_and(|next| next.hands_over)
+        {
+            return;
+        }
         let (start, end) = (stage.layers.start, stage.layers.end);
         let (below, above) = slots.gradients.split_at_mut(start + 1);
         let grad_input = if start == 0 {
@@ -202,6 +217,30 @@ impl Network {
                 relu_derivative,
             ),
         }
+    }
+}
+
+impl Network {
+    /// Stage `s`'s backward pass, handing its input gradient chunk by
+    /// chunk to the first layer (see [`Stage::hands_over`]).
+    fn backward_handing_over(&mut self, s: usize, slots: &mut Slots) {
+        let stage = &self.plan.stages[s];
+        let (start, end) = (stage.layers.start, stage.layers.end);
+        let grad = match stage.kind {
+            StageKind::ConvPool { .. } => ConvOutputGrad::Pooled {
+                pooled: &slots.activations[end],
+                grad: &slots.gradients[end],
+                winners: &slots.winners[s],
+            },
+            _ => ConvOutputGrad::Output {
+                output: &slots.activations[end],
+                grad: &slots.gradients[end],
+            },
+        };
+        let (before, rest) = self.entries.split_at_mut(start);
+        let first = fused(before[0].layer.as_mut());
+        let layer = fused(rest[0].layer.as_mut());
+        layer.backward_handing_over(&slots.activations[start], grad, first);
     }
 }
 

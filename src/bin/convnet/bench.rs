@@ -331,7 +331,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
         .iter()
         .any(|&(_, fwd, bwd)| fwd == 0.0 || bwd == 0.0)
     {
-        println!("(0: the layer runs inside the fused stage of the layer above it)");
+        println!(
+            "(0: the layer runs inside the fused stage of the layer above it, or its backward \
+             pass inside the stage after it: see \"hands over\" below)"
+        );
     }
     print!("{}", lenet()?.plan_string()?);
     if args.layers_only {

@@ -213,7 +213,10 @@ fn print_profile(profile: &[(String, f64, f64)]) {
         .fold((0.0, 0.0), |(f, b), (_, x, y)| (f + x, b + y));
     println!("{:<22} {fwd:>12.3} {bwd:>13.3}", "total");
     if profile.iter().any(|(_, f, b)| *f == 0.0 || *b == 0.0) {
-        println!("(0: the layer runs inside the fused stage of the layer above it)");
+        println!(
+            "(0: the layer runs inside the fused stage of the layer above it, or its backward \
+             pass inside the stage after it: see \"hands over\" below)"
+        );
     }
 }
 
