@@ -979,65 +979,98 @@ fn gradients_of_every_fused_stage_at_any_depth() {
     check_model_gradients(model, &[11, 17, 2], 3);
 }
 
-/// A Winograd stage after a first convolution hands its input gradient
-/// over chunk by chunk (the plan says so), and the first layer's
-/// gradients are those it computes from the whole input gradient stored
-/// (the same model with a linear Activation layer in between, which
-/// stops the hand-over): over several chunks and a short last one, for
-/// first layers on each of their paths (16 filters over 3 channels: the
-/// filter-vectorised kernels where the CPU has AVX2, else the direct
-/// ones; 17 over 3: the direct kernels; 17 over 5: im2col), a Winograd
-/// stage pooling or not.
-#[test]
-fn handing_the_input_gradient_over_keeps_the_gradients() {
-    let build = |(channels, filters): (usize, usize), pooled: bool, between: bool| {
-        let mut model = convnet::Sequential::with_seed(13);
-        let first = Conv2D::new(filters, (3, 3)).padding(Padding::Same);
-        model.add(first.activation(Relu).input_shape(&[34, 34, channels]));
-        if between {
+/// A model of convolutions (3x3, relu) on 34x34 images, the last pooled
+/// or not, then the probed head; with `linear_after`, a linear
+/// Activation layer after that convolution (which stops a hand-over).
+fn convolutions(
+    layers: &[(usize, Padding)],
+    channels: usize,
+    pooled: bool,
+    linear_after: usize,
+) -> convnet::Sequential {
+    let mut model = convnet::Sequential::with_seed(13);
+    for (i, &(filters, padding)) in layers.iter().enumerate() {
+        let conv = Conv2D::new(filters, (3, 3))
+            .padding(padding)
+            .activation(Relu);
+        model.add(if i == 0 {
+            conv.input_shape(&[34, 34, channels])
+        } else {
+            conv
+        });
+        if i == linear_after {
             model.add(ActivationLayer::new(Linear));
         }
-        model.add(Conv2D::new(16, (3, 3)).activation(Relu));
-        if pooled {
-            model.add(MaxPooling2D::new((2, 2)));
-        }
-        add_probed_head(&mut model);
-        model
-    };
-    let mut r = rng(61);
-    // 32x32 outputs: two images per chunk of the Winograd stage (three
+    }
+    if pooled {
+        model.add(MaxPooling2D::new((2, 2)));
+    }
+    add_probed_head(&mut model);
+    model
+}
+
+/// The parameter gradients of `handing` (whose plan hands over as
+/// `hands_over` says) and of `storing` (which does not there) after a
+/// step on the same batch of 5 images: the same but for rounding.
+fn compare_hand_over(
+    mut handing: convnet::Sequential,
+    mut storing: convnet::Sequential,
+    hands_over: &str,
+) {
+    let plan = handing.plan_string().unwrap();
+    assert!(plan.contains(hands_over), "{plan}");
+    assert!(!storing.plan_string().unwrap().contains(hands_over));
+    // 32x32 outputs: two images per chunk of a Winograd stage (three
     // chunks, the last of one image), 16x16 pooled.
     let batch = 5;
+    let input = handing.input_shape().to_vec();
+    let x = random(&[&[batch], &input[..]].concat(), &mut rng(61));
     let y = ArrayD::from_shape_fn(IxDyn(&[batch, 3]), |i| (i[0] % 3 == i[1]) as u8 as f32);
     let indices: Vec<usize> = (0..batch).collect();
-    for ((channels, filters), pooled) in [(3, 16), (3, 17), (5, 17)]
-        .into_iter()
-        .flat_map(|layer| [(layer, true), (layer, false)])
-    {
-        let x = random(&[batch, 34, 34, channels], &mut r);
-        let mut handing = build((channels, filters), pooled, false);
-        let plan = handing.plan_string().unwrap();
-        assert!(
-            plan.contains("hands over: conv2d_1 gives its input gradient to conv2d"),
-            "{plan}"
-        );
-        let mut storing = build((channels, filters), pooled, true);
-        assert!(!storing.plan_string().unwrap().contains("hands over"));
-        handing.profile_step(&x, &y, &indices).unwrap();
-        storing.profile_step(&x, &y, &indices).unwrap();
-        let (a, b) = (handing.params(), storing.params());
-        assert_eq!(a.len(), b.len());
-        for (a, b) in a.iter().zip(&b) {
-            // The first layer's shares are summed in other chunks; every
-            // other value is the same sum.
-            assert!(b.grad.iter().any(|&g| g != 0.0), "{filters} filters");
-            for (g, h) in a.grad.iter().zip(&b.grad) {
-                assert!(
-                    (g - h).abs() <= 1e-5 * (1.0 + h.abs()),
-                    "{filters} filters, pooled {pooled}: {g} (handed over) vs {h} (stored)"
-                );
-            }
+    handing.profile_step(&x, &y, &indices).unwrap();
+    storing.profile_step(&x, &y, &indices).unwrap();
+    let (a, b) = (handing.params(), storing.params());
+    assert_eq!(a.len(), b.len());
+    for (a, b) in a.iter().zip(&b) {
+        // A layer handed its output gradient sums its shares over other
+        // chunks; every other value is the same sum.
+        assert!(b.grad.iter().any(|&g| g != 0.0), "{hands_over}");
+        for (g, h) in a.grad.iter().zip(&b.grad) {
+            assert!(
+                (g - h).abs() <= 1e-5 * (1.0 + h.abs()),
+                "{hands_over}: {g} (handed over) vs {h} (stored)"
+            );
         }
+    }
+}
+
+/// A Winograd stage hands its input gradient over chunk by chunk to the
+/// convolution before it (the plan says so), and the gradients are those
+/// computed from the whole input gradient stored (the same model with a
+/// linear Activation layer in between, which stops the hand-over): over
+/// several chunks and a short last one, for first layers on each of their
+/// paths (16 filters over 3 channels: the filter-vectorised kernels where
+/// the CPU has AVX2, else the direct ones; 17 over 3: the direct kernels;
+/// 17 over 5: im2col), and for a Winograd layer handed the gradient (its
+/// own input gradient computed chunk by chunk too); stages pooling or not.
+#[test]
+fn handing_the_input_gradient_over_keeps_the_gradients() {
+    let same = Padding::Same;
+    for pooled in [true, false] {
+        for (channels, filters) in [(3, 16), (3, 17), (5, 17)] {
+            let layers = [(filters, same), (16, Padding::Valid)];
+            compare_hand_over(
+                convolutions(&layers, channels, pooled, usize::MAX),
+                convolutions(&layers, channels, pooled, 0),
+                "hands over: conv2d_1 gives its input gradient to conv2d chunk by chunk",
+            );
+        }
+        let layers = [(16, same), (16, same), (16, same)];
+        compare_hand_over(
+            convolutions(&layers, 3, pooled, usize::MAX),
+            convolutions(&layers, 3, pooled, 1),
+            "hands over: conv2d_2 gives its input gradient to conv2d_1 chunk by chunk",
+        );
     }
 }
 

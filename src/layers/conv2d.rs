@@ -45,9 +45,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use super::config::{Config, Fields, config, pair, with_input_shape};
 use super::kept::Kept;
 use super::{
-    ConvOutputGrad, Layer, OutputActivation, OutputGradSink, Padding, Param, PlanRole, PoolingConv,
-    TrainingStep, kernel_and_bias, kernel_and_bias_mut, resize, resize_buffer, samples_per_chunk,
-    values, values_mut,
+    BackwardIo, ConvOutputGrad, Layer, OutputActivation, OutputGradSink, Padding, Param, PlanRole,
+    PoolingConv, TrainingStep, kernel_and_bias, kernel_and_bias_mut, resize, resize_buffer,
+    samples_per_chunk, values, values_mut,
 };
 use crate::initializers::{Initializer, Rng};
 use crate::kernels::scratch::Scratch;
@@ -503,7 +503,7 @@ impl Conv2D {
                     let images = chunk.min(batch - c * chunk);
                     dx.resize(images * w.in_len(), 0.0);
                     grads(c, d_params, Some(&mut dx[..]), scratch);
-                    sink.take(c, dx);
+                    sink.take(c, dx, scratch);
                 },
             ),
             InputGradTo::Nowhere => shares
@@ -720,6 +720,37 @@ impl Conv2D {
         }
     }
 
+    /// Room for the shares of `to.input`'s images in chunks of `chunk`, and
+    /// the sink that runs the Winograd backward pass on each chunk of the
+    /// output gradient, into its shares and its part of `to.grad_input`.
+    fn winograd_sink<'a>(&'a mut self, to: BackwardIo<'a>, chunk: usize) -> WinogradSink<'a> {
+        let (w, filters, batch) = (self.window(), self.filters, to.input.shape()[0]);
+        self.make_param_grad_shares(batch, chunk);
+        let scheme = Scheme::of(&w, false);
+        let dx = to.grad_input.map(|grad_input| {
+            resize(grad_input, to.input.shape());
+            values_mut(grad_input).chunks_mut(chunk * w.in_len())
+        });
+        let u_t = dx
+            .is_some()
+            .then(|| (self.winograd_kernel(true, scheme), self.relu_input));
+        let mut dx = dx.into_iter().flatten();
+        let shares = self
+            .partial_kernel
+            .chunks_mut(w.patch_len() * filters)
+            .zip(self.partial_bias.chunks_mut(filters))
+            .map(|(d_kernel, d_bias)| Mutex::new((d_kernel, d_bias, dx.next())))
+            .collect();
+        WinogradSink {
+            w,
+            filters,
+            chunk,
+            x: values(to.input),
+            dx: u_t,
+            shares,
+        }
+    }
+
     /// The parameter gradients of a path that kept its input (im2col
     /// rows, or the images padded or spread), a share per chunk.
     fn param_grads_kept(&mut self, grad_output: &[f32]) {
@@ -729,7 +760,7 @@ impl Conv2D {
         grad_output
             .par_chunks(chunk * out_len)
             .enumerate()
-            .for_each(|(c, dy)| sink.take(c, dy));
+            .for_each_init(Vec::new, |scratch, (c, dy)| sink.take(c, dy, scratch));
         drop(sink);
         self.sum_param_grad_shares();
     }
@@ -1162,21 +1193,24 @@ impl PoolingConv for Conv2D {
         self.backward_from_linear(input, values(grad_output), grad_input);
     }
 
-    fn takes_output_grad_by_chunks(&self) -> bool {
-        self.window.is_some()
-            && !matches!(self.path(), Path::Winograd)
-            && !self.output_activation.has_derivative()
+    fn takes_output_grad_by_chunks(&self, input_grad: bool) -> bool {
+        // The kept-input paths compute the input gradient on their own.
+        let by_chunks = matches!(self.path(), Path::Winograd) || !input_grad;
+        self.window.is_some() && by_chunks && !self.output_activation.has_derivative()
     }
 
-    fn output_grad_sink(
-        &mut self,
-        batch: usize,
+    fn output_grad_sink<'a>(
+        &'a mut self,
+        to: BackwardIo<'a>,
         chunk: usize,
-    ) -> Option<Box<dyn OutputGradSink + '_>> {
-        if !self.takes_output_grad_by_chunks() {
+    ) -> Option<Box<dyn OutputGradSink + 'a>> {
+        if !self.takes_output_grad_by_chunks(to.grad_input.is_some()) {
             return None;
         }
-        Some(Box::new(self.kept_input_sink(batch, chunk)))
+        if matches!(self.path(), Path::Winograd) {
+            return Some(Box::new(self.winograd_sink(to, chunk)));
+        }
+        Some(Box::new(self.kept_input_sink(to.input.shape()[0], chunk)))
     }
 
     fn sum_output_grad_shares(&mut self) {
@@ -1194,14 +1228,13 @@ impl PoolingConv for Conv2D {
         &mut self,
         input: &ArrayD<f32>,
         grad: ConvOutputGrad<'_>,
-        before: &mut dyn PoolingConv,
+        (before, before_io): (&mut dyn PoolingConv, BackwardIo<'_>),
     ) {
         assert!(self.hands_over_input_grad(), "a Winograd layer hands over");
         let dy = self.winograd_output_grad(&grad);
-        let pooled = matches!(dy, OutputGrad::Pooled { .. });
-        let (batch, chunk) = (input.shape()[0], self.chunk_for(pooled));
+        let chunk = self.chunk_for(matches!(dy, OutputGrad::Pooled { .. }));
         let sink = before
-            .output_grad_sink(batch, chunk)
+            .output_grad_sink(before_io, chunk)
             .expect("the layer before takes its output gradient by chunks");
         self.grads_winograd(input, dy, InputGradTo::Sink(sink.as_ref()));
         drop(sink);
@@ -1275,6 +1308,52 @@ impl KeptShares {
     }
 }
 
+/// A Winograd layer's backward pass run chunk by chunk as the layer after
+/// hands it the gradient of its output (before the activation, whose
+/// derivative that layer applied).
+struct WinogradSink<'a> {
+    w: Window2d,
+    filters: usize,
+    /// Images per chunk.
+    chunk: usize,
+    /// The layer's input, the whole batch.
+    x: &'a [f32],
+    /// The kernel for the input gradient, and whether it goes on through
+    /// relu's derivative at the input; `None` for a first layer.
+    dx: Option<(TransformedKernel, bool)>,
+    /// Per chunk: its shares (a lock each: one thread takes a chunk).
+    shares: Vec<Mutex<WinogradShare<'a>>>,
+}
+
+/// A chunk's shares of the kernel and bias gradients, and its part of
+/// the input gradient (none for a first layer).
+type WinogradShare<'a> = (&'a mut [f32], &'a mut [f32], Option<&'a mut [f32]>);
+
+impl OutputGradSink for WinogradSink<'_> {
+    fn take(&self, index: usize, dy: &[f32], scratch: &mut Vec<f32>) {
+        let in_len = self.w.in_len();
+        let images = dy.len() / (self.w.out_pixels() * self.filters);
+        let x = &self.x[index * self.chunk * in_len..][..images * in_len];
+        let mut share = self.shares[index]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let (d_kernel, d_bias, dx) = &mut *share;
+        let dx = dx
+            .as_deref_mut()
+            .zip(self.dx.as_ref())
+            .map(|(dx, (u_t, relu_input))| (dx, u_t, *relu_input));
+        let (x, dy) = (x, OutputGrad::Linear(dy));
+        winograd::backward(
+            &self.w,
+            self.filters,
+            (x, dy),
+            (d_kernel, d_bias),
+            dx,
+            scratch,
+        );
+    }
+}
+
 /// One chunk's share of the kernel and bias gradients, and its scratch.
 type Share<'a> = (&'a mut [f32], &'a mut [f32], &'a mut [f32]);
 
@@ -1292,7 +1371,7 @@ struct KeptInputSink<'a> {
 }
 
 impl OutputGradSink for KeptInputSink<'_> {
-    fn take(&self, index: usize, dy: &[f32]) {
+    fn take(&self, index: usize, dy: &[f32], _: &mut Vec<f32>) {
         let (kept_len, out_len) = (
             self.how.kept_len(),
             self.how.w.out_pixels() * self.how.filters,

@@ -231,25 +231,28 @@ pub trait PoolingConv: Send + Sync {
         grad_input: Option<&mut ArrayD<f32>>,
     );
 
-    /// Whether this convolution, the first layer (it computes no input
-    /// gradient), can take the gradient of its output chunk by chunk as
-    /// the layer after computes it ([`PoolingConv::output_grad_sink`]):
-    /// its activation's derivative is applied by that layer (or it has
-    /// none), and its parameter gradients are sums of per-chunk shares.
-    fn takes_output_grad_by_chunks(&self) -> bool {
+    /// Whether this convolution's backward pass can run a chunk of images
+    /// at a time as the layer after hands it the gradient of its output
+    /// ([`PoolingConv::output_grad_sink`]), with (`input_grad`) or without
+    /// (a first layer) the input gradient: its activation's derivative is
+    /// applied by that layer (or it has none), its parameter gradients
+    /// are sums of per-chunk shares, and a chunk's input gradient comes
+    /// from that chunk alone.
+    fn takes_output_grad_by_chunks(&self, _input_grad: bool) -> bool {
         false
     }
 
-    /// Room for the parameter-gradient shares of `batch` images in chunks
-    /// of `chunk` images, which the returned sink fills as it is handed
-    /// each chunk of the output gradient (before the activation); after
-    /// the last, [`PoolingConv::sum_output_grad_shares`]. `None` where
+    /// A sink for the output gradient of `batch` images in chunks of
+    /// `chunk` images (before the activation): as each chunk comes it
+    /// computes the chunk's shares of the parameter gradients and its part
+    /// of `to`'s input gradient; after the last,
+    /// [`PoolingConv::sum_output_grad_shares`]. `None` where
     /// [`PoolingConv::takes_output_grad_by_chunks`] is false.
-    fn output_grad_sink(
-        &mut self,
-        _batch: usize,
+    fn output_grad_sink<'a>(
+        &'a mut self,
+        _to: BackwardIo<'a>,
         _chunk: usize,
-    ) -> Option<Box<dyn OutputGradSink + '_>> {
+    ) -> Option<Box<dyn OutputGradSink + 'a>> {
         None
     }
 
@@ -264,18 +267,29 @@ pub trait PoolingConv: Send + Sync {
     }
 
     /// The backward pass of a stage whose input gradient goes, chunk by
-    /// chunk while it is still in the cache, to the first layer `before`
-    /// (see [`PoolingConv::takes_output_grad_by_chunks`]), which computes
-    /// its parameter gradients from it: the input gradient is never stored
-    /// whole. Only where [`PoolingConv::hands_over_input_grad`].
+    /// chunk while it is still in the cache, to the convolution `before`
+    /// (see [`PoolingConv::takes_output_grad_by_chunks`]), which runs its
+    /// own backward pass on each chunk, reading and writing `before_io`:
+    /// this input gradient is never stored whole. Only where
+    /// [`PoolingConv::hands_over_input_grad`].
     fn backward_handing_over(
         &mut self,
         _input: &ArrayD<f32>,
         _grad: ConvOutputGrad<'_>,
-        _before: &mut dyn PoolingConv,
+        _before: (&mut dyn PoolingConv, BackwardIo<'_>),
     ) {
         unreachable!("the plan hands over only where hands_over_input_grad() says it can")
     }
+}
+
+/// What a layer's backward pass reads and writes besides the gradient of
+/// its output: its input, and the gradient with respect to it (`None`
+/// for a first layer).
+pub struct BackwardIo<'a> {
+    /// The layer's input.
+    pub input: &'a ArrayD<f32>,
+    /// Where the gradient with respect to the input goes.
+    pub grad_input: Option<&'a mut ArrayD<f32>>,
 }
 
 /// What a convolution's backward pass starts from: the gradient of its
@@ -306,8 +320,11 @@ pub enum ConvOutputGrad<'a> {
 /// from any thread, each once.
 pub trait OutputGradSink: Sync {
     /// Chunk `index` of the output gradient (before the activation): the
-    /// images from `index` times the chunk size on.
-    fn take(&self, index: usize, grad: &[f32]);
+    /// images from `index` times the chunk size on. `scratch` is the
+    /// calling thread's working space, free for the call (its values
+    /// unspecified): a pass of the caller's and of the sink's share it, as
+    /// large as the larger needs, instead of each growing one of its own.
+    fn take(&self, index: usize, grad: &[f32], scratch: &mut Vec<f32>);
 }
 
 /// One layer of a [`crate::Sequential`] model.

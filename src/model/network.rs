@@ -9,7 +9,7 @@ use super::plan::{Plan, Stage, StageKind, pooling_conv};
 use crate::Result;
 use crate::data::Samples;
 use crate::layers::{
-    ChannelAffine, ConvOutputGrad, Layer, PlanRole, TrainingStep, max_pooling2d, resize,
+    BackwardIo, ChannelAffine, ConvOutputGrad, Layer, PlanRole, TrainingStep, max_pooling2d, resize,
 };
 
 /// A layer with its Keras name and the shape of its output (per sample).
@@ -222,25 +222,33 @@ impl Network {
 
 impl Network {
     /// Stage `s`'s backward pass, handing its input gradient chunk by
-    /// chunk to the first layer (see [`Stage::hands_over`]).
+    /// chunk to the convolution of stage `s - 1`, whose backward pass
+    /// runs on it (see [`Stage::hands_over`]).
     fn backward_handing_over(&mut self, s: usize, slots: &mut Slots) {
         let stage = &self.plan.stages[s];
         let (start, end) = (stage.layers.start, stage.layers.end);
+        let before = self.plan.stages[s - 1].layers.start;
+        let (below, above) = slots.gradients.split_at_mut(start);
         let grad = match stage.kind {
             StageKind::ConvPool { .. } => ConvOutputGrad::Pooled {
                 pooled: &slots.activations[end],
-                grad: &slots.gradients[end],
+                grad: &above[end - start],
                 winners: &slots.winners[s],
             },
             _ => ConvOutputGrad::Output {
                 output: &slots.activations[end],
-                grad: &slots.gradients[end],
+                grad: &above[end - start],
             },
         };
-        let (before, rest) = self.entries.split_at_mut(start);
-        let first = fused(before[0].layer.as_mut());
-        let layer = fused(rest[0].layer.as_mut());
-        layer.backward_handing_over(&slots.activations[start], grad, first);
+        let before_io = BackwardIo {
+            input: &slots.activations[before],
+            // The first layer's input gets no gradient.
+            grad_input: (before > 0).then(|| &mut below[before]),
+        };
+        let (layers_before, layers) = self.entries.split_at_mut(start);
+        let before_layer = fused(layers_before[before].layer.as_mut());
+        let layer = fused(layers[0].layer.as_mut());
+        layer.backward_handing_over(&slots.activations[start], grad, (before_layer, before_io));
     }
 }
 

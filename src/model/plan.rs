@@ -169,11 +169,12 @@ impl Plan {
                 }
             );
         }
-        for stage in self.stages.iter().filter(|s| s.hands_over) {
-            let (layer, first) = (&entries[stage.layers.start].name, &entries[0].name);
+        for (s, stage) in self.stages.iter().enumerate().filter(|(_, s)| s.hands_over) {
+            let layer = &entries[stage.layers.start].name;
+            let before = &entries[self.stages[s - 1].layers.start].name;
             out += &format!(
-                "  hands over: {layer} gives its input gradient to {first} chunk by chunk \
-                 (never stored whole; {first}'s gradients computed from it in the cache)\n"
+                "  hands over: {layer} gives its input gradient to {before} chunk by chunk \
+                 (never stored whole; {before}'s backward pass runs on it in the cache)\n"
             );
         }
         for (i, reason) in &self.unfused {
@@ -391,36 +392,42 @@ pub(crate) fn arrange_derivatives(entries: &mut [Entry], stages: &mut [Stage], f
     arrange_handovers(entries, stages);
 }
 
-/// Marks the stage after a first layer that is a convolution as handing
-/// its input gradient over chunk by chunk ([`Stage::hands_over`]) where
-/// both convolutions can: the stage's backward pass computes the input
-/// gradient a chunk of images at a time anyway (Winograd), and the first
-/// layer's parameter gradients are sums of per-chunk shares from the
-/// gradient of its output, whose activation derivative the stage applies
-/// (relu's, taken over as arranged above). The first layer's gradient is
-/// then read while it is in the cache, never written to memory and read
-/// back (cifar10-cnn's conv2d: 16.8 MB per batch of 128).
+/// Marks each stage that hands its input gradient over chunk by chunk
+/// to the convolution before it ([`Stage::hands_over`]) where both can:
+/// the stage's backward pass computes the input gradient a chunk of
+/// images at a time anyway (Winograd), and the convolution before (a
+/// stage of its own) can run its backward pass a chunk at a time from
+/// it, its activation's derivative applied by the stage (relu's, taken
+/// over as arranged above). That gradient is then read while it is in
+/// the cache, never written to memory and read back (cifar10-cnn's
+/// conv2d: 16.8 MB per batch of 128; conv2d_2: 7.4 MB). A convolution
+/// handed a gradient does not hand its own over in turn.
 fn arrange_handovers(entries: &[Entry], stages: &mut [Stage]) {
     for stage in stages.iter_mut() {
         stage.hands_over = false;
     }
-    let [first, next, ..] = stages else {
-        return;
-    };
     let convolution = |i: usize| match entries[i].layer.plan_role() {
         PlanRole::Convolution(conv) => Some(conv),
         _ => None,
     };
-    let takes = first.kind == StageKind::Layer
-        && convolution(0).is_some_and(|conv| conv.takes_output_grad_by_chunks());
-    let hands = match next.kind {
-        StageKind::Layer => true,
-        StageKind::ConvPool { backward_fused, .. } => backward_fused,
-        StageKind::AffineRelu { .. } => false,
-    };
-    next.hands_over = takes
-        && hands
-        && convolution(next.layers.start).is_some_and(|conv| conv.hands_over_input_grad());
+    for s in (1..stages.len()).rev() {
+        let (before, stage) = (&stages[s - 1], &stages[s]);
+        let input_grad = before.layers.start > 0;
+        let takes = before.kind == StageKind::Layer
+            && convolution(before.layers.start)
+                .is_some_and(|conv| conv.takes_output_grad_by_chunks(input_grad));
+        // A stage handed a gradient runs inside the stage after it.
+        let handed = stages.get(s + 1).is_some_and(|next| next.hands_over);
+        let hands = !handed
+            && match stage.kind {
+                StageKind::Layer => true,
+                StageKind::ConvPool { backward_fused, .. } => backward_fused,
+                StageKind::AffineRelu { .. } => false,
+            };
+        stages[s].hands_over = takes
+            && hands
+            && convolution(stage.layers.start).is_some_and(|conv| conv.hands_over_input_grad());
+    }
 }
 
 /// The [`PoolingConv`] side of a layer the plan fused.
