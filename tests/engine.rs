@@ -5,7 +5,7 @@
 mod common;
 
 use common::{random, rng};
-use convnet::Activation::{Relu, Softmax};
+use convnet::Activation::{self, Relu, Softmax};
 use convnet::initializers::Rng;
 use convnet::layers::{Buffer, Conv2D, Dense, Flatten, Layer, MaxPooling2D, TrainingStep};
 use convnet::optimizers::{Adam, SGD};
@@ -480,4 +480,51 @@ fn batch_normalization_and_relu_train_as_one_stage_bit_for_bit() {
         ),
         "{plan}"
     );
+}
+
+/// Convolutions (3x3, relu on the first) on 34x34 images: with `apart`, a
+/// linear Activation layer after the first, which stops it from feeding
+/// the second chunk by chunk.
+fn fed_convolutions(second: Activation, pooled: bool, apart: bool) -> Sequential {
+    use convnet::layers::{ActivationLayer, Padding};
+    let mut model = Sequential::with_seed(14);
+    let first = Conv2D::new(16, (3, 3))
+        .padding(Padding::Same)
+        .activation(Relu);
+    model.add(first.input_shape(&[34, 34, 3]));
+    if apart {
+        model.add(ActivationLayer::new(Activation::Linear));
+    }
+    model.add(Conv2D::new(16, (3, 3)).activation(second));
+    if pooled {
+        model.add(MaxPooling2D::new((2, 2)));
+    }
+    model.add(Flatten::new());
+    model.add(Dense::new(3).activation(Softmax));
+    model
+}
+
+/// At inference a convolution feeds the Winograd one after it chunk by
+/// chunk (its output never stored whole; the plan says so), and the
+/// predictions are those of the layers run one by one, bit for bit: over
+/// several chunks and a short last one, the second convolution pooled
+/// (relu), plain with relu, or plain with tanh.
+#[test]
+fn a_convolution_feeds_the_next_chunk_by_chunk_at_inference() {
+    let x = random(&[7, 34, 34, 3], &mut rng(15));
+    for (second, pooled) in [(Relu, true), (Relu, false), (Activation::Tanh, false)] {
+        let mut fed = fed_convolutions(second, pooled, false);
+        let plan = fed.plan_string().unwrap();
+        let feeds = "inference: conv2d runs chunk by chunk into conv2d_1";
+        assert!(plan.contains(feeds), "{plan}");
+        let mut apart = fed_convolutions(second, pooled, true);
+        assert!(!apart.plan_string().unwrap().contains(feeds));
+        for batch_size in [7, 3] {
+            let (a, b) = (
+                fed.predict_with_batch_size(&x, batch_size).unwrap(),
+                apart.predict_with_batch_size(&x, batch_size).unwrap(),
+            );
+            assert!(a == b, "{second:?}, pooled {pooled}: {a} vs {b}");
+        }
+    }
 }

@@ -1240,6 +1240,84 @@ impl PoolingConv for Conv2D {
         drop(sink);
         before.sum_output_grad_shares();
     }
+
+    fn takes_input_by_chunks(&self) -> bool {
+        self.window.is_some() && matches!(self.path(), Path::Winograd)
+    }
+
+    fn forward_fed(
+        &self,
+        before: &dyn Layer,
+        input: &ArrayD<f32>,
+        output: &mut ArrayD<f32>,
+        winners: Option<&mut Vec<u8>>,
+    ) {
+        assert!(self.takes_input_by_chunks(), "a Winograd layer is fed");
+        let (w, filters, batch) = (self.window(), self.filters, input.shape()[0]);
+        let pooled = winners.is_some();
+        let (out_h, out_w) = if pooled {
+            (w.out_h / 2, w.out_w / 2)
+        } else {
+            (w.out_h, w.out_w)
+        };
+        resize(output, &[batch, out_h, out_w, filters]);
+        let out_len = out_h * out_w * filters;
+        let chunk = self.chunk_for(pooled);
+        let u = self.winograd_forward_kernel(false, pooled);
+        // Without use_bias the bias parameter exists but stays zero.
+        let bias = values(&self.bias.value);
+        let activation = self.output_activation;
+        let relu = pooled || activation.activation == Activation::Relu;
+        let image_len = input.len() / batch.max(1);
+        let run = |x: &[f32], out: winograd::Output, fed: &mut Fed| {
+            let mut shape = input.shape().to_vec();
+            shape[0] = x.len() / image_len;
+            resize(&mut fed.input, &shape);
+            values_mut(&mut fed.input).copy_from_slice(x);
+            before.forward(&fed.input, &mut fed.output);
+            let x = values(&fed.output);
+            winograd::forward(&w, filters, x, &u, bias, relu, out, &mut fed.scratch);
+        };
+        let inputs = values(input).par_chunks(chunk * image_len);
+        let outputs = values_mut(output).par_chunks_mut(chunk * out_len);
+        match winners {
+            Some(winners) => {
+                resize_buffer(winners, batch * out_len);
+                inputs
+                    .zip(outputs.zip(winners.par_chunks_mut(chunk * out_len)))
+                    .for_each_init(Fed::default, |fed, (x, (y, winners))| {
+                        run(x, winograd::Output::Pooled { y, winners }, fed)
+                    });
+            }
+            None => inputs
+                .zip(outputs)
+                .for_each_init(Fed::default, |fed, (x, y)| {
+                    run(x, winograd::Output::Plain(&mut y[..]), fed);
+                    if !relu {
+                        activation.forward(y, filters);
+                    }
+                }),
+        }
+    }
+}
+
+/// A thread's buffers for [`PoolingConv::forward_fed`]: a chunk of the
+/// input of the layer before, its output, and the Winograd scratch.
+struct Fed {
+    input: ArrayD<f32>,
+    output: ArrayD<f32>,
+    scratch: Scratch,
+}
+
+impl Default for Fed {
+    fn default() -> Self {
+        let empty = || ArrayD::zeros(IxDyn(&[0]));
+        Fed {
+            input: empty(),
+            output: empty(),
+            scratch: Scratch::take_unzeroed(),
+        }
+    }
 }
 
 /// Where a Winograd backward pass puts the input gradient.

@@ -280,6 +280,30 @@ pub trait PoolingConv: Send + Sync {
     ) {
         unreachable!("the plan hands over only where hands_over_input_grad() says it can")
     }
+
+    /// Whether this convolution's inference pass can take its input a
+    /// chunk of images at a time as the layer before computes it
+    /// ([`PoolingConv::forward_fed`]).
+    fn takes_input_by_chunks(&self) -> bool {
+        false
+    }
+
+    /// Inference: `before` (a layer whose output is this layer's input)
+    /// runs on `input` a chunk of images at a time, into a buffer of the
+    /// thread's, and this layer's pass reads each chunk while it is in the
+    /// cache: the output of `before` is never stored whole. Into `output`
+    /// (resized if needed), or, with `winners`, the pooled output of a
+    /// fused stage (as [`PoolingConv::forward_pooled`]). Only where
+    /// [`PoolingConv::takes_input_by_chunks`].
+    fn forward_fed(
+        &self,
+        _before: &dyn Layer,
+        _input: &ArrayD<f32>,
+        _output: &mut ArrayD<f32>,
+        _winners: Option<&mut Vec<u8>>,
+    ) {
+        unreachable!("the plan feeds only where takes_input_by_chunks() says it can")
+    }
 }
 
 /// What a layer's backward pass reads and writes besides the gradient of

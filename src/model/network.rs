@@ -94,7 +94,16 @@ impl Network {
     /// Inference: the batch in the input slot through every stage of the
     /// inference plan.
     pub fn forward(&self, slots: &mut Slots) {
-        for (s, stage) in self.plan.inference.iter().enumerate() {
+        let stages = &self.plan.inference;
+        for (s, stage) in stages.iter().enumerate() {
+            if stages.get(s + 1).is_some_and(|next| next.fed) {
+                // Runs inside the next stage.
+                continue;
+            }
+            if stage.fed {
+                self.forward_fed(s, slots);
+                continue;
+            }
             let (input, output) = Self::stage_io(stage, &mut slots.activations);
             let first = self.entries[stage.layers.start].layer.as_ref();
             // A folded stage runs a copy of its convolution that carries
@@ -221,6 +230,21 @@ impl Network {
 }
 
 impl Network {
+    /// Inference stage `s`, fed chunk by chunk by stage `s - 1` (see
+    /// [`Stage::fed`]).
+    fn forward_fed(&self, s: usize, slots: &mut Slots) {
+        let (stage, before) = (&self.plan.inference[s], &self.plan.inference[s - 1]);
+        let (inputs, outputs) = slots.activations.split_at_mut(stage.layers.end);
+        let input = &inputs[before.layers.start];
+        let before = self.entries[before.layers.start].layer.as_ref();
+        let conv = pooling_conv(self.entries[stage.layers.start].layer.as_ref());
+        let winners = match stage.kind {
+            StageKind::ConvPool { .. } => Some(&mut slots.winners[s]),
+            _ => None,
+        };
+        conv.forward_fed(before, input, &mut outputs[0], winners);
+    }
+
     /// Stage `s`'s backward pass, handing its input gradient chunk by
     /// chunk to the convolution of stage `s - 1`, whose backward pass
     /// runs on it (see [`Stage::hands_over`]).
