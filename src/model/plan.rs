@@ -17,6 +17,13 @@
 //! so relu costs no pass and no tensor of its own (its output slot is the
 //! stage's; the normalization's own output is never stored).
 //!
+//! Neighbouring convolution stages may also pass a tensor chunk by chunk
+//! instead of whole, so that it is read while it is still in the cache:
+//! in training a Winograd stage hands its input gradient to the
+//! convolution before it ([`Stage::hands_over`]); at inference that
+//! convolution runs chunk by chunk into the Winograd stage
+//! ([`Stage::fed`]).
+//!
 //! The planner sees layers only through [`Layer::plan_role`]; for every
 //! convolution and normalization it did not fuse, the plan says why.
 
@@ -62,9 +69,9 @@ pub(crate) struct Stage {
     /// after the convolution, folded into its weights.
     pub fold: Option<Fold>,
     /// In training: the backward pass hands the input gradient, chunk by
-    /// chunk, to the first layer (the stage before), which computes its
-    /// parameter gradients from each chunk while it is in the cache; the
-    /// input gradient is never stored whole ([`arrange_handovers`]).
+    /// chunk, to the convolution of the stage before, whose backward pass
+    /// runs on each chunk while it is in the cache; the input gradient is
+    /// never stored whole ([`arrange_handovers`]).
     pub hands_over: bool,
     /// At inference only: the stage before (a convolution of its own)
     /// runs chunk by chunk into this one, whose convolution reads each
