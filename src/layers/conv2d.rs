@@ -254,6 +254,11 @@ impl Conv2D {
         Ok(layer)
     }
 
+    /// Whether the layer is built and runs on the Winograd kernels.
+    fn built_on_winograd(&self) -> bool {
+        self.window.is_some() && matches!(self.path(), Path::Winograd)
+    }
+
     /// How the training passes compute: forward and backward must agree,
     /// since backward reads what forward kept.
     fn path(&self) -> Path {
@@ -526,8 +531,8 @@ impl Conv2D {
         match *grad {
             ConvOutputGrad::Output { output, grad } => {
                 let (dy, y) = (values(grad), values(output));
-                // (Relu the only activation with a derivative here: see
-                // `hands_over_input_grad`.)
+                // (Relu is the only activation with a derivative that
+                // comes here: `backward` and `hands_over_input_grad` check.)
                 if self.output_activation.has_derivative() {
                     OutputGrad::Relu { dy, y }
                 } else {
@@ -818,8 +823,7 @@ impl Conv2D {
     ) {
         // The Winograd path makes its own shares, chunked as its pass is.
         if matches!(self.path(), Path::Winograd) {
-            let dx = grad_input.map_or(InputGradTo::Nowhere, InputGradTo::Tensor);
-            return self.grads_winograd(input, OutputGrad::Linear(grad_output), dx);
+            return self.grads_winograd(input, OutputGrad::Linear(grad_output), grad_input.into());
         }
         self.param_grads_kept(grad_output);
         if let Some(grad_input) = grad_input {
@@ -1005,9 +1009,12 @@ impl Layer for Conv2D {
         let relu = activation.has_derivative() && activation.activation == Activation::Relu;
         if relu && matches!(self.path(), Path::Winograd) {
             // relu's derivative applied as the transforms read the gradient.
-            let (dy, y) = (values(grad_output), values(output));
-            let dx = grad_input.map_or(InputGradTo::Nowhere, InputGradTo::Tensor);
-            return self.grads_winograd(input, OutputGrad::Relu { dy, y }, dx);
+            let grad = ConvOutputGrad::Output {
+                output,
+                grad: grad_output,
+            };
+            let dy = self.winograd_output_grad(&grad);
+            return self.grads_winograd(input, dy, grad_input.into());
         }
         if activation.has_derivative() {
             let (y, dy) = (values(output), values_mut(grad_output));
@@ -1046,7 +1053,7 @@ impl Layer for Conv2D {
     /// a pass of the layer before would read its output and its gradient
     /// and write the gradient back: cifar10-cnn's first layer, 16 MB).
     fn take_relu_derivative_of_input(&mut self, take: bool) -> bool {
-        self.relu_input = take && self.window.is_some() && matches!(self.path(), Path::Winograd);
+        self.relu_input = take && self.built_on_winograd();
         self.relu_input
     }
 
@@ -1176,13 +1183,13 @@ impl PoolingConv for Conv2D {
         grad_input: Option<&mut ArrayD<f32>>,
     ) {
         if matches!(self.path(), Path::Winograd) {
-            let dy = OutputGrad::Pooled {
-                dy: values(grad_pooled),
-                y: values(pooled),
+            let grad = ConvOutputGrad::Pooled {
+                pooled,
+                grad: grad_pooled,
                 winners,
             };
-            let dx = grad_input.map_or(InputGradTo::Nowhere, InputGradTo::Tensor);
-            return self.grads_winograd(input, dy, dx);
+            let dy = self.winograd_output_grad(&grad);
+            return self.grads_winograd(input, dy, grad_input.into());
         }
         assert!(
             grad_input.is_none(),
@@ -1226,8 +1233,7 @@ impl PoolingConv for Conv2D {
 
     fn hands_over_input_grad(&self) -> bool {
         let activation = &self.output_activation;
-        self.window.is_some()
-            && matches!(self.path(), Path::Winograd)
+        self.built_on_winograd()
             && (!activation.has_derivative() || activation.activation == Activation::Relu)
     }
 
@@ -1249,7 +1255,7 @@ impl PoolingConv for Conv2D {
     }
 
     fn takes_input_by_chunks(&self) -> bool {
-        self.window.is_some() && matches!(self.path(), Path::Winograd)
+        self.built_on_winograd()
     }
 
     fn forward_fed(
@@ -1336,6 +1342,12 @@ enum InputGradTo<'a> {
     /// Chunk by chunk to the layer before (see
     /// `PoolingConv::backward_handing_over`).
     Sink(&'a dyn OutputGradSink),
+}
+
+impl<'a> From<Option<&'a mut ArrayD<f32>>> for InputGradTo<'a> {
+    fn from(grad_input: Option<&'a mut ArrayD<f32>>) -> Self {
+        grad_input.map_or(InputGradTo::Nowhere, InputGradTo::Tensor)
+    }
 }
 
 /// How a path that kept its input (im2col rows, or the images padded or

@@ -225,7 +225,7 @@ fn relu_derivative_by(stage: &Stage, relu_derivative: bool, entries: &[Entry]) -
 /// The fused stage starting at layer `i`, or why there is none: `None`
 /// when layer `i` is not a convolution (nothing to say).
 fn conv_pool(entries: &[Entry], i: usize) -> Result<Stage, Option<String>> {
-    let PlanRole::Convolution(conv) = entries[i].layer.plan_role() else {
+    let Some(conv) = convolution_of(&entries[i]) else {
         return Err(None);
     };
     let activation = conv.conv_activation();
@@ -345,10 +345,7 @@ fn inference_stages(entries: &[Entry], training: &[Stage]) -> Vec<Stage> {
 fn arrange_feeds(entries: &[Entry], stages: &mut [Stage]) {
     for s in 1..stages.len() {
         let (before, stage) = (&stages[s - 1], &stages[s]);
-        let convolution = |stage: &Stage| match entries[stage.layers.start].layer.plan_role() {
-            PlanRole::Convolution(conv) => Some(conv),
-            _ => None,
-        };
+        let convolution = |stage: &Stage| convolution_of(&entries[stage.layers.start]);
         let feeds = before.kind == StageKind::Layer
             && before.fold.is_none()
             && !before.fed
@@ -362,9 +359,7 @@ fn arrange_feeds(entries: &[Entry], stages: &mut [Stage]) {
 
 /// The folded stage starting at convolution `i`, if there is one.
 fn folded_stage(entries: &[Entry], i: usize) -> Option<Stage> {
-    let PlanRole::Convolution(conv) = entries[i].layer.plan_role() else {
-        return None;
-    };
+    let conv = convolution_of(&entries[i])?;
     let affine = entries.get(i + 1)?;
     if conv.conv_activation() != Activation::Linear
         || !matches!(affine.layer.plan_role(), PlanRole::ChannelAffine(_))
@@ -457,10 +452,7 @@ fn arrange_handovers(entries: &[Entry], stages: &mut [Stage]) {
     for stage in stages.iter_mut() {
         stage.hands_over = false;
     }
-    let convolution = |i: usize| match entries[i].layer.plan_role() {
-        PlanRole::Convolution(conv) => Some(conv),
-        _ => None,
-    };
+    let convolution = |i: usize| convolution_of(&entries[i]);
     for s in (1..stages.len()).rev() {
         let (before, stage) = (&stages[s - 1], &stages[s]);
         let input_grad = before.layers.start > 0;
@@ -478,6 +470,14 @@ fn arrange_handovers(entries: &[Entry], stages: &mut [Stage]) {
         stages[s].hands_over = takes
             && hands
             && convolution(stage.layers.start).is_some_and(|conv| conv.hands_over_input_grad());
+    }
+}
+
+/// The [`PoolingConv`] side of a layer, if it is a convolution.
+fn convolution_of(entry: &Entry) -> Option<&dyn PoolingConv> {
+    match entry.layer.plan_role() {
+        PlanRole::Convolution(conv) => Some(conv),
+        _ => None,
     }
 }
 
