@@ -1,17 +1,18 @@
 //! `Dense`: a fully connected layer, `y = activation(x · kernel + bias)`.
 //!
 //! The kernel has shape `(inputs, units)`, as in Keras. The forward pass and
-//! the input gradient split the batch into chunks of samples computed in
-//! parallel, or, when there are too few samples for that (AlexNet's 16
-//! pictures), split the units into blocks (`kernels::gemm::matmul_par`);
-//! the kernel gradient is split into blocks of its rows, each summed over
+//! the input gradient split a batch of many samples into chunks computed in
+//! parallel where the kernel is small; a large kernel would be packed by
+//! every chunk, so there (and for batches of few samples, AlexNet's 16)
+//! each is one matrix product whose blocks of units each pack their share
+//! of the kernel once (`kernels::gemm::matmul_par`); the kernel gradient is split into blocks of its rows, each summed over
 //! the whole batch, so no partial gradients need adding up.
 //!
-//! Predicting so few samples at a time on AVX-512, the layer keeps its
-//! kernel packed for the matrix product between batches (as much memory
-//! again as the kernel: 151 MB for AlexNet's first dense layer), and
-//! streams it from memory once per batch instead of packing it every
-//! time. (Two threads predicting at once may each pack it, once.)
+//! Predicting on AVX-512, the layer keeps its kernel packed for the matrix
+//! product between batches (as much memory again as the kernel: 151 MB
+//! for AlexNet's first dense layer), and streams it from memory once per
+//! batch instead of packing it every time. (Two threads predicting at once
+//! may each pack it, once.)
 
 use std::sync::Arc;
 
@@ -53,15 +54,22 @@ pub struct Dense {
     inference_kernel: Kept<PackedMats>,
 }
 
-/// Samples per parallel chunk: 64, two chunks of a 128-sample batch (each
-/// chunk packs the whole kernel for its matrix product, so fewer, larger
-/// chunks pay for that less often).
+/// Samples per parallel chunk: 64, two chunks of a 128-sample batch.
 fn chunk() -> usize {
     samples_per_chunk(32)
 }
 
-/// Rows of the kernel gradient per parallel task of the backward pass.
-const KERNEL_ROWS_PER_TASK: usize = 32;
+/// Kernels of up to this many values (LeNet's, at most 48,000) are packed
+/// by every chunk of samples, each chunk's product and activation then
+/// running in the cache; a larger kernel (cifar10-cnn's 2304 x 512) is
+/// packed once per product, a share by each block of units, instead.
+const SMALL_KERNEL: usize = 1 << 17;
+
+/// Rows of the kernel gradient per parallel task of the backward pass: a
+/// multiple of the GEMM's tile height (14 rows with AVX-512, 8 otherwise),
+/// so that no task ends on a partly empty tile (32 rows were 3 tiles of
+/// 14, a quarter of the last one's work thrown away).
+const KERNEL_ROWS_PER_TASK: usize = 56;
 
 impl Dense {
     /// A layer of `units` outputs, no activation, with a bias.
@@ -129,8 +137,15 @@ impl Dense {
             .get_or_make(|| PackedMats::new(1, inputs, units, |_| Mat::new(kernel, inputs, units)))
     }
 
-    /// The forward pass; with `keep`, a batch of few samples uses (and
-    /// keeps) the packed kernel of [`Dense::inference_kernel`].
+    /// Whether a batch of `batch` samples runs in chunks of samples, each
+    /// packing the whole kernel (see [`SMALL_KERNEL`]).
+    fn by_samples(&self, batch: usize) -> bool {
+        batch >= 2 * chunk() && self.inputs * self.units <= SMALL_KERNEL
+    }
+
+    /// The forward pass; with `keep` (predicting), a large kernel or a
+    /// batch of few samples uses (and keeps) the packed kernel of
+    /// [`Dense::inference_kernel`].
     fn forward_keeping(&self, input: &ArrayD<f32>, output: &mut ArrayD<f32>, keep: bool) {
         let batch = input.shape()[0];
         resize(output, &[batch, self.units]);
@@ -138,28 +153,26 @@ impl Dense {
         let kernel = values(&self.kernel.value);
         let bias = self.use_bias.then(|| values(&self.bias.value));
         let activation = self.output_activation;
-        if batch >= 2 * chunk() {
-            // Chunks of samples for the threads, each product followed by
-            // its activation while the chunk is in cache.
-            values(input)
-                .par_chunks(chunk() * inputs)
-                .zip(values_mut(output).par_chunks_mut(chunk() * units))
+        let (x, y) = (values(input), values_mut(output));
+        if self.by_samples(batch) {
+            // Each chunk's product followed by its activation in the cache.
+            x.par_chunks(chunk() * inputs)
+                .zip(y.par_chunks_mut(chunk() * units))
                 .for_each(|(x, y)| {
                     linear::forward(x, kernel, bias, y, inputs);
                     activation.forward(y, units);
                 });
-        } else {
-            // Too few samples to go round (AlexNet's 16): blocks of units.
-            let (x, y) = (values(input), values_mut(output));
-            // Kept where the packed copy is what the GEMM reads (AVX-512):
-            // elsewhere it would be a plain copy, memory for nothing.
-            if keep && batch > 0 && has_avx512() {
-                linear::forward_packed_par(x, self.packed_kernel().get(0), bias, y);
-            } else {
-                linear::forward_par(x, kernel, bias, y, inputs);
-            }
-            activation.forward(values_mut(output), units);
+            return;
         }
+        // Kept where the packed copy is what the GEMM reads (AVX-512):
+        // elsewhere it would be a plain copy, memory for nothing.
+        if keep && batch > 0 && has_avx512() {
+            linear::forward_packed_par(x, self.packed_kernel().get(0), bias, y);
+        } else {
+            linear::forward_par(x, kernel, bias, y, inputs);
+        }
+        y.par_chunks_mut(chunk() * units)
+            .for_each(|y| activation.forward(y, units));
     }
 }
 
@@ -235,6 +248,7 @@ impl Layer for Dense {
         }
         let (x, dy) = (values(input), values(grad_output));
         let batch = x.len() / inputs;
+        let by_samples = self.by_samples(batch);
         let kernel = values(&self.kernel.value);
         let d_kernel = values_mut(&mut self.kernel.grad);
         let d_bias = values_mut(&mut self.bias.grad);
@@ -259,7 +273,7 @@ impl Layer for Dense {
         };
         resize(grad_input, input.shape());
         let input_grad = || {
-            if batch >= 2 * chunk() {
+            if by_samples {
                 dy.par_chunks(chunk() * units)
                     .zip(values_mut(grad_input).par_chunks_mut(chunk() * inputs))
                     .for_each(|(dy, dx)| linear::input_grad(dy, kernel, dx, inputs));
@@ -302,5 +316,120 @@ impl Layer for Dense {
             ("kernel_initializer", self.kernel_initializer.name().into()),
         ]);
         Some(with_input_shape(fields, self.input_shape.as_deref()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::same_bits;
+    use rand::SeedableRng;
+
+    fn pseudo_random(shape: &[usize], seed: usize) -> ArrayD<f32> {
+        let len = shape.iter().product();
+        let values = (0..len).map(|i| (((i * 7919 + seed * 104_729) % 1999) as f32 / 999.5) - 1.0);
+        ArrayD::from_shape_vec(IxDyn(shape), values.collect()).unwrap()
+    }
+
+    fn assert_close(got: &[f32], want: &[f64], what: &str) {
+        for (i, (g, w)) in got.iter().zip(want).enumerate() {
+            let tolerance = 1e-4 * (1.0 + w.abs());
+            assert!(
+                (*g as f64 - w).abs() <= tolerance,
+                "{what}[{i}]: {g} vs {w}"
+            );
+        }
+    }
+
+    /// One training pass (forward, backward) and one prediction of `layer`
+    /// on a pool of `threads`: output, kernel and bias gradients, input
+    /// gradient, predicted output.
+    fn pass(layer: &Dense, x: &ArrayD<f32>, dy: &ArrayD<f32>, threads: usize) -> [Vec<f32>; 5] {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            let mut layer = layer.clone();
+            let (mut y, mut dx) = (ArrayD::zeros(IxDyn(&[0])), ArrayD::zeros(IxDyn(&[0])));
+            layer.forward_train(x, &mut y, TrainingStep::default());
+            let mut grad = dy.clone();
+            layer.backward(x, &y, &mut grad, Some(&mut dx));
+            let mut predicted = ArrayD::zeros(IxDyn(&[0]));
+            layer.forward(x, &mut predicted);
+            let grads = layer
+                .params()
+                .iter()
+                .map(|p| values(&p.grad).to_vec())
+                .collect::<Vec<_>>();
+            [
+                values(&y).to_vec(),
+                grads[0].clone(),
+                grads[1].clone(),
+                values(&dx).to_vec(),
+                values(&predicted).to_vec(),
+            ]
+        })
+    }
+
+    /// A small kernel split by chunks of samples and a large one by blocks
+    /// of units compute the same sums as plain f64 loops, the same bits
+    /// at 1 and 3 threads.
+    #[test]
+    fn both_ways_of_splitting_a_batch_give_the_products() {
+        let batch = 2 * chunk() + 3;
+        for (inputs, units) in [(40, 30), (400, 330)] {
+            let mut layer = Dense::new(units).activation(Activation::Relu);
+            layer
+                .build(&[inputs], &mut crate::initializers::Rng::seed_from_u64(3))
+                .unwrap();
+            assert_eq!(layer.by_samples(batch), inputs * units <= SMALL_KERNEL);
+            let bias = pseudo_random(&[units], 5);
+            layer.bias.value.assign(&bias);
+            let (x, dy) = (
+                pseudo_random(&[batch, inputs], 1),
+                pseudo_random(&[batch, units], 2),
+            );
+            let (w, b) = (values(&layer.kernel.value), values(&bias));
+            let (xs, dys) = (values(&x), values(&dy));
+            let mut want_y = vec![0.0f64; batch * units];
+            for (n, j) in (0..batch).flat_map(|n| (0..units).map(move |j| (n, j))) {
+                let sum: f64 = (0..inputs)
+                    .map(|i| xs[n * inputs + i] as f64 * w[i * units + j] as f64)
+                    .sum();
+                want_y[n * units + j] = (sum + b[j] as f64).max(0.0);
+            }
+            // The gradient through relu: dy where the output is positive.
+            let g: Vec<f64> = want_y
+                .iter()
+                .zip(dys)
+                .map(|(y, d)| if *y > 0.0 { *d as f64 } else { 0.0 })
+                .collect();
+            let mut want_dw = vec![0.0f64; inputs * units];
+            let mut want_dx = vec![0.0f64; batch * inputs];
+            for (n, i, j) in (0..batch)
+                .flat_map(|n| (0..inputs).flat_map(move |i| (0..units).map(move |j| (n, i, j))))
+            {
+                want_dw[i * units + j] += xs[n * inputs + i] as f64 * g[n * units + j];
+                want_dx[n * inputs + i] += g[n * units + j] * w[i * units + j] as f64;
+            }
+            let want_db: Vec<f64> = (0..units)
+                .map(|j| (0..batch).map(|n| g[n * units + j]).sum())
+                .collect();
+            let one = pass(&layer, &x, &dy, 1);
+            for (got, (want, what)) in one.iter().zip([
+                (&want_y, "output"),
+                (&want_dw, "kernel gradient"),
+                (&want_db, "bias gradient"),
+                (&want_dx, "input gradient"),
+                (&want_y, "prediction"),
+            ]) {
+                assert_close(got, want, &format!("{inputs}x{units} {what}"));
+            }
+            let three = pass(&layer, &x, &dy, 3);
+            for (a, b) in one.iter().zip(&three) {
+                assert!(same_bits(a, b), "{inputs}x{units}: 1 and 3 threads differ");
+            }
+        }
     }
 }
