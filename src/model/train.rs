@@ -613,6 +613,40 @@ mod tests {
         assert!(whole[0].iter().any(|&g| g != 0.0));
     }
 
+    /// Steps on three replicas train the weights that steps on one do (up
+    /// to rounding): every step starts each replica from the weights the
+    /// step before left the model with.
+    #[test]
+    fn replicas_train_the_weights_of_one() {
+        let mut rng = Rng::seed_from_u64(11);
+        let x = ArrayD::from_shape_fn(IxDyn(&[60, 8, 8, 1]), |_| rng.random_range(-1.0..1.0));
+        let y = ArrayD::from_shape_fn(IxDyn(&[60, 4]), |i| (i[0] % 4 == i[1]) as u8 as f32);
+        let train = |replicas| {
+            let mut model = small_model();
+            let options = Fit {
+                batch_size: 20,
+                epochs: 2,
+                verbose: 0,
+                replicas: Some(replicas),
+                ..Fit::default()
+            };
+            model.fit(&x, &y, options).unwrap();
+            let weights: Vec<ArrayD<f32>> =
+                model.params().iter().map(|p| p.value.clone()).collect();
+            weights
+        };
+        let (one, three) = (train(1), train(3));
+        let initial: Vec<ArrayD<f32>> = small_model()
+            .params()
+            .iter()
+            .map(|p| p.value.clone())
+            .collect();
+        assert_ne!(one, initial, "six steps moved the weights");
+        for (a, b) in three.iter().flatten().zip(one.iter().flatten()) {
+            assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "{a} vs {b}");
+        }
+    }
+
     /// Samples read "from files": the same values, gathered ahead by the
     /// background loader.
     struct Streamed<'a>(&'a ArrayD<f32>);
