@@ -647,6 +647,53 @@ mod tests {
         }
     }
 
+    /// `sync_from` gives every copy the model's parameters and its
+    /// layers' state (BatchNormalization's moving statistics) as they are.
+    #[test]
+    fn replicas_take_the_models_weights_and_state() {
+        use crate::layers::BatchNormalization;
+        let mut model = Sequential::with_seed(4);
+        model.add(Dense::new(70_000).input_shape(&[3]));
+        model.add(BatchNormalization::new());
+        model.add(Dense::new(2).activation(Softmax));
+        model
+            .compile(Loss::CategoricalCrossentropy, Adam::default(), &[])
+            .unwrap();
+        let mut copies = Replicas::of(&model.network, 3).expect("every layer replicates");
+        for (i, entry) in model.network.entries.iter_mut().enumerate() {
+            let layer = &mut entry.layer;
+            for (j, p) in layer.params_mut().into_iter().enumerate() {
+                p.value
+                    .iter_mut()
+                    .enumerate()
+                    .for_each(|(k, v)| *v = (i + j + k) as f32);
+            }
+            for (j, b) in layer.buffers_mut().into_iter().enumerate() {
+                b.value
+                    .iter_mut()
+                    .enumerate()
+                    .for_each(|(k, v)| *v = -((i + j + k) as f32));
+            }
+        }
+        copies.sync_from(&model.network);
+        let snapshot = |network: &Network| {
+            let mut values = Vec::new();
+            for layer in network.entries.iter().map(|e| &e.layer) {
+                values.extend(layer.params().iter().map(|p| p.value.clone()));
+                values.extend(layer.buffers().iter().map(|b| b.value.clone()));
+            }
+            values
+        };
+        let want = snapshot(&model.network);
+        assert!(
+            want.iter().any(|v| v.iter().any(|&x| x < 0.0)),
+            "state to copy"
+        );
+        for (copy, _) in &mut copies.copies {
+            assert_eq!(snapshot(copy), want);
+        }
+    }
+
     /// Samples read "from files": the same values, gathered ahead by the
     /// background loader.
     struct Streamed<'a>(&'a ArrayD<f32>);
