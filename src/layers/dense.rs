@@ -5,8 +5,9 @@
 //! parallel where the kernel is small; a large kernel would be packed by
 //! every chunk, so there (and for batches of few samples, AlexNet's 16)
 //! each is one matrix product whose blocks of units each pack their share
-//! of the kernel once (`kernels::gemm::matmul_par`); the kernel gradient is split into blocks of its rows, each summed over
-//! the whole batch, so no partial gradients need adding up.
+//! of the kernel once (`kernels::gemm::matmul_par`). The kernel gradient
+//! is split into blocks of its rows, each summed over the whole batch, so
+//! no partial gradients need adding up.
 //!
 //! Predicting on AVX-512, the layer keeps its kernel packed for the matrix
 //! product between batches (as much memory again as the kernel: 151 MB

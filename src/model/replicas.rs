@@ -183,14 +183,12 @@ impl Replicas {
         let layers = || model.entries.iter().map(|e| &e.layer);
         let params: Vec<&Param> = layers().flat_map(|l| l.params()).collect();
         let buffers: Vec<&Buffer> = layers().flat_map(|l| l.buffers()).collect();
+        let mut pieces = Vec::new();
         for (copy, _) in &mut self.copies {
             let mine = copy.entries.iter_mut().flat_map(|e| e.layer.buffers_mut());
             for (mine, theirs) in mine.zip(&buffers) {
                 mine.value.assign(&theirs.value);
             }
-        }
-        let mut pieces = Vec::new();
-        for (copy, _) in &mut self.copies {
             let mine = copy.entries.iter_mut().flat_map(|e| e.layer.params_mut());
             for (mine, theirs) in mine.zip(&params) {
                 let mine = values_mut(&mut mine.value).chunks_mut(SUM_PIECE);

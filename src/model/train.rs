@@ -550,6 +550,11 @@ mod tests {
         model
     }
 
+    /// The values of every parameter of `model`.
+    fn weights(model: &Sequential) -> Vec<ArrayD<f32>> {
+        model.params().iter().map(|p| p.value.clone()).collect()
+    }
+
     /// The gradients after a step split between three replicas are those
     /// of the whole batch on one (Dropout included: its draws follow the
     /// samples, not the replicas).
@@ -631,17 +636,10 @@ mod tests {
                 ..Fit::default()
             };
             model.fit(&x, &y, options).unwrap();
-            let weights: Vec<ArrayD<f32>> =
-                model.params().iter().map(|p| p.value.clone()).collect();
-            weights
+            weights(&model)
         };
         let (one, three) = (train(1), train(3));
-        let initial: Vec<ArrayD<f32>> = small_model()
-            .params()
-            .iter()
-            .map(|p| p.value.clone())
-            .collect();
-        assert_ne!(one, initial, "six steps moved the weights");
+        assert_ne!(one, weights(&small_model()), "six steps moved the weights");
         for (a, b) in three.iter().flatten().zip(one.iter().flatten()) {
             assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "{a} vs {b}");
         }
@@ -689,7 +687,7 @@ mod tests {
             want.iter().any(|v| v.iter().any(|&x| x < 0.0)),
             "state to copy"
         );
-        for (copy, _) in &mut copies.copies {
+        for (copy, _) in &copies.copies {
             assert_eq!(snapshot(copy), want);
         }
     }
@@ -734,9 +732,7 @@ mod tests {
             } else {
                 model.fit(&x, &y, options).unwrap()
             };
-            let weights: Vec<ArrayD<f32>> =
-                model.params().iter().map(|p| p.value.clone()).collect();
-            (weights, history)
+            (weights(&model), history)
         };
         let ((streamed, with_loader), (in_memory, without)) = (train(true), train(false));
         assert_eq!(streamed, in_memory);
