@@ -504,6 +504,49 @@ fn fed_convolutions(second: Activation, pooled: bool, apart: bool) -> Sequential
     model
 }
 
+/// In training too a first convolution (filter-vectorised, where the CPU
+/// has AVX2) runs chunk by chunk into the Winograd one after it (the plan
+/// says so), its output still stored for the backward pass: the
+/// gradients of a step are those of the layers run one by one, bit for
+/// bit, where nothing else differs (a tanh second convolution hands no
+/// gradient over), and up to the rounding of the hand-over's sums where
+/// it does (relu, pooled or not); over several chunks and a short last
+/// one.
+#[test]
+fn a_convolution_feeds_the_next_chunk_by_chunk_in_training() {
+    if !convnet::kernels::has_avx2_fma() {
+        eprintln!("skipped: without AVX2 the first convolution runs on the direct kernels");
+        return;
+    }
+    let x = random(&[7, 34, 34, 3], &mut rng(16));
+    let y = ArrayD::from_shape_fn(IxDyn(&[7, 3]), |i| (i[0] % 3 == i[1]) as u8 as f32);
+    let indices: Vec<usize> = (0..7).collect();
+    for (second, pooled) in [(Activation::Tanh, false), (Relu, true), (Relu, false)] {
+        let mut fed = fed_convolutions(second, pooled, false);
+        let plan = fed.plan_string().unwrap();
+        let feeds = "training: conv2d runs chunk by chunk into conv2d_1";
+        assert!(plan.contains(feeds), "{plan}");
+        let mut apart = fed_convolutions(second, pooled, true);
+        assert!(!apart.plan_string().unwrap().contains(feeds));
+        for model in [&mut fed, &mut apart] {
+            let loss = Loss::CategoricalCrossentropy;
+            model.compile(loss, SGD::new(0.0), &[]).unwrap();
+        }
+        fed.profile_step(&x, &y, &indices).unwrap();
+        apart.profile_step(&x, &y, &indices).unwrap();
+        let tolerance = if second == Relu { 1e-5 } else { 0.0 };
+        for (a, b) in fed.params().iter().zip(apart.params()) {
+            assert!(b.grad.iter().any(|&g| g != 0.0));
+            for (g, h) in a.grad.iter().zip(&b.grad) {
+                assert!(
+                    (g - h).abs() <= tolerance * (1.0 + h.abs()),
+                    "{second:?}, pooled {pooled}: {g} (fed) vs {h} (apart)"
+                );
+            }
+        }
+    }
+}
+
 /// At inference a convolution feeds the Winograd one after it chunk by
 /// chunk (its output never stored whole; the plan says so), and the
 /// predictions are those of the layers run one by one, bit for bit: over

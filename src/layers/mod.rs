@@ -304,6 +304,57 @@ pub trait PoolingConv: Send + Sync {
     ) {
         unreachable!("the plan feeds only where takes_input_by_chunks() says it can")
     }
+
+    /// Whether this convolution's training forward pass can run a chunk of
+    /// images at a time as the layer after asks for each chunk
+    /// ([`PoolingConv::training_feed`]).
+    fn feeds_in_training(&self) -> bool {
+        false
+    }
+
+    /// Training: this layer's forward pass on `input`, into `output`
+    /// (resized), run chunk by chunk (`chunk` images each) as the layer
+    /// after asks for the chunks ([`TrainingFeed::feed`]), keeping what
+    /// its backward pass needs as [`Layer::forward_train`] would. `None`
+    /// where [`PoolingConv::feeds_in_training`] is false.
+    fn training_feed<'a>(
+        &'a mut self,
+        _input: &'a ArrayD<f32>,
+        _output: &'a mut ArrayD<f32>,
+        _chunk: usize,
+    ) -> Option<Box<dyn TrainingFeed + 'a>> {
+        None
+    }
+
+    /// Training, as [`PoolingConv::forward_fed`] at inference: the
+    /// convolution `before` computes this layer's input a chunk at a time
+    /// and this layer reads each chunk while it is in the cache. Unlike
+    /// inference, `before` still stores its whole output in
+    /// `before_io.1` (its backward pass and this layer's read it), but the
+    /// read of this pass comes from the cache instead of memory. Into
+    /// `output`, or, with `winners`, the pooled output of a fused stage
+    /// (as [`PoolingConv::forward_pooled_train`]). Only where
+    /// [`PoolingConv::takes_input_by_chunks`] and `before`'s
+    /// [`PoolingConv::feeds_in_training`].
+    fn forward_fed_train(
+        &mut self,
+        _before: (&mut dyn PoolingConv, &ArrayD<f32>, &mut ArrayD<f32>),
+        _output: &mut ArrayD<f32>,
+        _winners: Option<&mut Vec<u8>>,
+    ) {
+        unreachable!("the plan feeds only where takes_input_by_chunks() says it can")
+    }
+}
+
+/// A convolution's training forward pass run one chunk of images at a
+/// time, as the layer after asks for each (see
+/// [`PoolingConv::training_feed`]); chunks may be asked for in any order
+/// and from any thread, each once.
+pub trait TrainingFeed: Sync {
+    /// Computes chunk `index` of the output (the images from `index` times
+    /// the chunk size on) into its place, and hands it to `read` while it
+    /// is still in the cache.
+    fn feed(&self, index: usize, read: &mut dyn FnMut(&[f32]));
 }
 
 /// What a layer's backward pass reads and writes besides the gradient of

@@ -135,7 +135,15 @@ impl Network {
     }
 
     /// Stage `s` of [`Network::forward_train`].
+    /// A stage that feeds the next runs inside it (see [`Stage::fed`]).
     pub fn forward_stage_train(&mut self, s: usize, slots: &mut Slots, step: TrainingStep) {
+        let stages = &self.plan.stages;
+        if stages.get(s + 1).is_some_and(|next| next.fed) {
+            return;
+        }
+        if stages[s].fed {
+            return self.forward_fed_train(s, slots);
+        }
         let stage = &self.plan.stages[s];
         let (input, output) = Self::stage_io(stage, &mut slots.activations);
         let first = self.entries[stage.layers.start].layer.as_mut();
@@ -243,6 +251,26 @@ impl Network {
             _ => None,
         };
         conv.forward_fed(before, input, &mut outputs[0], winners);
+    }
+
+    /// Training stage `s`, fed chunk by chunk by stage `s - 1` (see
+    /// [`Stage::fed`]).
+    fn forward_fed_train(&mut self, s: usize, slots: &mut Slots) {
+        let (stage, before) = (&self.plan.stages[s], &self.plan.stages[s - 1]);
+        let (start, end) = (stage.layers.start, stage.layers.end);
+        // The stage's input is the output of the stage before.
+        let (inputs, rest) = slots.activations.split_at_mut(start);
+        let (ours, after) = rest.split_at_mut(end - start);
+        let (input, before_output) = (&inputs[before.layers.start], &mut ours[0]);
+        let output = &mut after[0];
+        let winners = match stage.kind {
+            StageKind::ConvPool { .. } => Some(&mut slots.winners[s]),
+            _ => None,
+        };
+        let (layers_before, layers) = self.entries.split_at_mut(start);
+        let before = fused(layers_before[before.layers.start].layer.as_mut());
+        let layer = fused(layers[0].layer.as_mut());
+        layer.forward_fed_train((before, input, before_output), output, winners);
     }
 
     /// Stage `s`'s backward pass, handing its input gradient chunk by

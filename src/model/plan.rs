@@ -73,10 +73,11 @@ pub(crate) struct Stage {
     /// runs on each chunk while it is in the cache; the input gradient is
     /// never stored whole ([`arrange_handovers`]).
     pub hands_over: bool,
-    /// At inference only: the stage before (a convolution of its own)
-    /// runs chunk by chunk into this one, whose convolution reads each
-    /// chunk while it is in the cache; that stage's output is never
-    /// stored ([`arrange_feeds`]).
+    /// The stage before (a convolution of its own) runs chunk by chunk
+    /// into this one, whose convolution reads each chunk while it is in
+    /// the cache ([`arrange_feeds`]). At inference that stage's output is
+    /// never stored; in training it is (the backward passes read it), but
+    /// this stage's read of it comes from the cache.
     pub fed: bool,
 }
 
@@ -128,7 +129,8 @@ impl Plan {
             plan.stages.push(stage);
         }
         plan.inference = inference_stages(entries, &plan.stages);
-        arrange_feeds(entries, &mut plan.inference);
+        arrange_feeds(entries, &mut plan.inference, false);
+        arrange_feeds(entries, &mut plan.stages, true);
         plan
     }
 
@@ -189,6 +191,14 @@ impl Plan {
             out += &format!(
                 "  hands over: {layer} gives its input gradient to {before} chunk by chunk \
                  (never stored whole; {before}'s backward pass runs on it in the cache)\n"
+            );
+        }
+        for (s, stage) in self.stages.iter().enumerate().filter(|(_, s)| s.fed) {
+            let layer = &entries[stage.layers.start].name;
+            let before = &entries[self.stages[s - 1].layers.start].name;
+            out += &format!(
+                "  training: {before} runs chunk by chunk into {layer} \
+                 (its output still stored for the backward pass; {layer} reads it in the cache)\n"
             );
         }
         for (s, stage) in self.inference.iter().enumerate().filter(|(_, s)| s.fed) {
@@ -335,21 +345,24 @@ fn inference_stages(entries: &[Entry], training: &[Stage]) -> Vec<Stage> {
     stages
 }
 
-/// Marks each inference stage that a convolution before it (a stage of
-/// its own, not folded) feeds chunk by chunk ([`Stage::fed`]): the stage's
+/// Marks each stage that a convolution before it (a stage of its own,
+/// not folded) feeds chunk by chunk ([`Stage::fed`]): the stage's
 /// convolution can take its input a chunk of images at a time (Winograd).
-/// The convolution before then writes each chunk into a buffer of the
-/// thread's, read while it is in the cache, instead of its whole output
-/// to memory, read back by the next pass (cifar10-cnn's conv2d: 16.8 MB
-/// per batch of 128, twice). A stage fed does not feed in turn.
-fn arrange_feeds(entries: &[Entry], stages: &mut [Stage]) {
+/// At inference the convolution before then writes each chunk into a
+/// buffer of the thread's, read while it is in the cache, instead of its
+/// whole output to memory, read back by the next pass (cifar10-cnn's
+/// conv2d: 16.8 MB per batch of 128, twice). In `training` it still
+/// writes its whole output (its kernels must compute chunk by chunk what
+/// they keep: [`PoolingConv::feeds_in_training`]), but the next pass
+/// reads each chunk from the cache. A stage fed does not feed in turn.
+fn arrange_feeds(entries: &[Entry], stages: &mut [Stage], training: bool) {
     for s in 1..stages.len() {
         let (before, stage) = (&stages[s - 1], &stages[s]);
         let convolution = |stage: &Stage| convolution_of(&entries[stage.layers.start]);
         let feeds = before.kind == StageKind::Layer
             && before.fold.is_none()
             && !before.fed
-            && convolution(before).is_some();
+            && convolution(before).is_some_and(|conv| !training || conv.feeds_in_training());
         let takes = stage.fold.is_none()
             && matches!(stage.kind, StageKind::Layer | StageKind::ConvPool { .. })
             && convolution(stage).is_some_and(|conv| conv.takes_input_by_chunks());
