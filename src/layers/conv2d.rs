@@ -303,12 +303,7 @@ impl Conv2D {
     /// first layer: 4.4 MB), each block multiplied while it is still in
     /// cache. Training keeps every chunk's rows for the backward pass;
     /// inference reuses one buffer per thread instead.
-    fn forward_im2col(
-        &self,
-        input: &ArrayD<f32>,
-        output: &mut ArrayD<f32>,
-        kept_rows: Option<&mut Vec<f32>>,
-    ) {
+    fn forward_im2col(&self, input: &[f32], output: &mut [f32], kept_rows: Option<&mut Vec<f32>>) {
         let w = self.window();
         let (chunk, patch, pixels) = (self.chunk(), w.patch_len(), w.out_pixels());
         let rows_len = chunk * pixels * patch;
@@ -342,11 +337,11 @@ impl Conv2D {
             }
             activation.forward(y, filters);
         };
-        let chunks = values(input)
+        let chunks = input
             .par_chunks(chunk * w.in_len())
-            .zip(values_mut(output).par_chunks_mut(chunk * pixels * filters));
+            .zip(output.par_chunks_mut(chunk * pixels * filters));
         if let Some(kept) = kept_rows {
-            resize_buffer(kept, input.shape()[0] * pixels * patch);
+            resize_buffer(kept, input.len() / w.in_len() * pixels * patch);
             chunks
                 .zip(kept.par_chunks_mut(rows_len))
                 .for_each(|((x, y), rows)| compute(x, rows, true, y));
@@ -363,21 +358,16 @@ impl Conv2D {
     /// Filters as the SIMD axis (a multiple of 16 filters, AVX2): no im2col.
     /// Training keeps the padded images for the kernel gradient; inference
     /// pads into one buffer per thread.
-    fn forward_filters(
-        &self,
-        input: &ArrayD<f32>,
-        output: &mut ArrayD<f32>,
-        kept: Option<&mut Vec<f32>>,
-    ) {
+    fn forward_filters(&self, input: &[f32], output: &mut [f32], kept: Option<&mut Vec<f32>>) {
         let (w, chunk) = (self.window(), self.chunk());
         let pass = FiltersPass::of(self);
         let compute = |x: &[f32], padded: &mut [f32], y: &mut [f32], scratch: &mut Vec<f32>| {
             pass.run(x, padded, y, scratch)
         };
-        let chunks = values(input)
+        let chunks = input
             .par_chunks(chunk * w.in_len())
-            .zip(values_mut(output).par_chunks_mut(chunk * w.out_pixels() * self.filters));
-        let images = input.shape()[0];
+            .zip(output.par_chunks_mut(chunk * w.out_pixels() * self.filters));
+        let images = input.len() / w.in_len();
         Self::padded_chunks((w, chunk, images), kept, chunks, compute);
     }
 
@@ -391,12 +381,12 @@ impl Conv2D {
     /// Winograd (see `winograd::Scheme`), a chunk of images per task.
     /// Nothing is kept for the backward pass: it transforms the layer's
     /// input again.
-    fn forward_winograd(&self, input: &ArrayD<f32>, output: &mut ArrayD<f32>, training: bool) {
+    fn forward_winograd(&self, input: &[f32], output: &mut [f32], training: bool) {
         let (w, chunk) = (self.window(), self.chunk());
         let pass = WinogradPass::of(self, training);
-        values(input)
+        input
             .par_chunks(chunk * w.in_len())
-            .zip(values_mut(output).par_chunks_mut(chunk * w.out_pixels() * self.filters))
+            .zip(output.par_chunks_mut(chunk * w.out_pixels() * self.filters))
             .for_each_init(Scratch::take_unzeroed, |scratch, (x, y)| {
                 pass.run(x, y, scratch)
             });
@@ -550,8 +540,9 @@ impl Conv2D {
                     compute(x, padded, out, scratch)
                 });
         } else {
+            // `filter_conv::pad` writes every value: no zeros first.
             chunks.for_each_init(
-                || (Scratch::take(), Scratch::take()),
+                || (Scratch::take_unzeroed(), Scratch::take()),
                 |(padded, scratch), (x, out)| {
                     padded.resize(x.len() / w.in_len() * padded_len, 0.0);
                     compute(x, padded, out, scratch);
@@ -675,12 +666,7 @@ impl Conv2D {
 
     /// The direct path: no im2col rows at all. Training keeps the spread
     /// input (in `kept`) for the backward pass.
-    fn forward_direct(
-        &self,
-        input: &ArrayD<f32>,
-        output: &mut ArrayD<f32>,
-        kept: Option<&mut Vec<f32>>,
-    ) {
+    fn forward_direct(&self, input: &[f32], output: &mut [f32], kept: Option<&mut Vec<f32>>) {
         let w = self.window();
         let (chunk, filters) = (self.chunk(), self.filters);
         let spread_len = direct_conv::spread_len(&w, filters);
@@ -694,12 +680,12 @@ impl Conv2D {
             direct_conv::forward(&w, filters, spread, &tiled, y);
             activation.forward(y, filters);
         };
-        let chunks = values(input)
+        let chunks = input
             .par_chunks(chunk * w.in_len())
-            .zip(values_mut(output).par_chunks_mut(chunk * w.out_pixels() * filters));
+            .zip(output.par_chunks_mut(chunk * w.out_pixels() * filters));
         match kept {
             Some(kept) => {
-                resize_buffer(kept, input.shape()[0] * spread_len);
+                resize_buffer(kept, input.len() / w.in_len() * spread_len);
                 chunks
                     .zip(kept.par_chunks_mut(chunk * spread_len))
                     .for_each(|((x, y), spread)| compute(x, y, spread));
@@ -889,6 +875,12 @@ impl Conv2D {
         let w = self.window();
         let batch = input.shape()[0];
         resize(output, &[batch, w.out_h, w.out_w, self.filters]);
+        self.forward_values(values(input), values_mut(output), kept);
+    }
+
+    /// [`Self::forward_keeping`] on the values of whole images (`output`
+    /// sized for them).
+    fn forward_values(&self, input: &[f32], output: &mut [f32], kept: Option<&mut Vec<f32>>) {
         match self.path() {
             Path::Winograd => self.forward_winograd(input, output, kept.is_some()),
             Path::Filters => self.forward_filters(input, output, kept),
@@ -1139,6 +1131,10 @@ impl PoolingConv for Conv2D {
         [w.out_h, w.out_w, self.filters]
     }
 
+    fn forward_images(&self, input: &[f32], output: &mut [f32]) {
+        self.forward_values(input, output, None);
+    }
+
     fn forward_pooled(&self, input: &ArrayD<f32>, pooled: &mut ArrayD<f32>, winners: &mut Vec<u8>) {
         self.pooled_pass(input, (pooled, winners), None);
     }
@@ -1239,7 +1235,7 @@ impl PoolingConv for Conv2D {
 
     fn forward_fed(
         &self,
-        before: &dyn Layer,
+        before: &dyn PoolingConv,
         input: &ArrayD<f32>,
         output: &mut ArrayD<f32>,
         winners: Option<&mut Vec<u8>>,
@@ -1249,15 +1245,16 @@ impl PoolingConv for Conv2D {
         let u = self.winograd_forward_kernel(false, pooled);
         let (chunk, batch) = (self.chunk_for(pooled), input.shape()[0]);
         let image_len = input.len() / batch.max(1);
+        let before_len = before.conv_output_shape().iter().product::<usize>();
         let run = |fed: &mut Fed, index: usize, out: winograd::Output| {
             let first = index * chunk;
-            let x = &values(input)[first * image_len..][..chunk.min(batch - first) * image_len];
-            let mut shape = input.shape().to_vec();
-            shape[0] = x.len() / image_len;
-            resize(&mut fed.input, &shape);
-            values_mut(&mut fed.input).copy_from_slice(x);
-            before.forward(&fed.input, &mut fed.output);
-            self.fed_chunk(&u, values(&fed.output), out, &mut fed.scratch);
+            let images = chunk.min(batch - first);
+            let x = &values(input)[first * image_len..][..images * image_len];
+            // Every value is written: no zeros first.
+            fed.output.resize(images * before_len, 0.0);
+            let x_fed = &mut fed.output[..images * before_len];
+            before.forward_images(x, x_fed);
+            self.fed_chunk(&u, x_fed, out, &mut fed.scratch);
         };
         self.fed_pass((batch, chunk), (output, winners), Fed::default, run);
     }
@@ -1536,20 +1533,19 @@ where
     }
 }
 
-/// A thread's buffers for [`PoolingConv::forward_fed`]: a chunk of the
-/// input of the layer before, its output, and the Winograd scratch.
+/// A thread's buffers for [`PoolingConv::forward_fed`]: the output of
+/// the layer before for a chunk, and the Winograd scratch (both from the
+/// thread's pool: fresh vectors for each task were pages to fault in and
+/// zero, 3.5% of a one-core inference pass).
 struct Fed {
-    input: ArrayD<f32>,
-    output: ArrayD<f32>,
+    output: Scratch,
     scratch: Scratch,
 }
 
 impl Default for Fed {
     fn default() -> Self {
-        let empty = || ArrayD::zeros(IxDyn(&[0]));
         Fed {
-            input: empty(),
-            output: empty(),
+            output: Scratch::take_unzeroed(),
             scratch: Scratch::take_unzeroed(),
         }
     }

@@ -199,6 +199,11 @@ pub trait PoolingConv: Send + Sync {
     /// The shape of the convolution's output for one image, `[h, w, filters]`.
     fn conv_output_shape(&self) -> [usize; 3];
 
+    /// Inference on the values of whole images, into `output` (sized for
+    /// them, [`PoolingConv::conv_output_shape`] per image): as
+    /// [`Layer::forward`], without arrays.
+    fn forward_images(&self, input: &[f32], output: &mut [f32]);
+
     /// Inference: `relu(maxpool2x2(conv(input)))` into `pooled`, and each
     /// window's winner (as `kernels::pool` records them) into `winners`.
     fn forward_pooled(&self, input: &ArrayD<f32>, pooled: &mut ArrayD<f32>, winners: &mut Vec<u8>);
@@ -288,7 +293,7 @@ pub trait PoolingConv: Send + Sync {
         false
     }
 
-    /// Inference: `before` (a layer whose output is this layer's input)
+    /// Inference: `before` (a convolution whose output is this layer's input)
     /// runs on `input` a chunk of images at a time, into a buffer of the
     /// thread's, and this layer's pass reads each chunk while it is in the
     /// cache: the output of `before` is never stored whole. Into `output`
@@ -297,7 +302,7 @@ pub trait PoolingConv: Send + Sync {
     /// [`PoolingConv::takes_input_by_chunks`].
     fn forward_fed(
         &self,
-        _before: &dyn Layer,
+        _before: &dyn PoolingConv,
         _input: &ArrayD<f32>,
         _output: &mut ArrayD<f32>,
         _winners: Option<&mut Vec<u8>>,
@@ -327,11 +332,11 @@ pub trait PoolingConv: Send + Sync {
     }
 
     /// Training, as [`PoolingConv::forward_fed`] at inference: the
-    /// convolution `before` computes this layer's input a chunk at a time
-    /// and this layer reads each chunk while it is in the cache. Unlike
-    /// inference, `before` still stores its whole output in
-    /// `before_io.1` (its backward pass and this layer's read it), but the
-    /// read of this pass comes from the cache instead of memory. Into
+    /// convolution `before.0` computes this layer's input from its own
+    /// input `before.1` a chunk at a time, and this layer reads each chunk
+    /// while it is in the cache. Unlike inference, the convolution still
+    /// stores its whole output, in `before.2` (its backward pass and this
+    /// layer's read it), but this pass reads it from the cache. Into
     /// `output`, or, with `winners`, the pooled output of a fused stage
     /// (as [`PoolingConv::forward_pooled_train`]). Only where
     /// [`PoolingConv::takes_input_by_chunks`] and `before`'s

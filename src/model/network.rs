@@ -244,7 +244,7 @@ impl Network {
         let (stage, before) = (&self.plan.inference[s], &self.plan.inference[s - 1]);
         let (inputs, outputs) = slots.activations.split_at_mut(stage.layers.end);
         let input = &inputs[before.layers.start];
-        let before = self.entries[before.layers.start].layer.as_ref();
+        let before = pooling_conv(self.entries[before.layers.start].layer.as_ref());
         let conv = pooling_conv(self.entries[stage.layers.start].layer.as_ref());
         let winners = match stage.kind {
             StageKind::ConvPool { .. } => Some(&mut slots.winners[s]),
