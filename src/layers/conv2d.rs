@@ -1282,16 +1282,6 @@ impl PoolingConv for Conv2D {
         resize(output, &[batch, w.out_h, w.out_w, filters]);
         let outputs = values_mut(output).chunks_mut(chunk * w.out_pixels() * filters);
         let x = (values(input), w.in_len(), chunk);
-        if matches!(self.path(), Path::Winograd) {
-            // Nothing kept: the backward pass transforms the input again.
-            let pass = WinogradPass::of(self, true);
-            let parts = outputs.map(|y| (y, &mut [][..]));
-            return Some(Box::new(ChunkFeed::new(
-                x,
-                parts,
-                move |x, _, y, scratch| pass.run(x, y, scratch),
-            )));
-        }
         // The filter-vectorised path keeps the padded images.
         let padded_len = filter_conv::padded_len(&w);
         // (The layer's fields one by one: the kept images are borrowed apart.)
@@ -1304,11 +1294,8 @@ impl PoolingConv for Conv2D {
         };
         resize_buffer(&mut self.spread_input, batch * padded_len);
         let parts = outputs.zip(self.spread_input.chunks_mut(chunk * padded_len));
-        Some(Box::new(ChunkFeed::new(
-            x,
-            parts,
-            move |x, kept, y, scratch| pass.run(x, kept, y, scratch),
-        )))
+        let parts = parts.map(Mutex::new).collect();
+        Some(Box::new(FiltersFeed { x, parts, pass }))
     }
 
     fn forward_fed_train(
@@ -1486,49 +1473,30 @@ impl<'a> WinogradPass<'a> {
     }
 }
 
-/// A training forward pass computed chunk by chunk as the layer after
-/// asks ([`TrainingFeed`]): each chunk's place in the output and in what
-/// the layer keeps for its backward pass, behind a lock (one thread takes
-/// a chunk), and how a chunk is computed.
-struct ChunkFeed<'a, F> {
+/// The filter-vectorised training forward pass computed chunk by chunk
+/// as the layer after asks ([`TrainingFeed`]): each chunk's place in the
+/// output and in the padded images kept for the backward pass, behind a
+/// lock (one thread takes a chunk).
+struct FiltersFeed<'a> {
     /// The whole batch's input, the values per image, images per chunk.
     x: (&'a [f32], usize, usize),
-    parts: Vec<Mutex<FeedPart<'a>>>,
-    compute: F,
+    /// Per chunk: its output and its padded images.
+    parts: Vec<Mutex<(&'a mut [f32], &'a mut [f32])>>,
+    pass: FiltersPass<'a>,
 }
 
-/// A chunk's output and kept values.
-type FeedPart<'a> = (&'a mut [f32], &'a mut [f32]);
-
-impl<'a, F> ChunkFeed<'a, F>
-where
-    F: Fn(&[f32], &mut [f32], &mut [f32], &mut Vec<f32>) + Sync,
-{
-    fn new(
-        x: (&'a [f32], usize, usize),
-        parts: impl Iterator<Item = FeedPart<'a>>,
-        compute: F,
-    ) -> Self {
-        let parts = parts.map(Mutex::new).collect();
-        ChunkFeed { x, parts, compute }
-    }
-}
-
-impl<F> TrainingFeed for ChunkFeed<'_, F>
-where
-    F: Fn(&[f32], &mut [f32], &mut [f32], &mut Vec<f32>) + Sync,
-{
+impl TrainingFeed for FiltersFeed<'_> {
     fn feed(&self, index: usize, read: &mut dyn FnMut(&[f32])) {
         let (x, in_len, chunk) = self.x;
         let mut part = self.parts[index]
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let (y, kept) = &mut *part;
+        let (y, padded) = &mut *part;
         let images = (x.len() / in_len - index * chunk).min(chunk);
         let x = &x[index * chunk * in_len..][..images * in_len];
-        // Both passes write their working space before reading it.
+        // The kernels write their working space before reading it.
         let mut scratch = Scratch::take_unzeroed();
-        (self.compute)(x, kept, y, &mut scratch);
+        self.pass.run(x, padded, y, &mut scratch);
         read(y);
     }
 }
