@@ -4,7 +4,8 @@
 //! still pass the finite-difference checks and agree with the AVX-512 ones,
 //! 2x2 and 3x3/2 max pooling give the same outputs and gradients either
 //! way, a Dense layer predicts alike with its kernel kept packed or not,
-//! and so does training a model end to end. One test only, since the
+//! and so does training a model end to end (also one whose first
+//! convolution feeds the next chunk by chunk). One test only, since the
 //! switch is process-wide.
 //!
 //! On a CPU without AVX-512 (or without AVX2 and FMA) both runs would take
@@ -126,6 +127,7 @@ fn avx2_kernels_agree_with_avx512_and_finite_differences() {
     max_pooling_agrees_with_and_without_avx512();
     a_dense_layer_predicts_alike_with_and_without_avx512();
     a_model_trains_alike_with_and_without_avx512();
+    a_fed_model_trains_alike_with_and_without_avx512();
     allow_avx512(true);
 }
 
@@ -163,6 +165,49 @@ fn a_model_trains_alike_with_and_without_avx512() {
     };
     let (fused, plain) = (train(true), train(false));
     for (a, b) in fused.iter().zip(&plain) {
+        assert!((a - b).abs() <= 1e-4, "{a} (AVX-512) vs {b} (AVX2)");
+    }
+}
+
+/// A first convolution that feeds the Winograd one after it chunk by
+/// chunk, in training and at inference (the plan says so on both kernel
+/// sets), trains alike on the AVX2 and the AVX-512 kernels: the same
+/// predictions, up to rounding.
+fn a_fed_model_trains_alike_with_and_without_avx512() {
+    let train = |avx512| {
+        allow_avx512(avx512);
+        let mut model = convnet::Sequential::with_seed(4);
+        let first = Conv2D::new(16, (3, 3))
+            .padding(Padding::Same)
+            .activation(Activation::Relu);
+        model.add(first.input_shape(&[18, 18, 3]));
+        model.add(Conv2D::new(16, (3, 3)).activation(Activation::Relu));
+        model.add(MaxPooling2D::new((2, 2)));
+        model.add(convnet::layers::Flatten::new());
+        model.add(Dense::new(3).activation(Activation::Softmax));
+        let plan = model.plan_string().unwrap();
+        assert!(
+            plan.contains("training: conv2d runs chunk by chunk into conv2d_1"),
+            "AVX-512 {avx512}: {plan}"
+        );
+        let sgd = convnet::optimizers::SGD::new(0.05);
+        model
+            .compile(convnet::Loss::CategoricalCrossentropy, sgd, &[])
+            .unwrap();
+        let mut r = rng(10);
+        let x = random(&[20, 18, 18, 3], &mut r);
+        let y = ArrayD::from_shape_fn(IxDyn(&[20, 3]), |i| (i[0] % 3 == i[1]) as u8 as f32);
+        let options = convnet::Fit {
+            batch_size: 10,
+            epochs: 2,
+            verbose: 0,
+            ..convnet::Fit::default()
+        };
+        model.fit(&x, &y, options).unwrap();
+        model.predict(&x).unwrap()
+    };
+    let (wide, narrow) = (train(true), train(false));
+    for (a, b) in wide.iter().zip(&narrow) {
         assert!((a - b).abs() <= 1e-4, "{a} (AVX-512) vs {b} (AVX2)");
     }
 }
