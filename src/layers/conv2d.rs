@@ -383,12 +383,12 @@ impl Conv2D {
     /// input again.
     fn forward_winograd(&self, input: &[f32], output: &mut [f32], training: bool) {
         let (w, chunk) = (self.window(), self.chunk());
-        let pass = WinogradPass::of(self, training);
+        let pass = WinogradPass::of(self, training, false);
         input
             .par_chunks(chunk * w.in_len())
             .zip(output.par_chunks_mut(chunk * w.out_pixels() * self.filters))
             .for_each_init(Scratch::take_unzeroed, |scratch, (x, y)| {
-                pass.run(x, y, scratch)
+                pass.run(x, winograd::Output::Plain(y), scratch)
             });
     }
 
@@ -417,17 +417,14 @@ impl Conv2D {
         (pooled, winners, pooled_len): (&mut ArrayD<f32>, &mut [u8], usize),
         training: bool,
     ) {
-        let w = self.window();
-        let (chunk, filters) = (self.chunk_for(true), self.filters);
-        let u = self.winograd_forward_kernel(training, true);
-        let bias = values(&self.bias.value);
+        let (w, chunk) = (self.window(), self.chunk_for(true));
+        let pass = WinogradPass::of(self, training, true);
         values(input)
             .par_chunks(chunk * w.in_len())
             .zip(values_mut(pooled).par_chunks_mut(chunk * pooled_len))
             .zip(winners.par_chunks_mut(chunk * pooled_len))
             .for_each_init(Scratch::take_unzeroed, |scratch, ((x, y), winners)| {
-                let out = winograd::Output::Pooled { y, winners };
-                winograd::forward(&w, filters, x, &u, bias, true, out, scratch);
+                pass.run(x, winograd::Output::Pooled { y, winners }, scratch)
             });
     }
 
@@ -1242,7 +1239,7 @@ impl PoolingConv for Conv2D {
     ) {
         assert!(self.takes_input_by_chunks(), "a Winograd layer is fed");
         let pooled = winners.is_some();
-        let u = self.winograd_forward_kernel(false, pooled);
+        let pass = WinogradPass::of(self, false, pooled);
         let (chunk, batch) = (self.chunk_for(pooled), input.shape()[0]);
         let image_len = input.len() / batch.max(1);
         let before_len = before.conv_output_shape().iter().product::<usize>();
@@ -1254,7 +1251,7 @@ impl PoolingConv for Conv2D {
             fed.output.resize(images * before_len, 0.0);
             let x_fed = &mut fed.output[..images * before_len];
             before.forward_images(x, x_fed);
-            self.fed_chunk(&u, x_fed, out, &mut fed.scratch);
+            pass.run(x_fed, out, &mut fed.scratch);
         };
         self.fed_pass((batch, chunk), (output, winners), Fed::default, run);
     }
@@ -1307,7 +1304,7 @@ impl PoolingConv for Conv2D {
         assert!(self.takes_input_by_chunks(), "a Winograd layer is fed");
         self.inference_kernel.clear();
         let pooled = winners.is_some();
-        let u = self.winograd_forward_kernel(true, pooled);
+        let pass = WinogradPass::of(self, true, pooled);
         let (chunk, batch) = (self.chunk_for(pooled), input.shape()[0]);
         let feed = before
             .training_feed(input, before_output, chunk)
@@ -1316,7 +1313,7 @@ impl PoolingConv for Conv2D {
             let mut out = Some(out);
             feed.feed(index, &mut |x| {
                 let out = out.take().expect("a chunk is read once");
-                self.fed_chunk(&u, x, out, scratch);
+                pass.run(x, out, scratch);
             });
         };
         self.fed_pass(
@@ -1365,41 +1362,6 @@ impl Conv2D {
             }),
         }
     }
-
-    /// One chunk of a fed pass: the Winograd forward pass of the images
-    /// `x` into `out` (plain outputs through the activation).
-    fn fed_chunk(
-        &self,
-        u: &TransformedKernel,
-        x: &[f32],
-        out: winograd::Output,
-        scratch: &mut Vec<f32>,
-    ) {
-        let (w, filters) = (self.window(), self.filters);
-        // Without use_bias the bias parameter exists but stays zero.
-        let bias = values(&self.bias.value);
-        let activation = self.output_activation;
-        let relu = matches!(out, winograd::Output::Pooled { .. })
-            || activation.activation == Activation::Relu;
-        match out {
-            winograd::Output::Plain(y) => {
-                winograd::forward(
-                    &w,
-                    filters,
-                    x,
-                    u,
-                    bias,
-                    relu,
-                    winograd::Output::Plain(y),
-                    scratch,
-                );
-                if !relu {
-                    activation.forward(y, filters);
-                }
-            }
-            pooled => winograd::forward(&w, filters, x, u, bias, relu, pooled, scratch),
-        }
-    }
 }
 
 /// The filter-vectorised forward pass of a chunk of images (see
@@ -1439,8 +1401,9 @@ impl<'a> FiltersPass<'a> {
     }
 }
 
-/// The Winograd forward pass of a chunk of images, not pooled (see
-/// [`Conv2D::forward_winograd`]), with what it reads of the layer.
+/// The Winograd forward pass of a chunk of images (see
+/// [`Conv2D::forward_winograd`], [`Conv2D::pooled_winograd`] and the fed
+/// passes), with what it reads of the layer.
 struct WinogradPass<'a> {
     w: Window2d,
     filters: usize,
@@ -1450,25 +1413,35 @@ struct WinogradPass<'a> {
 }
 
 impl<'a> WinogradPass<'a> {
-    /// The pass with the kernel transformed afresh (`training`) or kept.
-    fn of(conv: &'a Conv2D, training: bool) -> Self {
+    /// The pass with the kernel transformed afresh (`training`) or kept,
+    /// in the scheme for all the outputs or (`pooled`) those a 2x2 max
+    /// pooling reads.
+    fn of(conv: &'a Conv2D, training: bool, pooled: bool) -> Self {
         WinogradPass {
             w: conv.window(),
             filters: conv.filters,
-            u: conv.winograd_forward_kernel(training, false),
+            u: conv.winograd_forward_kernel(training, pooled),
             // Without use_bias the bias parameter exists but stays zero.
             bias: values(&conv.bias.value),
             activation: conv.output_activation,
         }
     }
 
-    fn run(&self, x: &[f32], y: &mut [f32], scratch: &mut Vec<f32>) {
-        let (w, filters) = (&self.w, self.filters);
-        let relu = self.activation.activation == Activation::Relu;
-        let out = winograd::Output::Plain(&mut y[..]);
-        winograd::forward(w, filters, x, &self.u, self.bias, relu, out, scratch);
-        if !relu {
-            self.activation.forward(y, filters);
+    /// The images `x` into `out`: pooled outputs through relu, plain ones
+    /// through the activation (relu applied as the transform stores,
+    /// others by a pass after).
+    fn run(&self, x: &[f32], out: winograd::Output, scratch: &mut Vec<f32>) {
+        let (w, filters, u, bias) = (&self.w, self.filters, &self.u, self.bias);
+        match out {
+            winograd::Output::Plain(y) => {
+                let relu = self.activation.activation == Activation::Relu;
+                let plain = winograd::Output::Plain(&mut y[..]);
+                winograd::forward(w, filters, x, u, bias, relu, plain, scratch);
+                if !relu {
+                    self.activation.forward(y, filters);
+                }
+            }
+            pooled => winograd::forward(w, filters, x, u, bias, true, pooled, scratch),
         }
     }
 }

@@ -134,8 +134,8 @@ impl Network {
         }
     }
 
-    /// Stage `s` of [`Network::forward_train`].
-    /// A stage that feeds the next runs inside it (see [`Stage::fed`]).
+    /// Stage `s` of [`Network::forward_train`]. A stage that feeds the
+    /// next runs inside it (see [`Stage::fed`]).
     pub fn forward_stage_train(&mut self, s: usize, slots: &mut Slots, step: TrainingStep) {
         let stages = &self.plan.stages;
         if stages.get(s + 1).is_some_and(|next| next.fed) {
@@ -144,7 +144,7 @@ impl Network {
         if stages[s].fed {
             return self.forward_fed_train(s, slots);
         }
-        let stage = &self.plan.stages[s];
+        let stage = &stages[s];
         let (input, output) = Self::stage_io(stage, &mut slots.activations);
         let first = self.entries[stage.layers.start].layer.as_mut();
         match stage.kind {
