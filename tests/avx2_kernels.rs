@@ -149,22 +149,38 @@ fn a_model_trains_alike_with_and_without_avx512() {
         model.add(convnet::layers::Flatten::new());
         model.add(convnet::layers::Dense::new(3).activation(Activation::Softmax));
         let adam = convnet::optimizers::Adam::default();
-        let loss = convnet::Loss::CategoricalCrossentropy;
-        model.compile(loss, adam, &[]).unwrap();
-        let mut r = rng(9);
-        let x = random(&[24, 14, 14, 1], &mut r);
-        let y = ArrayD::from_shape_fn(IxDyn(&[24, 3]), |i| (i[0] % 3 == i[1]) as u8 as f32);
-        let options = convnet::Fit {
-            batch_size: 8,
-            epochs: 2,
-            verbose: 0,
-            ..convnet::Fit::default()
-        };
-        model.fit(&x, &y, options).unwrap();
-        model.predict(&x).unwrap()
+        trained_predictions(model, adam, &[14, 14, 1], (24, 8, 9))
     };
-    let (fused, plain) = (train(true), train(false));
-    for (a, b) in fused.iter().zip(&plain) {
+    assert_alike(&train(true), &train(false));
+}
+
+/// `model` (built, not compiled) trained for two epochs with `optimizer`
+/// on `images` random pictures of shape `input` and 3 classes (seed
+/// `seed`), in batches of `batch_size`: its predictions on them.
+fn trained_predictions(
+    mut model: convnet::Sequential,
+    optimizer: impl convnet::optimizers::Optimizer + 'static,
+    input: &[usize],
+    (images, batch_size, seed): (usize, usize, u64),
+) -> ArrayD<f32> {
+    let loss = convnet::Loss::CategoricalCrossentropy;
+    model.compile(loss, optimizer, &[]).unwrap();
+    let x = random(&[&[images], input].concat(), &mut rng(seed));
+    let y = ArrayD::from_shape_fn(IxDyn(&[images, 3]), |i| (i[0] % 3 == i[1]) as u8 as f32);
+    let options = convnet::Fit {
+        batch_size,
+        epochs: 2,
+        verbose: 0,
+        ..convnet::Fit::default()
+    };
+    model.fit(&x, &y, options).unwrap();
+    model.predict(&x).unwrap()
+}
+
+/// Predictions with AVX-512 (`wide`) and without (`narrow`) agree up to
+/// rounding.
+fn assert_alike(wide: &ArrayD<f32>, narrow: &ArrayD<f32>) {
+    for (a, b) in wide.iter().zip(narrow) {
         assert!((a - b).abs() <= 1e-4, "{a} (AVX-512) vs {b} (AVX2)");
     }
 }
@@ -191,25 +207,9 @@ fn a_fed_model_trains_alike_with_and_without_avx512() {
             "AVX-512 {avx512}: {plan}"
         );
         let sgd = convnet::optimizers::SGD::new(0.05);
-        model
-            .compile(convnet::Loss::CategoricalCrossentropy, sgd, &[])
-            .unwrap();
-        let mut r = rng(10);
-        let x = random(&[20, 18, 18, 3], &mut r);
-        let y = ArrayD::from_shape_fn(IxDyn(&[20, 3]), |i| (i[0] % 3 == i[1]) as u8 as f32);
-        let options = convnet::Fit {
-            batch_size: 10,
-            epochs: 2,
-            verbose: 0,
-            ..convnet::Fit::default()
-        };
-        model.fit(&x, &y, options).unwrap();
-        model.predict(&x).unwrap()
+        trained_predictions(model, sgd, &[18, 18, 3], (20, 10, 10))
     };
-    let (wide, narrow) = (train(true), train(false));
-    for (a, b) in wide.iter().zip(&narrow) {
-        assert!((a - b).abs() <= 1e-4, "{a} (AVX-512) vs {b} (AVX2)");
-    }
+    assert_alike(&train(true), &train(false));
 }
 
 /// Output and input gradient of 2x2 max pooling, and of 3x3 windows moved

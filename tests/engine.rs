@@ -504,6 +504,19 @@ fn fed_convolutions(second: Activation, pooled: bool, apart: bool) -> Sequential
     model
 }
 
+/// [`fed_convolutions`] with and without the linear Activation layer in
+/// between: the plan of the first says `feeds`, that of the second not.
+fn fed_and_apart(second: Activation, pooled: bool, feeds: &str) -> (Sequential, Sequential) {
+    let (mut fed, mut apart) = (
+        fed_convolutions(second, pooled, false),
+        fed_convolutions(second, pooled, true),
+    );
+    let plan = fed.plan_string().unwrap();
+    assert!(plan.contains(feeds), "{plan}");
+    assert!(!apart.plan_string().unwrap().contains(feeds));
+    (fed, apart)
+}
+
 /// In training too a first convolution (filter-vectorised, where the CPU
 /// has AVX2) runs chunk by chunk into the Winograd one after it (the plan
 /// says so), its output still stored for the backward pass: the
@@ -522,12 +535,8 @@ fn a_convolution_feeds_the_next_chunk_by_chunk_in_training() {
     let y = ArrayD::from_shape_fn(IxDyn(&[7, 3]), |i| (i[0] % 3 == i[1]) as u8 as f32);
     let indices: Vec<usize> = (0..7).collect();
     for (second, pooled) in [(Activation::Tanh, false), (Relu, true), (Relu, false)] {
-        let mut fed = fed_convolutions(second, pooled, false);
-        let plan = fed.plan_string().unwrap();
         let feeds = "training: conv2d runs chunk by chunk into conv2d_1";
-        assert!(plan.contains(feeds), "{plan}");
-        let mut apart = fed_convolutions(second, pooled, true);
-        assert!(!apart.plan_string().unwrap().contains(feeds));
+        let (mut fed, mut apart) = fed_and_apart(second, pooled, feeds);
         for model in [&mut fed, &mut apart] {
             let loss = Loss::CategoricalCrossentropy;
             model.compile(loss, SGD::new(0.0), &[]).unwrap();
@@ -556,12 +565,8 @@ fn a_convolution_feeds_the_next_chunk_by_chunk_in_training() {
 fn a_convolution_feeds_the_next_chunk_by_chunk_at_inference() {
     let x = random(&[7, 34, 34, 3], &mut rng(15));
     for (second, pooled) in [(Relu, true), (Relu, false), (Activation::Tanh, false)] {
-        let mut fed = fed_convolutions(second, pooled, false);
-        let plan = fed.plan_string().unwrap();
         let feeds = "inference: conv2d runs chunk by chunk into conv2d_1";
-        assert!(plan.contains(feeds), "{plan}");
-        let mut apart = fed_convolutions(second, pooled, true);
-        assert!(!apart.plan_string().unwrap().contains(feeds));
+        let (fed, apart) = fed_and_apart(second, pooled, feeds);
         for batch_size in [7, 3] {
             let (a, b) = (
                 fed.predict_with_batch_size(&x, batch_size).unwrap(),
