@@ -73,6 +73,11 @@ struct Scratch {
     b: Vec<Aligned>,
     /// C transposed, for [`sgemm_transposed`].
     c_t: Vec<Aligned>,
+    /// The cache lines of A's next panel, for [`blocks`] to prefetch
+    /// (kept here: zeroing a fresh array on the stack per call cost 1%
+    /// of an inference pass of cifar10-cnn, whose Winograd products are
+    /// many small calls).
+    lines: Vec<usize>,
 }
 
 thread_local! {
@@ -87,6 +92,17 @@ fn reserve(buffer: &mut Vec<Aligned>, floats: usize) -> *mut f32 {
         buffer.resize(blocks, Aligned([0.0; 16]));
     }
     buffer.as_mut_ptr().cast()
+}
+
+/// The buffer of [`MAX_LINES`] addresses that [`blocks`] lists A's next
+/// panel in; grows it (once).
+fn lines(buffer: &mut Vec<usize>) -> &mut [usize; MAX_LINES] {
+    if buffer.len() < MAX_LINES {
+        buffer.resize(MAX_LINES, 0);
+    }
+    (&mut buffer[..MAX_LINES])
+        .try_into()
+        .expect("MAX_LINES values")
 }
 
 /// Where a micro-kernel writes its tile of C.
@@ -239,7 +255,7 @@ pub(crate) unsafe fn sgemm(
                 a,
                 beta,
                 (c, rsc),
-                packed_a,
+                (packed_a, lines(&mut scratch.lines)),
                 &CACHED,
                 |pc, kc, jc, nc| {
                     if b_in_place {
@@ -309,7 +325,7 @@ unsafe fn sgemm_transposed(
                 (b, csb, 1),
                 beta,
                 (c_t, m as isize),
-                packed_a,
+                (packed_a, lines(&mut scratch.lines)),
                 &CACHED,
                 |pc, kc, jc, nc| {
                     pack_b(kc, nc, at(a, pc, csa, jc, rsa), csa, rsa, packed_b);
@@ -402,7 +418,8 @@ pub(crate) unsafe fn sgemm_packed_b(
     );
     let tiles = if streamed { &STREAMED } else { &CACHED };
     SCRATCH.with(|scratch| {
-        let packed_a = reserve(&mut scratch.borrow_mut().a, KC * MR);
+        let scratch = &mut *scratch.borrow_mut();
+        let packed_a = reserve(&mut scratch.a, KC * MR);
         // SAFETY: the caller's promises; every block lies where
         // pack_whole_b put it, and local column jc of `cols` is global
         // column first + jc, in the panel (first + jc - block) / NR of the
@@ -416,7 +433,7 @@ pub(crate) unsafe fn sgemm_packed_b(
                 (a, rsa, csa),
                 beta,
                 (c.add(first), rsc),
-                packed_a,
+                (packed_a, lines(&mut scratch.lines)),
                 tiles,
                 |pc, kc, jc, _| {
                     let column = first + jc;
@@ -483,11 +500,10 @@ unsafe fn blocks(
     (a, rsa, csa): (*const f32, isize, isize),
     beta: f32,
     (c, rsc): (*mut f32, isize),
-    packed_a: *mut f32,
+    (packed_a, prefetch_lines): (*mut f32, &mut [usize; MAX_LINES]),
     tiles: &Tiles,
     mut block_of: impl FnMut(usize, usize, usize, usize) -> BBlock,
 ) {
-    let mut prefetch_lines = [0; MAX_LINES];
     for jc in (0..n).step_by(NC) {
         let nc = NC.min(n - jc);
         for pc in (0..k).step_by(KC) {
@@ -517,7 +533,7 @@ unsafe fn blocks(
                 // part of A comes into the cache, a share per tile.
                 let next_rows = MR.min(m - ir - rows);
                 let next = at(a, ir + rows, rsa, pc, csa);
-                let lines = lines_of(next, next_rows, kc, rsa, csa, &mut prefetch_lines);
+                let lines = lines_of(next, next_rows, kc, rsa, csa, prefetch_lines);
                 let tiles = nc.div_ceil(NR);
                 for (t, jr) in (0..nc).step_by(NR).enumerate() {
                     let cols = NR.min(nc - jr);
