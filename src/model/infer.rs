@@ -6,8 +6,11 @@ use std::collections::BTreeMap;
 
 use ndarray::{ArrayD, IxDyn};
 
+use rayon::prelude::*;
+
 use super::Sequential;
 use super::network::Slots;
+use super::replicas::SAMPLES_PER_REPLICA;
 use super::score::Tally;
 use crate::data::Samples;
 use crate::{Error, Result};
@@ -45,6 +48,32 @@ impl Sequential {
         result
     }
 
+    /// Runs the layers on the samples `batch` of `x`, in pieces of at most
+    /// [`SAMPLES_PER_REPLICA`] side by side (each with slots of its own),
+    /// and returns what `read(piece, slots)` makes of each piece's output,
+    /// in order. As with training's replicas, each piece's activations stay
+    /// in the cache of the core that runs it and no layer waits for the
+    /// whole batch; outputs do not depend on how samples are grouped.
+    /// (cifar10-cnn, `predict` at batch 128 on two threads: 9.9 -> 9.1 ms
+    /// per batch at best, median ratio 0.90 over 12 alternated runs.)
+    fn forward_pieces<T: Send>(
+        &self,
+        x: &dyn Samples,
+        batch: &[usize],
+        read: impl Fn(&[usize], &mut Slots) -> Result<T> + Sync,
+    ) -> Result<Vec<T>> {
+        batch
+            .par_chunks(SAMPLES_PER_REPLICA)
+            .map(|piece| {
+                self.with_slots(|slots| {
+                    slots.load_inputs(x, piece, &self.network.input_shape)?;
+                    self.network.forward(slots);
+                    read(piece, slots)
+                })
+            })
+            .collect()
+    }
+
     /// The summed loss and metric counts on `(x, y)`, `batch_size` samples
     /// at a time.
     pub(super) fn tally(
@@ -56,15 +85,16 @@ impl Sequential {
         let scoring = &self.compiled()?.scoring;
         let mut tally = Tally::new(scoring.metrics.len());
         let indices: Vec<usize> = (0..x.len()).collect();
-        self.with_slots(|slots| {
-            for batch in indices.chunks(batch_size.max(1)) {
-                slots.load_inputs(x, batch, &self.network.input_shape)?;
-                slots.load_targets(y, batch)?;
-                self.network.forward(slots);
+        for batch in indices.chunks(batch_size.max(1)) {
+            let pieces = self.forward_pieces(x, batch, |piece, slots| {
+                slots.load_targets(y, piece)?;
+                let mut tally = Tally::new(scoring.metrics.len());
                 scoring.score(slots, &mut tally, None)?;
-            }
-            Ok(tally)
-        })
+                Ok(tally)
+            })?;
+            pieces.iter().for_each(|piece| tally.add(piece));
+        }
+        Ok(tally)
     }
 
     /// The mean loss and metrics of the model on `(x, y)`.
@@ -111,14 +141,12 @@ impl Sequential {
         })?;
         let mut out = Vec::with_capacity(total);
         let indices: Vec<usize> = (0..x.len()).collect();
-        self.with_slots(|slots| {
-            for batch in indices.chunks(batch_size.max(1)) {
-                slots.load_inputs(x, batch, &self.network.input_shape)?;
-                self.network.forward(slots);
-                out.extend_from_slice(slots.output().as_slice().expect("standard layout"));
-            }
-            Ok::<(), Error>(())
-        })?;
+        for batch in indices.chunks(batch_size.max(1)) {
+            let pieces = self.forward_pieces(x, batch, |_, slots| {
+                Ok(slots.output().as_slice().expect("standard layout").to_vec())
+            })?;
+            pieces.iter().for_each(|piece| out.extend_from_slice(piece));
+        }
         Ok(ArrayD::from_shape_vec(IxDyn(&shape), out).expect("sizes match"))
     }
 }
