@@ -60,7 +60,8 @@
 //! products. Everything is NHWC, so the transforms work on 16 channels (or
 //! filters) at a time, as SIMD lanes; [`forward`] and [`backward`] run
 //! them compiled for AVX-512 or AVX2 where the CPU has it, with the same
-//! arithmetic (no fused multiply-adds) on every path.
+//! arithmetic on every path (a fused multiply-add is fused everywhere), so
+//! every path gives the same bits.
 //!
 //! Precision: the transforms multiply by up to 16 and divide by up to 24
 //! (F(6x6, 3x3): 32 and 90), so results differ from direct convolution
@@ -515,7 +516,7 @@ impl KernelRows<'_> {
                 return unsafe { self.transform_row_avx512(scheme, row, out) };
             }
             if super::has_avx2_fma() {
-                // SAFETY: the CPU has AVX2.
+                // SAFETY: the CPU has AVX2 and FMA.
                 return unsafe { self.transform_row_avx2(scheme, row, out) };
             }
         }
@@ -535,9 +536,9 @@ impl KernelRows<'_> {
     /// [`Self::transform_row`] compiled for AVX2.
     ///
     /// # Safety
-    /// The CPU must have AVX2.
+    /// The CPU must have AVX2 and FMA.
     #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2")]
+    #[target_feature(enable = "avx2,fma")]
     unsafe fn transform_row_avx2(self, scheme: Scheme, row: usize, out: &mut [f32]) {
         self.transform_row_on::<Avx2>(scheme, row, out)
     }
@@ -659,7 +660,7 @@ pub fn forward(
             return unsafe { for_scheme!(u.scheme, forward_avx512(args)) };
         }
         if super::has_avx2_fma() {
-            // SAFETY: the CPU has AVX2.
+            // SAFETY: the CPU has AVX2 and FMA.
             return unsafe { for_scheme!(u.scheme, forward_avx2(args)) };
         }
     }
@@ -691,9 +692,9 @@ unsafe fn forward_avx512<const A: usize, const M: usize, const R: usize, S: Algo
 /// [`forward_blocks`] compiled for AVX2.
 ///
 /// # Safety
-/// The CPU must have AVX2.
+/// The CPU must have AVX2 and FMA.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
+#[target_feature(enable = "avx2,fma")]
 unsafe fn forward_avx2<const A: usize, const M: usize, const R: usize, S: Algorithm<A, M, R>>(
     args: ForwardArgs,
 ) {
@@ -977,7 +978,7 @@ pub fn backward(
             return unsafe { for_scheme!(scheme, backward_avx512(args)) };
         }
         if super::has_avx2_fma() {
-            // SAFETY: the CPU has AVX2.
+            // SAFETY: the CPU has AVX2 and FMA.
             return unsafe { for_scheme!(scheme, backward_avx2(args)) };
         }
     }
@@ -1029,9 +1030,9 @@ unsafe fn backward_avx512<const A: usize, const M: usize, const R: usize, S: Alg
 /// [`backward_blocks`] compiled for AVX2.
 ///
 /// # Safety
-/// The CPU must have AVX2.
+/// The CPU must have AVX2 and FMA.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
+#[target_feature(enable = "avx2,fma")]
 unsafe fn backward_avx2<const A: usize, const M: usize, const R: usize, S: Algorithm<A, M, R>>(
     args: BackwardArgs,
 ) {
@@ -1459,33 +1460,28 @@ struct KernelGrad3From8;
 impl Transform<6, 6> for Input {
     #[inline(always)]
     fn apply<V: Simd>(d: &[V; 6], out: &mut [V; 6]) {
-        out[0] = d[0].scale(4.0).sub(d[2].scale(5.0)).add(d[4]);
-        out[1] = d[1].scale(-4.0).sub(d[2].scale(4.0)).add(d[3]).add(d[4]);
-        out[2] = d[1].scale(4.0).sub(d[2].scale(4.0)).sub(d[3]).add(d[4]);
-        out[3] = d[1].scale(-2.0).sub(d[2]).add(d[3].scale(2.0)).add(d[4]);
-        out[4] = d[1].scale(2.0).sub(d[2]).sub(d[3].scale(2.0)).add(d[4]);
-        out[5] = d[1].scale(4.0).sub(d[3].scale(5.0)).add(d[5]);
+        // Rows 1-2 and 3-4 share their even and odd parts (points ±1, ±2).
+        out[0] = d[0].mul_add(4.0, d[2].mul_add(-5.0, d[4]));
+        let (even, odd) = (d[2].mul_add(-4.0, d[4]), d[1].mul_add(-4.0, d[3]));
+        out[1] = even.add(odd);
+        out[2] = even.sub(odd);
+        let (even, odd) = (d[4].sub(d[2]), d[3].sub(d[1]));
+        out[3] = odd.mul_add(2.0, even);
+        out[4] = odd.mul_add(-2.0, even);
+        out[5] = d[1].mul_add(4.0, d[3].mul_add(-5.0, d[5]));
     }
 }
 
 impl Transform<6, 6> for InputGrad {
     #[inline(always)]
     fn apply<V: Simd>(p: &[V; 6], out: &mut [V; 6]) {
+        let (sum12, diff12) = (p[1].add(p[2]), p[1].sub(p[2]));
+        let (sum34, diff34) = (p[3].add(p[4]), p[3].sub(p[4]));
         out[0] = p[0].scale(4.0);
-        out[1] = (p[1].scale(-4.0).add(p[2].scale(4.0)))
-            .sub(p[3].scale(2.0))
-            .add(p[4].scale(2.0))
-            .add(p[5].scale(4.0));
-        out[2] = (p[0].scale(-5.0).sub(p[1].scale(4.0)))
-            .sub(p[2].scale(4.0))
-            .sub(p[3])
-            .sub(p[4]);
-        out[3] = p[1]
-            .sub(p[2])
-            .add(p[3].scale(2.0))
-            .sub(p[4].scale(2.0))
-            .sub(p[5].scale(5.0));
-        out[4] = p[0].add(p[1]).add(p[2]).add(p[3]).add(p[4]);
+        out[1] = diff12.mul_add(-4.0, diff34.mul_add(-2.0, p[5].scale(4.0)));
+        out[2] = sum12.mul_add(-4.0, p[0].scale(-5.0)).sub(sum34);
+        out[3] = p[5].mul_add(-5.0, diff34.mul_add(2.0, diff12));
+        out[4] = p[0].add(sum12).add(sum34);
         out[5] = p[5];
     }
 }
@@ -1493,14 +1489,12 @@ impl Transform<6, 6> for InputGrad {
 impl Transform<6, 4> for Output4 {
     #[inline(always)]
     fn apply<V: Simd>(m: &[V; 6], out: &mut [V; 4]) {
-        out[0] = m[0].add(m[1]).add(m[2]).add(m[3]).add(m[4]);
-        out[1] = m[1].sub(m[2]).add(m[3].scale(2.0)).sub(m[4].scale(2.0));
-        out[2] = m[1].add(m[2]).add(m[3].scale(4.0)).add(m[4].scale(4.0));
-        out[3] = m[1]
-            .sub(m[2])
-            .add(m[3].scale(8.0))
-            .sub(m[4].scale(8.0))
-            .add(m[5]);
+        let (sum12, diff12) = (m[1].add(m[2]), m[1].sub(m[2]));
+        let (sum34, diff34) = (m[3].add(m[4]), m[3].sub(m[4]));
+        out[0] = m[0].add(sum12).add(sum34);
+        out[1] = diff34.mul_add(2.0, diff12);
+        out[2] = sum34.mul_add(4.0, sum12);
+        out[3] = diff34.mul_add(8.0, diff12).add(m[5]);
     }
 }
 
@@ -1508,16 +1502,13 @@ impl Transform<4, 6> for OutputGrad4 {
     #[inline(always)]
     fn apply<V: Simd>(e: &[V; 4], out: &mut [V; 6]) {
         out[0] = e[0];
-        out[1] = e[0].add(e[1]).add(e[2]).add(e[3]);
-        out[2] = e[0].sub(e[1]).add(e[2]).sub(e[3]);
-        out[3] = e[0]
-            .add(e[1].scale(2.0))
-            .add(e[2].scale(4.0))
-            .add(e[3].scale(8.0));
-        out[4] = e[0]
-            .sub(e[1].scale(2.0))
-            .add(e[2].scale(4.0))
-            .sub(e[3].scale(8.0));
+        let (even, odd) = (e[0].add(e[2]), e[1].add(e[3]));
+        out[1] = even.add(odd);
+        out[2] = even.sub(odd);
+        let even = e[2].mul_add(4.0, e[0]);
+        let odd = e[3].mul_add(8.0, e[1].scale(2.0));
+        out[3] = even.add(odd);
+        out[4] = even.sub(odd);
         out[5] = e[3];
     }
 }
@@ -1549,12 +1540,8 @@ impl Transform<6, 3> for KernelGrad3 {
 impl Transform<6, 2> for Output2 {
     #[inline(always)]
     fn apply<V: Simd>(m: &[V; 6], out: &mut [V; 2]) {
-        out[0] = m[0].add(m[1]).add(m[2]).add(m[3]).add(m[4]);
-        out[1] = m[1]
-            .sub(m[2])
-            .add(m[3].scale(2.0))
-            .sub(m[4].scale(2.0))
-            .add(m[5]);
+        out[0] = m[0].add(m[1].add(m[2])).add(m[3].add(m[4]));
+        out[1] = m[3].sub(m[4]).mul_add(2.0, m[1].sub(m[2])).add(m[5]);
     }
 }
 
@@ -1564,8 +1551,8 @@ impl Transform<2, 6> for OutputGrad2 {
         out[0] = e[0];
         out[1] = e[0].add(e[1]);
         out[2] = e[0].sub(e[1]);
-        out[3] = e[0].add(e[1].scale(2.0));
-        out[4] = e[0].sub(e[1].scale(2.0));
+        out[3] = e[1].mul_add(2.0, e[0]);
+        out[4] = e[1].mul_add(-2.0, e[0]);
         out[5] = e[1];
     }
 }
@@ -1623,18 +1610,18 @@ impl Transform<6, 5> for KernelGrad5 {
 impl Transform<8, 8> for Input8 {
     #[inline(always)]
     fn apply<V: Simd>(d: &[V; 8], out: &mut [V; 8]) {
-        out[0] = d[0].sub(d[6]).add(d[4].sub(d[2]).scale(5.25));
-        out[7] = d[7].sub(d[1]).add(d[3].sub(d[5]).scale(5.25));
-        let even = d[2].add(d[6]).sub(d[4].scale(4.25));
-        let odd = d[1].add(d[5]).sub(d[3].scale(4.25));
+        out[0] = d[4].sub(d[2]).mul_add(5.25, d[0].sub(d[6]));
+        out[7] = d[3].sub(d[5]).mul_add(5.25, d[7].sub(d[1]));
+        let even = d[4].mul_add(-4.25, d[2].add(d[6]));
+        let odd = d[3].mul_add(-4.25, d[1].add(d[5]));
         out[1] = even.add(odd);
         out[2] = even.sub(odd);
-        let even = d[6].add(d[2].scale(0.25)).sub(d[4].scale(1.25));
-        let odd = d[1].scale(0.5).sub(d[3].scale(2.5)).add(d[5].scale(2.0));
+        let even = d[4].mul_add(-1.25, d[2].mul_add(0.25, d[6]));
+        let odd = d[5].mul_add(2.0, d[3].mul_add(-2.5, d[1].scale(0.5)));
         out[3] = even.add(odd);
         out[4] = even.sub(odd);
-        let even = d[6].add(d[2].scale(4.0)).sub(d[4].scale(5.0));
-        let odd = d[1].scale(2.0).sub(d[3].scale(2.5)).add(d[5].scale(0.5));
+        let even = d[4].mul_add(-5.0, d[2].mul_add(4.0, d[6]));
+        let odd = d[5].mul_add(0.5, d[3].mul_add(-2.5, d[1].scale(2.0)));
         out[5] = even.add(odd);
         out[6] = even.sub(odd);
     }
@@ -1647,28 +1634,16 @@ impl Transform<8, 8> for InputGrad8 {
         let (sum34, diff34) = (p[3].add(p[4]), p[3].sub(p[4]));
         let (sum56, diff56) = (p[5].add(p[6]), p[5].sub(p[6]));
         out[0] = p[0];
-        out[1] = diff12
-            .add(diff34.scale(0.5))
-            .add(diff56.scale(2.0))
-            .sub(p[7]);
-        out[2] = sum12
-            .sub(p[0].scale(5.25))
-            .add(sum34.scale(0.25))
-            .add(sum56.scale(4.0));
-        out[3] = p[7]
-            .scale(5.25)
-            .sub(diff12.scale(4.25))
-            .sub(diff34.scale(2.5))
-            .sub(diff56.scale(2.5));
-        out[4] = p[0]
-            .scale(5.25)
-            .sub(sum12.scale(4.25))
-            .sub(sum34.scale(1.25))
-            .sub(sum56.scale(5.0));
-        out[5] = diff12
-            .add(diff34.scale(2.0))
-            .add(diff56.scale(0.5))
-            .sub(p[7].scale(5.25));
+        out[1] = diff56.mul_add(2.0, diff34.mul_add(0.5, diff12)).sub(p[7]);
+        out[2] = sum56.mul_add(4.0, sum34.mul_add(0.25, p[0].mul_add(-5.25, sum12)));
+        out[3] = diff34
+            .add(diff56)
+            .mul_add(-2.5, diff12.mul_add(-4.25, p[7].scale(5.25)));
+        out[4] = sum56.mul_add(
+            -5.0,
+            sum34.mul_add(-1.25, sum12.mul_add(-4.25, p[0].scale(5.25))),
+        );
+        out[5] = p[7].mul_add(-5.25, diff56.mul_add(0.5, diff34.mul_add(2.0, diff12)));
         out[6] = sum12.add(sum34).add(sum56).sub(p[0]);
         out[7] = p[7];
     }
@@ -1681,13 +1656,12 @@ impl Transform<8, 6> for Output6 {
         let (sum34, diff34) = (m[3].add(m[4]), m[3].sub(m[4]));
         let (sum56, diff56) = (m[5].add(m[6]), m[5].sub(m[6]));
         out[0] = m[0].add(sum12).add(sum34).add(sum56);
-        out[1] = diff12.add(diff34.scale(2.0)).add(diff56.scale(0.5));
-        out[2] = sum12.add(sum34.scale(4.0)).add(sum56.scale(0.25));
-        out[3] = diff12.add(diff34.scale(8.0)).add(diff56.scale(0.125));
-        out[4] = sum12.add(sum34.scale(16.0)).add(sum56.scale(0.0625));
-        out[5] = diff12
-            .add(diff34.scale(32.0))
-            .add(diff56.scale(0.03125))
+        out[1] = diff56.mul_add(0.5, diff34.mul_add(2.0, diff12));
+        out[2] = sum56.mul_add(0.25, sum34.mul_add(4.0, sum12));
+        out[3] = diff56.mul_add(0.125, diff34.mul_add(8.0, diff12));
+        out[4] = sum56.mul_add(0.0625, sum34.mul_add(16.0, sum12));
+        out[5] = diff56
+            .mul_add(0.03125, diff34.mul_add(32.0, diff12))
             .add(m[7]);
     }
 }
@@ -1700,15 +1674,12 @@ impl Transform<6, 8> for OutputGrad6 {
         let odd = e[1].add(e[3]).add(e[5]);
         out[1] = even.add(odd);
         out[2] = even.sub(odd);
-        let even = e[0].add(e[2].scale(4.0)).add(e[4].scale(16.0));
-        let odd = e[1].scale(2.0).add(e[3].scale(8.0)).add(e[5].scale(32.0));
+        let even = e[4].mul_add(16.0, e[2].mul_add(4.0, e[0]));
+        let odd = e[5].mul_add(32.0, e[3].mul_add(8.0, e[1].scale(2.0)));
         out[3] = even.add(odd);
         out[4] = even.sub(odd);
-        let even = e[0].add(e[2].scale(0.25)).add(e[4].scale(0.0625));
-        let odd = e[1]
-            .scale(0.5)
-            .add(e[3].scale(0.125))
-            .add(e[5].scale(0.03125));
+        let even = e[4].mul_add(0.0625, e[2].mul_add(0.25, e[0]));
+        let odd = e[5].mul_add(0.03125, e[3].mul_add(0.125, e[1].scale(0.5)));
         out[5] = even.add(odd);
         out[6] = even.sub(odd);
         out[7] = e[5];

@@ -1,8 +1,8 @@
 //! 16 lanes of `f32`, the unit the Winograd transforms work on: one zmm
 //! register with AVX-512, two ymm registers with AVX2, or a plain array.
 //! The transforms are written once over [`Simd`], so every path does the
-//! same operations in the same order (no fused multiply-adds), and gives
-//! the same bits.
+//! same operations in the same order, and gives the same bits (a fused
+//! multiply-add is one on every path: FMA instructions, or `f32::mul_add`).
 
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
@@ -23,6 +23,8 @@ pub(super) unsafe trait Simd: Copy {
     fn add(self, other: Self) -> Self;
     fn sub(self, other: Self) -> Self;
     fn scale(self, k: f32) -> Self;
+    /// `self * k + add`, rounded once.
+    fn mul_add(self, k: f32, add: Self) -> Self;
     fn div(self, k: f32) -> Self;
     /// `max(self, 0)`.
     fn relu(self) -> Self;
@@ -94,6 +96,10 @@ unsafe impl Simd for Portable {
         self.map(self, |a, _| a * k)
     }
     #[inline(always)]
+    fn mul_add(self, k: f32, add: Self) -> Self {
+        self.map(add, |a, b| a.mul_add(k, b))
+    }
+    #[inline(always)]
     fn div(self, k: f32) -> Self {
         self.map(self, |a, _| a / k)
     }
@@ -157,6 +163,11 @@ unsafe impl Simd for Avx512 {
         Avx512(unsafe { _mm512_mul_ps(self.0, _mm512_set1_ps(k)) })
     }
     #[inline(always)]
+    fn mul_add(self, k: f32, add: Self) -> Self {
+        // SAFETY: AVX-512F as above.
+        Avx512(unsafe { _mm512_fmadd_ps(self.0, _mm512_set1_ps(k), add.0) })
+    }
+    #[inline(always)]
     fn div(self, k: f32) -> Self {
         // SAFETY: AVX-512F as above.
         Avx512(unsafe { _mm512_div_ps(self.0, _mm512_set1_ps(k)) })
@@ -204,7 +215,7 @@ unsafe impl Simd for Avx512 {
     }
 }
 
-/// Two ymm registers. Only for functions compiled with AVX2.
+/// Two ymm registers. Only for functions compiled with AVX2 and FMA.
 #[cfg(target_arch = "x86_64")]
 #[derive(Clone, Copy)]
 pub(super) struct Avx2(__m256, __m256);
@@ -219,7 +230,7 @@ impl Avx2 {
 }
 
 // SAFETY: its values are only made inside `#[target_feature(enable =
-// "avx2")]` functions (winograd's `*_avx2`), where the CPU has it.
+// "avx2,fma")]` functions (winograd's `*_avx2`), where the CPU has both.
 #[cfg(target_arch = "x86_64")]
 unsafe impl Simd for Avx2 {
     #[inline(always)]
@@ -259,6 +270,13 @@ unsafe impl Simd for Avx2 {
     fn scale(self, k: f32) -> Self {
         // SAFETY: AVX2 as above.
         self.both(self, |a, _| unsafe { _mm256_mul_ps(a, _mm256_set1_ps(k)) })
+    }
+    #[inline(always)]
+    fn mul_add(self, k: f32, add: Self) -> Self {
+        // SAFETY: AVX2 and FMA as above.
+        self.both(add, |a, b| unsafe {
+            _mm256_fmadd_ps(a, _mm256_set1_ps(k), b)
+        })
     }
     #[inline(always)]
     fn div(self, k: f32) -> Self {
