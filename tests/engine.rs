@@ -576,3 +576,48 @@ fn a_convolution_feeds_the_next_chunk_by_chunk_at_inference() {
         }
     }
 }
+
+/// At inference a Flatten (or a Reshape) before a Dense layer does not
+/// run: the dense layer reads the tensor before it in place (the plan says
+/// so), and the predictions are the layers' run one by one, bit for bit,
+/// in pieces and in one batch; training still runs it (the gradient goes
+/// back in the input's shape).
+#[test]
+fn a_reshape_before_a_dense_layer_is_read_in_place_at_inference() {
+    let x = random(&[70, 10, 10, 3], &mut rng(21));
+    let y = one_hot(70, 4);
+    let reshapes: [Box<dyn Fn() -> Box<dyn Layer>>; 2] = [
+        Box::new(|| Box::new(Flatten::new())),
+        Box::new(|| Box::new(convnet::layers::Reshape::new(&[Some(4 * 4 * 8)]))),
+    ];
+    for (case, reshape) in reshapes.iter().enumerate() {
+        let mut model = Sequential::with_seed(3);
+        model.add(
+            Conv2D::new(8, (3, 3))
+                .activation(Relu)
+                .input_shape(&[10, 10, 3]),
+        );
+        model.add(MaxPooling2D::new((2, 2)));
+        model.add_boxed(reshape());
+        model.add(Dense::new(4).activation(Softmax));
+        model
+            .compile(Loss::CategoricalCrossentropy, SGD::new(0.1), &[])
+            .unwrap();
+        let options = Fit {
+            batch_size: 10,
+            verbose: 0,
+            ..Fit::default()
+        };
+        model.fit(&x, &y, options).unwrap();
+        let plan = model.plan_string().unwrap();
+        let name = if case == 0 { "flatten" } else { "reshape" };
+        let skipped = format!("inference: {name} does not run (dense reads its input in place");
+        assert!(plan.contains(&skipped), "{plan}");
+        let maps = model.feature_maps(&x).unwrap();
+        let one_by_one = &maps.last().unwrap().1;
+        for batch_size in [70, 9] {
+            let predicted = model.predict_with_batch_size(&x, batch_size).unwrap();
+            assert!(predicted == *one_by_one, "{name}, batch {batch_size}");
+        }
+    }
+}

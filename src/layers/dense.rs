@@ -23,8 +23,8 @@ use rayon::prelude::*;
 use super::config::{Config, Fields, config, with_input_shape};
 use super::kept::Kept;
 use super::{
-    Layer, OutputActivation, Param, TrainingStep, kernel_and_bias, kernel_and_bias_mut, resize,
-    samples_per_chunk, values, values_mut,
+    Layer, OutputActivation, Param, PlanRole, TrainingStep, kernel_and_bias, kernel_and_bias_mut,
+    resize, samples_per_chunk, values, values_mut,
 };
 use crate::initializers::{Initializer, Rng};
 use crate::kernels::gemm::{Mat, PackedMats, matmul};
@@ -180,6 +180,12 @@ impl Dense {
 impl Layer for Dense {
     fn class_name(&self) -> &'static str {
         "Dense"
+    }
+
+    /// Its input is `(features,)` per sample (`build` says so), read as one
+    /// run of values: a Flatten before it need not run at inference.
+    fn plan_role(&self) -> PlanRole<'_> {
+        PlanRole::FlatSamples
     }
 
     fn replicate(&self) -> Option<Box<dyn Layer>> {

@@ -4,7 +4,7 @@
 use ndarray::ArrayD;
 
 use super::config::{Config, Fields, with_input_shape};
-use super::{Layer, reshaped, reshaped_back};
+use super::{Layer, PlanRole, reshaped, reshaped_back};
 use crate::Result;
 use crate::initializers::Rng;
 
@@ -49,6 +49,10 @@ impl Layer for Flatten {
 
     fn build(&mut self, input_shape: &[usize], _rng: &mut Rng) -> Result<Vec<usize>> {
         Ok(vec![input_shape.iter().product()])
+    }
+
+    fn plan_role(&self) -> PlanRole<'_> {
+        PlanRole::Reshape
     }
 
     fn config(&self) -> Option<Config> {

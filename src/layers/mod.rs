@@ -142,6 +142,14 @@ pub enum PlanRole<'a> {
     /// A per-channel affine map at inference (BatchNormalization), which a
     /// convolution before it can take into its own weights.
     ChannelAffine(&'a dyn ChannelAffine),
+    /// A layer whose output is its input's values unchanged, in another
+    /// shape (Flatten, Reshape): at inference, a layer after it that reads
+    /// each sample as one flat run ([`PlanRole::FlatSamples`]) reads its
+    /// input in place, and it never runs.
+    Reshape,
+    /// A layer that reads each sample's values as one flat run, whatever
+    /// the input's shape (Dense after Flatten).
+    FlatSamples,
 }
 
 /// A layer that, at inference, multiplies each channel by a constant and

@@ -6,7 +6,7 @@ use ndarray::ArrayD;
 use serde_json::Value;
 
 use super::config::{Config, Fields, config, with_input_shape};
-use super::{Layer, reshaped, reshaped_back};
+use super::{Layer, PlanRole, reshaped, reshaped_back};
 use crate::initializers::Rng;
 use crate::{Error, Result};
 
@@ -61,6 +61,10 @@ impl Reshape {
 impl Layer for Reshape {
     fn class_name(&self) -> &'static str {
         "Reshape"
+    }
+
+    fn plan_role(&self) -> PlanRole<'_> {
+        PlanRole::Reshape
     }
 
     fn declared_input_shape(&self) -> Option<&[usize]> {

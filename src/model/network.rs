@@ -96,15 +96,21 @@ impl Network {
     pub fn forward(&self, slots: &mut Slots) {
         let stages = &self.plan.inference;
         for (s, stage) in stages.iter().enumerate() {
-            if stages.get(s + 1).is_some_and(|next| next.fed) {
-                // Runs inside the next stage.
+            if stage.view || stages.get(s + 1).is_some_and(|next| next.fed) {
+                // The next stage reads its input in place, or runs it.
                 continue;
             }
             if stage.fed {
                 self.forward_fed(s, slots);
                 continue;
             }
-            let (input, output) = Self::stage_io(stage, &mut slots.activations);
+            let (input, output) = match s.checked_sub(1).map(|b| &stages[b]) {
+                Some(before) if before.view => {
+                    let (inputs, outputs) = slots.activations.split_at_mut(stage.layers.end);
+                    (&inputs[before.layers.start], &mut outputs[0])
+                }
+                _ => Self::stage_io(stage, &mut slots.activations),
+            };
             let first = self.entries[stage.layers.start].layer.as_ref();
             // A folded stage runs a copy of its convolution that carries
             // the affine layer in its weights (made per batch: the weights

@@ -79,6 +79,10 @@ pub(crate) struct Stage {
     /// never stored; in training it is (the backward passes read it), but
     /// this stage's read of it comes from the cache.
     pub fed: bool,
+    /// At inference only: a layer that only reshapes, before one that reads
+    /// each sample as a flat run, which reads this stage's input in place
+    /// instead ([`arrange_views`]); this stage never runs.
+    pub view: bool,
 }
 
 /// A [`ChannelAffine`] layer folded into the convolution before it.
@@ -123,6 +127,7 @@ impl Plan {
                     fold: None,
                     hands_over: false,
                     fed: false,
+                    view: false,
                 }
             });
             i = stage.layers.end;
@@ -131,6 +136,7 @@ impl Plan {
         plan.inference = inference_stages(entries, &plan.stages);
         arrange_feeds(entries, &mut plan.inference, false);
         arrange_feeds(entries, &mut plan.stages, true);
+        arrange_views(entries, &mut plan.inference);
         plan
     }
 
@@ -209,6 +215,13 @@ impl Plan {
                  (its output never stored whole; {layer} reads it in the cache)\n"
             );
         }
+        for (s, stage) in self.inference.iter().enumerate().filter(|(_, s)| s.view) {
+            let layer = &entries[stage.layers.start].name;
+            let next = &entries[self.inference[s + 1].layers.start].name;
+            out += &format!(
+                "  inference: {layer} does not run ({next} reads its input in place: no copy)\n"
+            );
+        }
         for (i, reason) in &self.unfused {
             out += &format!("  not fused: {}: {reason}\n", entries[*i].name);
         }
@@ -277,6 +290,7 @@ fn conv_pool(entries: &[Entry], i: usize) -> Result<Stage, Option<String>> {
         fold: None,
         hands_over: false,
         fed: false,
+        view: false,
     })
 }
 
@@ -303,6 +317,7 @@ fn affine_relu(entries: &[Entry], i: usize) -> Result<Stage, Option<String>> {
             fold: None,
             hands_over: false,
             fed: false,
+            view: false,
         }),
         PlanRole::Activation(other) => Err(Some(format!(
             "followed by {} ({}), where the fused stage needs relu",
@@ -338,6 +353,7 @@ fn inference_stages(entries: &[Entry], training: &[Stage]) -> Vec<Stage> {
                 fold: None,
                 hands_over: false,
                 fed: false,
+                view: false,
             });
         i = stage.layers.end;
         stages.push(stage);
@@ -367,6 +383,24 @@ fn arrange_feeds(entries: &[Entry], stages: &mut [Stage], training: bool) {
             && matches!(stage.kind, StageKind::Layer | StageKind::ConvPool { .. })
             && convolution(stage).is_some_and(|conv| conv.takes_input_by_chunks());
         stages[s].fed = feeds && takes;
+    }
+}
+
+/// Marks each inference stage that only reshapes ([`PlanRole::Reshape`])
+/// and comes before a layer that reads samples as flat runs
+/// ([`PlanRole::FlatSamples`]) as a [`Stage::view`]: the copy it would
+/// make (cifar10-cnn's Flatten: 1.2 MB per batch of 128) is never made.
+/// In training the layer still runs: its backward pass hands the gradient
+/// back in the input's shape.
+fn arrange_views(entries: &[Entry], stages: &mut [Stage]) {
+    for s in 0..stages.len().saturating_sub(1) {
+        let role = |stage: &Stage| entries[stage.layers.start].layer.plan_role();
+        let (stage, next) = (&stages[s], &stages[s + 1]);
+        stages[s].view = stage.kind == StageKind::Layer
+            && matches!(role(stage), PlanRole::Reshape)
+            && next.kind == StageKind::Layer
+            && next.fold.is_none()
+            && matches!(role(next), PlanRole::FlatSamples);
     }
 }
 
@@ -408,6 +442,7 @@ fn folded_stage(entries: &[Entry], i: usize) -> Option<Stage> {
         }),
         hands_over: false,
         fed: false,
+        view: false,
     })
 }
 
