@@ -5,7 +5,7 @@
 
 use ndarray::{ArrayD, IxDyn};
 
-use super::plan::{Plan, Stage, StageKind, pooling_conv};
+use super::plan::{Plan, StageKind, pooling_conv};
 use crate::Result;
 use crate::data::Samples;
 use crate::layers::{
@@ -82,13 +82,16 @@ impl Slots {
 }
 
 impl Network {
-    /// The layer output slots of a stage: its input and its output.
-    fn stage_io<'a>(
-        stage: &Stage,
-        activations: &'a mut [ArrayD<f32>],
-    ) -> (&'a ArrayD<f32>, &'a mut ArrayD<f32>) {
-        let (inputs, outputs) = activations.split_at_mut(stage.layers.end);
-        (&inputs[stage.layers.start], &mut outputs[0])
+    /// Layer output slot `input`, to read, and slot `output` (after it),
+    /// to write: a stage's own input and output, or the input of a stage
+    /// before it that this one reads in its place.
+    fn slots_io(
+        activations: &mut [ArrayD<f32>],
+        input: usize,
+        output: usize,
+    ) -> (&ArrayD<f32>, &mut ArrayD<f32>) {
+        let (inputs, outputs) = activations.split_at_mut(output);
+        (&inputs[input], &mut outputs[0])
     }
 
     /// Inference: the batch in the input slot through every stage of the
@@ -104,13 +107,12 @@ impl Network {
                 self.forward_fed(s, slots);
                 continue;
             }
-            let (input, output) = match s.checked_sub(1).map(|b| &stages[b]) {
-                Some(before) if before.view => {
-                    let (inputs, outputs) = slots.activations.split_at_mut(stage.layers.end);
-                    (&inputs[before.layers.start], &mut outputs[0])
-                }
-                _ => Self::stage_io(stage, &mut slots.activations),
+            // After a view, its input is read in place of its output.
+            let read = match s.checked_sub(1).map(|b| &stages[b]) {
+                Some(before) if before.view => before.layers.start,
+                _ => stage.layers.start,
             };
+            let (input, output) = Self::slots_io(&mut slots.activations, read, stage.layers.end);
             let first = self.entries[stage.layers.start].layer.as_ref();
             // A folded stage runs a copy of its convolution that carries
             // the affine layer in its weights (made per batch: the weights
@@ -151,7 +153,8 @@ impl Network {
             return self.forward_fed_train(s, slots);
         }
         let stage = &stages[s];
-        let (input, output) = Self::stage_io(stage, &mut slots.activations);
+        let (start, end) = (stage.layers.start, stage.layers.end);
+        let (input, output) = Self::slots_io(&mut slots.activations, start, end);
         let first = self.entries[stage.layers.start].layer.as_mut();
         match stage.kind {
             StageKind::Layer => first.forward_train(input, output, step),
@@ -248,15 +251,18 @@ impl Network {
     /// [`Stage::fed`]).
     fn forward_fed(&self, s: usize, slots: &mut Slots) {
         let (stage, before) = (&self.plan.inference[s], &self.plan.inference[s - 1]);
-        let (inputs, outputs) = slots.activations.split_at_mut(stage.layers.end);
-        let input = &inputs[before.layers.start];
+        let (input, output) = Self::slots_io(
+            &mut slots.activations,
+            before.layers.start,
+            stage.layers.end,
+        );
         let before = pooling_conv(self.entries[before.layers.start].layer.as_ref());
         let conv = pooling_conv(self.entries[stage.layers.start].layer.as_ref());
         let winners = match stage.kind {
             StageKind::ConvPool { .. } => Some(&mut slots.winners[s]),
             _ => None,
         };
-        conv.forward_fed(before, input, &mut outputs[0], winners);
+        conv.forward_fed(before, input, output, winners);
     }
 
     /// Training stage `s`, fed chunk by chunk by stage `s - 1` (see

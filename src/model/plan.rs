@@ -85,6 +85,21 @@ pub(crate) struct Stage {
     pub view: bool,
 }
 
+impl Stage {
+    /// Layers `layers` run as `kind`, with nothing folded, handed over,
+    /// fed or read in place (the `arrange_*` passes decide those).
+    fn new(layers: Range<usize>, kind: StageKind) -> Stage {
+        Stage {
+            layers,
+            kind,
+            fold: None,
+            hands_over: false,
+            fed: false,
+            view: false,
+        }
+    }
+}
+
 /// A [`ChannelAffine`] layer folded into the convolution before it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Fold {
@@ -121,14 +136,7 @@ impl Plan {
                 if let Some(reason) = reason {
                     plan.unfused.push((i, reason));
                 }
-                Stage {
-                    layers: i..i + 1,
-                    kind: StageKind::Layer,
-                    fold: None,
-                    hands_over: false,
-                    fed: false,
-                    view: false,
-                }
+                Stage::new(i..i + 1, StageKind::Layer)
             });
             i = stage.layers.end;
             plan.stages.push(stage);
@@ -280,18 +288,12 @@ fn conv_pool(entries: &[Entry], i: usize) -> Result<Stage, Option<String>> {
         return Err(Some(reason));
     }
     let window = pool_window(conv);
-    Ok(Stage {
-        layers: i..next + 1,
-        kind: StageKind::ConvPool {
-            pool: window,
-            // A first layer needs no input gradient.
-            backward_fused: conv.pooled_backward_applies(i > 0),
-        },
-        fold: None,
-        hands_over: false,
-        fed: false,
-        view: false,
-    })
+    let kind = StageKind::ConvPool {
+        pool: window,
+        // A first layer needs no input gradient.
+        backward_fused: conv.pooled_backward_applies(i > 0),
+    };
+    Ok(Stage::new(i..next + 1, kind))
 }
 
 /// The fused training stage of a [`ChannelAffine`] layer at `i` and the
@@ -307,18 +309,14 @@ fn affine_relu(entries: &[Entry], i: usize) -> Result<Stage, Option<String>> {
         ));
     };
     match next.layer.plan_role() {
-        PlanRole::Activation(Activation::Relu) => Ok(Stage {
-            layers: i..i + 2,
-            // Until the derivative hand-offs are arranged: applying relu's
-            // derivative again where max pooling did changes nothing.
-            kind: StageKind::AffineRelu {
+        // Until the derivative hand-offs are arranged: applying relu's
+        // derivative again where max pooling did changes nothing.
+        PlanRole::Activation(Activation::Relu) => Ok(Stage::new(
+            i..i + 2,
+            StageKind::AffineRelu {
                 relu_derivative: true,
             },
-            fold: None,
-            hands_over: false,
-            fed: false,
-            view: false,
-        }),
+        )),
         PlanRole::Activation(other) => Err(Some(format!(
             "followed by {} ({}), where the fused stage needs relu",
             next.name,
@@ -347,14 +345,7 @@ fn inference_stages(entries: &[Entry], training: &[Stage]) -> Vec<Stage> {
             |s: &&Stage| s.layers.start == i && !matches!(s.kind, StageKind::AffineRelu { .. });
         let stage = folded_stage(entries, i)
             .or_else(|| training.iter().find(trained).cloned())
-            .unwrap_or(Stage {
-                layers: i..i + 1,
-                kind: StageKind::Layer,
-                fold: None,
-                hands_over: false,
-                fed: false,
-                view: false,
-            });
+            .unwrap_or_else(|| Stage::new(i..i + 1, StageKind::Layer));
         i = stage.layers.end;
         stages.push(stage);
     }
@@ -433,16 +424,13 @@ fn folded_stage(entries: &[Entry], i: usize) -> Option<Stage> {
     } else {
         StageKind::Layer
     };
+    let fold = Fold {
+        affine: i + 1,
+        activation,
+    };
     Some(Stage {
-        layers: i..end,
-        kind,
-        fold: Some(Fold {
-            affine: i + 1,
-            activation,
-        }),
-        hands_over: false,
-        fed: false,
-        view: false,
+        fold: Some(fold),
+        ..Stage::new(i..end, kind)
     })
 }
 
