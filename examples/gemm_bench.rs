@@ -75,6 +75,23 @@ fn main() {
         (2916, 256, 2400, RowMajor, Transposed, "conv2 input grad"),
         (7200, 288, 32, RowMajor, RowMajor, "CIFAR conv2 forward"),
         (8192, 27, 32, RowMajor, RowMajor, "CIFAR conv1 forward"),
+        (64, 2304, 512, RowMajor, RowMajor, "CIFAR dense, 64 samples"),
+        (
+            64,
+            512,
+            2304,
+            RowMajor,
+            Transposed,
+            "CIFAR dense input grad",
+        ),
+        (
+            2304,
+            64,
+            512,
+            Transposed,
+            RowMajor,
+            "CIFAR dense kernel grad",
+        ),
         (16, 9216, 4096, RowMajor, RowMajor, "dense, batch 16"),
         (
             16,
